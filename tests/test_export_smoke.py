@@ -1,0 +1,30 @@
+"""Each app runs headless end to end on a CPU: `marimo export html app.py -- --smoke` must exit 0."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def export(app: str, out: Path, *flags: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "marimo", "export", "html", app, "-o", str(out), "--", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("flags", [("--smoke",), ("--smoke", "--cpu")])
+def test_rapids_dashboard_smoke_export(tmp_path, flags):
+    out = tmp_path / "rapids.html"
+    proc = export("rapids_benchmark_dashboard.py", out, *flags)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    html = out.read_text()
+    assert "Finished in" in html and "measurements over" in html
+    assert "Running pandas only" in html or "GPU engine ready" in html
+    assert "Understand what you measured" in html

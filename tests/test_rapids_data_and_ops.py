@@ -1,0 +1,123 @@
+"""Data generation, the five operations and the result comparison of the RAPIDS dashboard."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rapids_benchmark_dashboard import (
+    CATEGORIES,
+    N_MANY_KEYS,
+    OP_ORDER,
+    OPS,
+    bytes_touched,
+    generate_data,
+    get_op,
+    results_match,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return generate_data(200_000, seed=7)
+
+
+def test_data_shapes_dtypes_and_cardinality(data):
+    df, lookup = data
+    assert len(df) == 200_000
+    assert dict(df.dtypes.astype(str)) == {
+        "key_few": "int32",
+        "key_many": "int32",
+        "value": "float64",
+        "value2": "float64",
+        "category": "category",
+    }
+    assert df["key_few"].nunique() == 100
+    assert 80_000 < df["key_many"].nunique() <= N_MANY_KEYS
+    assert list(df["category"].cat.categories) == CATEGORIES
+    assert df["value"].between(0, 100).all()
+    assert lookup["key_many"].is_unique and len(lookup) == N_MANY_KEYS // 2
+
+
+def test_data_is_seeded_and_reproducible():
+    a, la = generate_data(50_000, seed=3)
+    b, lb = generate_data(50_000, seed=3)
+    c, _ = generate_data(50_000, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(la, lb)
+    assert not a["value"].equals(c["value"])
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_each_op_gives_the_same_result_twice(data, op):
+    df, lookup = data
+    first, second = get_op(op)(pd, df, lookup), get_op(op)(pd, df, lookup)
+    pd.testing.assert_frame_equal(first, second)
+    ok, detail = results_match(first, second, OP_ORDER[op])
+    assert ok, detail
+
+
+def test_op_results_have_the_expected_meaning(data):
+    df, lookup = data
+    filtered = get_op("filter")(pd, df, lookup)
+    assert ((filtered["value"] > 50) & (filtered["key_few"] < 50)).all()
+    assert len(filtered) == int(((df["value"] > 50) & (df["key_few"] < 50)).sum())
+    few = get_op("groupby_few")(pd, df, lookup)
+    assert len(few) == 100 and few["rows"].sum() == len(df)
+    assert np.isclose(few["value_sum"].sum(), df["value"].sum())
+    joined = get_op("join")(pd, df, lookup)
+    assert len(joined) == int((df["key_many"] % 2 == 0).sum())
+    assert get_op("sort")(pd, df, lookup)["value"].is_monotonic_increasing
+
+
+def test_unordered_results_match_in_any_row_order(data):
+    df, lookup = data
+    joined = get_op("join")(pd, df, lookup)
+    shuffled = joined.sample(frac=1.0, random_state=1)
+    assert results_match(joined, shuffled, "unordered")[0]
+    grouped = get_op("groupby_many")(pd, df, lookup)
+    assert results_match(grouped, grouped.sample(frac=1.0, random_state=2), "unordered")[0]
+
+
+def test_comparison_catches_a_changed_value(data):
+    df, lookup = data
+    few = get_op("groupby_few")(pd, df, lookup)
+    wrong = few.copy()
+    wrong.iloc[5, wrong.columns.get_loc("value_mean")] *= 1.001
+    ok, detail = results_match(few, wrong, "unordered")
+    assert not ok and "value_mean" in detail
+
+
+def test_comparison_tolerates_float_rounding_only(data):
+    df, lookup = data
+    few = get_op("groupby_few")(pd, df, lookup)
+    rounded = few.copy()
+    rounded["value_sum"] = rounded["value_sum"] * (1 + 1e-12)
+    assert results_match(few, rounded, "unordered")[0]
+
+
+def test_comparison_catches_a_missing_row_and_a_wrong_order(data):
+    df, lookup = data
+    filtered = get_op("filter")(pd, df, lookup)
+    assert not results_match(filtered, filtered.iloc[1:], "rows")[0]
+    reordered = filtered.iloc[::-1]
+    assert not results_match(filtered, reordered, "rows")[0]
+    ordered = get_op("sort")(pd, df, lookup)
+    swapped = ordered.iloc[[1, 0, *range(2, len(ordered))]]
+    ok, detail = results_match(ordered, swapped, "key:value")
+    assert not ok and "sorted" in detail
+
+
+def test_comparison_catches_a_wrong_join_row(data):
+    df, lookup = data
+    joined = get_op("join")(pd, df, lookup)
+    wrong = joined.copy()
+    wrong.loc[wrong.index[10], "region"] = 99
+    assert not results_match(joined, wrong, "unordered")[0]
+    assert not results_match(joined, joined.drop(columns="price"), "unordered")[0]
+
+
+def test_bytes_touched_counts_inputs_read_and_result_written(data):
+    df, lookup = data
+    grouped = get_op("groupby_many")(pd, df, lookup)
+    expected = df["key_many"].nbytes + df["value"].nbytes + int(grouped.memory_usage(index=True).sum())
+    assert bytes_touched("groupby_many", df, grouped) == expected

@@ -1,0 +1,218 @@
+"""Timing, memory caps, the benchmark driver and the environment checks of the RAPIDS dashboard."""
+
+import importlib.abc
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from rapids_benchmark_dashboard import (
+    OPS,
+    Engine,
+    cap_rows,
+    crossover_rows,
+    detect_cudf,
+    estimate_bytes_per_row,
+    gpu_lock,
+    make_engines,
+    parse_cli_args,
+    plan_run,
+    run_benchmark,
+    speedup_chart,
+    summarize_records,
+    sweep_chart,
+    time_operation,
+    timeline_chart,
+    times_chart,
+)
+
+
+def pandas_as_gpu(name="cudf", **kw):
+    """A stand-in GPU engine: pandas on both sides, so the benchmark logic runs without a GPU."""
+    return Engine(name, pd, on_gpu=True, to_device=lambda f: f.copy(), **kw)
+
+
+def test_timer_runs_one_warmup_then_the_repeats_and_syncs_each_time():
+    calls, syncs = [], []
+    timing = time_operation(
+        lambda: calls.append("run") or len(calls), repeats=4, sync=lambda: syncs.append(1)
+    )
+    assert calls == ["run"] * 5  # 1 warm-up + 4 timed
+    assert len(timing.times) == 4 and len(syncs) == 5
+    assert timing.result == 5  # the last timed call's result is kept
+    assert timing.min <= timing.median <= timing.max
+
+
+def test_timer_uses_a_separate_warmup_when_given_and_reports_its_time():
+    seen = []
+    timing = time_operation(
+        lambda: seen.append("run"), repeats=2, warmup=lambda: time.sleep(0.05) or seen.append("w")
+    )
+    assert seen == ["w", "run", "run"]
+    assert timing.warmup_s >= 0.05
+
+
+def test_timer_median_is_robust_to_one_slow_repeat():
+    delays = iter([0.0, 0.001, 0.001, 0.08, 0.001])
+    timing = time_operation(lambda: time.sleep(next(delays)), repeats=4)
+    assert timing.max >= 0.08 and timing.median < 0.02
+
+
+def test_memory_cap_arithmetic():
+    # 25 B/row, factor 5 on the GPU, 85% usable: 80 GB free → 80e9*0.85/125 = 544M rows.
+    rows, msg = cap_rows(500_000_000, 25, free_gpu_bytes=80e9, free_host_bytes=1e12)
+    assert rows == 500_000_000 and msg is None
+    rows, msg = cap_rows(500_000_000, 25, free_gpu_bytes=40e9, free_host_bytes=1e12)
+    assert rows == 270_000_000  # 272M rounded down to two significant digits
+    assert "GPU" in msg and "capped" in msg
+    rows, msg = cap_rows(100_000_000, 25, free_gpu_bytes=None, free_host_bytes=2e9)
+    assert rows == 17_000_000 and "host RAM" in msg  # 2e9*0.85/100 = 17M
+    assert cap_rows(1_000, 25, None, None) == (1_000, None)
+
+
+def test_plan_caps_the_sweep_too():
+    plan = plan_run(100_000_000, ["sort", "filter"], 3, True, 25, free_gpu_bytes=None, free_host_bytes=2e9)
+    assert plan["rows"] == 17_000_000
+    assert plan["sizes"] == [1_000, 10_000, 100_000, 1_000_000, 10_000_000, 17_000_000]
+    assert plan["ops"] == ["filter", "sort"]  # in the app's order
+    assert 24 < estimate_bytes_per_row() < 27
+
+
+def test_cli_args_for_headless_runs():
+    assert parse_cli_args({"smoke": ""})["autorun"] is True
+    args = parse_cli_args({"run": "", "rows": "1e6", "ops": "sort,nonsense,filter", "repeats": "5"})
+    assert args["rows"] == 1_000_000 and args["ops"] == ["sort", "filter"] and args["repeats"] == 5
+    assert parse_cli_args({})["autorun"] is False
+
+
+def test_benchmark_with_pandas_on_both_sides_checks_every_op():
+    engines = make_engines(None) + [pandas_as_gpu()]
+    out = run_benchmark([2_000, 20_000], list(OPS), engines, repeats=2)
+    assert not out["errors"]
+    assert len(out["records"]) == 2 * len(OPS) * 2
+    summary = summarize_records(out["records"], peak_bandwidth_gbs=1000.0)
+    assert (summary["match"] == "✓").all()
+    assert (summary["speedup"] > 0).all() and (summary["speedup_e2e"] <= summary["speedup"]).all()
+    assert (summary["bandwidth_pct"] > 0).all()
+    assert {s["op"] for s in out["spans"]} == set(OPS)
+    for chart in (times_chart(summary), speedup_chart(summary), sweep_chart(summary)):
+        chart.to_dict()
+
+
+def test_benchmark_flags_a_wrong_gpu_result_loudly():
+    def broken_to_device(frame):
+        frame = frame.copy()
+        if "value" in frame:
+            frame["value"] = frame["value"] + 1e-3
+        return frame
+
+    engines = make_engines(None) + [Engine("cudf", pd, on_gpu=True, to_device=broken_to_device)]
+    out = run_benchmark([5_000], ["filter", "sort"], engines, repeats=1)
+    summary = summarize_records(out["records"])
+    assert (summary["match"] == "✗").all()
+
+
+def test_out_of_memory_on_one_engine_is_reported_and_the_run_goes_on():
+    class Exploding:
+        @staticmethod
+        def merge(*a, **k):
+            raise MemoryError("std::bad_alloc: out_of_memory: CUDA error")
+
+    engines = make_engines(None) + [Engine("cudf", Exploding, on_gpu=True, to_device=lambda f: f.copy())]
+    out = run_benchmark([5_000], ["join", "filter"], engines, repeats=1)
+    assert (
+        len(out["errors"]) == 1 and "out of memory" in out["errors"][0] and "fewer rows" in out["errors"][0]
+    )
+    assert {(r["op"], r["engine"]) for r in out["records"]} == {
+        ("join", "pandas"),
+        ("filter", "pandas"),
+        ("filter", "cudf"),
+    }
+
+
+def test_pandas_only_run_has_no_speedups_but_full_timings():
+    out = run_benchmark([3_000], list(OPS), make_engines(None), repeats=1)
+    summary = summarize_records(out["records"])
+    assert "speedup" not in summary and summary["pandas_median_s"].notna().all()
+    times_chart(summary).to_dict()
+
+
+def test_crossover_interpolates_on_log_axes():
+    summary = pd.DataFrame(
+        {"rows": [1_000, 10_000, 100_000], "op": ["sort"] * 3, "speedup": [0.1, 1.0, 10.0]}
+    )
+    assert crossover_rows(summary) == pytest.approx(10_000)
+    summary["speedup"] = [0.1, 0.5, 2.0]
+    assert 10_000 < crossover_rows(summary) < 100_000
+    summary["speedup"] = [0.1, 0.2, 0.3]
+    assert crossover_rows(summary) is None
+
+
+def test_timeline_chart_builds_from_samples_and_spans():
+    samples = pd.DataFrame(
+        [
+            {
+                "t": t / 10,
+                "gpu": 0,
+                "util_pct": 50,
+                "memory_used_gb": 1.0,
+                "temp_c": 40,
+                "power_w": 100.0,
+                "sm_clock_mhz": 1500,
+            }
+            for t in range(20)
+        ]
+    )
+    spans = pd.DataFrame([{"engine": "cudf", "op": "sort", "rows": 10, "start": 0.2, "end": 0.9}])
+    timeline_chart(samples, spans).to_dict()
+
+
+def test_no_gpu_means_pandas_only_with_a_reason():
+    module, msg = detect_cudf(0)
+    assert module is None and "No NVIDIA GPU" in msg
+    assert detect_cudf(1, force_cpu=True)[0] is None
+
+
+def test_cudf_missing_and_cudf_failing_to_import_are_explained(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cudf", None)  # behaves like "not installed"
+    module, msg = detect_cudf(1)
+    assert module is None and "not installed" in msg and "cudf-cu12" in msg
+
+    class BrokenCudf(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "cudf":
+                raise OSError("libcudf.so: cannot open shared object file")
+            return None
+
+    monkeypatch.delitem(sys.modules, "cudf")
+    monkeypatch.setattr(sys, "meta_path", [BrokenCudf(), *sys.meta_path])
+    module, msg = detect_cudf(1)
+    assert module is None and "failed to import" in msg and "libcudf.so" in msg
+
+
+def test_gpu_lock_queues_a_second_viewer(tmp_path):
+    path = str(tmp_path / "gpu.lock")
+    order, waited = [], threading.Event()
+    first_in = threading.Event()
+
+    def first():
+        with gpu_lock(path=path):
+            order.append("first in")
+            first_in.set()
+            time.sleep(0.3)
+            order.append("first out")
+
+    def second():
+        first_in.wait()
+        with gpu_lock(on_wait=waited.set, path=path):
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert waited.is_set()
+    assert order == ["first in", "first out", "second in"]
