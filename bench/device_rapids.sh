@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The RAPIDS dashboard's GPU runs, as made for notes/BENCHMARKS.md. Run from the repo root on the device.
+set -u
+source bench/device_setup.sh
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+stage=${1:-all}
+if [ "$stage" = all ] || [ "$stage" = a ]; then
+  date -u
+  python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tee "$OUT/rapids_gpu_tests.log"
+  python3 bench/rapids_standalone.py --rows 10000000 --app 2>&1 | tee "$OUT/rapids_standalone.log"
+  /usr/bin/time -v python3 bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3 2>&1 \
+    | grep -v -E "^\s+(Average|Exit|Socket|Signals|Swaps|File|Page size|Voluntary|Involuntary|Minor|Major|Percent|System|User)" \
+    | tee "$OUT/rapids_bench.log"
+fi
+if [ "$stage" = all ] || [ "$stage" = b ]; then
+  /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
+    -o "$OUT/rapids_100m.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -3 | tee "$OUT/rapids_export.log"
+  python3 bench/rapids_benchmark.py --rows 500000000 --repeats 1 2>&1 | tee "$OUT/rapids_500m.log"
+fi

@@ -1,0 +1,98 @@
+"""Run the RAPIDS dashboard's own benchmark (imported from the notebook) and print one table.
+
+Usage on a GPU box:  python bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3
+Prints per-op pandas and cuDF medians (min–max), transfer times, speedups, the whole run's wall time
+(data generation included) and the peak GPU memory NVML saw.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rapids_benchmark_dashboard import (  # noqa: E402
+    OPS,
+    GpuSampler,
+    detect_cudf,
+    estimate_bytes_per_row,
+    fmt_seconds,
+    format_rows,
+    make_engines,
+    plan_run,
+    read_gpu_status,
+    read_host_status,
+    run_benchmark,
+    summarize_records,
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=float, nargs="+", default=[10_000_000, 100_000_000])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--cpu", action="store_true", help="pandas only")
+    args = ap.parse_args()
+
+    gpus = read_gpu_status()
+    cudf, why = detect_cudf(len(gpus), force_cpu=args.cpu)
+    host = read_host_status()
+    card = gpus[0]["name"] if gpus else "no GPU"
+    print(
+        f"# card: {card} | peak bandwidth {gpus[0]['peak_bandwidth_gbs'] if gpus else None} GB/s | "
+        f"{host['cpu_count']} CPU cores | {why}"
+    )
+    engines = make_engines(cudf)
+    for requested in map(int, args.rows):
+        plan = plan_run(
+            requested,
+            args.ops.split(","),
+            args.repeats,
+            False,
+            estimate_bytes_per_row(),
+            min((g["memory_free_bytes"] for g in gpus), default=None) if cudf else None,
+            host["available_bytes"],
+        )
+        if plan["cap_message"]:
+            print(f"# CAPPED: {plan['cap_message']}")
+        sampler = GpuSampler(0.1)
+        sampler.start()
+        t0 = time.perf_counter()
+        out = run_benchmark(plan["sizes"], plan["ops"], engines, plan["repeats"])
+        wall = time.perf_counter() - t0
+        sampler.stop()
+        summary = summarize_records(out["records"], gpus[0]["peak_bandwidth_gbs"] if gpus else None)
+        n = plan["rows"]
+        gen = out["generation"][0]["seconds"]
+        print(
+            f"\n## {format_rows(n)} rows, {plan['repeats']} repeats: wall {wall:.1f} s (generation "
+            f"{gen:.1f} s), peak GPU memory {sampler.peak_memory_gb() or 0:.1f} GB, errors: {out['errors']}"
+        )
+        cols = ["op", "pandas", "cudf", "h2d", "d2h", "speedup", "e2e", "bw", "match"]
+        print(" | ".join(cols))
+        for r in summary.itertuples():
+            has_gpu = hasattr(r, "cudf_median_s")
+            print(
+                " | ".join(
+                    [
+                        r.op,
+                        f"{fmt_seconds(r.pandas_median_s)} ({fmt_seconds(r.pandas_min_s)}–{fmt_seconds(r.pandas_max_s)})",
+                        f"{fmt_seconds(r.cudf_median_s)} ({fmt_seconds(r.cudf_min_s)}–{fmt_seconds(r.cudf_max_s)})"
+                        if has_gpu
+                        else "—",
+                        fmt_seconds(r.h2d_s) if has_gpu else "—",
+                        fmt_seconds(r.d2h_s) if has_gpu else "—",
+                        f"{r.speedup:.1f}x" if has_gpu else "—",
+                        f"{r.speedup_e2e:.1f}x" if has_gpu else "—",
+                        f"{r.bandwidth_gbs:.0f} GB/s ({r.bandwidth_pct:.0f}%)" if has_gpu else "—",
+                        r.match or "ref",
+                    ]
+                )
+            )
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
