@@ -13,6 +13,7 @@ if [ "$stage" = all ] || [ "$stage" = a ]; then
     | tee "$OUT/rapids_bench.log"
 fi
 if [ "$stage" = all ] || [ "$stage" = b ]; then
+  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tail -3 | tee "$OUT/rapids_gpu_tests_b.log"
   /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
     -o "$OUT/rapids_100m.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -3 | tee "$OUT/rapids_export.log"
   python3 bench/rapids_benchmark.py --rows 500000000 --repeats 1 2>&1 | tee "$OUT/rapids_500m.log"

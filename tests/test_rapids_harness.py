@@ -68,14 +68,14 @@ def test_memory_cap_arithmetic():
     assert rows == 270_000_000  # 272M rounded down to two significant digits
     assert "GPU" in msg and "capped" in msg
     rows, msg = cap_rows(100_000_000, 25, free_gpu_bytes=None, free_host_bytes=2e9)
-    assert rows == 17_000_000 and "host RAM" in msg  # 2e9*0.85/100 = 17M
+    assert rows == 9_700_000 and "host RAM" in msg  # 2e9*0.85/175 = 9.71M
     assert cap_rows(1_000, 25, None, None) == (1_000, None)
 
 
 def test_plan_caps_the_sweep_too():
     plan = plan_run(100_000_000, ["sort", "filter"], 3, True, 25, free_gpu_bytes=None, free_host_bytes=2e9)
-    assert plan["rows"] == 17_000_000
-    assert plan["sizes"] == [1_000, 10_000, 100_000, 1_000_000, 10_000_000, 17_000_000]
+    assert plan["rows"] == 9_700_000
+    assert plan["sizes"] == [1_000, 10_000, 100_000, 1_000_000, 9_700_000]
     assert plan["ops"] == ["filter", "sort"]  # in the app's order
     assert 24 < estimate_bytes_per_row() < 27
 
