@@ -35,7 +35,7 @@ with app.setup:
     import time
     import types
     import zipfile
-    from dataclasses import dataclass
+    from dataclasses import dataclass, replace
     from pathlib import Path
 
     import altair as alt
@@ -251,9 +251,9 @@ class TrainSettings:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: tuple = ALL_TARGETS
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None  # None = auto: chosen for the loaded model by with_model_defaults
     warmup_ratio: float = 0.1
-    epochs: int = 5
+    epochs: int | None = None  # None = auto
     batch_size: int = 16
     max_length: int = 128
     seed: int = 42
@@ -264,18 +264,7 @@ class TrainSettings:
 def settings_from_form(value, smoke=False):
     """TrainSettings from the form's value (None before the first submit; smoke → tiny model, few steps)."""
     if smoke:
-        return TrainSettings(
-            model_source="tiny",
-            precision="fp16",
-            rank=16,
-            alpha=32,
-            dropout=0.0,
-            learning_rate=1e-2,
-            warmup_ratio=0.1,
-            epochs=8,
-            batch_size=16,
-            max_length=128,
-        )
+        return TrainSettings(model_source="tiny")
     if not value:
         return TrainSettings()
     return TrainSettings(
@@ -286,13 +275,28 @@ def settings_from_form(value, smoke=False):
         alpha=int(value["alpha"]),
         dropout=float(value["dropout"]),
         target_modules=tuple(value["targets"]) or ALL_TARGETS,
-        learning_rate=float(value["learning_rate"]),
+        learning_rate=None if value["learning_rate"] == "auto" else float(value["learning_rate"]),
         warmup_ratio=float(value["warmup_pct"]) / 100,
-        epochs=int(value["epochs"]),
+        epochs=None if value["epochs"] == "auto" else int(value["epochs"]),
         batch_size=int(value["batch_size"]),
         max_length=int(value["max_length"]),
         seed=int(value["seed"]),
         data_source=value["data_source"],
+    )
+
+
+@app.function
+def with_model_defaults(settings, model_name):
+    """Fill 'auto' learning rate and epochs for the model that actually loaded.
+
+    A pretrained GPT-2 only has to learn the answer formats (1e-3, 5 epochs); the tiny offline model
+    starts from random weights and needs bigger and more steps (3e-3, 15 epochs).
+    """
+    tiny = model_name == TINY_MODEL_NAME
+    return replace(
+        settings,
+        learning_rate=settings.learning_rate or (3e-3 if tiny else 1e-3),
+        epochs=settings.epochs or (15 if tiny else 5),
     )
 
 
