@@ -13,11 +13,12 @@
 #     "psutil>=5.9",
 # ]
 # ///
+"""Fine-tune GPT-2 with LoRA in FP16: seven visible steps, evaluated before/after, saved in PEFT's format."""
 
 import marimo
 
 __generated_with = "0.25.2"
-app = marimo.App(width="medium")
+app = marimo.App(width="medium", app_title="GPT-2 LoRA fine-tuning")
 
 with app.setup:
     import contextlib
@@ -215,6 +216,27 @@ with app.setup:
         ("buy", "sell"),
         ("day", "night"),
     )
+    OUTPUT_ROOT = Path(
+        os.environ.get("LLM_DASHBOARD_OUTPUT_DIR")
+        or (mo.notebook_dir() or Path.cwd()) / "outputs" / "adapters"
+    )
+    MODEL_CHOICES = {
+        "gpt2 (124M)": "gpt2",
+        "distilgpt2 (82M)": "distilgpt2",
+        "gpt2-medium (355M)": "gpt2-medium",
+        "local directory": "local",
+        "tiny offline GPT-2 (no download)": "tiny",
+    }
+    PRECISION_CHOICES = {"FP16 + GradScaler": "fp16", "BF16": "bf16", "FP32": "fp32"}
+    TARGET_CHOICES = {
+        "attention c_attn (fused q, k, v)": "attn.c_attn",
+        "attention c_proj (output)": "attn.c_proj",
+        "MLP c_fc (up)": "mlp.c_fc",
+        "MLP c_proj (down)": "mlp.c_proj",
+    }
+    LEARNING_RATES = ["auto", "5e-5", "1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
+    EPOCH_CHOICES = ["auto", "1", "2", "3", "5", "8", "10", "15", "20", "30"]
+    DATA_CHOICES = {"built-in (200 examples)": "builtin", "upload": "upload"}
     ANSWER_FORMATS = {  # the fixed answer shape of each built-in task (format match before vs after)
         "arithmetic": r"Answer: \d+",
         "uppercase": r"[A-Z]+",
@@ -225,6 +247,509 @@ with app.setup:
         "antonym": r"[a-z]+",
         "parity": r"even|odd",
     }
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    # Fine-tune GPT-2 with LoRA in FP16 — seven visible steps
+
+    This app teaches GPT-2 a handful of small tasks with **fixed answer formats** ("Answer: 43",
+    "GARDEN", "positive", "3000 m", …) by training a **LoRA adapter**: two thin matrices beside each
+    chosen weight matrix, about 1% of the model's parameters, while the base model stays frozen in FP16.
+    It then measures what changed — eval loss, perplexity, exact match and answer-format match on
+    held-out prompts, **before vs after** — and saves the adapter in **PEFT's own format**.
+
+    Each of the seven steps below is its own cell and shows what it did and how long it took. With an
+    NVIDIA GPU it trains in FP16 with a GradScaler; on a CPU it explains its fallback and still runs.
+    Without network access it offers a **tiny offline GPT-2** that needs no download.
+    """)
+    return
+
+
+@app.cell
+def _():
+    environment = describe_environment()
+    return (environment,)
+
+
+@app.cell(hide_code=True)
+def _(environment):
+    if environment["cuda_available"]:
+        _device_card = mo.stat(
+            environment["gpu"].replace("NVIDIA ", ""),
+            label="GPU (torch + NVML)",
+            caption=f"{environment['gpu_memory_gib']:.0f} GiB · CC {environment['compute_capability']}"
+            f" · driver {environment.get('driver', 'n/a')} · CUDA {environment['cuda']}",
+            bordered=True,
+        )
+        _note = None
+    else:
+        _device_card = mo.stat(
+            "CPU only", label="device", caption="no CUDA GPU visible to torch", bordered=True
+        )
+        _note = mo.callout(
+            mo.md(
+                "**No CUDA GPU here, so everything runs on the CPU.** Pick the *tiny offline GPT-2* for a "
+                "run of seconds; FP16 falls back to FP32 (explained in step 1). The steps, the adapter and "
+                "the PEFT format are the same as on a GPU."
+            ),
+            kind="info",
+        )
+    mo.vstack(
+        [
+            mo.hstack(
+                [
+                    _device_card,
+                    mo.stat(f"{environment['cpu_cores']} cores", label="CPU", bordered=True),
+                    mo.stat(f"{environment['ram_gib']:.0f} GiB", label="RAM", bordered=True),
+                    mo.stat(f"torch {environment['torch']}", label="framework", bordered=True),
+                ],
+                widths="equal",
+            ),
+            _note,
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    ## Settings
+
+    Change what you like, press **Apply settings** (the data preview and the explanations below follow),
+    then press **Train**. Without applying, Train uses the defaults shown. *auto* picks a learning rate
+    and epoch count for the model that actually loads.
+    """)
+    return
+
+
+@app.cell
+def _():
+    settings_form = (
+        mo.md(r"""
+        **Model and precision** — {model} {precision}
+        {local_dir}
+
+        **LoRA** — {rank} {alpha} {dropout}
+        {targets}
+
+        **Optimization** — {learning_rate} {warmup_pct} {epochs}
+        {batch_size} {max_length} {seed}
+
+        **Data** — {data_source} {upload}
+        """)
+        .batch(
+            model=mo.ui.dropdown(MODEL_CHOICES, value="gpt2 (124M)", label="model source"),
+            local_dir=mo.ui.text(
+                placeholder="/path/to/a/gpt2/folder", label="local directory", full_width=True
+            ),
+            precision=mo.ui.dropdown(PRECISION_CHOICES, value="FP16 + GradScaler", label="precision"),
+            rank=mo.ui.slider(steps=[4, 8, 16, 32, 64], value=8, show_value=True, label="rank r"),
+            alpha=mo.ui.slider(steps=[4, 8, 16, 32, 64, 128], value=16, show_value=True, label="alpha"),
+            dropout=mo.ui.slider(0.0, 0.3, 0.05, value=0.05, show_value=True, label="dropout"),
+            targets=mo.ui.multiselect(TARGET_CHOICES, value=list(TARGET_CHOICES), label="target modules"),
+            learning_rate=mo.ui.dropdown(LEARNING_RATES, value="auto", label="learning rate"),
+            warmup_pct=mo.ui.slider(0, 30, 5, value=10, show_value=True, label="warm-up % of steps"),
+            epochs=mo.ui.dropdown(EPOCH_CHOICES, value="auto", label="epochs"),
+            batch_size=mo.ui.dropdown(["4", "8", "16", "32"], value="16", label="batch size"),
+            max_length=mo.ui.dropdown(["64", "128", "256", "512"], value="128", label="max sequence length"),
+            seed=mo.ui.number(0, 2**31 - 1, 1, value=42, label="seed"),
+            data_source=mo.ui.radio(DATA_CHOICES, value="built-in (200 examples)", label="data", inline=True),
+            upload=mo.ui.file(filetypes=[".csv", ".jsonl"], label="upload CSV/JSONL (prompt, response)"),
+        )
+        .form(submit_button_label="Apply settings", bordered=True)
+    )
+    train_button = mo.ui.run_button(label="Train", kind="success", tooltip="Run the seven steps below")
+    return settings_form, train_button
+
+
+@app.cell
+def _(settings_form, train_button):
+    mo.vstack([settings_form, mo.hstack([train_button], justify="start")])
+    return
+
+
+@app.cell
+def _(settings_form):
+    settings = settings_from_form(settings_form.value, smoke=SMOKE)
+    dataset, data_errors, data_warnings = choose_dataset(settings, settings_form.value)
+    return data_errors, data_warnings, dataset, settings
+
+
+@app.cell(hide_code=True)
+def _(data_errors, data_warnings, dataset, settings, settings_form):
+    _source = "smoke test (`--smoke`)" if SMOKE else ("applied" if settings_form.value else "defaults")
+    _summary = mo.md(
+        f"**Settings ({_source}):** `{settings.model_source}` · {settings.precision.upper()} · r={settings.rank}, "
+        f"alpha={settings.alpha}, dropout={settings.dropout} · targets {', '.join(settings.target_modules)} · "
+        f"lr {settings.learning_rate or 'auto'} · epochs {settings.epochs or 'auto'} · batch "
+        f"{settings.batch_size} · max length {settings.max_length} · seed {settings.seed}"
+    )
+    _problems = [mo.callout(mo.md("\n\n".join(data_errors)), kind="danger")] if data_errors else []
+    _notes = [mo.callout(mo.md("\n\n".join(data_warnings)), kind="warn")] if data_warnings else []
+    _preview = []
+    if dataset is not None:
+        _counts = dataset.groupby(["task", "split"]).size().unstack(fill_value=0).reset_index()
+        _preview = [
+            mo.md(
+                f"### Data: {len(dataset)} rows — {', '.join(f'{k} {v}' for k, v in dataset['split'].value_counts().items())}"
+            ),
+            mo.ui.table(dataset, page_size=10, selection=None, wrapped_columns=["prompt", "response"]),
+            mo.accordion({"Rows per task and split": mo.ui.table(_counts, selection=None, pagination=False)}),
+        ]
+    mo.vstack([_summary, *_problems, *_notes, *_preview])
+    return
+
+
+@app.cell(hide_code=True)
+def _(dataset, settings):
+    _vocab = (
+        len(build_offline_tokenizer(tokenizer_corpus(dataset))) if settings.model_source == "tiny" else None
+    )
+    _config = planned_config(settings, _vocab)
+    mo.stop(_config is None, mo.md("_Explanations with numbers appear for GPT-2-family models._"))
+    why = lora_plan(_config, settings)
+    mo.accordion(
+        {
+            "Why LoRA works — with this model's numbers": mo.md(why_lora_text(why, settings)),
+            "Why mixed precision (FP16), and why a GradScaler": mo.md(why_fp16_text()),
+            "Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why)),
+            "Hyperparameter choices": mo.md(hyperparameter_text(settings, why)),
+        },
+        multiple=True,
+    )
+    return (why,)
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    ## The seven steps
+    """)
+    return
+
+
+@app.cell
+def _(data_errors, dataset, settings, train_button):
+    mo.stop(not (train_button.value or SMOKE), mo.md("_Press **Train** to run the seven steps._"))
+    mo.stop(
+        dataset is None,
+        mo.callout(mo.md("Fix the data problem above first: " + " ".join(data_errors)), kind="danger"),
+    )
+    clicked_at = time.perf_counter()
+    set_seed(settings.seed)
+    device = choose_device()
+    plan = resolve_precision(
+        settings.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    step_done(
+        1,
+        "environment and seed",
+        time.perf_counter() - clicked_at,
+        f"Device **{device_label(device)}** · requested **{settings.precision.upper()}** → running "
+        f"**{plan.name}** · seed **{settings.seed}** (Python and torch, every CUDA device).\n\n{plan.note}",
+        kind="success" if plan.requested == "fp32" or "fallback" not in plan.name.lower() else "warn",
+    )
+    return clicked_at, device, plan
+
+
+@app.cell
+def _(dataset, device, plan, settings):
+    _started = time.perf_counter()
+    run = FineTuneRun(
+        settings=settings, device=device, plan=plan, memory_baseline=device_memory(device)["allocated"]
+    )
+    with gpu_turn(on_wait=show_waiting):
+        _model, run.tokenizer, run.model_name, _load_warning = load_model_and_tokenizer(
+            settings, plan.param_dtype, tokenizer_corpus(dataset)
+        )
+        run.model = _model.to(device)
+        run.settings = with_model_defaults(settings, run.model_name)
+        del _model
+    _trainable, _total = parameter_counts(run.model)
+    _dtype = str(next(run.model.parameters()).dtype).replace("torch.", "")
+    mo.output.replace(
+        mo.vstack(
+            [
+                mo.callout(mo.md(f"**No {settings.model_source}:** {_load_warning}"), kind="warn")
+                if _load_warning
+                else None,
+                step_done(
+                    2,
+                    "tokenizer and model loaded",
+                    time.perf_counter() - _started,
+                    f"**{run.model_name}** · {fmt_count(_total)} parameters (tied lm_head counted once) · "
+                    f"weights in **{_dtype}** · vocabulary {len(run.tokenizer):,} · device memory "
+                    f"{fmt_bytes(device_memory(device)['allocated'])} allocated"
+                    + ("" if device.type == "cuda" else " (CPU: host RAM, not tracked here)")
+                    + f" · learning rate {run.settings.learning_rate:g}, {run.settings.epochs} epochs.",
+                ),
+            ]
+        )
+    )
+    return (run,)
+
+
+@app.cell
+def _(run):
+    _started = time.perf_counter()
+    lora_table = inject_lora(
+        run.model, run.settings.target_modules, run.settings.rank, run.settings.alpha, run.settings.dropout
+    )
+    trainable_params, total_params = parameter_counts(run.model)
+    parameter_groups = parameter_breakdown(run.model)
+    _kinds = lora_table["type"].str.split(" ").str[0].value_counts().to_dict()
+    mo.vstack(
+        [
+            step_done(
+                3,
+                "LoRA injected",
+                time.perf_counter() - _started,
+                f"Wrapped **{len(lora_table)} layers** ({', '.join(f'{n} {k}' for k, n in _kinds.items())}, "
+                f"recognised by type) · trainable **{trainable_params:,}** of {total_params:,} parameters = "
+                f"**{100 * trainable_params / total_params:.3f}%** · frozen base "
+                f"{total_params - trainable_params:,} · sum of the table's LoRA column "
+                f"{int(lora_table['LoRA params'].sum()):,} ✓",
+            ),
+            mo.accordion({"Wrapped layers": mo.ui.table(lora_table, page_size=8, selection=None)}),
+        ]
+    )
+    return lora_table, parameter_groups, total_params, trainable_params
+
+
+@app.cell
+def _(dataset, lora_table, run):
+    _started = time.perf_counter()
+    token_stats = prepare_training(
+        run, dataset[dataset["split"] == "train"], dataset[dataset["split"] == "eval"]
+    )
+    _train = token_stats["train"]
+    mo.vstack(
+        [
+            step_done(
+                4,
+                "data tokenized; loaders, optimizer, scheduler and scaler ready",
+                time.perf_counter() - _started,
+                f"{token_stats['train_examples']} train / {token_stats['eval_examples']} eval examples "
+                f"({token_stats['dropped']} dropped: prompt longer than max length) · {token_stats['steps_per_epoch']} "
+                f"steps/epoch × {run.settings.epochs} epochs = **{token_stats['total_steps']} steps**, "
+                f"{token_stats['warmup_steps']} warm-up · AdamW on {len(lora_table) * 2} adapter tensors only · "
+                f"GradScaler **{'on' if run.scaler.is_enabled() else 'off'}**",
+            ),
+            mo.hstack(
+                [
+                    mo.stat(
+                        f"{_train['real_tokens']:,}",
+                        label="real tokens / epoch",
+                        caption=f"mean length {_train['mean_length']:.1f}, max {_train['max_length']}",
+                        bordered=True,
+                    ),
+                    mo.stat(
+                        f"{100 * _train['loss_share_of_real']:.1f}%",
+                        label="tokens that carry loss",
+                        caption="response + eos; prompt and padding are -100",
+                        bordered=True,
+                    ),
+                    mo.stat(
+                        f"{100 * _train['padding_share']:.1f}%",
+                        label="padding",
+                        caption="dynamic padding per batch",
+                        bordered=True,
+                    ),
+                ],
+                widths="equal",
+            ),
+        ]
+    )
+    return (token_stats,)
+
+
+@app.cell
+def _(dataset, run, token_stats):
+    _eval_frame = dataset[dataset["split"] == "eval"]
+    answer_tokens = answer_token_budget(run.tokenizer, dataset["response"])
+    train_records, eval_records, stop_reason = [], [], None
+    with gpu_turn(on_wait=show_waiting):
+        mo.output.clear()
+        _started = time.perf_counter()
+        # LoRA's B is zero, so this *is* the base model: the "before" of every comparison.
+        before, before_generations = evaluate_run(run, _eval_frame, answer_tokens)
+        eval_records.append(
+            {"step": 0, "epoch": 0, "eval_loss": before["eval_loss"], "perplexity": before["perplexity"]}
+        )
+        _train_started = time.perf_counter()
+        with (
+            GpuSampler(run.device, hz=10) as sampler,
+            mo.status.progress_bar(
+                total=run.total_steps, title="Step 5 — training", show_eta=True, show_rate=True
+            ) as _bar,
+        ):
+            mo.output.append(loss_chart([], eval_records, title="Loss (live)"))
+            _last_draw = 0.0
+            try:
+                for _record in train_steps(run):
+                    if _record["kind"] == "eval":
+                        eval_records.append(_record)
+                        continue
+                    train_records.append(_record)
+                    _bar.update(
+                        subtitle=f"epoch {_record['epoch']} · loss {_record['loss']:.3f} · "
+                        f"{_record['tokens_per_s']:,.0f} tok/s · {device_status(sampler)}"
+                    )
+                    if time.perf_counter() - _last_draw > 0.5 or _record["step"] == run.total_steps:
+                        mo.output.replace_at_index(
+                            loss_chart(train_records, eval_records, title="Loss (live)"), 1
+                        )
+                        _last_draw = time.perf_counter()
+            except TrainingStopped as _stop:
+                stop_reason = _stop
+        train_seconds = time.perf_counter() - _train_started
+        if stop_reason is not None:
+            run.release()  # steps 6 and 7 will not run: give the memory back now
+    history = pd.DataFrame(train_records)
+    device_samples = sampler.frame()
+    mo.output.replace(
+        training_summary(
+            history, eval_records, stop_reason, train_seconds, time.perf_counter() - _started, sampler.source
+        )
+    )
+    return (
+        before,
+        before_generations,
+        device_samples,
+        eval_records,
+        history,
+        answer_tokens,
+        sampler,
+        stop_reason,
+    )
+
+
+@app.cell
+def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
+    mo.stop(
+        stop_reason is not None,
+        mo.callout(mo.md(f"Step 6 skipped: training stopped — {stop_reason}"), kind="danger"),
+    )
+    _started = time.perf_counter()
+    with gpu_turn(on_wait=show_waiting):
+        after, after_generations = evaluate_run(run, dataset[dataset["split"] == "eval"], answer_tokens)
+    comparison = compare_generations(before_generations, after_generations)
+    mo.vstack(
+        [
+            step_done(
+                6,
+                "evaluated before vs after",
+                time.perf_counter() - _started,
+                f"{len(comparison)} held-out prompts, greedy decoding, up to {answer_tokens} new tokens.",
+            ),
+            mo.hstack(
+                [
+                    metric_card("eval loss", before["eval_loss"], after["eval_loss"], "{:.3f}", "decrease"),
+                    metric_card(
+                        "perplexity", before["perplexity"], after["perplexity"], "{:,.1f}", "decrease"
+                    ),
+                    metric_card(
+                        "exact match", before["exact_match"], after["exact_match"], "{:.0%}", "increase"
+                    ),
+                    metric_card(
+                        "answer format", before["format_match"], after["format_match"], "{:.0%}", "increase"
+                    ),
+                ],
+                widths="equal",
+            ),
+            mo.md("**Generations for held-out prompts — before vs after** (✓ = exact match)"),
+            mo.ui.table(
+                comparison, page_size=10, selection=None, wrapped_columns=["prompt", "before", "after"]
+            ),
+        ]
+    )
+    return after, after_generations, comparison
+
+
+@app.cell
+def _(after, before, clicked_at, comparison, dataset, run):
+    _started = time.perf_counter()
+    with gpu_turn(on_wait=show_waiting):
+        adapter_folder = OUTPUT_ROOT / sanitize_name(
+            f"{run.model_name}-r{run.settings.rank}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(run) % 10000}"
+        )
+        saved_files = save_adapter(run.model, adapter_folder, run.settings, run.model_name)
+        peft_max_diff = peft_reload_check(
+            run, adapter_folder, dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist()
+        )
+        peak_memory = device_memory(run.device)["peak"]
+        release_report = run.release()
+    click_to_result = time.perf_counter() - clicked_at
+    adapter_zip = zip_folder(adapter_folder)
+    mo.vstack(
+        [
+            step_done(
+                7,
+                "adapter saved, checked with PEFT, memory released",
+                time.perf_counter() - _started,
+                f"`{adapter_folder}` ({', '.join(f'{k} {fmt_bytes(v)}' for k, v in saved_files.items())}) · "
+                f"`PeftModel.from_pretrained(base, folder)` reproduces this app's logits: max |Δ| = "
+                f"**{peft_max_diff:.2e}** {'✓' if peft_max_diff < peft_tolerance(run.plan) else '✗'} · "
+                + release_text(release_report, run.device),
+            ),
+            mo.download(
+                adapter_zip, filename=f"{adapter_folder.name}.zip", label="Download the adapter (.zip)"
+            ),
+            summary_cards(before, after, click_to_result, peak_memory, release_report, run),
+        ]
+    )
+    return adapter_folder, click_to_result, peak_memory, peft_max_diff, release_report
+
+
+@app.cell
+def _(device_samples, eval_records, history, parameter_groups, sampler, stop_reason):
+    mo.stop(history.empty, None)
+    _charts = [
+        loss_chart(history.to_dict("records"), eval_records),
+        step_chart(history, "lr", "Learning-rate schedule (warm-up, then cosine decay)", "learning rate"),
+        throughput_chart(history),
+        device_timeline_chart(device_samples, sampler.source)
+        if len(device_samples)
+        else mo.md("_No device samples._"),
+        parameter_chart(parameter_groups),
+    ]
+    mo.vstack([mo.md("## Charts" + (" (training stopped early)" if stop_reason else "")), *_charts])
+    return
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    ## How it all works
+
+    1. **Environment and seed** — torch finds the GPU (NVML adds driver, utilization and power); without one the
+       app says so and resolves the precision to something a CPU can run. One seed fixes weights, adapter init
+       and the shuffling order.
+    2. **Load** — `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer` (cache first, the hub only if
+       reachable, never `trust_remote_code`). Without either, the tiny offline GPT-2 is built from a
+       `GPT2Config` with a byte-level BPE tokenizer trained in memory on the data.
+    3. **Inject** — every targeted `Conv1D`/`nn.Linear` is replaced by a `LoRALayer` that holds the frozen
+       layer plus A and B; every other parameter is frozen.
+    4. **Prepare** — one prompt template; labels are `-100` on prompt and padding tokens, so the loss is the
+       response (and its end-of-text token) only; batches are padded to their own longest example. AdamW sees
+       the adapter parameters only; LambdaLR does warm-up then cosine; GradScaler is on for FP16.
+    5. **Train** — autocast forward, loss in FP32, scaled backward, unscale → clip → step → update. A non-finite
+       loss or a collapsing loss scale stops training with an explanation; CUDA out-of-memory is caught, the
+       memory freed, and smaller settings suggested. A background thread samples NVML ten times a second.
+    6. **Evaluate** — token-weighted eval loss and perplexity, and greedy generations for the held-out prompts,
+       before (step 0, B = 0) and after.
+    7. **Save and release** — `adapter_config.json` + `adapter_model.safetensors` with PEFT's key names; the app
+       reloads them with `PeftModel.from_pretrained` and compares logits, then drops every reference to the model
+       and empties the CUDA cache, measuring what came back.
+
+    Everything that holds device memory lives in one `FineTuneRun` object so step 7 can release it all at once;
+    cells only pass around numbers, tables and charts. A process-wide lock makes a second viewer wait instead of
+    fighting over the GPU.
+    """)
+    return
 
 
 @app.cell(hide_code=True)
@@ -1437,6 +1962,300 @@ class GpuSampler:
         return pd.DataFrame(
             list(self.samples), columns=["t", "util_pct", "memory_mib", "temperature_c", "power_w"]
         )
+
+
+@app.function
+def choose_dataset(settings, form_value):
+    """(frame with a split column, errors, warnings) for the chosen data source; uploads are validated."""
+    if settings.data_source != "upload":
+        return builtin_examples(), [], []
+    files = (form_value or {}).get("upload") or ()
+    if not files:
+        return (
+            None,
+            [
+                "Data is set to **upload** but no file was chosen: upload a CSV/JSONL or pick the built-in set."
+            ],
+            [],
+        )
+    return validate_upload(files[0].name, files[0].contents)
+
+
+@app.function
+def step_done(number, title, seconds, details, kind="success"):
+    """A step's completion callout: what it did and how long it took."""
+    return mo.callout(
+        mo.md(f"**Step {number} complete — {title}** ({seconds:.2f} s)\n\n{details}"), kind=kind
+    )
+
+
+@app.function
+def show_waiting():
+    """Tell this viewer that another viewer's run holds the GPU."""
+    mo.output.append(
+        mo.callout(
+            mo.md(
+                "**Waiting for the GPU — another viewer is running…** This step starts as soon as it is free."
+            ),
+            kind="warn",
+        )
+    )
+
+
+@app.function
+def device_label(device):
+    """'NVIDIA H100 80GB HBM3' or 'CPU (16 cores)'."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+
+
+@app.function
+def is_fallback(plan):
+    """True when the precision that runs is not the one requested."""
+    return plan.requested.upper() not in plan.name.upper()
+
+
+@app.function
+def device_status(sampler):
+    """The sampler's latest reading as a short progress-bar subtitle."""
+    if not sampler.samples:
+        return "sampling…"
+    last = sampler.samples[-1]
+    if sampler.source == "NVML":
+        return f"GPU {last['util_pct']:.0f}% · {last['memory_mib'] / 1024:.1f} GiB used"
+    return f"CPU {last['util_pct']:.0f}% · process {last['memory_mib'] / 1024:.1f} GiB"
+
+
+@app.function
+def training_summary(history, eval_records, stop_reason, train_seconds, total_seconds, source):
+    """Step 5's final view: completion (or the reason it stopped), throughput, memory and the loss chart."""
+    if stop_reason is not None:
+        return mo.callout(
+            mo.md(
+                f"**Step 5 stopped after {stop_reason.step} steps.** {stop_reason.reason}\n\n"
+                f"**What to do:** {stop_reason.advice}\n\nThe model, optimizer and batches were released."
+            ),
+            kind="danger",
+        )
+    real, padded, seconds = (
+        history["real_tokens"].sum(),
+        history["padded_tokens"].sum(),
+        history["seconds"].sum(),
+    )
+    scaler_note = (
+        f" · loss scale ends at {history['loss_scale'].iloc[-1]:,.0f}, {int(history['skipped'].sum())} steps "
+        "skipped for inf/NaN gradients"
+        if history["loss_scale"].iloc[-1] != 1.0
+        else ""
+    )
+    details = (
+        f"{len(history)} optimizer steps in {train_seconds:.1f} s (plus the baseline evaluation) · loss "
+        f"{history['loss'].iloc[0]:.3f} → {history['loss'].iloc[-1]:.3f} · eval loss "
+        f"{eval_records[0]['eval_loss']:.3f} → {eval_records[-1]['eval_loss']:.3f}{scaler_note}"
+    )
+    return mo.vstack(
+        [
+            step_done(5, "trained", total_seconds, details),
+            mo.hstack(
+                [
+                    mo.stat(
+                        f"{real / seconds:,.0f}",
+                        label="tokens/s (real, no padding)",
+                        caption="step time only",
+                        bordered=True,
+                    ),
+                    mo.stat(
+                        f"{padded / seconds:,.0f}",
+                        label="tokens/s (incl. padding)",
+                        caption="what the GPU computed",
+                        bordered=True,
+                    ),
+                    mo.stat(
+                        f"{history['memory_mib'].max():,.0f} MiB",
+                        label="torch allocated (max of steps)",
+                        caption=source,
+                        bordered=True,
+                    ),
+                ],
+                widths="equal",
+            ),
+            loss_chart(history.to_dict("records"), eval_records),
+        ]
+    )
+
+
+@app.function
+def compare_generations(before, after):
+    """Before/after generations side by side, one row per held-out prompt."""
+    return pd.DataFrame(
+        {
+            "task": before["task"],
+            "prompt": before["prompt"],
+            "expected": before["response"],
+            "before": [
+                f"{'✓' if ok else '✗'} {text}"
+                for ok, text in zip(before["exact_match"], before["generated"], strict=True)
+            ],
+            "after": [
+                f"{'✓' if ok else '✗'} {text}"
+                for ok, text in zip(after["exact_match"], after["generated"], strict=True)
+            ],
+        }
+    )
+
+
+@app.function
+def metric_card(label, before, after, fmt, better):
+    """mo.stat showing after, with before in the caption and an arrow coloured by the better direction."""
+    direction = None if after == before else ("increase" if after > before else "decrease")
+    return mo.stat(
+        fmt.format(after),
+        label=label,
+        caption=f"before: {fmt.format(before)}",
+        direction=direction,
+        target_direction=better,
+        bordered=True,
+    )
+
+
+@app.function
+def peft_tolerance(plan):
+    """How far PEFT's logits may sit from ours: rounding differs only in where the update is cast."""
+    return {torch.float32: 1e-3, torch.float16: 5e-2}.get(plan.param_dtype, 2.5e-1)
+
+
+@app.function
+def release_text(report, device):
+    """One sentence on what releasing the run gave back."""
+    if device.type != "cuda":
+        return "References to model, optimizer and loaders dropped (CPU: host memory returns to Python's allocator)."
+    return (
+        f"Released: torch allocated {fmt_bytes(report['allocated_before'])} → **{fmt_bytes(report['allocated_after'])}** "
+        f"(before loading: {fmt_bytes(report['baseline'])}), reserved {fmt_bytes(report['reserved_before'])} → "
+        f"{fmt_bytes(report['reserved_after'])}."
+    )
+
+
+@app.function
+def summary_cards(before, after, click_to_result, peak_memory, release_report, run):
+    """Step 7's metric cards for the whole run."""
+    cards = [
+        mo.stat(f"{click_to_result:.1f} s", label="click → result", caption="steps 1–7", bordered=True),
+        metric_card("eval loss", before["eval_loss"], after["eval_loss"], "{:.3f}", "decrease"),
+        metric_card("exact match", before["exact_match"], after["exact_match"], "{:.0%}", "increase"),
+    ]
+    if run.device.type == "cuda":
+        cards += [
+            mo.stat(
+                fmt_bytes(peak_memory),
+                label="peak CUDA memory",
+                caption="torch.cuda.max_memory_allocated",
+                bordered=True,
+            ),
+            mo.stat(
+                fmt_bytes(release_report["allocated_after"]),
+                label="after release",
+                caption="torch.cuda.memory_allocated",
+                bordered=True,
+            ),
+        ]
+    return mo.hstack(cards, widths="equal")
+
+
+@app.function
+def why_lora_text(why, settings):
+    """'Why LoRA works' with this model's and rank's numbers."""
+    d_in, d_out, r = why["c_attn_in"], why["c_attn_out"], settings.rank
+    full, low = d_in * d_out, r * (d_in + d_out)
+    saving = why["full_ft_bytes"] / why["lora_bytes"]
+    return f"""
+Fine-tuning changes each weight matrix $W$ by some $\\Delta W$. LoRA's bet is that the change a small
+task needs has **low rank**: write $\\Delta W = B A$ with $A \\in \\mathbb{{R}}^{{r \\times d_\\text{{in}}}}$ and
+$B \\in \\mathbb{{R}}^{{d_\\text{{out}} \\times r}}$, train only $A$ and $B$, keep $W$ frozen. The layer
+computes $y = W x + \\frac{{\\alpha}}{{r}} B A x$.
+
+- For this model's `c_attn` ({d_in} → {d_out}): a full $\\Delta W$ has {d_in} × {d_out} = **{full:,}** numbers; with
+  r = {r} LoRA trains {r} × ({d_in} + {d_out}) = **{low:,}** — {full / low:.0f}× fewer.
+- Over the {why["layers"]} wrapped layers: **{why["lora_params"]:,}** trainable parameters beside
+  {why["base_params"]:,} frozen ones = **{why["trainable_pct"]:.3f}%** of the total.
+- Memory for weights and optimizer state (activations excluded): full fine-tuning with AdamW keeps FP32
+  weights, gradients and two moments, 16 bytes × {fmt_count(why["base_params"])} = **{fmt_bytes(why["full_ft_bytes"])}**.
+  LoRA keeps the frozen base in {settings.precision.upper()} plus 16 bytes per adapter parameter =
+  **{fmt_bytes(why["lora_bytes"])}** — {saving:.1f}× less. The saved adapter is {fmt_bytes(4 * why["lora_params"])}.
+- **B starts at zero**, so at step 0 the wrapped model *is* the pretrained model (step 5's baseline checks it),
+  and training moves away from it only as far as the data asks.
+- After training, $W + \\frac{{\\alpha}}{{r}} BA$ can be **merged** into one matrix: no extra cost at inference.
+"""
+
+
+@app.function
+def why_fp16_text():
+    """'Why mixed precision (FP16)' with numbers computed by torch on this machine."""
+    fp16, bf16 = torch.finfo(torch.float16), torch.finfo(torch.bfloat16)
+    tiny_gradient = 1e-8
+    in_fp16 = torch.tensor(tiny_gradient, dtype=torch.float16).item()
+    scale = 2.0**16
+    scaled = torch.tensor(tiny_gradient * scale, dtype=torch.float16).item()
+    return f"""
+- **Speed:** Tensor Cores multiply FP16/BF16 matrices many times faster than FP32 on the same GPU, and half
+  the bytes means half the memory traffic and activation memory. Autocast (`torch.amp.autocast`) runs matmuls in
+  FP16 and keeps precision-sensitive ops (softmax, layer norm, the loss) in FP32.
+- **FP16's range is narrow:** largest value {fp16.max:,.0f}, smallest normal {fp16.tiny:.2e}, smallest subnormal
+  {2.0**-24:.2e}. A gradient of {tiny_gradient:g} stored in FP16 becomes **{in_fp16}** — it **underflows to zero**
+  and that update is lost.
+- **GradScaler** multiplies the loss by a scale (e.g. 2^16 = {scale:,.0f}) before `backward()`, so every gradient
+  is scaled too: {tiny_gradient:g} × {scale:,.0f} = {scaled:.3e} survives in FP16. Then, in this order:
+  **unscale** (divide the FP32 adapter gradients back), **clip** the true gradient norm, **step** (skipped if any
+  gradient is inf/NaN), **update** (halve the scale after an overflow, grow it after a run of good steps).
+- **BF16** keeps FP32's 8-bit exponent (max {bf16.max:.2e}, smallest normal {bf16.tiny:.2e}), so gradients do not
+  underflow and no scaler is needed; it pays with precision: machine epsilon {bf16.eps:.1e} vs FP16's {fp16.eps:.1e}.
+  Use BF16 on Ampere and newer GPUs when FP16 overflows; FP16 + GradScaler works everywhere.
+- **Here:** the frozen base weights are stored in the compute dtype (half the memory); the adapter weights, their
+  gradients and AdamW's moments stay in FP32, the "master copy" that small updates need.
+"""
+
+
+@app.function
+def why_conv1d_text(why):
+    """'Why GPT-2's Conv1D is unusual' with this model's c_attn shape."""
+    d_in, d_out = why["c_attn_in"], why["c_attn_out"]
+    return f"""
+- GPT-2's projections are `transformers.pytorch_utils.Conv1D`, not `nn.Linear`. Despite the name it is a linear
+  layer, but it stores its weight as **[in, out]** and computes `x @ W + b`; `nn.Linear` stores **[out, in]** and
+  computes `x @ W.T + b`. Here `c_attn.weight` is [{d_in}, {d_out}].
+- LoRA's update $BA$ has shape [out, in]. For Conv1D the merge must add $(BA)^\\top$; PEFT calls this
+  `fan_in_fan_out=True`, and this app writes it into `adapter_config.json`. Reading the wrong orientation would
+  either crash on the shape or — for square layers such as `attn.c_proj` — silently add the transposed update.
+- This app's `LoRALayer` decides the orientation **by type** (`isinstance(layer, Conv1D)` vs `nn.Linear`), never by
+  name: `c_proj` names both the attention output and the MLP down-projection, which is also why the targets are
+  written `attn.c_proj` and `mlp.c_proj`.
+- **`c_attn` is fused:** one [{d_in}, {d_out}] matrix produces query, key and value ({d_out // 3} columns each). One
+  LoRA on `c_attn` shares a single $A$ across q, k and v, and the three blocks of $B$'s rows adapt each of them:
+  one adapter for all three projections, with the rank shared between them.
+"""
+
+
+@app.function
+def hyperparameter_text(settings, why):
+    """'Hyperparameter choices' for the current settings."""
+    return f"""
+- **Rank r = {settings.rank}:** the capacity of the update. 8 is a common start for small tasks; doubling r doubles
+  the adapter ({why["lora_params"]:,} parameters now) and rarely helps on 160 examples.
+- **Alpha = {settings.alpha} → scaling alpha/r = {settings.alpha / settings.rank:g}:** multiplies the update. Keep
+  alpha/r fixed (e.g. alpha = 2r) when you change r, so the effective step size does not change with it.
+- **Learning rate ({settings.learning_rate or "auto"}):** LoRA tolerates larger rates than full fine-tuning
+  (1e-4 to 1e-3) because only small matrices move and B starts at zero. *auto* = 1e-3 for pretrained GPT-2
+  and 3e-3 for the tiny random model, which has to learn everything from scratch. Loss that jumps to NaN or
+  many skipped FP16 steps mean: lower it.
+- **Warm-up ({settings.warmup_ratio:.0%} of steps), then cosine decay to 10%:** AdamW's moment estimates are noisy
+  for the first steps; ramping up avoids a large early jump, decaying settles the end.
+- **Batch size {settings.batch_size}:** more sequences per step gives smoother gradients and better GPU use, but
+  activation memory grows with batch × length. Out of memory? Halve it (or the sequence length).
+- **Epochs ({settings.epochs or "auto"}):** 160 training examples are small: watch the eval loss per epoch in
+  step 5; when it turns up while the train loss keeps falling, the adapter is memorising.
+- **Max sequence length {settings.max_length}:** an upper bound; batches are padded only to their longest example
+  (dynamic padding), and prompts plus answers here are far shorter. Attention cost grows with length.
+- **Dropout {settings.dropout}:** applied to the adapter's input only; a little regularisation for small data.
+"""
 
 
 @app.function
