@@ -1,0 +1,189 @@
+"""Built-in data, upload validation, the offline tokenizer, label masking and dynamic padding."""
+
+import json
+
+import pytest
+import torch
+
+from llm_finetuning_dashboard import (
+    ANSWER_FORMATS,
+    PROMPT_TEMPLATE,
+    TrainSettings,
+    build_offline_tokenizer,
+    builtin_examples,
+    causal_lm_loss,
+    choose_dataset,
+    collate_batch,
+    format_prompt,
+    make_loader,
+    score_generations,
+    split_by_hash,
+    token_statistics,
+    tokenize_examples,
+    tokenizer_corpus,
+    validate_upload,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return builtin_examples()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(data):
+    return build_offline_tokenizer(tokenizer_corpus(data))
+
+
+def test_builtin_set_has_200_distinct_examples_over_several_tasks(data):
+    assert len(data) == 200
+    assert data["prompt"].is_unique
+    assert not data.duplicated(["prompt", "response"]).any()
+    assert data["task"].nunique() >= 6 and data["task"].value_counts().min() >= 20
+    assert (data["prompt"].str.len() > 5).all() and (data["response"].str.len() > 0).all()
+
+
+def test_builtin_answers_follow_their_fixed_format(data):
+    for task, response in zip(data["task"], data["response"], strict=True):
+        assert score_generations(data[data["response"] == response].head(1), [response])[
+            "format_match"
+        ].all(), task
+    assert set(data["task"]) == set(ANSWER_FORMATS)
+
+
+def test_builtin_set_and_split_are_deterministic_and_stratified(data):
+    again = builtin_examples()
+    assert again.equals(data)
+    counts = data.groupby(["task", "split"]).size().unstack()
+    assert (counts["eval"] == 5).all() and (counts["train"] == 20).all()
+    assert set(data[data["split"] == "eval"]["prompt"]).isdisjoint(data[data["split"] == "train"]["prompt"])
+    eval_units = data[(data["task"] == "units") & (data["split"] == "eval")]["prompt"]
+    assert eval_units.str.extract(r"to (\w+)\.")[0].nunique() == 5  # every unit kind is evaluated
+    eval_sentiment = data[(data["task"] == "sentiment") & (data["split"] == "eval")]["response"]
+    assert set(eval_sentiment) == {"positive", "negative"}
+
+
+def test_hash_split_ignores_order_and_always_has_both_splits():
+    prompts = [f"question number {i}" for i in range(50)]
+    labels = dict(zip(prompts, split_by_hash(prompts), strict=True))
+    assert dict(zip(prompts[::-1], split_by_hash(prompts[::-1]), strict=True)) == labels
+    assert 3 <= list(labels.values()).count("eval") <= 20
+    assert set(split_by_hash(["a", "b"])) == {"train", "eval"}
+
+
+def csv_bytes(rows, header="prompt,response"):
+    return (header + "\n" + "\n".join(f'"{p}","{r}"' for p, r in rows)).encode()
+
+
+GOOD_ROWS = [(f"Say the number {i}", f"{i}") for i in range(30)]
+
+
+def test_valid_csv_and_jsonl_uploads_load():
+    frame, errors, warnings = validate_upload("data.csv", csv_bytes(GOOD_ROWS))
+    assert errors == [] and warnings == [] and len(frame) == 30
+    assert list(frame.columns) == ["task", "prompt", "response", "split"] and set(frame["split"]) == {
+        "train",
+        "eval",
+    }
+    jsonl = "\n".join(json.dumps({"Prompt": p, "response": r, "extra": 1}) for p, r in GOOD_ROWS).encode()
+    frame, errors, _ = validate_upload("data.jsonl", jsonl)
+    assert errors == [] and len(frame) == 30
+
+
+@pytest.mark.parametrize(
+    ("name", "contents", "message"),
+    [
+        ("data.txt", b"prompt,response\na,b", "expected a .csv or .jsonl"),
+        ("data.csv", b"", "is empty"),
+        ("data.csv", b"   \n  ", "is empty"),
+        ("data.csv", "prompt,response\nna\xefve,caf\xe9\n".encode("latin-1"), "not UTF-8"),
+        ("data.csv", b"question,answer\na,b\n", "needs columns `prompt` and `response`"),
+        ("data.jsonl", b'{"prompt": "a", "response": "b"}\n{not json}\n', "line 2 is not valid JSON"),
+        ("data.jsonl", b'["prompt", "response"]\n', "not a JSON object"),
+        ("data.csv", csv_bytes(GOOD_ROWS[:4]), "at least 10 are needed"),
+        ("data.csv", b'prompt,response\n"unclosed,quote\n', "not valid CSV"),
+    ],
+)
+def test_bad_uploads_give_clear_errors(name, contents, message):
+    frame, errors, _ = validate_upload(name, contents)
+    assert frame is None and len(errors) == 1 and message in errors[0], errors
+
+
+def test_upload_size_cap():
+    frame, errors, _ = validate_upload("big.csv", csv_bytes(GOOD_ROWS), max_bytes=100)
+    assert frame is None and "the limit is" in errors[0]
+
+
+def test_empty_overlong_and_duplicate_rows_are_dropped_with_warnings():
+    rows = GOOD_ROWS + [("", "x"), ("y", ""), ("z" * 50, "long"), GOOD_ROWS[0]]
+    frame, errors, warnings = validate_upload("data.csv", csv_bytes(rows), max_chars=40)
+    assert errors == [] and len(frame) == 30
+    text = " ".join(warnings)
+    assert "2 row(s) with an empty" in text and "1 row(s) longer than 40" in text and "1 duplicate" in text
+
+
+@pytest.mark.parametrize(
+    "junk", [b"\x00\x01\x02", b"\xff\xfe\x00a", b",,,,\n,,,", b'{"a":1}', b"prompt\n1\n"]
+)
+def test_garbage_never_raises(junk):
+    for name in ("x.csv", "x.jsonl"):
+        frame, errors, _ = validate_upload(name, junk)
+        assert frame is None and errors
+
+
+def test_choose_dataset_reports_a_missing_upload():
+    frame, errors, _ = choose_dataset(TrainSettings(data_source="upload"), {"upload": []})
+    assert frame is None and "no file was chosen" in errors[0]
+    frame, errors, _ = choose_dataset(TrainSettings(), None)
+    assert len(frame) == 200 and errors == []
+
+
+def test_offline_tokenizer_is_deterministic_and_round_trips(data, tokenizer):
+    again = build_offline_tokenizer(tokenizer_corpus(data))
+    assert again.get_vocab() == tokenizer.get_vocab()
+    assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
+    text = format_prompt("What is 12 + 5?") + "Answer: 17 — ünïcode ok"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_labels_mask_prompt_and_padding(data, tokenizer):
+    rows = data.head(4)
+    examples, dropped = tokenize_examples(rows, tokenizer, max_length=128)
+    assert dropped == 0
+    for example, (prompt, response) in zip(
+        examples, zip(rows["prompt"], rows["response"], strict=True), strict=True
+    ):
+        n_prompt = len(
+            tokenizer(PROMPT_TEMPLATE.format(prompt=prompt), add_special_tokens=False)["input_ids"]
+        )
+        assert example["labels"][:n_prompt] == [-100] * n_prompt
+        learned = example["labels"][n_prompt:]
+        assert learned == example["input_ids"][n_prompt:] and learned[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(learned[:-1]) == response
+    batch = collate_batch(examples, tokenizer.pad_token_id)
+    lengths = [len(e["input_ids"]) for e in examples]
+    assert batch["input_ids"].shape == (4, max(lengths))  # padded to the longest in the batch only
+    assert batch["attention_mask"].sum(dim=1).tolist() == lengths
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_loss_counts_response_tokens_only():
+    labels = torch.tensor([[-100, -100, 5, 6, -100]])
+    logits = torch.randn(1, 5, 10)
+    expected = torch.nn.functional.cross_entropy(logits[0, [1, 2]], torch.tensor([5, 6]))
+    torch.testing.assert_close(causal_lm_loss(logits, labels), expected)
+    logits[0, 3:] = 1e4  # positions whose next label is -100 must not matter
+    torch.testing.assert_close(causal_lm_loss(logits, labels), expected)
+
+
+def test_prompts_longer_than_max_length_are_dropped(data, tokenizer):
+    examples, dropped = tokenize_examples(data.head(5), tokenizer, max_length=4)
+    assert examples == [] and dropped == 5
+
+
+def test_token_statistics_share_of_loss_tokens(data, tokenizer):
+    examples, _ = tokenize_examples(data, tokenizer, max_length=128)
+    stats = token_statistics(make_loader(examples, 16, tokenizer.pad_token_id, shuffle=False))
+    assert stats["real_tokens"] == sum(len(e["input_ids"]) for e in examples)
+    assert stats["loss_tokens"] == sum(sum(label != -100 for label in e["labels"]) for e in examples)
+    assert 0 < stats["loss_share_of_padded"] < stats["loss_share_of_real"] < 1

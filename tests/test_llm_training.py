@@ -1,0 +1,244 @@
+"""The training pipeline on a CPU: precision plans, schedule, a real short run, the NaN/OOM guards, loading."""
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import llm_finetuning_dashboard as app
+from llm_finetuning_dashboard import (
+    TINY_MODEL_NAME,
+    FineTuneRun,
+    GpuSampler,
+    ModelUnavailable,
+    TrainingStopped,
+    TrainSettings,
+    builtin_examples,
+    evaluate_loss,
+    evaluate_run,
+    generate_greedy,
+    gpu_turn,
+    hub_reachable,
+    inject_lora,
+    load_model_and_tokenizer,
+    load_pretrained,
+    lora_layers,
+    lr_factor,
+    prepare_training,
+    process_gpu_lock,
+    resolve_precision,
+    set_seed,
+    tokenizer_corpus,
+    train_steps,
+    with_model_defaults,
+)
+
+
+def tiny_run(**overrides):
+    """The app's steps 1-4 with the tiny offline model on the CPU."""
+    settings = TrainSettings(model_source="tiny", **overrides)
+    data = builtin_examples()
+    set_seed(settings.seed)
+    plan = resolve_precision(settings.precision, "cpu")
+    model, tokenizer, name, warning = load_model_and_tokenizer(
+        settings, plan.param_dtype, tokenizer_corpus(data)
+    )
+    assert name == TINY_MODEL_NAME and warning is None
+    run = FineTuneRun(
+        settings=with_model_defaults(settings, name),
+        device=torch.device("cpu"),
+        plan=plan,
+        model=model,
+        tokenizer=tokenizer,
+        model_name=name,
+    )
+    inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)
+    prepare_training(run, data[data["split"] == "train"], data[data["split"] == "eval"])
+    return run, data
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.set_num_threads(2)
+    run, data = tiny_run(epochs=8)
+    eval_frame = data[data["split"] == "eval"]
+    before, _ = evaluate_run(run, eval_frame, max_new_tokens=10)
+    records = list(train_steps(run))
+    after, scored = evaluate_run(run, eval_frame, max_new_tokens=10)
+    return run, records, before, after, scored
+
+
+def test_cpu_precision_falls_back_with_an_explanation():
+    plan = resolve_precision("fp16", "cpu")
+    assert plan.param_dtype == torch.float32 and plan.autocast_dtype is None and not plan.use_grad_scaler
+    assert "CPU" in plan.note and "FP32" in plan.name
+    assert resolve_precision("bf16", "cpu").autocast_dtype == torch.bfloat16
+    gpu = resolve_precision("fp16", "cuda")
+    assert gpu.param_dtype == gpu.autocast_dtype == torch.float16 and gpu.use_grad_scaler
+    assert resolve_precision("bf16", "cuda", bf16_supported=False).use_grad_scaler
+    assert not resolve_precision("bf16", "cuda").use_grad_scaler
+
+
+def test_schedule_warms_up_then_decays():
+    factors = [lr_factor(step, 10, 100) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(factors[:10], factors[1:10], strict=False))
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_auto_settings_depend_on_the_loaded_model():
+    auto = TrainSettings()
+    assert with_model_defaults(auto, TINY_MODEL_NAME).learning_rate == 3e-3
+    assert with_model_defaults(auto, "gpt2").epochs == 5
+    assert with_model_defaults(TrainSettings(learning_rate=1e-4, epochs=2), "gpt2").learning_rate == 1e-4
+
+
+def test_short_cpu_training_lowers_eval_loss_and_teaches_the_formats(trained):
+    run, records, before, after, scored = trained
+    steps = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert len(steps) == run.total_steps == 8 * 10 and len(evals) == 8
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+    assert after["eval_loss"] < before["eval_loss"] - 1.5
+    assert after["format_match"] > before["format_match"] + 0.2
+    assert after["exact_match"] >= before["exact_match"]
+    assert all(r["tokens_per_s"] > 0 and r["real_tokens"] <= r["padded_tokens"] for r in steps)
+    assert steps[0]["lr"] < steps[len(steps) // 3]["lr"] and steps[-1]["lr"] < steps[len(steps) // 3]["lr"]
+    assert set(scored.columns) >= {"generated", "exact_match", "format_match"}
+
+
+def test_optimizer_holds_adapter_parameters_only(trained):
+    run = trained[0]
+    optimized = {id(p) for group in run.optimizer.param_groups for p in group["params"]}
+    adapters = {
+        id(p) for _, layer in lora_layers(run.model) for p in (layer.lora_A.weight, layer.lora_B.weight)
+    }
+    assert optimized == adapters
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(trained):
+    run = trained[0]
+    prompts = builtin_examples()["prompt"].iloc[::23].tolist()
+    assert generate_greedy(run, prompts, 8, batch_size=len(prompts)) == generate_greedy(
+        run, prompts, 8, batch_size=1
+    )
+
+
+def test_nan_guard_stops_with_an_explanation():
+    run, _ = tiny_run(epochs=1)
+    name, layer = lora_layers(run.model)[0]
+    with torch.no_grad():
+        layer.lora_B.weight.fill_(float("inf"))
+    with pytest.raises(TrainingStopped) as stopped:
+        next(train_steps(run))
+    assert "loss became nan" in stopped.value.reason.lower() and "learning rate" in stopped.value.advice
+    assert stopped.value.step == 0
+
+
+def test_collapsing_loss_scale_stops_training():
+    run, _ = tiny_run(epochs=1)
+    run.scaler = torch.amp.GradScaler(device="cpu", init_scale=2.0**8)
+    for _, layer in lora_layers(run.model):
+        layer.lora_A.weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    with pytest.raises(TrainingStopped, match="skipped 3 steps in a row"):
+        list(train_steps(run, max_skipped_in_row=3))
+
+
+def test_out_of_memory_is_caught_and_explained(monkeypatch):
+    run, _ = tiny_run(epochs=1)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(app, "train_one_step", out_of_memory)
+    with pytest.raises(TrainingStopped) as stopped:
+        list(train_steps(run))
+    assert "out of memory" in stopped.value.reason and "smaller batch size" in stopped.value.advice
+
+
+def test_release_drops_every_reference():
+    run, _ = tiny_run(epochs=1)
+    report = run.release()
+    assert run.model is None and run.optimizer is None and run.train_loader is None
+    assert report["allocated_after"] == 0  # CPU: nothing tracked on a device
+
+
+def test_eval_loss_equals_base_model_before_training():
+    run, _ = tiny_run(epochs=1)
+    with_lora = evaluate_loss(run)["eval_loss"]
+    base = run.model
+    app.remove_lora(base)
+    assert evaluate_loss(run)["eval_loss"] == pytest.approx(with_lora, abs=1e-6)
+
+
+def test_missing_model_falls_back_to_the_tiny_offline_model(tmp_path):
+    settings = TrainSettings(model_source="local", local_dir=str(tmp_path / "nowhere"))
+    model, tokenizer, name, warning = load_model_and_tokenizer(
+        settings, torch.float32, tokenizer_corpus(None)
+    )
+    assert name == TINY_MODEL_NAME and "not a model folder" in warning and "tiny offline" in warning
+    assert model.config.vocab_size >= len(tokenizer)
+
+
+def test_hub_model_without_network_says_so(monkeypatch):
+    def not_cached(*args, **kwargs):
+        raise OSError("not in the cache")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(app.AutoModelForCausalLM, "from_pretrained", not_cached)
+    assert hub_reachable() is False
+    with pytest.raises(ModelUnavailable, match="cannot be reached"):
+        load_pretrained("gpt2", torch.float32)
+
+
+def test_sampler_degrades_to_psutil_without_nvml():
+    with GpuSampler(torch.device("cpu"), hz=20) as sampler:
+        time.sleep(0.4)
+    frame = sampler.frame()
+    assert sampler.source.startswith("psutil") and len(frame) >= 4
+    assert frame["t"].is_monotonic_increasing and (frame["memory_mib"] > 0).all()
+
+
+def test_gpu_lock_is_process_wide_and_a_second_viewer_waits():
+    assert process_gpu_lock() is process_gpu_lock()
+    waited, order = threading.Event(), []
+    release = threading.Event()
+
+    def first():
+        with gpu_turn():
+            order.append("first")
+            release.wait(5)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    while not order:
+        time.sleep(0.01)
+
+    def on_wait():
+        waited.set()
+        release.set()
+
+    with gpu_turn(on_wait=on_wait):
+        order.append("second")
+    thread.join()
+    assert waited.is_set() and order == ["first", "second"]
+
+
+def test_import_runs_only_the_light_setup():
+    code = (
+        "import torch, llm_finetuning_dashboard as m; "
+        "assert not torch.cuda.is_initialized(); assert m.SMOKE is False; print('ok')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(app.__file__).parent,
+    )
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
