@@ -71,7 +71,8 @@ with app.setup:
     CATEGORIES = ["books", "games", "garden", "grocery", "health", "home", "music", "sports"]
     # Peak working memory as a multiple of the input data: an op's result, the previous repeat's result
     # being freed, sort/join scratch and the comparison copy. Measured peaks stay below these.
-    GPU_WORKING_FACTOR = 5.0  # measured: 10.4 GB peak (NVML, CUDA context included) for 100M rows
+    # measured (NVML, CUDA context included): 10.4 GB for 100M rows, 69.3 GB for 500M rows (139 B/row)
+    GPU_WORKING_FACTOR = 6.0
     HOST_WORKING_FACTOR = 7.0  # measured: 17 GB peak RSS for 100M rows (25 B/row) on the H100 box
     MEMORY_HEADROOM = 0.85
     # pandas has no JIT and no device pool: its warm-up runs on a slice of this many rows.
@@ -408,8 +409,8 @@ def _():
 
     ## Library
 
-    The helpers below are plain Python functions: the tests import them
-    (`from rapids_benchmark_dashboard import run_benchmark`).
+    Open the notebook with `marimo edit` to read the helpers that follow this cell: plain Python functions
+    that the tests import (`from rapids_benchmark_dashboard import run_benchmark`).
     """)
     return
 
@@ -983,18 +984,25 @@ def speedup_chart(summary: pd.DataFrame):
             ),
         ]
     )
+    lo = min(0.5, float(data["speedup"].min()) / 1.5)
+    x = alt.X(
+        "speedup:Q",
+        scale=alt.Scale(type="log", domainMin=lo),
+        title="speedup over pandas (×, log scale; dashed line = 1×)",
+    )
     bars = (
         alt.Chart(data)
         .mark_bar()
         .encode(
             y=alt.Y("op:N", title=None, sort=list(OPS)),
             yOffset="kind:N",
-            x=alt.X("speedup:Q", scale=alt.Scale(type="log"), title="speedup over pandas (×, log scale)"),
-            color=alt.Color("kind:N", title=None, legend=alt.Legend(orient="bottom")),
+            x=x,
+            x2=alt.datum(lo),
+            color=alt.Color("kind:N", title=None, legend=alt.Legend(orient="bottom", columns=1)),
             tooltip=["op", "kind", alt.Tooltip("speedup:Q", format=",.1f")],
         )
     )
-    rule = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
+    rule = alt.Chart(pd.DataFrame({"speedup": [1.0]})).mark_rule(strokeDash=[4, 4]).encode(x=x)
     return (bars + rule).properties(
         title=f"cuDF speedup at {format_rows(top['rows'].iloc[0])} rows", width=320, height=220
     )
@@ -1002,7 +1010,7 @@ def speedup_chart(summary: pd.DataFrame):
 
 @app.function
 def times_chart(summary: pd.DataFrame):
-    """Median time per op and engine with min–max whiskers (log scale), largest size only."""
+    """Median time per op and engine (dots) with min–max whiskers, log scale, largest size only."""
     top = summary[summary["rows"] == summary["rows"].max()]
     parts = []
     for eng in ("pandas", "cudf"):
@@ -1019,23 +1027,24 @@ def times_chart(summary: pd.DataFrame):
                 )
             )
     data = pd.concat(parts)
+    scale = alt.Scale(type="log")
     base = alt.Chart(data).encode(
         y=alt.Y("op:N", title=None, sort=list(OPS)),
         yOffset="engine:N",
         color=alt.Color("engine:N", legend=alt.Legend(orient="bottom")),
     )
-    bars = base.mark_bar().encode(
-        x=alt.X("median_ms:Q", scale=alt.Scale(type="log"), title="median time (ms, log scale)"),
+    dots = base.mark_point(filled=True, size=90).encode(
+        x=alt.X("median_ms:Q", scale=scale, title="median time (ms, log scale; whiskers = min–max)"),
         tooltip=[
             "op",
             "engine",
-            alt.Tooltip("median_ms:Q", format=",.2f"),
-            alt.Tooltip("min_ms:Q", format=",.2f"),
-            alt.Tooltip("max_ms:Q", format=",.2f"),
+            alt.Tooltip("median_ms:Q", format=",.3f"),
+            alt.Tooltip("min_ms:Q", format=",.3f"),
+            alt.Tooltip("max_ms:Q", format=",.3f"),
         ],
     )
-    whiskers = base.mark_rule(color="black").encode(x="min_ms:Q", x2="max_ms:Q")
-    return (bars + whiskers).properties(
+    whiskers = base.mark_bar(height=3, opacity=0.7).encode(x=alt.X("min_ms:Q", scale=scale), x2="max_ms:Q")
+    return (whiskers + dots).properties(
         title=f"Time per operation at {format_rows(top['rows'].iloc[0])} rows", width=320, height=220
     )
 
@@ -1329,14 +1338,15 @@ def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame):
     }
     gpu_spans = spans[spans["engine"] != "pandas"] if len(spans) else spans
     panels = []
-    for col, title in metrics.items():
+    for i, (col, title) in enumerate(metrics.items()):
+        legend = {} if i == 0 else {"legend": None}
         line = (
             alt.Chart(samples)
             .mark_line()
             .encode(
                 x=alt.X("t:Q", title="seconds since start"),
                 y=alt.Y(f"{col}:Q", title=title),
-                color=alt.Color("gpu:N", title="GPU"),
+                color=alt.Color("gpu:N", title="GPU", **legend),
             )
         )
         layer = line
@@ -1347,7 +1357,7 @@ def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame):
                 .encode(
                     x="start:Q",
                     x2="end:Q",
-                    color=alt.Color("op:N", sort=list(OPS), title="cuDF op"),
+                    color=alt.Color("op:N", sort=list(OPS), title="cuDF op", **legend),
                     tooltip=[
                         "op",
                         "rows",

@@ -1,0 +1,109 @@
+"""Start `marimo run` on loopback and drive it in headless Chromium (Debian's package, via Playwright)."""
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def browser_available() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return Path(CHROMIUM).exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def marimo_server(app: str, *flags: str):
+    """`marimo run app --headless --no-token` on a free port; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "marimo",
+            "-q",
+            "run",
+            app,
+            "--headless",
+            "--no-token",
+            "-p",
+            str(port),
+            *flags,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise RuntimeError(f"marimo did not start: {proc.stdout.read1().decode(errors='replace')}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot_all(page, name: str, parts: int = 4) -> list[Path]:
+    """Screenshots of the page scrolled top to bottom (marimo scrolls an inner container)."""
+    SHOTS.mkdir(exist_ok=True)
+    paths = []
+    page.mouse.move(600, 500)
+    page.mouse.wheel(0, -100_000)
+    page.wait_for_timeout(400)
+    for i in range(parts):
+        path = SHOTS / f"{name}_{i}.png"
+        page.screenshot(path=str(path))
+        paths.append(path)
+        page.mouse.wheel(0, page.viewport_size["height"] - 100)
+        page.wait_for_timeout(600)
+    return paths

@@ -1,0 +1,27 @@
+"""The RAPIDS dashboard as a user sees it under `marimo run`, in headless Chromium."""
+
+import pytest
+
+from tests.browser_util import browser_available, chromium, marimo_server, screenshot_all
+
+pytestmark = pytest.mark.skipif(not browser_available(), reason="needs playwright and Debian's chromium")
+
+
+def open_app(browser, url):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.get_by_text("Choose what to run").first.wait_for(timeout=60_000)
+    return page
+
+
+def test_run_button_gives_results_with_checks_and_charts():
+    with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
+        page = open_app(browser, url)
+        page.get_by_role("button", name="Run benchmark").click()
+        page.get_by_text("Finished in").first.wait_for(timeout=120_000)
+        page.get_by_text("pandas median").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1500)
+        screenshot_all(page, "rapids_run", parts=5)
+        assert page.get_by_text("Running pandas only").count() == 1  # no GPU on CI: said plainly
+        assert page.get_by_text("Time per operation").count() >= 1 or page.locator(".vega-embed").count() >= 1
+        assert page.locator(".vega-embed").count() >= 1
