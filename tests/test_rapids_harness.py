@@ -61,11 +61,12 @@ def test_timer_median_is_robust_to_one_slow_repeat():
 
 
 def test_memory_cap_arithmetic():
-    # 25 B/row, factor 5 on the GPU, 85% usable: 80 GB free → 80e9*0.85/125 = 544M rows.
-    rows, msg = cap_rows(500_000_000, 25, free_gpu_bytes=80e9, free_host_bytes=1e12)
+    # 25 B/row, factor 6 on the GPU, 85% usable: 140 GB free → 140e9*0.85/150 = 793M rows.
+    rows, msg = cap_rows(500_000_000, 25, free_gpu_bytes=140e9, free_host_bytes=1e12)
     assert rows == 500_000_000 and msg is None
-    rows, msg = cap_rows(500_000_000, 25, free_gpu_bytes=40e9, free_host_bytes=1e12)
-    assert rows == 270_000_000  # 272M rounded down to two significant digits
+    # An 80 GB card: 80e9*0.85/150 = 453M, rounded down to two significant digits.
+    rows, msg = cap_rows(500_000_000, 25, free_gpu_bytes=80e9, free_host_bytes=1e12)
+    assert rows == 450_000_000
     assert "GPU" in msg and "capped" in msg
     rows, msg = cap_rows(100_000_000, 25, free_gpu_bytes=None, free_host_bytes=2e9)
     assert rows == 9_700_000 and "host RAM" in msg  # 2e9*0.85/175 = 9.71M
