@@ -470,25 +470,18 @@ def _(dataset, device, plan, settings):
         del _model
     _trainable, _total = parameter_counts(run.model)
     _dtype = str(next(run.model.parameters()).dtype).replace("torch.", "")
-    mo.output.replace(
-        mo.vstack(
-            [
-                mo.callout(mo.md(f"**No {settings.model_source}:** {_load_warning}"), kind="warn")
-                if _load_warning
-                else None,
-                step_done(
-                    2,
-                    "tokenizer and model loaded",
-                    time.perf_counter() - _started,
-                    f"**{run.model_name}** · {fmt_count(_total)} parameters (tied lm_head counted once) · "
-                    f"weights in **{_dtype}** · vocabulary {len(run.tokenizer):,} · device memory "
-                    f"{fmt_bytes(device_memory(device)['allocated'])} allocated"
-                    + ("" if device.type == "cuda" else " (CPU: host RAM, not tracked here)")
-                    + f" · learning rate {run.settings.learning_rate:g}, {run.settings.epochs} epochs.",
-                ),
-            ]
-        )
+    _done = step_done(
+        2,
+        "tokenizer and model loaded",
+        time.perf_counter() - _started,
+        f"**{run.model_name}** · {fmt_count(_total)} parameters (tied lm_head counted once) · "
+        f"weights in **{_dtype}** · vocabulary {len(run.tokenizer):,} · device memory "
+        f"{fmt_bytes(device_memory(device)['allocated'])} allocated"
+        + ("" if device.type == "cuda" else " (CPU: host RAM, not tracked here)")
+        + f" · *auto* resolved to learning rate {run.settings.learning_rate:g}, {run.settings.epochs} epochs.",
     )
+    _warning = mo.callout(mo.md(f"**No `{settings.model_source}`:** {_load_warning}"), kind="warn")
+    mo.output.replace(mo.vstack([_warning, _done]) if _load_warning else _done)
     return (run,)
 
 
@@ -612,7 +605,7 @@ def _(dataset, run, token_stats):
     device_samples = sampler.frame()
     mo.output.replace(
         training_summary(
-            history, eval_records, stop_reason, train_seconds, time.perf_counter() - _started, sampler.source
+            history, eval_records, stop_reason, train_seconds, time.perf_counter() - _started, device_samples
         )
     )
     return (
@@ -664,6 +657,15 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
             mo.ui.table(
                 comparison, page_size=10, selection=None, wrapped_columns=["prompt", "before", "after"]
             ),
+            mo.accordion(
+                {
+                    "Scores per task": mo.ui.table(
+                        per_task_scores(before_generations, after_generations),
+                        selection=None,
+                        pagination=False,
+                    )
+                }
+            ),
         ]
     )
     return after, after_generations, comparison
@@ -708,7 +710,7 @@ def _(after, before, clicked_at, comparison, dataset, run):
 def _(device_samples, eval_records, history, parameter_groups, sampler, stop_reason):
     mo.stop(history.empty, None)
     _charts = [
-        loss_chart(history.to_dict("records"), eval_records),
+        mo.md("_Loss against step (train raw and smoothed, eval per epoch) is in step 5._"),
         step_chart(history, "lr", "Learning-rate schedule (warm-up, then cosine decay)", "learning rate"),
         throughput_chart(history),
         device_timeline_chart(device_samples, sampler.source)
@@ -1339,7 +1341,7 @@ def parameter_breakdown(model):
         if ".lora_A." in name or ".lora_B." in name:
             group = "LoRA adapters (trainable)"
         elif ".wte." in name or ".wpe." in name:
-            group = "embeddings (token + position; lm_head tied)"
+            group = "embeddings (wte + wpe)"
         elif ".attn." in name:
             group = "attention (c_attn, c_proj)"
         elif ".mlp." in name:
@@ -1897,7 +1899,7 @@ class GpuSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="gpu-sampler")
         self.device = device or torch.device("cpu")
-        self.source, self._nvml, self._handle = "psutil (CPU)", None, None
+        self.source, self._nvml, self._handle = "psutil, CPU", None, None
         nvml = nvml_module()
         if nvml is not None and self.device.type == "cuda":
             try:
@@ -2026,7 +2028,7 @@ def device_status(sampler):
 
 
 @app.function
-def training_summary(history, eval_records, stop_reason, train_seconds, total_seconds, source):
+def training_summary(history, eval_records, stop_reason, train_seconds, total_seconds, samples):
     """Step 5's final view: completion (or the reason it stopped), throughput, memory and the loss chart."""
     if stop_reason is not None:
         return mo.callout(
@@ -2066,20 +2068,36 @@ def training_summary(history, eval_records, stop_reason, train_seconds, total_se
                     mo.stat(
                         f"{padded / seconds:,.0f}",
                         label="tokens/s (incl. padding)",
-                        caption="what the GPU computed",
+                        caption="what was computed",
                         bordered=True,
                     ),
-                    mo.stat(
-                        f"{history['memory_mib'].max():,.0f} MiB",
-                        label="torch allocated (max of steps)",
-                        caption=source,
-                        bordered=True,
-                    ),
+                    memory_card(history, samples),
                 ],
                 widths="equal",
             ),
             loss_chart(history.to_dict("records"), eval_records),
         ]
+    )
+
+
+@app.function
+def memory_card(history, samples):
+    """Peak memory during training: torch's allocator on a GPU, the process's RSS on a CPU."""
+    if history["memory_mib"].max() > 0:
+        nvml_peak = (
+            f"NVML: up to {samples['memory_mib'].max() / 1024:.1f} GiB used on the GPU"
+            if len(samples)
+            else ""
+        )
+        return mo.stat(
+            f"{history['memory_mib'].max():,.0f} MiB",
+            label="torch allocated (max over steps)",
+            caption=nvml_peak,
+            bordered=True,
+        )
+    peak = samples["memory_mib"].max() if len(samples) else float("nan")
+    return mo.stat(
+        f"{peak:,.0f} MiB", label="process memory (peak)", caption="psutil RSS — no GPU", bordered=True
     )
 
 
@@ -2101,6 +2119,21 @@ def compare_generations(before, after):
             ],
         }
     )
+
+
+@app.function
+def per_task_scores(before, after):
+    """Exact-match and answer-format rates per task, before vs after (percent)."""
+    frame = pd.DataFrame(
+        {
+            "task": before["task"],
+            "exact match before %": 100 * before["exact_match"].astype(float),
+            "exact match after %": 100 * after["exact_match"].astype(float),
+            "format before %": 100 * before["format_match"].astype(float),
+            "format after %": 100 * after["format_match"].astype(float),
+        }
+    )
+    return frame.groupby("task", sort=False).mean().round(0).reset_index()
 
 
 @app.function
@@ -2313,10 +2346,10 @@ def throughput_chart(history):
     frame = history.melt(
         id_vars="step",
         value_vars=["tokens_per_s", "padded_tokens_per_s"],
-        var_name="count",
-        value_name="tokens/s",
+        var_name="counted",
+        value_name="rate",
     )
-    frame["count"] = frame["count"].map(
+    frame["counted"] = frame["counted"].map(
         {"tokens_per_s": "real tokens (no padding)", "padded_tokens_per_s": "all tokens (with padding)"}
     )
     return (
@@ -2324,9 +2357,9 @@ def throughput_chart(history):
         .mark_line()
         .encode(
             x=alt.X("step:Q", title="optimizer step"),
-            y=alt.Y("tokens/s:Q"),
-            color=alt.Color("count:N", title=None),
-            tooltip=["count", "step", alt.Tooltip("tokens/s:Q", format=",.0f")],
+            y=alt.Y("rate:Q", title="tokens per second"),
+            color=alt.Color("counted:N", title=None),
+            tooltip=["counted", "step", alt.Tooltip("rate:Q", format=",.0f")],
         )
         .properties(title="Training throughput", width="container", height=180)
     )
@@ -2356,25 +2389,30 @@ def device_timeline_chart(samples, source):
 
 @app.function
 def parameter_chart(breakdown):
-    """Horizontal bars: parameters per group (log scale, so the small LoRA bar stays visible)."""
-    return (
-        alt.Chart(breakdown)
-        .mark_bar()
-        .encode(
-            y=alt.Y("group:N", sort="-x", title=None),
-            x=alt.X("parameters:Q", scale=alt.Scale(type="log"), title="parameters (log scale)"),
-            color=alt.condition(
-                alt.datum.group == "LoRA adapters (trainable)", alt.value("#e6550d"), alt.value("#6baed6")
-            ),
-            tooltip=[
-                "group",
-                alt.Tooltip("parameters:Q", format=","),
-                alt.Tooltip("share %:Q", format=".3f"),
-            ],
-        )
-        .properties(
-            title="Where the parameters are (each tensor counted once)", width="container", height=170
-        )
+    """Horizontal bars: parameters per group, labelled with count and share (the LoRA bar is thin)."""
+    frame = breakdown.rename(columns={"share %": "share"}).assign(
+        label=[
+            f"{fmt_count(n)} ({s:.2f}%)"
+            for n, s in zip(breakdown["parameters"], breakdown["share %"], strict=True)
+        ]
+    )
+    base = alt.Chart(frame).encode(
+        y=alt.Y("group:N", sort="-x", title=None),
+        x=alt.X(
+            "parameters:Q", title="parameters", scale=alt.Scale(domain=[0, 1.25 * frame["parameters"].max()])
+        ),
+    )
+    bars = base.mark_bar().encode(
+        color=alt.condition(
+            alt.datum.group == "LoRA adapters (trainable)", alt.value("#e6550d"), alt.value("#6baed6")
+        ),
+        tooltip=["group", alt.Tooltip("parameters:Q", format=","), alt.Tooltip("share:Q", format=".3f")],
+    )
+    labels = base.mark_text(align="left", dx=4).encode(text="label:N")
+    return (bars + labels).properties(
+        title="Where the parameters are (each tensor counted once; lm_head is tied to the embeddings)",
+        width="container",
+        height=170,
     )
 
 
