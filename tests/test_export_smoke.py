@@ -28,3 +28,4 @@ def test_rapids_dashboard_smoke_export(tmp_path, flags):
     assert "Finished in" in html and "measurements over" in html
     assert "Running pandas only" in html or "GPU engine ready" in html
     assert "Understand what you measured" in html
+    assert "Polars" in html and "threads" in html  # the multi-threaded CPU engine ran beside pandas

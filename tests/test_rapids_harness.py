@@ -19,6 +19,7 @@ from rapids_benchmark_dashboard import (
     make_engines,
     parse_cli_args,
     plan_run,
+    results_table,
     run_benchmark,
     speedup_chart,
     summarize_records,
@@ -217,3 +218,47 @@ def test_gpu_lock_queues_a_second_viewer(tmp_path):
         t.join(5)
     assert waited.is_set()
     assert order == ["first in", "first out", "second in"]
+
+
+def test_polars_engine_agrees_with_pandas_on_every_op_and_reports_honest_speedups():
+    pl = pytest.importorskip("polars")
+    engines = make_engines(None, pl) + [pandas_as_gpu()]
+    out = run_benchmark([30_000], list(OPS), engines, repeats=1)
+    assert not out["errors"]
+    summary = summarize_records(out["records"])
+    assert (summary["match"] == "✓").all(), summary["detail"].tolist()
+    assert {"polars_speedup", "speedup_vs_cpu", "fastest_cpu"} <= set(summary.columns)
+    fastest = summary[["pandas_median_s", "polars_median_s"]].min(axis=1)
+    assert (summary["speedup_vs_cpu"] == fastest / summary["cudf_median_s"]).all()
+    table = results_table(summary)
+    assert {"Polars vs pandas", "cuDF vs fastest CPU", "matches pandas"} <= set(table.columns)
+    speedup_chart(summary).to_dict()
+    times_chart(summary).to_dict()
+
+
+def test_polars_comparison_catches_wrong_values_and_order():
+    pl = pytest.importorskip("polars")
+    from rapids_benchmark_dashboard import generate_data, get_op, polars_ops, results_match_polars
+
+    df, lookup = generate_data(20_000)
+    pdf, plookup = pl.from_pandas(df), pl.from_pandas(lookup)
+    grouped = polars_ops()["groupby_few"](pl, pdf, plookup)
+    expected = get_op("groupby_few")(pd, df, lookup)
+    assert results_match_polars(expected, grouped, "unordered")[0]
+    wrong = grouped.with_columns(
+        pl.when(pl.col("key_few") == 3).then(pl.col("value_mean") * 1.01).otherwise(pl.col("value_mean"))
+    )
+    ok, detail = results_match_polars(expected, wrong, "unordered")
+    assert not ok and "value_mean" in detail
+    ordered = polars_ops()["sort"](pl, pdf, plookup)
+    assert results_match_polars(get_op("sort")(pd, df, lookup), ordered, "key:value")[0]
+    assert not results_match_polars(get_op("sort")(pd, df, lookup), ordered.reverse(), "key:value")[0]
+    joined = polars_ops()["join"](pl, pdf, plookup)
+    assert not results_match_polars(get_op("join")(pd, df, lookup), joined.head(100), "unordered")[0]
+
+
+def test_polars_gpu_engine_is_off_without_a_gpu():
+    from rapids_benchmark_dashboard import detect_polars
+
+    module, gpu, msg = detect_polars(None)
+    assert module is not None and gpu is False and "CPU threads" in msg
