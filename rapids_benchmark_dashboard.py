@@ -361,9 +361,11 @@ def _(bench, summary):
         [
             mo.md(
                 f"### Achieved memory bandwidth (peak of this card: **{bench['peak_bandwidth_gbs']:,.0f} GB/s**)\n\n"
-                "Bytes each operation must at least read and write, divided by its median time. "
-                "Filters and group-bys stream memory, so they approach the peak; sorts and joins do "
-                "several passes and random gathers, so a lower share is expected."
+                "Bytes each operation must at least read and write, divided by its median time — a lower "
+                "bound on real traffic. No DataFrame operation reaches the peak: each runs several kernels "
+                "(mask, prefix sum, gather; hash build and probe; radix passes) with launches and "
+                "synchronizations between them, and gathers read memory in random order. The share of "
+                "peak shows how far each op is from a pure memory stream."
             ),
             mo.ui.table(_bw, selection=None, show_column_summaries=False),
         ]
@@ -413,8 +415,12 @@ def _():
 
     - A GPU wins when there is **enough data to fill it**: below roughly a million rows, kernel launches and
       synchronization cost more than the work, and pandas is as fast or faster.
-    - Operations that **stream memory** (filters, group-bys) gain most, because an H100's HBM3 moves
-      data ~20–50× faster than a CPU's DRAM. Sorts and joins gain less per byte but still a lot.
+    - Operations with **lots of random memory access** — joins, group-bys over many keys, sorts — gain most
+      (on an H100 at 100M rows: 180–400× over pandas), because the GPU hides memory latency with
+      thousands of threads and its HBM3 moves data far faster than a CPU's DRAM. A **group-by over few keys**
+      gains least (~45×): thousands of threads contend for the same hundred accumulators.
+    - pandas uses **one core**. Against Polars on all cores the GPU's lead is smaller — compare the
+      *vs fastest CPU engine* column before you decide.
     - **Copies count.** If your data starts in pandas and must return to pandas, the end-to-end speedup is
       the honest one; keep data on the GPU across several operations to amortize the copy.
 
@@ -1729,8 +1735,9 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
             "- **Utilization (%)** is the share of the last sample period in which *at least one kernel* was running. "
             "It is not how much of the GPU was busy: one tiny kernel running all the time shows 100%. Low values "
             "during a benchmark mean the GPU waited for the CPU (Python overhead, copies, pandas).",
-            f"- **Memory used** counts every process on the card, including cuDF's memory pool, which keeps memory "
-            f"after objects are freed so the next allocation is fast.{peak}",
+            f"- **Memory used** counts every process on the card, including the CUDA context (~0.5 GB) and "
+            f"memory that allocators keep after objects are freed (an RMM pool if one is configured, PyTorch's "
+            f"caching allocator), so it can stay high after a run.{peak}",
             "- **Temperature**: data-center GPUs run comfortably at 30–80 °C; above ~85 °C they lower their clocks "
             "(thermal throttling).",
             f"- **Power** rises with work; this card's limit is {limit}. Short operations barely move it because NVML "

@@ -18,3 +18,10 @@ if [ "$stage" = all ] || [ "$stage" = b ]; then
     -o "$OUT/rapids_100m.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -3 | tee "$OUT/rapids_export.log"
   python3 bench/rapids_benchmark.py --rows 500000000 --repeats 1 2>&1 | tee "$OUT/rapids_500m.log"
 fi
+if [ "$stage" = full ]; then   # after device_llm.sh installed Polars into /tmp/site on the same warm machine
+  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tail -3 | tee "$OUT/rapids_gpu_tests.log"
+  python3 bench/rapids_standalone.py --rows 10000000 --app 2>&1 | tee "$OUT/rapids_standalone.log"
+  python3 bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3 --engines all 2>&1 | tee "$OUT/rapids_bench.log"
+  /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
+    -o "$OUT/rapids_100m.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -2 | tee "$OUT/rapids_export.log"
+fi

@@ -16,6 +16,7 @@ from rapids_benchmark_dashboard import (  # noqa: E402
     OPS,
     GpuSampler,
     detect_cudf,
+    detect_polars,
     estimate_bytes_per_row,
     fmt_seconds,
     format_rows,
@@ -33,7 +34,8 @@ def main() -> None:
     ap.add_argument("--rows", type=float, nargs="+", default=[10_000_000, 100_000_000])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ops", default=",".join(OPS))
-    ap.add_argument("--cpu", action="store_true", help="pandas only")
+    ap.add_argument("--cpu", action="store_true", help="CPU engines only (pandas, Polars)")
+    ap.add_argument("--engines", default="all", help="'all' or a comma list of pandas,polars,cudf,polars_gpu")
     args = ap.parse_args()
 
     gpus = read_gpu_status()
@@ -44,7 +46,11 @@ def main() -> None:
         f"# card: {card} | peak bandwidth {gpus[0]['peak_bandwidth_gbs'] if gpus else None} GB/s | "
         f"{host['cpu_count']} CPU cores | {why}"
     )
-    engines = make_engines(cudf)
+    polars, polars_gpu, polars_why = detect_polars(cudf, force_cpu=args.cpu)
+    print(f"# {polars_why}")
+    engines = make_engines(cudf, polars, polars_gpu)
+    if args.engines != "all":
+        engines = [e for e in engines if e.name in args.engines.split(",") or e.name == "pandas"]
     for requested in map(int, args.rows):
         plan = plan_run(
             requested,
@@ -70,27 +76,30 @@ def main() -> None:
             f"\n## {format_rows(n)} rows, {plan['repeats']} repeats: wall {wall:.1f} s (generation "
             f"{gen:.1f} s), peak GPU memory {sampler.peak_memory_gb() or 0:.1f} GB, errors: {out['errors']}"
         )
-        cols = ["op", "pandas", "cudf", "h2d", "d2h", "speedup", "e2e", "bw", "match"]
-        print(" | ".join(cols))
-        for r in summary.itertuples():
-            has_gpu = hasattr(r, "cudf_median_s")
-            print(
-                " | ".join(
-                    [
-                        r.op,
-                        f"{fmt_seconds(r.pandas_median_s)} ({fmt_seconds(r.pandas_min_s)}–{fmt_seconds(r.pandas_max_s)})",
-                        f"{fmt_seconds(r.cudf_median_s)} ({fmt_seconds(r.cudf_min_s)}–{fmt_seconds(r.cudf_max_s)})"
-                        if has_gpu
-                        else "—",
-                        fmt_seconds(r.h2d_s) if has_gpu else "—",
-                        fmt_seconds(r.d2h_s) if has_gpu else "—",
-                        f"{r.speedup:.1f}x" if has_gpu else "—",
-                        f"{r.speedup_e2e:.1f}x" if has_gpu else "—",
-                        f"{r.bandwidth_gbs:.0f} GB/s ({r.bandwidth_pct:.0f}%)" if has_gpu else "—",
-                        r.match or "ref",
-                    ]
+        names = [e.name for e in engines]
+        print(
+            " | ".join(["op", *names, "h2d", "d2h", "cuDF vs pandas", "vs fastest CPU", "e2e", "bw", "match"])
+        )
+        for r in summary.to_dict("records"):
+            cells = [r["op"]]
+            for name in names:
+                med = r.get(f"{name}_median_s")
+                cells.append(
+                    f"{fmt_seconds(med)} ({fmt_seconds(r[f'{name}_min_s'])}–{fmt_seconds(r[f'{name}_max_s'])})"
+                    if med is not None
+                    else "—"
                 )
-            )
+            gpu = "speedup" in r
+            cells += [
+                fmt_seconds(r["h2d_s"]) if gpu else "—",
+                fmt_seconds(r["d2h_s"]) if gpu else "—",
+                f"{r['speedup']:.1f}x" if gpu else "—",
+                f"{r['speedup_vs_cpu']:.1f}x ({r['fastest_cpu']})" if gpu else "—",
+                f"{r['speedup_e2e']:.1f}x" if gpu else "—",
+                f"{r['bandwidth_gbs']:.0f} GB/s ({r.get('bandwidth_pct', 0):.0f}%)" if gpu else "—",
+                f"{r['match'] or 'ref'} {'' if r['match'] != '✗' else r['detail']}",
+            ]
+            print(" | ".join(cells))
         sys.stdout.flush()
 
 
