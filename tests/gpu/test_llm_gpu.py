@@ -1,0 +1,129 @@
+"""The LLM dashboard on a CUDA GPU (skipped without one): FP16 + GradScaler at GPT-2 124M size, memory release."""
+
+import pytest
+import torch
+from transformers import GPT2Config
+
+from llm_finetuning_dashboard import (
+    FineTuneRun,
+    GpuSampler,
+    TrainingStopped,
+    TrainSettings,
+    build_offline_tokenizer,
+    builtin_examples,
+    device_memory,
+    evaluate_loss,
+    evaluate_run,
+    inject_lora,
+    lora_layers,
+    offline_gpt2,
+    peft_reload_check,
+    peft_tolerance,
+    prepare_training,
+    resolve_precision,
+    save_adapter,
+    set_seed,
+    tokenizer_corpus,
+    train_steps,
+    with_model_defaults,
+)
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2):
+    """Steps 1-4 of the app at GPT2Config() size with random weights and the offline tokenizer."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    settings = TrainSettings(precision=precision, batch_size=batch_size, max_length=max_length, epochs=epochs)
+    set_seed(settings.seed)
+    plan = resolve_precision(precision, "cuda", torch.cuda.is_bf16_supported())
+    data = builtin_examples()
+    tokenizer = build_offline_tokenizer(tokenizer_corpus(data))
+    model = offline_gpt2(tokenizer, GPT2Config(), seed=settings.seed).to(
+        device=device, dtype=plan.param_dtype
+    )
+    run = FineTuneRun(
+        settings=with_model_defaults(settings, "gpt2-124M-random"),
+        device=device,
+        plan=plan,
+        model=model,
+        tokenizer=tokenizer,
+        model_name="gpt2-124M-random",
+        memory_baseline=device_memory(device)["allocated"],
+    )
+    del model
+    inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)
+    prepare_training(run, data[data["split"] == "train"], data[data["split"] == "eval"])
+    return run, data
+
+
+def test_fp16_gradscaler_trains_gpt2_124m_without_nan():
+    run, data = gpt2_124m_run(epochs=3)
+    assert run.plan.use_grad_scaler and run.scaler.is_enabled()
+    for _, layer in lora_layers(run.model):
+        assert layer.base_layer.weight.dtype == torch.float16 and layer.base_layer.weight.is_cuda
+        assert layer.lora_A.weight.dtype == torch.float32
+    before = evaluate_loss(run)["eval_loss"]
+    with GpuSampler(run.device, hz=10) as sampler:
+        records = list(train_steps(run))
+    steps = [r for r in records if r["kind"] == "train"]
+    assert len(steps) == run.total_steps == 30
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+    # An early overflow while GradScaler finds its scale is normal (that step is skipped, not NaN).
+    assert sum(r["skipped"] for r in steps) < len(steps) // 2
+    after = evaluate_loss(run)["eval_loss"]
+    assert after < before - 0.5, (before, after)
+    assert steps[-1]["loss_scale"] > 1 and steps[-1]["memory_mib"] > 200
+    samples = sampler.frame()
+    assert sampler.source == "NVML" and len(samples) >= 5 and samples["memory_mib"].max() > 0
+    run.release()
+
+
+def test_step_7_releases_gpu_memory(tmp_path):
+    torch.cuda.synchronize()
+    run, data = gpt2_124m_run(epochs=1)
+    baseline = run.memory_baseline
+    eval_frame = data[data["split"] == "eval"]
+    evaluate_run(run, eval_frame, max_new_tokens=8)
+    list(train_steps(run))
+    evaluate_run(run, eval_frame, max_new_tokens=8)
+    save_adapter(run.model, tmp_path, run.settings, run.model_name)
+    diff = peft_reload_check(run, tmp_path, eval_frame["prompt"].head(8).tolist())
+    assert diff < peft_tolerance(run.plan), diff
+    held = device_memory(run.device)["allocated"]
+    report = run.release()
+    assert held - baseline > 200 * 2**20  # the model really was on the GPU
+    # Everything the run held comes back; a few MiB may stay with cuBLAS's per-handle workspaces.
+    assert report["allocated_after"] <= baseline + 64 * 2**20, report
+    assert report["allocated_after"] - baseline < 0.1 * (held - baseline)
+    assert report["reserved_after"] < report["reserved_before"]
+
+
+def test_out_of_memory_is_caught_and_memory_freed():
+    run, _ = gpt2_124m_run(batch_size=32, max_length=512, epochs=1)
+    long_text = " ".join(builtin_examples()["prompt"]) * 3
+    for example in run.train_loader.dataset:
+        ids = run.tokenizer(long_text, add_special_tokens=False)["input_ids"][:512]
+        example["input_ids"], example["labels"] = ids, ids
+    held = device_memory(run.device)["allocated"]
+    total = torch.cuda.get_device_properties(run.device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (held + 600 * 2**20) / total), run.device)
+    try:
+        with pytest.raises(TrainingStopped) as stopped:
+            list(train_steps(run))
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, run.device)
+    assert "out of memory" in stopped.value.reason and "smaller batch size" in stopped.value.advice
+    assert device_memory(run.device)["allocated"] <= held + 50 * 2**20
+    run.release()
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() and not torch.cuda.is_bf16_supported(), reason="no BF16 on this GPU"
+)
+def test_bf16_runs_without_a_scaler():
+    run, _ = gpt2_124m_run(precision="bf16", epochs=1)
+    assert not run.scaler.is_enabled() and run.plan.autocast_dtype == torch.bfloat16
+    steps = [r for r in train_steps(run) if r["kind"] == "train"]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+    run.release()
