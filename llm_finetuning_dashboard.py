@@ -861,14 +861,11 @@ def builtin_examples():
 
 @app.function
 def split_by_hash(prompts, eval_share=0.2):
-    """Deterministic train/eval labels from a hash of each prompt (same prompt → same split, any order)."""
-    buckets = [int(hashlib.sha256(p.encode("utf-8")).hexdigest()[:8], 16) % 1000 for p in prompts]
-    labels = ["eval" if bucket < eval_share * 1000 else "train" for bucket in buckets]
-    if len(labels) > 1 and "eval" not in labels:
-        labels[buckets.index(min(buckets))] = "eval"
-    if len(labels) > 1 and "train" not in labels:
-        labels[buckets.index(max(buckets))] = "train"
-    return labels
+    """Deterministic train/eval labels: the rows whose prompt hashes lowest are held out (any row order)."""
+    digests = [hashlib.sha256(p.encode("utf-8")).hexdigest() for p in prompts]
+    n_eval = min(max(1, round(eval_share * len(prompts))), len(prompts) - 1) if len(prompts) > 1 else 0
+    held_out = set(sorted(range(len(prompts)), key=lambda i: (digests[i], prompts[i]))[:n_eval])
+    return ["eval" if i in held_out else "train" for i in range(len(prompts))]
 
 
 @app.function
@@ -1748,8 +1745,11 @@ def score_generations(frame, generations):
         normalize_answer(g) == normalize_answer(r)
         for g, r in zip(generations, scored["response"], strict=True)
     ]
+    # Only the built-in tasks have a fixed answer format; uploaded rows get NaN (shown as n/a).
     scored["format_match"] = [
-        bool(re.fullmatch(ANSWER_FORMATS.get(task, r".+"), normalize_answer(g)))
+        float(bool(re.fullmatch(ANSWER_FORMATS[task], normalize_answer(g))))
+        if task in ANSWER_FORMATS
+        else math.nan
         for task, g in zip(scored["task"], generations, strict=True)
     ]
     return scored
@@ -2110,11 +2110,11 @@ def compare_generations(before, after):
             "prompt": before["prompt"],
             "expected": before["response"],
             "before": [
-                f"{'✓' if ok else '✗'} {text}"
+                f"{'✓' if ok else '✗'} {text or '(empty)'}"
                 for ok, text in zip(before["exact_match"], before["generated"], strict=True)
             ],
             "after": [
-                f"{'✓' if ok else '✗'} {text}"
+                f"{'✓' if ok else '✗'} {text or '(empty)'}"
                 for ok, text in zip(after["exact_match"], after["generated"], strict=True)
             ],
         }
@@ -2139,6 +2139,8 @@ def per_task_scores(before, after):
 @app.function
 def metric_card(label, before, after, fmt, better):
     """mo.stat showing after, with before in the caption and an arrow coloured by the better direction."""
+    if math.isnan(after) or math.isnan(before):
+        return mo.stat("n/a", label=label, caption="uploaded data has no fixed answer format", bordered=True)
     direction = None if after == before else ("increase" if after > before else "decrease")
     return mo.stat(
         fmt.format(after),
@@ -2315,7 +2317,7 @@ def loss_chart(train_records, eval_records, title="Loss against step"):
         domain=["train (raw)", "train (smoothed)", "eval"], range=["#9ecae1", "#08519c", "#e6550d"]
     )
     base = alt.Chart(frame).encode(
-        x=alt.X("step:Q", title="optimizer step"),
+        x=alt.X("step:Q", title="optimizer step", axis=alt.Axis(format="d", tickMinStep=1)),
         y=alt.Y("loss:Q", title="cross-entropy loss"),
         color=alt.Color("series:N", scale=colors, title=None),
         tooltip=["series", "step", alt.Tooltip("loss", format=".4f")],
@@ -2332,7 +2334,7 @@ def step_chart(history, column, title, y_title):
         alt.Chart(history)
         .mark_line()
         .encode(
-            x=alt.X("step:Q", title="optimizer step"),
+            x=alt.X("step:Q", title="optimizer step", axis=alt.Axis(format="d", tickMinStep=1)),
             y=alt.Y(f"{column}:Q", title=y_title),
             tooltip=["step", alt.Tooltip(column, format=".4g")],
         )
@@ -2356,7 +2358,7 @@ def throughput_chart(history):
         alt.Chart(frame)
         .mark_line()
         .encode(
-            x=alt.X("step:Q", title="optimizer step"),
+            x=alt.X("step:Q", title="optimizer step", axis=alt.Axis(format="d", tickMinStep=1)),
             y=alt.Y("rate:Q", title="tokens per second"),
             color=alt.Color("counted:N", title=None),
             tooltip=["counted", "step", alt.Tooltip("rate:Q", format=",.0f")],
