@@ -35,6 +35,7 @@ with app.setup:
     import threading
     import time
     import types
+    import warnings
     import zipfile
     from dataclasses import dataclass, replace
     from pathlib import Path
@@ -567,8 +568,12 @@ def _(dataset, run, token_stats):
     with gpu_turn(on_wait=show_waiting):
         mo.output.clear()
         _started = time.perf_counter()
-        # LoRA's B is zero, so this *is* the base model: the "before" of every comparison.
-        before, before_generations = evaluate_run(run, _eval_frame, answer_tokens)
+        try:
+            # LoRA's B is zero, so this *is* the base model: the "before" of every comparison.
+            before, before_generations = evaluate_run(run, _eval_frame, answer_tokens)
+        except TrainingStopped as _stop:
+            run.release()
+            mo.stop(True, training_summary(pd.DataFrame(), [], _stop, 0.0, 0.0, pd.DataFrame()))
         eval_records.append(
             {"step": 0, "epoch": 0, "eval_loss": before["eval_loss"], "perplexity": before["perplexity"]}
         )
@@ -628,7 +633,13 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
     )
     _started = time.perf_counter()
     with gpu_turn(on_wait=show_waiting):
-        after, after_generations = evaluate_run(run, dataset[dataset["split"] == "eval"], answer_tokens)
+        try:
+            after, after_generations = evaluate_run(run, dataset[dataset["split"] == "eval"], answer_tokens)
+        except TrainingStopped as _stop:
+            run.release()
+            mo.stop(
+                True, mo.callout(mo.md(f"**Step 6 stopped.** {_stop.reason} {_stop.advice}"), kind="danger")
+            )
     comparison = compare_generations(before_generations, after_generations)
     mo.vstack(
         [
@@ -1757,9 +1768,21 @@ def score_generations(frame, generations):
 
 @app.function
 def evaluate_run(run, eval_frame, max_new_tokens):
-    """Eval loss, perplexity and scored greedy generations for the held-out prompts."""
-    metrics = evaluate_loss(run)
-    generations = generate_greedy(run, eval_frame["prompt"].tolist(), max_new_tokens)
+    """Eval loss, perplexity and scored greedy generations for the held-out prompts (OOM → TrainingStopped)."""
+    out_of_memory = False
+    try:
+        metrics = evaluate_loss(run)
+        generations = generate_greedy(run, eval_frame["prompt"].tolist(), max_new_tokens)
+    except torch.OutOfMemoryError:
+        out_of_memory = True
+    if out_of_memory:
+        gc.collect()
+        torch.cuda.empty_cache()
+        raise TrainingStopped(
+            "GPU out of memory while evaluating.",
+            "Choose a smaller batch size or max sequence length and press Train again.",
+            0,
+        )
     scored = score_generations(eval_frame, generations)
     metrics.update(exact_match=scored["exact_match"].mean(), format_match=scored["format_match"].mean())
     return metrics, scored
@@ -1862,7 +1885,9 @@ def peft_reload_check(run, folder, prompts):
     run.model.eval()
     ours = run.model(**inputs).logits.float()
     base = remove_lora(run.model)
-    run.model = PeftModel.from_pretrained(base, str(folder)).to(run.device).eval()
+    with warnings.catch_warnings():  # a transformers deprecation notice raised inside PEFT, not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        run.model = PeftModel.from_pretrained(base, str(folder)).to(run.device).eval()
     theirs = run.model(**inputs).logits.float()
     keep = inputs["attention_mask"].bool()
     return (ours[keep] - theirs[keep]).abs().max().item()
@@ -2033,7 +2058,7 @@ def training_summary(history, eval_records, stop_reason, train_seconds, total_se
     if stop_reason is not None:
         return mo.callout(
             mo.md(
-                f"**Step 5 stopped after {stop_reason.step} steps.** {stop_reason.reason}\n\n"
+                f"**Step 5 stopped after {stop_reason.step} optimizer steps.** {stop_reason.reason}\n\n"
                 f"**What to do:** {stop_reason.advice}\n\nThe model, optimizer and batches were released."
             ),
             kind="danger",

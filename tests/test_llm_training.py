@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from llm_finetuning_dashboard import (
     ModelUnavailable,
     TrainingStopped,
     TrainSettings,
+    build_offline_tokenizer,
     builtin_examples,
     evaluate_loss,
     evaluate_run,
@@ -28,6 +30,7 @@ from llm_finetuning_dashboard import (
     load_pretrained,
     lora_layers,
     lr_factor,
+    offline_gpt2,
     prepare_training,
     process_gpu_lock,
     resolve_precision,
@@ -161,6 +164,23 @@ def test_out_of_memory_is_caught_and_explained(monkeypatch):
     assert "out of memory" in stopped.value.reason and "smaller batch size" in stopped.value.advice
 
 
+def test_evaluation_out_of_memory_becomes_a_clear_stop(monkeypatch):
+    run, data = tiny_run(epochs=1)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(app, "evaluate_loss", out_of_memory)
+    with pytest.raises(TrainingStopped, match="while evaluating"):
+        evaluate_run(run, data[data["split"] == "eval"], 4)
+
+
+def test_stopped_training_renders_an_explanation():
+    stop = TrainingStopped("The loss became nan at step 3.", "Lower the learning rate.", 2)
+    html = app.training_summary(pd.DataFrame(), [], stop, 0.0, 0.0, pd.DataFrame()).text
+    assert "stopped after 2 optimizer steps" in html and "Lower the learning rate" in html
+
+
 def test_release_drops_every_reference():
     run, _ = tiny_run(epochs=1)
     report = run.release()
@@ -183,6 +203,17 @@ def test_missing_model_falls_back_to_the_tiny_offline_model(tmp_path):
     )
     assert name == TINY_MODEL_NAME and "not a model folder" in warning and "tiny offline" in warning
     assert model.config.vocab_size >= len(tokenizer)
+
+
+def test_local_directory_loads_with_the_auto_classes(tmp_path):
+    tokenizer = build_offline_tokenizer(tokenizer_corpus(None))
+    offline_gpt2(tokenizer, seed=3).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    settings = TrainSettings(model_source="local", local_dir=str(tmp_path))
+    model, loaded_tokenizer, name, warning = load_model_and_tokenizer(settings, torch.float16, [])
+    assert warning is None and name == str(tmp_path)
+    assert next(model.parameters()).dtype == torch.float16
+    assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab() and loaded_tokenizer.pad_token is not None
 
 
 def test_hub_model_without_network_says_so(monkeypatch):
