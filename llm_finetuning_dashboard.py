@@ -2228,6 +2228,9 @@ def why_lora_text(why, settings):
     full, low = d_in * d_out, r * (d_in + d_out)
     saving = why["full_ft_bytes"] / why["lora_bytes"]
     return f"""
+_Numbers for `{settings.model_source}` with r = {r} on {", ".join(settings.target_modules)} (if the model
+cannot load, the run falls back to the tiny offline model and step 3 shows its own counts)._
+
 Fine-tuning changes each weight matrix $W$ by some $\\Delta W$. LoRA's bet is that the change a small
 task needs has **low rank**: write $\\Delta W = B A$ with $A \\in \\mathbb{{R}}^{{r \\times d_\\text{{in}}}}$ and
 $B \\in \\mathbb{{R}}^{{d_\\text{{out}} \\times r}}$, train only $A$ and $B$, keep $W$ frozen. The layer
