@@ -1638,7 +1638,7 @@ def explain_why_gpu(gpus: list[dict], host: dict, last: dict | None) -> str:
         "**When it helps.** Every GPU operation pays fixed costs — launching kernels, synchronizing, "
         "allocating — of tens of microseconds. With a thousand rows that overhead is the whole time, and pandas "
         "wins. From around **a million rows** the work dominates and the GPU pulls ahead; at 100M rows "
-        "speedups of 100× and more are common for filters and group-bys.",
+        "speedups over pandas of 100× and more are common for filters, joins, sorts and group-bys over many keys.",
     ]
     if last and (cross := crossover_rows(last["summary"])):
         text.append(
@@ -1705,7 +1705,7 @@ def explain_operations(last: dict | None) -> str:
             "| Operation | On the CPU (pandas) | On the GPU (cuDF) | Bound by |",
             "|---|---|---|---|",
             "| **filter** | evaluates the mask column by column, then copies the kept rows | one thread per row "
-            "computes the mask; a stream compaction (prefix sum) gathers the kept rows | memory bandwidth |",
+            "computes the mask; a stream compaction (prefix sum) gathers the kept rows | memory traffic over several passes |",
             "| **groupby, 100 keys** | hashes each key, updates 100 accumulators sequentially | thousands of threads "
             "update a few shared accumulators with atomics — contention on few keys limits the gain | atomics on hot keys |",
             "| **groupby, 100k keys** | a hash table that no longer fits in cache: cache misses per row | a GPU hash "
@@ -1756,7 +1756,7 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
 def explain_measurement(last: dict | None) -> str:
     """Warm-up, synchronization, transfers, median — and the cost of one naive timing, from this run."""
     text = [
-        "1. **Warm-up.** The first cuDF call loads GPU kernels and grows the memory pool; it is run once and not "
+        "1. **Warm-up.** The first cuDF call loads GPU kernels and makes its first allocations; it is run once and not "
         "counted. pandas has no such start-up cost, so its warm-up runs on a 1M-row slice to save minutes.",
         "2. **Synchronization.** GPU work is queued asynchronously: a timer stopped when the Python call returns "
         "can miss the work still running. We call `cudaDeviceSynchronize` before every clock stop.",
