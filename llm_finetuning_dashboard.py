@@ -689,10 +689,10 @@ def _(after, before, clicked_at, comparison, dataset, run):
         adapter_folder = OUTPUT_ROOT / sanitize_name(
             f"{run.model_name}-r{run.settings.rank}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(run) % 10000}"
         )
+        _check_prompts = dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist()
         saved_files = save_adapter(run.model, adapter_folder, run.settings, run.model_name)
-        peft_max_diff = peft_reload_check(
-            run, adapter_folder, dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist()
-        )
+        merge_max_diff = merge_check(run, _check_prompts)
+        peft_max_diff = peft_reload_check(run, adapter_folder, _check_prompts)
         peak_memory = device_memory(run.device)["peak"]
         release_report = run.release()
     click_to_result = time.perf_counter() - clicked_at
@@ -704,8 +704,10 @@ def _(after, before, clicked_at, comparison, dataset, run):
                 "adapter saved, checked with PEFT, memory released",
                 time.perf_counter() - _started,
                 f"`{adapter_folder}` ({', '.join(f'{k} {fmt_bytes(v)}' for k, v in saved_files.items())}) · "
+                f"merged into the weights for inference, the model gives the same logits: max |Δ| = "
+                f"**{merge_max_diff:.2e}** {check_mark(merge_max_diff, run.plan)} · "
                 f"`PeftModel.from_pretrained(base, folder)` reproduces this app's logits: max |Δ| = "
-                f"**{peft_max_diff:.2e}** {'✓' if peft_max_diff < peft_tolerance(run.plan) else '✗'} · "
+                f"**{peft_max_diff:.2e}** {check_mark(peft_max_diff, run.plan)} · "
                 + release_text(release_report, run.device),
             ),
             mo.download(
@@ -714,7 +716,7 @@ def _(after, before, clicked_at, comparison, dataset, run):
             summary_cards(before, after, click_to_result, peak_memory, release_report, run),
         ]
     )
-    return adapter_folder, click_to_result, peak_memory, peft_max_diff, release_report
+    return adapter_folder, click_to_result, merge_max_diff, peak_memory, peft_max_diff, release_report
 
 
 @app.cell
@@ -1869,19 +1871,7 @@ def peft_reload_check(run, folder, prompts):
     """Reload the saved adapter with PEFT onto the same base weights; max |Δ logits| vs our LoRA model."""
     from peft import PeftModel  # imported here: only step 7 (and the tests) need PEFT itself
 
-    batch = collate_batch(
-        [
-            {"input_ids": ids, "labels": ids}
-            for ids in run.tokenizer([format_prompt(p) for p in prompts], add_special_tokens=False)[
-                "input_ids"
-            ]
-        ],
-        run.tokenizer.pad_token_id,
-    )
-    inputs = {
-        "input_ids": batch["input_ids"].to(run.device),
-        "attention_mask": batch["attention_mask"].to(run.device),
-    }
+    inputs = prompt_batch(run, prompts)
     run.model.eval()
     ours = run.model(**inputs).logits.float()
     base = remove_lora(run.model)
@@ -1891,6 +1881,36 @@ def peft_reload_check(run, folder, prompts):
     theirs = run.model(**inputs).logits.float()
     keep = inputs["attention_mask"].bool()
     return (ours[keep] - theirs[keep]).abs().max().item()
+
+
+@app.function
+def prompt_batch(run, prompts):
+    """Templated prompts as a right-padded batch (input ids + attention mask) on the run's device."""
+    encoded = run.tokenizer([format_prompt(p) for p in prompts], add_special_tokens=False)["input_ids"]
+    batch = collate_batch([{"input_ids": ids, "labels": ids} for ids in encoded], run.tokenizer.pad_token_id)
+    return {
+        "input_ids": batch["input_ids"].to(run.device),
+        "attention_mask": batch["attention_mask"].to(run.device),
+    }
+
+
+@app.function
+@torch.no_grad()
+def merge_check(run, prompts):
+    """Max |Δ logits| between the adapters beside the weights and merged into them; weights restored after."""
+    inputs = prompt_batch(run, prompts)
+    run.model.eval()
+    separate = run.model(**inputs).logits.float()
+    layers = [layer for _, layer in lora_layers(run.model)]
+    # Merging into FP16 weights rounds; keep exact copies so the saved adapter's base stays untouched.
+    originals = [layer.base_layer.weight.detach().clone() for layer in layers]
+    set_merged(run.model, True)
+    merged = run.model(**inputs).logits.float()
+    for layer, original in zip(layers, originals, strict=True):
+        layer.base_layer.weight.copy_(original)
+        layer.merged = False
+    keep = inputs["attention_mask"].bool()
+    return (separate[keep] - merged[keep]).abs().max().item()
 
 
 @app.function
@@ -2181,6 +2201,12 @@ def metric_card(label, before, after, fmt, better):
 def peft_tolerance(plan):
     """How far PEFT's logits may sit from ours: rounding differs only in where the update is cast."""
     return {torch.float32: 1e-3, torch.float16: 5e-2}.get(plan.param_dtype, 2.5e-1)
+
+
+@app.function
+def check_mark(max_difference, plan):
+    """✓ when a logits difference is within the rounding expected for the run's dtype, else ✗."""
+    return "✓" if max_difference < peft_tolerance(plan) else "✗"
 
 
 @app.function

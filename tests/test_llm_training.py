@@ -132,6 +132,18 @@ def test_batched_generation_matches_one_prompt_at_a_time(trained):
     )
 
 
+def test_merged_inference_matches_and_restores_the_weights(trained):
+    run = trained[0]
+    prompts = builtin_examples()["prompt"].head(6).tolist()
+    before = [layer.base_layer.weight.clone() for _, layer in lora_layers(run.model)]
+    assert app.merge_check(run, prompts) < 1e-4
+    assert all(
+        torch.equal(w, layer.base_layer.weight)
+        for w, (_, layer) in zip(before, lora_layers(run.model), strict=True)
+    )
+    assert not any(layer.merged for _, layer in lora_layers(run.model))
+
+
 def test_nan_guard_stops_with_an_explanation():
     run, _ = tiny_run(epochs=1)
     name, layer = lora_layers(run.model)[0]

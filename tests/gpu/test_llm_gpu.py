@@ -16,6 +16,7 @@ from llm_finetuning_dashboard import (
     evaluate_run,
     inject_lora,
     lora_layers,
+    merge_check,
     offline_gpt2,
     peft_reload_check,
     peft_tolerance,
@@ -87,6 +88,7 @@ def test_step_7_releases_gpu_memory(tmp_path):
     evaluate_run(run, eval_frame, max_new_tokens=8)
     list(train_steps(run))
     evaluate_run(run, eval_frame, max_new_tokens=8)
+    assert merge_check(run, eval_frame["prompt"].head(8).tolist()) < peft_tolerance(run.plan)
     save_adapter(run.model, tmp_path, run.settings, run.model_name)
     diff = peft_reload_check(run, tmp_path, eval_frame["prompt"].head(8).tolist())
     assert diff < peft_tolerance(run.plan), diff
