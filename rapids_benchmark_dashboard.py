@@ -922,7 +922,7 @@ def detect_polars(cudf_module=None, force_cpu: bool = False):
     try:
         import polars
     except ImportError:
-        return None, False, "Polars is not installed (`pip install -r requirements.txt` adds it)."
+        return None, False, "Polars is not installed: it is in `requirements.txt` (`make install` adds it)."
     cpu = f"Polars {polars.__version__} runs on all {polars.thread_pool_size()} CPU threads."
     if cudf_module is None or force_cpu:
         return polars, False, cpu
@@ -1433,9 +1433,9 @@ def detect_cudf(gpu_count: int, force_cpu: bool = False):
         import cudf
     except ModuleNotFoundError:
         return None, (
-            "cuDF is not installed. On this GPU machine run `pip install -r requirements-gpu.txt` "
-            "(`cudf-cu12` for CUDA 12 drivers; use `cudf-cu13` for CUDA 13 — `nvidia-smi` shows "
-            "the driver's CUDA version), then restart the app."
+            "cuDF is not installed. On this GPU machine run `make install GPU=1` (it installs "
+            "`requirements-gpu.txt`: `cudf-cu12` for CUDA 12 drivers; use `cudf-cu13` for CUDA 13 drivers — "
+            "see README), then restart the app."
         )
     except Exception as err:
         return None, (

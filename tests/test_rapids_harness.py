@@ -180,7 +180,7 @@ def test_no_gpu_means_pandas_only_with_a_reason():
 def test_cudf_missing_and_cudf_failing_to_import_are_explained(monkeypatch):
     monkeypatch.setitem(sys.modules, "cudf", None)  # behaves like "not installed"
     module, msg = detect_cudf(1)
-    assert module is None and "not installed" in msg and "cudf-cu12" in msg
+    assert module is None and "not installed" in msg and "cudf-cu12" in msg and "GPU=1" in msg
 
     class BrokenCudf(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
