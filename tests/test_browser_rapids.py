@@ -25,3 +25,34 @@ def test_run_button_gives_results_with_checks_and_charts():
         assert page.get_by_text("Running pandas only").count() == 1  # no GPU on CI: said plainly
         assert page.get_by_text("Time per operation").count() >= 1 or page.locator(".vega-embed").count() >= 1
         assert page.locator(".vega-embed").count() >= 1
+
+
+def test_two_viewers_queue_for_the_gpu_and_both_get_results():
+    import threading
+
+    from rapids_benchmark_dashboard import GPU_LOCK_PATH, gpu_lock
+
+    with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
+        pages = [open_app(browser, url), open_app(browser, url)]
+        release, held = threading.Event(), threading.Event()
+
+        def hold_the_gpu():  # stands in for a third viewer (or the other app) already using the card
+            with gpu_lock(path=GPU_LOCK_PATH):
+                held.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=hold_the_gpu)
+        holder.start()
+        held.wait(10)
+        try:
+            for page in pages:
+                page.get_by_role("button", name="Run benchmark").click()
+            for page in pages:
+                page.get_by_text("Waiting for the GPU").first.wait_for(timeout=60_000)
+            screenshot_all(pages[1], "rapids_waiting", parts=2)
+        finally:
+            release.set()
+            holder.join(10)
+        for page in pages:
+            page.get_by_text("Finished in").first.wait_for(timeout=120_000)
+            assert page.get_by_text("Waiting for the GPU").count() == 0
