@@ -40,6 +40,7 @@ def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2):
     plan = resolve_precision(precision, "cuda", torch.cuda.is_bf16_supported())
     data = builtin_examples()
     tokenizer = build_offline_tokenizer(tokenizer_corpus(data))
+    baseline = device_memory(device)["allocated"]  # before the model exists, as the app measures it
     model = offline_gpt2(tokenizer, GPT2Config(), seed=settings.seed).to(
         device=device, dtype=plan.param_dtype
     )
@@ -50,7 +51,7 @@ def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2):
         model=model,
         tokenizer=tokenizer,
         model_name="gpt2-124M-random",
-        memory_baseline=device_memory(device)["allocated"],
+        memory_baseline=baseline,
     )
     del model
     inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)
