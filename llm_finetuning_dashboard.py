@@ -32,6 +32,7 @@ with app.setup:
     import re
     import socket
     import sys
+    import tempfile
     import threading
     import time
     import types
@@ -1922,15 +1923,36 @@ def process_gpu_lock():
 
 @app.function
 @contextlib.contextmanager
-def gpu_turn(on_wait=None):
-    """Hold the process-wide GPU lock; call `on_wait()` first when another viewer holds it."""
-    lock = process_gpu_lock()
+def gpu_turn(on_wait=None, path=None):
+    """Hold the GPU: one viewer at a time in this process, and one program at a time on this machine.
+
+    The file lock is the same one the RAPIDS dashboard takes, so a benchmark and a training step never
+    share the card; `on_wait()` is called once when someone else holds it.
+    """
+    path = path or os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
+    lock, waited = process_gpu_lock(), False
     if not lock.acquire(blocking=False):
         if on_wait is not None:
             on_wait()
+        waited = True
         lock.acquire()
     try:
-        yield
+        try:
+            import fcntl
+        except ImportError:  # Windows: the in-process lock alone
+            yield
+            return
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None and not waited:
+                    on_wait()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         lock.release()
 

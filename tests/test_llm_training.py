@@ -285,3 +285,34 @@ def test_import_runs_only_the_light_setup():
         cwd=Path(app.__file__).parent,
     )
     assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_training_waits_while_the_benchmark_app_holds_the_gpu(tmp_path):
+    """Both apps take one machine-wide file lock: a benchmark in the other app makes training wait."""
+    from rapids_benchmark_dashboard import gpu_lock
+
+    path = str(tmp_path / "gpu.lock")
+    held, release, waited, order = threading.Event(), threading.Event(), threading.Event(), []
+
+    def benchmark():
+        with gpu_lock(path=path):
+            held.set()
+            release.wait(5)
+            order.append("benchmark done")
+
+    t = threading.Thread(target=benchmark)
+    t.start()
+    held.wait(5)
+
+    def train():
+        with gpu_turn(on_wait=waited.set, path=path):
+            order.append("training step")
+
+    u = threading.Thread(target=train)
+    u.start()
+    time.sleep(0.3)
+    assert waited.is_set() and order == []
+    release.set()
+    t.join(5)
+    u.join(5)
+    assert order == ["benchmark done", "training step"]
