@@ -15,16 +15,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rapids_benchmark_dashboard import (  # noqa: E402
     OPS,
     GpuSampler,
+    dask_client,
     detect_cudf,
+    detect_dask,
     detect_polars,
     estimate_bytes_per_row,
     fmt_seconds,
     format_rows,
+    make_dask_engine,
     make_engines,
     plan_run,
     read_gpu_status,
     read_host_status,
-    run_benchmark,
+    run_sized_benchmark,
     summarize_records,
 )
 
@@ -49,6 +52,10 @@ def main() -> None:
     polars, polars_gpu, polars_why = detect_polars(cudf, force_cpu=args.cpu)
     print(f"# {polars_why}")
     engines = make_engines(cudf, polars, polars_gpu)
+    dask_ok, dask_why = detect_dask(len(gpus) if cudf else 0)
+    print(f"# {dask_why}")
+    if dask_ok and (args.engines == "all" or "dask_cudf" in args.engines):
+        engines.append(make_dask_engine(dask_client("gpu")))
     if args.engines != "all":
         engines = [e for e in engines if e.name in args.engines.split(",") or e.name == "pandas"]
     for requested in map(int, args.rows):
@@ -60,13 +67,16 @@ def main() -> None:
             estimate_bytes_per_row(),
             min((g["memory_free_bytes"] for g in gpus), default=None) if cudf else None,
             host["available_bytes"],
+            all_gpus_free_bytes=sum(g["memory_free_bytes"] for g in gpus)
+            if any(e.name == "dask_cudf" for e in engines)
+            else None,
         )
         if plan["cap_message"]:
             print(f"# CAPPED: {plan['cap_message']}")
         sampler = GpuSampler(0.1)
         sampler.start()
         t0 = time.perf_counter()
-        out = run_benchmark(plan["sizes"], plan["ops"], engines, plan["repeats"])
+        out = run_sized_benchmark(plan, engines)
         wall = time.perf_counter() - t0
         sampler.stop()
         summary = summarize_records(out["records"], gpus[0]["peak_bandwidth_gbs"] if gpus else None)
@@ -78,7 +88,20 @@ def main() -> None:
         )
         names = [e.name for e in engines]
         print(
-            " | ".join(["op", *names, "h2d", "d2h", "cuDF vs pandas", "vs fastest CPU", "e2e", "bw", "match"])
+            " | ".join(
+                [
+                    "op",
+                    *names,
+                    "h2d",
+                    "d2h",
+                    "cuDF vs pandas",
+                    "vs fastest CPU",
+                    "e2e",
+                    "bw",
+                    "Dask vs 1 GPU",
+                    "match",
+                ]
+            )
         )
         for r in summary.to_dict("records"):
             cells = [r["op"]]
@@ -97,6 +120,9 @@ def main() -> None:
                 f"{r['speedup_vs_cpu']:.1f}x ({r['fastest_cpu']})" if gpu else "—",
                 f"{r['speedup_e2e']:.1f}x" if gpu else "—",
                 f"{r['bandwidth_gbs']:.0f} GB/s ({r.get('bandwidth_pct', 0):.0f}%)" if gpu else "—",
+                f"{r['dask_vs_cudf']:.2f}x"
+                if r.get("dask_vs_cudf") == r.get("dask_vs_cudf") and "dask_vs_cudf" in r
+                else "—",
                 f"{r['match'] or 'ref'} {'' if r['match'] != '✗' else r['detail']}",
             ]
             print(" | ".join(cells))

@@ -1,0 +1,51 @@
+"""Dask-cuDF over every GPU of the machine (skipped with fewer than two GPUs or without dask-cuda)."""
+
+import logging
+
+import pytest
+
+from rapids_benchmark_dashboard import (
+    OPS,
+    dask_client,
+    detect_cudf,
+    detect_dask,
+    make_dask_engine,
+    make_engines,
+    read_gpu_status,
+    run_sized_benchmark,
+    summarize_records,
+)
+
+GPUS = read_gpu_status()
+CUDF, _ = detect_cudf(len(GPUS)) if GPUS else (None, "")
+DASK_OK, WHY = detect_dask(len(GPUS) if CUDF else 0)
+pytestmark = pytest.mark.skipif(not DASK_OK, reason=WHY)
+logging.getLogger("distributed").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="module")
+def client():
+    return dask_client("gpu")
+
+
+def test_one_worker_per_gpu_started_once(client):
+    assert len(client.scheduler_info()["workers"]) == len(GPUS)
+    assert dask_client("gpu") is client
+
+
+def test_dask_cudf_matches_single_gpu_cudf_on_every_op(client):
+    engines = [e for e in make_engines(CUDF) if e.name == "cudf"] + [make_dask_engine(client)]
+    out = run_sized_benchmark(
+        {"sizes": [10_000_000], "ops": list(OPS), "repeats": 2, "rows": 10_000_000}, engines
+    )
+    assert not out["errors"], out["errors"]
+    summary = summarize_records(out["records"])
+    print(summary[["op", "cudf_median_s", "dask_cudf_median_s", "dask_vs_cudf", "match"]])
+    assert (summary["match"] == "✓").all(), summary["detail"].tolist()
+
+
+def test_partitions_are_spread_over_every_gpu(client):
+    engine = make_dask_engine(client)
+    frame, _ = engine.load(20_000_000, 0, None, make_engines.__globals__["generate_lookup"](0))
+    holders = {w for ws in client.who_has(frame).values() for w in ws}
+    assert len(holders) == len(GPUS)

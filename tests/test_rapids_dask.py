@@ -1,0 +1,79 @@
+"""The Dask engine's logic on CPU workers over pandas partitions (the GPU path is tests/gpu/test_rapids_multigpu.py)."""
+
+import logging
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("distributed")
+
+from rapids_benchmark_dashboard import (  # noqa: E402
+    OPS,
+    dask_client,
+    detect_dask,
+    generate_chunk,
+    generate_data,
+    make_dask_engine,
+    make_engines,
+    plan_run,
+    run_sized_benchmark,
+    summarize_records,
+)
+
+logging.getLogger("distributed").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="module")
+def client():
+    return dask_client("cpu", n_workers=2)
+
+
+def test_workers_make_exactly_the_host_data():
+    df, _ = generate_data(123_457, seed=9)
+    parts = pd.concat([generate_chunk(123_457, i, seed=9) for i in range(16)])
+    pd.testing.assert_frame_equal(df, parts)
+
+
+def test_cluster_is_started_once_per_process(client):
+    assert dask_client("cpu") is client
+    assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_dask_engine_matches_pandas_on_every_op_with_data_made_on_the_workers(client):
+    engine = make_dask_engine(client, gpu=False)
+    frame, lookup = engine.load(50_000, 0, None, generate_data(10, 0)[1])
+    assert frame.npartitions == 16
+    where = client.who_has()
+    assert len({w for ws in where.values() for w in ws}) == 2  # the partitions live on both workers
+    out = run_sized_benchmark(
+        {"sizes": [50_000], "ops": list(OPS), "repeats": 1, "rows": 50_000},
+        make_engines(None) + [engine],
+    )
+    assert not out["errors"], out["errors"]
+    summary = summarize_records(out["records"])
+    assert (summary["match"] == "✓").all(), summary["detail"].tolist()
+
+
+def test_sizes_beyond_one_gpu_run_on_dask_alone(client):
+    engine = make_dask_engine(client, gpu=False)
+    plan = plan_run(
+        20_000,
+        ["filter", "groupby_many"],
+        1,
+        True,
+        25,
+        free_gpu_bytes=10_000 * 25 * 6 / 0.85,
+        free_host_bytes=None,
+        all_gpus_free_bytes=10**12,
+    )
+    assert plan["rows"] == 20_000 and plan["single_engine_rows"] == 10_000
+    assert "Dask-cuDF alone" in plan["cap_message"]
+    out = run_sized_benchmark(plan, make_engines(None) + [engine])
+    engines_at = {(r["rows"], r["engine"]) for r in out["records"]}
+    assert (20_000, "dask") in engines_at and (20_000, "pandas") not in engines_at
+    assert (10_000, "pandas") in engines_at and (10_000, "dask") in engines_at
+
+
+def test_dask_engine_is_explained_and_off_with_one_gpu():
+    ok, msg = detect_dask(1)
+    assert not ok and "has 1" in msg
