@@ -47,15 +47,9 @@ def data(n, seed=0):
 OPS = {
     "filter": lambda m, d, lk: d[(d["value"] > 50.0) & (d["key_few"] < 50)],
     "groupby_few": lambda m, d, lk: d.groupby("key_few", sort=False).agg(
-        value_sum=("value", "sum"),
-        value_mean=("value", "mean"),
-        value_max=("value", "max"),
-        value2_std=("value2", "std"),
-        rows=("value", "count"),
+        {"value": ["sum", "mean", "max", "count"], "value2": ["std"]}
     ),
-    "groupby_many": lambda m, d, lk: d.groupby("key_many", sort=False).agg(
-        value_sum=("value", "sum"), rows=("value", "count")
-    ),
+    "groupby_many": lambda m, d, lk: d.groupby("key_many", sort=False).agg({"value": ["sum", "count"]}),
     "join": lambda m, d, lk: m.merge(d, lk, on="key_many", how="inner"),
     "sort": lambda m, d, lk: d.sort_values("value"),
 }

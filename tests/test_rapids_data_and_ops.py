@@ -62,7 +62,7 @@ def test_op_results_have_the_expected_meaning(data):
     assert ((filtered["value"] > 50) & (filtered["key_few"] < 50)).all()
     assert len(filtered) == int(((df["value"] > 50) & (df["key_few"] < 50)).sum())
     few = get_op("groupby_few")(pd, df, lookup)
-    assert len(few) == 100 and few["rows"].sum() == len(df)
+    assert len(few) == 100 and few["value_count"].sum() == len(df)
     assert np.isclose(few["value_sum"].sum(), df["value"].sum())
     joined = get_op("join")(pd, df, lookup)
     assert len(joined) == int((df["key_many"] % 2 == 0).sum())
