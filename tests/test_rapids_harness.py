@@ -262,3 +262,10 @@ def test_polars_gpu_engine_is_off_without_a_gpu():
 
     module, gpu, msg = detect_polars(None)
     assert module is not None and gpu is False and "CPU threads" in msg
+
+
+def test_gpu_warmup_lasts_long_enough_for_the_clocks_to_rise():
+    calls = []
+    timing = time_operation(lambda: calls.append(time.sleep(0.01)), repeats=2, min_warmup_s=0.1)
+    assert len(calls) >= 2 + 9  # the warm-up repeated for ≥ 0.1 s, then 2 timed calls
+    assert len(timing.times) == 2
