@@ -269,3 +269,18 @@ def test_gpu_warmup_lasts_long_enough_for_the_clocks_to_rise():
     timing = time_operation(lambda: calls.append(time.sleep(0.01)), repeats=2, min_warmup_s=0.1)
     assert len(calls) >= 2 + 9  # the warm-up repeated for ≥ 0.1 s, then 2 timed calls
     assert len(timing.times) == 2
+
+
+def test_host_memory_from_large_frames_is_released_after_a_run():
+    import gc
+
+    import psutil
+
+    proc = psutil.Process()
+    run_benchmark([50_000], list(OPS), make_engines(None), repeats=1)  # imports and caches first
+    gc.collect()
+    before = proc.memory_info().rss
+    out = run_benchmark([4_000_000], list(OPS), make_engines(None), repeats=1)  # a 100 MB frame + results
+    del out
+    gc.collect()
+    assert proc.memory_info().rss - before < 64 * 2**20
