@@ -56,3 +56,14 @@ def test_two_viewers_queue_for_the_gpu_and_both_get_results():
         for page in pages:
             page.get_by_text("Finished in").first.wait_for(timeout=120_000)
             assert page.get_by_text("Waiting for the GPU").count() == 0
+
+
+def test_a_viewer_closing_the_tab_mid_run_leaves_the_gpu_free_for_the_next():
+    with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
+        first = open_app(browser, url)
+        first.get_by_role("button", name="Run benchmark").click()
+        first.wait_for_timeout(500)
+        first.close()  # the run may go on on the server; its lock must still be released
+        second = open_app(browser, url)
+        second.get_by_role("button", name="Run benchmark").click()
+        second.get_by_text("Finished in").first.wait_for(timeout=120_000)
