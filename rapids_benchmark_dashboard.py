@@ -301,32 +301,44 @@ def _(cli, cudf_module, dask_switch, plan, polars_gpu, polars_module, run_button
 def _(bench):
     summary = summarize_records(bench["records"], bench["peak_bandwidth_gbs"])
     _bad = summary[summary["match"] == "✗"]
+    _checked = summary[summary["match"] != ""]
+    _msgs = []
+    if len(_bad):  # never hidden behind anything else
+        _msgs.append(
+            mo.callout(
+                mo.md(
+                    "## ✗ Results DISAGREE with pandas\n\n"
+                    + "\n".join(
+                        f"- **{r.op}** at {format_rows(r.rows)} rows: {r.detail}" for r in _bad.itertuples()
+                    )
+                    + "\n\nThe speedups for these operations are meaningless until this is explained."
+                ),
+                kind="danger",
+            )
+        )
     if bench["errors"]:
-        _msg = mo.callout(
-            mo.md("**Some measurements failed:**\n\n" + "\n".join(f"- {e}" for e in bench["errors"])),
-            kind="danger",
+        _msgs.append(
+            mo.callout(
+                mo.md("**Some measurements failed:**\n\n" + "\n".join(f"- {e}" for e in bench["errors"])),
+                kind="danger",
+            )
         )
-    elif len(_bad):
-        _msg = mo.callout(
-            mo.md(
-                "## ✗ cuDF and pandas DISAGREE\n\n"
-                + "\n".join(
-                    f"- **{r.op}** at {format_rows(r.rows)} rows: {r.detail}" for r in _bad.itertuples()
-                )
-                + "\n\nThe speedups for these operations are meaningless until this is explained."
-            ),
-            kind="danger",
+    if len(_checked) and not len(_bad):
+        _engines = sorted({d.split(":")[0] for r in _checked.itertuples() for d in r.detail.split("; ")})
+        _msgs.append(
+            mo.callout(
+                mo.md(
+                    f"**✓ Every result matches pandas** — {len(_checked)} checks of "
+                    f"{', '.join(ENGINE_LABELS.get(e, e) for e in _engines)}: same rows, floats within 1e-7 relative."
+                ),
+                kind="success",
+            )
         )
-    elif "cudf_median_s" in summary and summary["match"].eq("✓").any():
-        _msg = mo.callout(
-            mo.md(
-                f"**✓ Every cuDF result matches pandas** ({summary['match'].eq('✓').sum()} checks: same rows, "
-                "floats within 1e-7 relative)."
-            ),
-            kind="success",
+    if not len(_checked):
+        _msgs.append(
+            mo.callout(mo.md("pandas alone ran: there is no second result to check."), kind="neutral")
         )
-    else:
-        _msg = mo.callout(mo.md("pandas only: there is no GPU result to check."), kind="neutral")
+    _msg = mo.vstack(_msgs)
     _msg
     return (summary,)
 
