@@ -742,7 +742,7 @@ def bytes_touched(op: str, df, result) -> int:
 
 
 @app.function
-def _flat(frame):
+def flatten_result(frame):
     """Group keys become columns, ('value', 'sum') columns become value_sum; a fresh 0..n-1 index."""
     if getattr(frame.columns, "nlevels", 1) > 1:
         frame = frame.copy(deep=False)
@@ -767,7 +767,7 @@ def results_match(
     runs on the GPU instead of copying the result back to the host.
     """
     try:
-        exp, act = _flat(expected), _flat(actual)
+        exp, act = flatten_result(expected), flatten_result(actual)
         if len(exp) != len(act):
             return False, f"{len(act):,} rows, expected {len(exp):,}"
         if set(map(str, exp.columns)) != set(map(str, act.columns)):
@@ -989,7 +989,7 @@ def results_match_polars(
     import polars as pl
 
     try:
-        exp = pl.from_pandas(_flat(expected))
+        exp = pl.from_pandas(flatten_result(expected))
         if exp.height != actual.height:
             return False, f"{actual.height:,} rows, expected {exp.height:,}"
         if set(exp.columns) != set(actual.columns):

@@ -29,3 +29,23 @@ def test_rapids_dashboard_smoke_export(tmp_path, flags):
     assert "Running pandas only" in html or "GPU engine ready" in html
     assert "Understand what you measured" in html
     assert "Polars" in html and "threads" in html  # the multi-threaded CPU engine ran beside pandas
+
+
+def test_rapids_smoke_run_checks_every_result_inside_the_marimo_runtime():
+    """Run the notebook as marimo runs it (cells, private names and all) and read the checks it made.
+
+    Importing helpers is not enough: marimo treats `_name` functions as cell-private, which once broke
+    every comparison in the app while the imported helpers passed their tests.
+    """
+    code = (
+        "import sys; sys.argv = ['app', '--smoke']\n"
+        "import rapids_benchmark_dashboard as app\n"
+        "outputs, defs = app.app.run()\n"
+        "summary = defs['summary']\n"
+        "print('MATCHES', sorted(set(summary['match'])), len(summary))\n"
+        "assert (summary['match'] == '✓').all(), summary['detail'].tolist()\n"
+        "assert not defs['bench']['errors'], defs['bench']['errors']\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "MATCHES ['✓']" in proc.stdout
