@@ -1590,7 +1590,7 @@ def summary_text(summary: pd.DataFrame, bench: dict) -> str:
                 f"Peak GPU memory in use during the run: {bench['peak_gpu_memory_gb']:.1f} GB (NVML)."
             )
     else:
-        lines.append("Only pandas ran; see the box at the top for how to enable the GPU side.")
+        lines.append("No GPU engine ran; the box at the top says why and how to enable it.")
     return " ".join(lines)
 
 
