@@ -1,0 +1,514 @@
+"""LoRA training throughput: the app's own training step against PEFT + Hugging Face Trainer, one card, one run.
+
+What it measures (issue 4). Both sides train the same model with the same LoRA config on the same batches:
+GPT-2 124M (`GPT2Config()`, random weights with the same seed on both sides: there is no hub on the GPU box),
+LoRA r=16, alpha 32, dropout 0.05 on the modules named by --targets (default "c_attn,c_proj", PEFT's
+suffix rule, which the app shares: in GPT-2 that is attn.c_attn, attn.c_proj AND mlp.c_proj; pass
+"attn.c_attn,attn.c_proj" for attention only). The batches are synthetic: random token ids, labels = input
+ids, attention mask all ones, every row the full length, so there is no padding and tokens/s counts every
+position. Configs are batch x sequence length (default 4x128 and 32x512).
+
+- "app": the notebook's path, imported from `llm_finetuning_dashboard.py` and driven as the app trains:
+  `offline_gpt2` → `inject_lora` → `prepare_training` (AdamW on adapter parameters, warm-up/cosine
+  LambdaLR, GradScaler) → the `train_steps` generator, whose loader is replaced by the synthetic batches.
+  Per-step time is the one `train_steps` itself records ("seconds": `train_one_step` + a CUDA synchronize):
+  FP16 frozen base, FP32 adapters, FP16 autocast, GradScaler, clipping at 1.0, scheduler step.
+- "peft+trainer": `peft.get_peft_model` on `GPT2LMHeadModel` with `transformers.Trainer`, fp16=True (AMP:
+  FP32 weights, FP16 autocast, GradScaler), lr 2e-4, its default optimizer, clipping at 1.0, sequential
+  sampling over the same batches. Per-step time is measured by a TrainerCallback from on_step_begin to
+  on_step_end, each with a CUDA synchronize.
+
+The first --warmup steps (default 10) are excluded; the table reports the median over the next --steps
+(default 30), p10–p90 of the step time, tokens/s = batch x length / median step time, and the peak of
+`torch.cuda.max_memory_allocated` (reset before each run, after the previous one is freed). The speedup
+is app tokens/s ÷ baseline tokens/s. With --device cpu nothing runs in FP16 (the app falls back to FP32
+and the Trainer gets fp16=False): both sides are FP32 and the header says so.
+
+On the GPU box (from the repo root):
+    source bench/device_setup.sh && python3 bench/lora_throughput.py --json $OUT/lora.json
+Local smoke check (tiny model, sizes 4x32 and 8x64, about a minute on 2 CPU cores):
+    .venv/bin/python bench/lora_throughput.py --device cpu --tiny --steps 5 --warmup 2
+
+Reference from the issue, for context: PEFT + Trainer FP16 on an H100 80GB HBM3 ≈ 119K tokens/s at
+32x512 and ≈ 10.8K tokens/s at 4x128.
+"""
+
+import argparse
+import copy
+import datetime
+import gc
+import inspect
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import peft
+import torch
+import transformers
+from peft import LoraConfig, get_peft_model
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llm_finetuning_dashboard import (  # noqa: E402
+    FineTuneRun,
+    TrainingStopped,
+    TrainSettings,
+    build_offline_tokenizer,
+    builtin_examples,
+    device_memory,
+    inject_lora,
+    offline_gpt2,
+    prepare_training,
+    resolve_precision,
+    set_seed,
+    tokenizer_corpus,
+    train_steps,
+)
+
+MiB = 2**20
+LEARNING_RATE = 2e-4
+RANK, ALPHA, DROPOUT = 16, 32, 0.05
+TINY_CONFIG = {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 1000}
+
+
+def parse_configs(text):
+    """'4x128,32x512' → [(4, 128), (32, 512)]."""
+    configs = []
+    for item in text.split(","):
+        batch, _, length = item.strip().lower().partition("x")
+        configs.append((int(batch), int(length)))
+    return configs
+
+
+def synchronizer(device):
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+def free_device(device):
+    """Collect garbage and hand cached blocks back, then restart the peak counter for the next run."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def synthetic_batches(count, batch_size, length, vocab_size, seed):
+    """`count` identical-shape batches of random ids on the CPU (as a DataLoader would yield them)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (count, batch_size, length), generator=generator)
+    return [
+        {"input_ids": ids[i], "attention_mask": torch.ones_like(ids[i]), "labels": ids[i].clone()}
+        for i in range(count)
+    ]
+
+
+class RowDataset(torch.utils.data.Dataset):
+    """The synthetic batches as rows, in order: with sequential sampling the Trainer rebuilds the same batches."""
+
+    def __init__(self, batches):
+        self.rows = [
+            {key: value[row] for key, value in b.items()}
+            for b in batches
+            for row in range(len(b["input_ids"]))
+        ]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step, on_step_begin → on_step_end, each end with a CUDA synchronize.
+
+    The synchronize makes the baseline honest, not faster: without it the clock would stop while the step's
+    kernels are still queued and the step would look shorter than it is. It can only add a wait (the CPU
+    no longer runs ahead into the next step), and the app's own timer in `train_steps` syncs the same way
+    after every step. The window covers training_step, clipping, optimizer, scheduler and zero_grad; the
+    batch fetch and its host→device copy (done by accelerate's loader) fall before on_step_begin, whereas the
+    app's window includes its `.to(device)` of the batch (a few hundred KB: microseconds on an H100). The
+    step-to-step interval (end to end, JSON and the speedup line) covers each side's whole loop.
+    """
+
+    def __init__(self, device):
+        self.synchronize = synchronizer(device)
+        self.seconds, self.ends, self.skipped = [], [], []
+        self.trainer = None
+        self._started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.synchronize()
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.synchronize()
+        now = time.perf_counter()
+        self.seconds.append(now - self._started)
+        self.ends.append(now)
+        self.skipped.append(bool(self.trainer and self.trainer.accelerator.optimizer_step_was_skipped))
+
+
+def model_config(args, vocab_size):
+    """GPT2Config() (124M) or the tiny smoke-check config."""
+    if args.tiny:
+        return GPT2Config(**{**TINY_CONFIG, "vocab_size": max(TINY_CONFIG["vocab_size"], vocab_size)})
+    return GPT2Config()
+
+
+def run_app(batches, config, args, device, tokenizer):
+    """The app's path: offline_gpt2 → inject_lora → prepare_training → train_steps over the synthetic batches."""
+    batch_size, length = batches[0]["input_ids"].shape
+    settings = TrainSettings(
+        model_source="gpt2",
+        precision="fp16",
+        rank=RANK,
+        alpha=ALPHA,
+        dropout=DROPOUT,
+        target_modules=tuple(args.targets),
+        learning_rate=LEARNING_RATE,
+        epochs=1,
+        batch_size=batch_size,
+        max_length=length,
+        seed=args.seed,
+    )
+    set_seed(settings.seed)
+    plan = resolve_precision(
+        settings.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    before = device_memory(device)["allocated"]
+    model = offline_gpt2(tokenizer, copy.deepcopy(config), seed=settings.seed).to(
+        device=device, dtype=plan.param_dtype
+    )
+    run = FineTuneRun(
+        settings=settings,
+        device=device,
+        plan=plan,
+        model=model,
+        tokenizer=tokenizer,
+        model_name="gpt2-124M-random" if not args.tiny else "tiny-random",
+        memory_baseline=before,
+    )
+    del model
+    wrapped = inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)
+    # The app's own optimizer, scheduler and scaler; its loaders (built from the built-in data) are replaced.
+    frame = builtin_examples()
+    prepare_training(run, frame[frame["split"] == "train"], frame[frame["split"] == "eval"])
+    run.train_loader, run.eval_loader = batches, []
+    run.total_steps = len(
+        batches
+    )  # the scheduler's lambda reads it; the learning rate does not change the cost
+    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    attn_impl = getattr(run.model.config, "_attn_implementation", None)
+    seconds, ends, skipped = [], [], []
+    try:
+        for record in train_steps(run):
+            if record["kind"] != "train":
+                break
+            ends.append(time.perf_counter())
+            seconds.append(record["seconds"])
+            skipped.append(bool(record["skipped"]))
+            if len(seconds) == len(batches):
+                break  # skip the end-of-epoch evaluation
+        error = None
+    except TrainingStopped as stopped:
+        error = stopped.reason
+    synchronizer(device)()
+    peak = device_memory(device)["peak"]
+    run.release()
+    return {
+        "precision": plan.name,
+        "seconds": seconds,
+        "ends": ends,
+        "skipped": skipped,
+        "peak": peak,
+        "allocated_before": before,
+        "trainable": trainable,
+        "modules": sorted(wrapped["module"]),
+        "attn_impl": attn_impl,
+        "error": error,
+    }
+
+
+def run_baseline(batches, config, args, device):
+    """PEFT LoRA + transformers.Trainer (FP16 AMP on CUDA, FP32 on CPU) over the same batches."""
+    batch_size, _ = batches[0]["input_ids"].shape
+    before = device_memory(device)["allocated"]
+    torch.manual_seed(args.seed)  # the same init as offline_gpt2(seed) on the app side
+    base = GPT2LMHeadModel(copy.deepcopy(config))
+    lora = LoraConfig(
+        r=RANK,
+        lora_alpha=ALPHA,
+        lora_dropout=DROPOUT,
+        target_modules=list(args.targets),
+        fan_in_fan_out=True,  # GPT-2's Conv1D stores weights [in, out]
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, lora)
+    del base
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    modules = sorted(
+        name.removeprefix("base_model.model.")
+        for name, module in model.named_modules()
+        if isinstance(module, peft.tuners.lora.LoraLayer)
+    )
+    timer = StepTimer(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Sequential sampling rebuilds the app's exact batches; a transformers without the option samples the
+        # same rows at random (same shapes, same cost).
+        ordered = "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters
+        training_args = TrainingArguments(
+            output_dir=tmp,
+            fp16=device.type == "cuda",
+            use_cpu=device.type == "cpu",
+            per_device_train_batch_size=batch_size,
+            max_steps=len(batches),
+            learning_rate=LEARNING_RATE,
+            max_grad_norm=1.0,
+            logging_steps=10**6,
+            report_to=[],
+            save_strategy="no",
+            eval_strategy="no",
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            seed=args.seed,
+            **({"train_sampling_strategy": "sequential"} if ordered else {}),
+        )
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=RowDataset(batches),
+            data_collator=default_data_collator,
+            callbacks=[timer],
+        )
+        trainer.remove_callback(PrinterCallback)  # it would print the end-of-training metrics dict
+        timer.trainer = trainer
+        del model
+        error = None
+        try:
+            trainer.train()
+        except torch.OutOfMemoryError as exc:
+            error = f"out of memory: {exc}".splitlines()[0]
+        synchronizer(device)()
+        peak = device_memory(device)["peak"]
+        attn_impl = getattr(trainer.model.config, "_attn_implementation", None)
+        trainer.accelerator.free_memory()
+        trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+        del trainer
+    timer.trainer = None
+    return {
+        "precision": "FP16 AMP (Trainer fp16=True)" if device.type == "cuda" else "FP32 (CPU)",
+        "seconds": timer.seconds,
+        "ends": timer.ends,
+        "skipped": timer.skipped,
+        "peak": peak,
+        "allocated_before": before,
+        "trainable": trainable,
+        "modules": modules,
+        "attn_impl": attn_impl,
+        "error": error,
+        "same_batch_order": ordered,
+    }
+
+
+def summarize(result, warmup, tokens_per_step):
+    """Median and p10/p90 over the measured steps (after warm-up), plus the step-to-step interval median."""
+    measured = result["seconds"][warmup:]
+    if not measured:
+        return None
+    cuts = statistics.quantiles(measured, n=10, method="inclusive") if len(measured) > 1 else measured * 9
+    median = statistics.median(measured)
+    intervals = [b - a for a, b in zip(result["ends"][warmup:], result["ends"][warmup + 1 :], strict=False)]
+    return {
+        "steps": len(measured),
+        "median_ms": median * 1e3,
+        "p10_ms": cuts[0] * 1e3,
+        "p90_ms": cuts[-1] * 1e3,
+        "mean_ms": statistics.fmean(measured) * 1e3,
+        "tokens_per_s": tokens_per_step / median,
+        "interval_median_ms": statistics.median(intervals) * 1e3 if intervals else None,
+        "skipped_measured": sum(result["skipped"][warmup:]),
+        "skipped_warmup": sum(result["skipped"][:warmup]),
+    }
+
+
+def warm_up(device):
+    """Create the CUDA context and cuBLAS handles outside the timed runs."""
+    if device.type == "cuda":
+        a = torch.randn(256, 256, device=device, dtype=torch.float16, requires_grad=True)
+        (a @ a).sum().backward()
+        torch.cuda.synchronize(device)
+        del a
+        torch.cuda.empty_cache()
+
+
+def print_table(rows):
+    """A plain Markdown table."""
+    columns = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer, 64-wide GPT-2 for a CPU smoke check")
+    ap.add_argument("--steps", type=int, default=30, help="measured steps per run (after warm-up)")
+    ap.add_argument("--warmup", type=int, default=10, help="steps run first and excluded")
+    ap.add_argument("--configs", default=None, help="BxS list; default 4x128,32x512 (--tiny: 4x32,8x64)")
+    ap.add_argument("--targets", default="c_attn,c_proj", help="LoRA target modules (PEFT's suffix rule)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--json", type=Path, default=None, help="also write meta, rows and raw step times here")
+    args = ap.parse_args()
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    configs = parse_configs(args.configs or ("4x32,8x64" if args.tiny else "4x128,32x512"))
+
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("CUDA requested but torch sees no GPU; use --device cpu --tiny for a local check")
+        device = torch.device("cuda", torch.cuda.current_device())
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+    for category in (UserWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+    tokenizer = build_offline_tokenizer(tokenizer_corpus(builtin_examples()))
+    config = model_config(args, len(tokenizer))
+    vocab_size = max(config.vocab_size, len(tokenizer))  # what offline_gpt2 builds; the baseline matches it
+    config.vocab_size = vocab_size
+    config.bos_token_id = config.eos_token_id = config.pad_token_id = (
+        tokenizer.eos_token_id
+    )  # as offline_gpt2
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    meta = {
+        "card": card,
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "model": "tiny GPT-2 (smoke check)" if args.tiny else "GPT2Config() 124M, random weights",
+        "n_layer": config.n_layer,
+        "n_embd": config.n_embd,
+        "vocab_size": vocab_size,
+        "lora": {"r": RANK, "alpha": ALPHA, "dropout": DROPOUT, "targets": args.targets},
+        "learning_rate": LEARNING_RATE,
+        "warmup_steps": args.warmup,
+        "measured_steps": args.steps,
+        "seed": args.seed,
+    }
+    print(f"# LoRA training throughput — {card} — {meta['date_utc']}")
+    print(
+        f"# torch {torch.__version__} (CUDA {torch.version.cuda}) | transformers {transformers.__version__} "
+        f"| peft {peft.__version__}"
+    )
+    print(
+        f"# model: {meta['model']} (n_layer {config.n_layer}, n_embd {config.n_embd}, vocab {vocab_size}) "
+        f"| LoRA r={RANK} alpha={ALPHA} dropout={DROPOUT} on {args.targets} | lr {LEARNING_RATE}"
+    )
+    if device.type == "cpu":
+        print(
+            "# CPU run: no FP16 on either side — the app falls back to FP32, the Trainer runs with fp16=False"
+        )
+    print(
+        f"# {args.warmup} warm-up steps excluded, median of {args.steps} measured steps; synthetic batches "
+        "(random ids, no padding): tokens/s counts every position"
+    )
+    warm_up(device)
+
+    rows, raw, speedups = [], [], []
+    for batch_size, length in configs:
+        batches = synthetic_batches(args.warmup + args.steps, batch_size, length, vocab_size, args.seed)
+        tokens_per_step = batch_size * length
+        label = f"{batch_size}x{length}"
+        results = {}
+        for name, runner in (
+            ("peft+trainer", lambda b=batches: run_baseline(b, config, args, device)),
+            ("app", lambda b=batches: run_app(b, config, args, device, tokenizer)),
+        ):
+            free_device(device)
+            result = runner()
+            free_device(device)
+            result["summary"] = summarize(result, args.warmup, tokens_per_step)
+            results[name] = result
+            raw.append({"config": label, "implementation": name, **result})
+        base, app = results["peft+trainer"], results["app"]
+        if base["modules"] != app["modules"] or base["trainable"] != app["trainable"]:
+            print(
+                f"# WARNING {label}: the two sides differ — PEFT wraps {len(base['modules'])} modules "
+                f"({base['trainable']:,} trainable), the app {len(app['modules'])} ({app['trainable']:,})"
+            )
+        base_tps = base["summary"]["tokens_per_s"] if base["summary"] else None
+        for name, result in results.items():
+            s = result["summary"]
+            row = {
+                "config (BxS)": label,
+                "implementation": name,
+                "precision": result["precision"],
+                "tokens/s": f"{s['tokens_per_s']:,.0f}" if s else "—",
+                "ms/step median": f"{s['median_ms']:.2f}" if s else "—",
+                "ms/step p10–p90": f"{s['p10_ms']:.2f}–{s['p90_ms']:.2f}" if s else "—",
+                "peak MiB": f"{result['peak'] / MiB:,.0f}" if device.type == "cuda" else "n/a (CPU)",
+                "vs baseline": f"{s['tokens_per_s'] / base_tps:.2f}x" if s and base_tps else "—",
+                "LoRA modules / trainable": f"{len(result['modules'])} / {result['trainable']:,}",
+            }
+            if result["error"]:
+                row["tokens/s"] = f"stopped: {result['error'][:60]}"
+            rows.append(row)
+        if app["summary"] and base["summary"]:
+            speedup = app["summary"]["tokens_per_s"] / base["summary"]["tokens_per_s"]
+            interval = (
+                base["summary"]["interval_median_ms"] / app["summary"]["interval_median_ms"]
+                if base["summary"]["interval_median_ms"] and app["summary"]["interval_median_ms"]
+                else None
+            )
+            memory = app["peak"] / base["peak"] if device.type == "cuda" and base["peak"] else None
+            speedups.append(
+                f"{label}: app ÷ PEFT+Trainer tokens/s = {speedup:.2f}x"
+                + (f" (step-to-step interval: {interval:.2f}x)" if interval else "")
+                + (f"; peak memory app ÷ baseline = {memory:.2f}" if memory else "")
+                + f"; GradScaler skips in measured steps: app {app['summary']['skipped_measured']}, "
+                f"baseline {base['summary']['skipped_measured']}"
+                + ("" if base["same_batch_order"] else "; the Trainer drew the same rows in random order")
+            )
+        for name, result in results.items():
+            if result["allocated_before"] > 64 * MiB:
+                print(
+                    f"# WARNING {label} {name}: {result['allocated_before'] / MiB:.0f} MiB held before the run"
+                )
+    print()
+    print_table(rows)
+    print()
+    for line in speedups:
+        print(f"- {line}")
+    if args.json:
+        for entry in raw:
+            entry.pop("ends")
+            entry["ms_per_step"] = [round(s * 1e3, 4) for s in entry.pop("seconds")]
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows, "runs": raw}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
