@@ -870,13 +870,8 @@ class Engine:
     sync: Callable = lambda: None
     ops: dict | None = None  # op name → function(lib, df, lookup); None: the shared pandas-API functions
     compare: Callable | None = None  # (expected pandas, result, order) → (ok, detail); None: results_match
-    label: str = ""
     load: Callable | None = None  # (n_rows, seed, df, lookup) → (frame, lookup) made where the engine lives
     slice_warmup: bool = False  # warm up on a CPU_WARMUP_ROWS slice (CPU engines: no JIT, no device pool)
-
-    @property
-    def title(self) -> str:
-        return self.label or self.name
 
 
 @app.function
@@ -890,7 +885,7 @@ def cuda_synchronize() -> None:
 @app.function
 def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False) -> list[Engine]:
     """pandas first (the reference), then Polars on all CPU cores, cuDF, and Polars' GPU engine where they run."""
-    engines = [Engine("pandas", pd, on_gpu=False, label="pandas (1 core)", slice_warmup=True)]
+    engines = [Engine("pandas", pd, on_gpu=False, slice_warmup=True)]
     if polars_module is not None:
         engines.append(
             Engine(
@@ -900,7 +895,6 @@ def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False)
                 to_device=polars_module.from_pandas,
                 ops=polars_ops("cpu"),
                 compare=results_match_polars,
-                label=f"Polars ({polars_module.thread_pool_size()} threads)",
                 slice_warmup=True,
             )
         )
@@ -913,7 +907,6 @@ def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False)
                 to_device=cudf_module.from_pandas,
                 to_host=lambda frame: frame.to_pandas(),
                 sync=cuda_synchronize,
-                label="cuDF (GPU)",
             )
         )
     if polars_module is not None and polars_gpu:
@@ -926,7 +919,6 @@ def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False)
                 to_device=polars_module.from_pandas,
                 ops=polars_ops("gpu"),
                 compare=results_match_polars,
-                label="Polars GPU engine",
             )
         )
     return engines
@@ -1102,8 +1094,6 @@ def make_dask_engine(client, gpu: bool = True) -> Engine:
     import dask.dataframe as dd
     from distributed import wait
 
-    workers = len(client.scheduler_info()["workers"])
-
     def load(n_rows, seed, df, lookup):
         with client.as_current():
             parts = -(-n_rows // data_chunk_rows(n_rows))
@@ -1150,7 +1140,6 @@ def make_dask_engine(client, gpu: bool = True) -> Engine:
         ops={name: timed(get_op(name)) for name in OPS},
         compare=compare,
         load=load,
-        label=f"Dask-cuDF ({workers} GPUs)" if gpu else f"Dask ({workers} CPU workers)",
     )
 
 

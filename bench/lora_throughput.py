@@ -63,6 +63,8 @@ from transformers import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llm_pipeline import print_table, warm_up  # noqa: E402  (the sibling bench script; bench/ is sys.path[0])
+
 from llm_finetuning_dashboard import (  # noqa: E402
     FineTuneRun,
     TrainingStopped,
@@ -345,26 +347,6 @@ def summarize(result, warmup, tokens_per_step):
         "skipped_measured": sum(result["skipped"][warmup:]),
         "skipped_warmup": sum(result["skipped"][:warmup]),
     }
-
-
-def warm_up(device):
-    """Create the CUDA context and cuBLAS handles outside the timed runs."""
-    if device.type == "cuda":
-        a = torch.randn(256, 256, device=device, dtype=torch.float16, requires_grad=True)
-        (a @ a).sum().backward()
-        torch.cuda.synchronize(device)
-        del a
-        torch.cuda.empty_cache()
-
-
-def print_table(rows):
-    """A plain Markdown table."""
-    columns = list(rows[0])
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
-    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")
 
 
 def main():
