@@ -73,6 +73,19 @@ with app.setup:
         "distilgpt2": {"n_layer": 6, "n_head": 12, "n_embd": 768},
         "gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024},
     }
+    SYNC_EVERY = 16  # fast path: loss and grad norm come back to the host once per this many steps
+    # auto compiles when a run holds at least this many (padded) tokens; see notes/BENCHMARKS.md
+    COMPILE_PAYS_AFTER_TOKENS = 20_000_000
+    LOSS_CHUNK_BYTES = (
+        2**29
+    )  # FP32 probabilities of one loss chunk: 512 MiB (2,560 rows of GPT-2's vocabulary)
+    LOSS_GRAD_SCALE = 1024.0
+    SPEED_CHOICES = {
+        "auto (fast; compile when it pays)": "auto",
+        "fast (eager)": "fast",
+        "fast + torch.compile": "compile",
+        "plain (reference loop)": "plain",
+    }
     UPLOAD_MAX_BYTES = 5_000_000
     UPLOAD_MAX_CHARS = 2_000
     UPLOAD_MIN_ROWS = 10
@@ -799,6 +812,7 @@ class TrainSettings:
     max_length: int = 128
     seed: int = 42
     data_source: str = "builtin"
+    speed: str = "auto"  # auto | fast | compile | plain (see choose_speed_plan)
 
 
 @app.function
@@ -823,6 +837,7 @@ def settings_from_form(value, smoke=False):
         max_length=int(value["max_length"]),
         seed=int(value["seed"]),
         data_source=value["data_source"],
+        speed=SPEED_CHOICES.get(value.get("speed"), "auto"),
     )
 
 
@@ -1267,7 +1282,10 @@ class LoRALayer(nn.Module):
         result = self.base_layer(x)
         if self.merged:
             return result
-        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype))))
+        # Under autocast the matmuls run in FP16 anyway: casting x to FP32 first would only add two copies.
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.lora_A.weight.dtype)
+        update = self.lora_B(self.lora_A(self.lora_dropout(x)))
         return result + (update * self.scaling).to(result.dtype)
 
 
@@ -1443,8 +1461,11 @@ def collate_batch(examples, pad_id):
 
 
 @app.function
-def make_loader(examples, batch_size, pad_id, shuffle, seed=0):
-    """A DataLoader with dynamic padding; shuffling uses its own seeded generator (reproducible order)."""
+def make_loader(examples, batch_size, pad_id, shuffle, seed=0, pin=False):
+    """A DataLoader with dynamic padding; shuffling uses its own seeded generator (reproducible order).
+
+    `pin`: batches land in page-locked host memory, so their copies to the GPU run asynchronously.
+    """
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         examples,
@@ -1452,6 +1473,7 @@ def make_loader(examples, batch_size, pad_id, shuffle, seed=0):
         shuffle=shuffle,
         generator=generator,
         collate_fn=lambda batch: collate_batch(batch, pad_id),
+        pin_memory=pin,
     )
 
 
@@ -1497,6 +1519,251 @@ def lr_factor(step, warmup_steps, total_steps, min_ratio=0.1):
 
 
 @app.class_definition
+@dataclass(frozen=True)
+class SpeedPlan:
+    """Which speed levers a run uses. Every lever leaves the maths of a training step unchanged."""
+
+    name: str = "plain"
+    fused_loss: bool = False  # LM head + cross-entropy in row chunks, only at positions that carry loss
+    causal_only: bool = False  # right padding + causal attention: no padding mask, so SDPA can use flash
+    fused_optimizer: bool = False  # AdamW(fused=True) with the schedule on the device: no host sync
+    sync_every: int = 1  # read loss / grad norm back every k steps (1: after every step)
+    fast_gelu: bool = False  # GPT-2's tanh-GELU as one kernel instead of eight
+    compile: bool = False  # torch.compile the transformer blocks
+    compile_mode: str = "default"
+    note: str = ""
+
+    @property
+    def deferred(self):
+        return self.sync_every > 1
+
+
+@app.function
+def choose_speed_plan(requested, device_type, padded_tokens=0, batch_size=16):
+    """plain / fast / fast + compile / auto → a SpeedPlan; auto compiles only when the run is long enough to repay it."""
+    if requested == "plain":
+        return SpeedPlan(note="The reference loop: full logits, padding mask, a host sync after every step.")
+    eager = SpeedPlan(
+        name="fast",
+        fused_loss=True,
+        causal_only=True,
+        fused_optimizer=True,
+        sync_every=SYNC_EVERY,
+        fast_gelu=True,
+        note="Chunked LM-head loss on answer tokens only, flash attention, fused AdamW, "
+        f"loss read back every {SYNC_EVERY} steps, one-kernel GELU.",
+    )
+    wants_compile = requested == "compile" or (
+        requested == "auto" and padded_tokens >= COMPILE_PAYS_AFTER_TOKENS
+    )
+    if not wants_compile:
+        if requested == "auto" and device_type == "cuda":
+            return replace(
+                eager,
+                note=eager.note + f" No torch.compile: this run ({fmt_count(padded_tokens)} tokens) is "
+                f"shorter than the {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} tokens it takes to repay compiling.",
+            )
+        return eager
+    if device_type != "cuda":
+        return replace(
+            eager,
+            note=eager.note
+            + " torch.compile is used on CUDA GPUs only: on this CPU the eager fast path runs.",
+        )
+    small = batch_size <= 8
+    return replace(
+        eager,
+        name="fast + compile",
+        compile=True,
+        # CUDA graphs replay a whole step's kernels with one launch: they pay when kernels are tiny.
+        compile_mode="reduce-overhead" if small else "default",
+        note=eager.note
+        + " torch.compile fuses the element-wise work of every block"
+        + (" and CUDA graphs remove launch overhead (small batches)." if small else "."),
+    )
+
+
+@app.function
+def loss_chunk_eager(part, weight, target, vocab, want_grad):
+    """One chunk of the LM-head loss in plain PyTorch: (summed loss, gradient for `part` in FP32 or None).
+
+    `weight` may carry zero rows past `vocab` (padding to a multiple of 128 keeps the GEMMs on fast,
+    aligned kernels: GPT-2's 50,257 is odd); their logits are set to -inf, so they get probability 0.
+    """
+    logits = part @ weight.T
+    if weight.shape[0] > vocab:
+        logits[:, vocab:] = float("-inf")
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+    # -log p(target): exact in FP32 down to p ≈ 1e-38 (a loss of 87, far above any real one).
+    loss = -torch.log(probs.gather(1, target).clamp_min(1e-38)).sum()
+    if not want_grad:
+        return loss, None
+    probs.scatter_add_(1, target, torch.full_like(target, -1.0, dtype=probs.dtype))  # softmax − one-hot
+    # ×2¹⁰ before the FP16 cast keeps small probabilities from flushing to zero.
+    scaled = probs.mul_(LOSS_GRAD_SCALE).to(part.dtype)
+    return loss, (scaled @ weight).float().div_(LOSS_GRAD_SCALE)
+
+
+@app.function
+def loss_chunk_fusable(part, weight, target, vocab, want_grad):
+    """The same chunk written without in-place steps, so torch.compile can fuse it into two passes."""
+    logits = (part @ weight.T).float()
+    column = torch.arange(logits.shape[1], device=logits.device)
+    logits = torch.where(column < vocab, logits, float("-inf"))
+    lse = torch.logsumexp(logits, dim=-1)
+    loss = (lse - logits.gather(1, target).squeeze(1)).sum()
+    if not want_grad:
+        return loss, None
+    probs = torch.exp(logits - lse[:, None])
+    probs = torch.where(column == target, probs - 1.0, probs)
+    return loss, ((probs * LOSS_GRAD_SCALE).to(part.dtype) @ weight).float() / LOSS_GRAD_SCALE
+
+
+@app.class_definition
+class ChunkedLMHeadLoss(torch.autograd.Function):
+    """Mean cross-entropy of softmax(hidden · Wᵀ) for a frozen LM head W, a few thousand rows at a time.
+
+    Forward computes each chunk's logits, its loss and already the gradient for `hidden` (softmax − one-hot)·W,
+    then drops the chunk: the [rows × vocabulary] logits never exist at once, and no FP32 copy of them
+    outlives its chunk. Backward only scales the stored gradient. W gets no gradient (it is frozen).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_rows, compute_dtype, vocab=None, chunk_fn=None):
+        rows = hidden.shape[0]
+        vocab = vocab or weight.shape[0]
+        chunk_fn = chunk_fn or loss_chunk_eager
+        want_grad = ctx.needs_input_grad[0]
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden) if want_grad else None
+        weight = weight.to(compute_dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, rows, chunk_rows):
+                part = hidden[start : start + chunk_rows].to(compute_dtype)
+                loss, part_grad = chunk_fn(
+                    part, weight, targets[start : start + chunk_rows, None], vocab, want_grad
+                )
+                total += loss
+                if want_grad:
+                    grad[start : start + chunk_rows] = part_grad
+        ctx.save_for_backward(grad)
+        ctx.rows = rows
+        return total / max(rows, 1)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * (grad_output / max(ctx.rows, 1)), None, None, None, None, None, None
+
+
+@app.class_definition
+class CausalLMBody(nn.Module):
+    """GPT-2's transformer for right-padded causal training: embeddings → blocks → final LayerNorm.
+
+    With no mask, every block's SDPA call runs with is_causal=True (flash attention). Calling the blocks
+    directly also skips transformers' mask building, whose packed-sequence and padding checks each wait
+    for the GPU. Right padding makes this exact: a causal token never looks at the padding after it.
+    """
+
+    def __init__(self, transformer):
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, input_ids):
+        t = self.transformer
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        hidden = t.drop(t.wte(input_ids) + t.wpe(positions))
+        for block in t.h:
+            out = block(hidden)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return t.ln_f(hidden)
+
+
+@app.function
+def loss_positions(labels):
+    """Flat positions (into [batch × length]) whose next token carries loss, and those next tokens.
+
+    Computed on the CPU before the batch moves, so selecting them on the GPU needs no host sync
+    (a boolean mask on the GPU would have to report its count back first).
+    """
+    shifted = torch.full_like(labels, -100)
+    shifted[:, :-1] = labels[:, 1:]
+    flat = shifted.reshape(-1)
+    index = (flat != -100).nonzero().squeeze(1)
+    return index, flat[index]
+
+
+@app.function
+def lm_head_rows(vocab_size, budget_bytes=LOSS_CHUNK_BYTES):
+    """Rows per loss chunk so one chunk's FP32 probabilities stay within `budget_bytes`."""
+    return max(256, budget_bytes // (4 * vocab_size) // 256 * 256)
+
+
+@app.function
+def fast_loss(run, batch, eager=False):
+    """Mean next-token loss through the fast path: hidden states at loss positions only → chunked LM head.
+
+    `eager` skips the compiled body (evaluation runs in eval mode, which would trigger a second compile).
+    """
+    if run.speed.causal_only:
+        body = CausalLMBody(run.model.transformer) if eager or run.body is None else run.body
+        hidden = body(batch["input_ids"])
+    else:
+        hidden = run.model.transformer(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).last_hidden_state
+    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["loss_index"])
+    dtype = run.plan.autocast_dtype or run.plan.param_dtype
+    weight = run.lm_weight if run.lm_weight is not None else run.model.lm_head.weight
+    vocab = run.model.lm_head.weight.shape[0]
+    chunk_fn = loss_chunk_eager if eager or run.loss_chunk is None else run.loss_chunk
+    return ChunkedLMHeadLoss.apply(
+        selected, weight, batch["loss_targets"], lm_head_rows(weight.shape[0]), dtype, vocab, chunk_fn
+    )
+
+
+@app.function
+def to_device(batch, device, with_positions=False):
+    """Batch tensors to `device`; pinned host memory makes the copies asynchronous on CUDA."""
+    batch = dict(batch)
+    if with_positions and "loss_index" not in batch:
+        batch["loss_index"], batch["loss_targets"] = loss_positions(batch["labels"])
+    cuda = device.type == "cuda"
+    return {
+        key: (value.pin_memory() if cuda and not value.is_pinned() else value).to(device, non_blocking=True)
+        for key, value in batch.items()
+    }
+
+
+@app.function
+def apply_speed_plan(run):
+    """Prepare the levers of the run's SpeedPlan: one-kernel GELU, padded LM head, compiled body and loss."""
+    if run.speed.fast_gelu:
+        for block in run.model.transformer.h:
+            if type(block.mlp.act).__name__ == "NewGELUActivation":
+                block.mlp.act = nn.GELU(approximate="tanh")  # the same tanh formula, fused by PyTorch
+    run.body = run.loss_chunk = run.lm_weight = None
+    if run.speed.fused_loss:
+        # The LM head is frozen (tied to the embeddings), so a padded copy stays valid for the whole run.
+        weight = run.model.lm_head.weight.detach()
+        rows = -(-weight.shape[0] // 128) * 128
+        dtype = run.plan.autocast_dtype or run.plan.param_dtype
+        run.lm_weight = torch.zeros((rows, weight.shape[1]), dtype=dtype, device=weight.device)
+        run.lm_weight[: weight.shape[0]] = weight
+    if run.speed.compile:
+        run.body = torch.compile(CausalLMBody(run.model.transformer), mode=run.speed.compile_mode)
+        run.loss_chunk = torch.compile(loss_chunk_fusable, dynamic=True)
+
+
+@app.function
+def device_schedule(run, warmup):
+    """The warm-up/cosine learning rates as a tensor on the device, indexed by the count of applied steps."""
+    base = run.settings.learning_rate
+    rates = [base * lr_factor(step, warmup, run.total_steps) for step in range(max(run.total_steps, 1))]
+    return torch.tensor(rates, dtype=torch.float32, device=run.device)
+
+
+@app.class_definition
 @dataclass
 class FineTuneRun:
     """Everything one Train click holds in device memory, kept in one place so step 7 can free it all."""
@@ -1514,11 +1781,19 @@ class FineTuneRun:
     scaler: object = None
     total_steps: int = 0
     memory_baseline: int = 0
+    speed: SpeedPlan | None = None  # chosen in prepare_training from settings.speed
+    body: object = None  # the compiled transformer when the SpeedPlan compiles
+    loss_chunk: object = None  # the compiled loss chunk when the SpeedPlan compiles
+    lm_weight: object = None  # fast path: the LM head padded to a multiple of 128 rows
+    lr_schedule: object = None  # fast path: learning rate per applied step, on the device
+    applied_steps: object = None  # fast path: optimizer steps not skipped by the scaler, on the device
 
     def release(self):
         """Drop every reference to model, optimizer and batches; report device memory before and after."""
         before = device_memory(self.device)
-        self.model = self.optimizer = self.scheduler = self.scaler = None
+        self.model = self.optimizer = self.scheduler = self.scaler = self.body = None
+        self.loss_chunk = self.lm_weight = None
+        self.lr_schedule = self.applied_steps = None
         self.train_loader = self.eval_loader = None
         gc.collect()
         if self.device.type == "cuda":
@@ -1554,18 +1829,39 @@ def prepare_training(run, train_frame, eval_frame):
     eval_examples, eval_dropped = tokenize_examples(eval_frame, run.tokenizer, s.max_length)
     if not train_examples or not eval_examples:
         raise ValueError("No example fits max sequence length: raise it or shorten the prompts.")
-    run.train_loader = make_loader(train_examples, s.batch_size, pad_id, shuffle=True, seed=s.seed)
-    run.eval_loader = make_loader(eval_examples, s.batch_size, pad_id, shuffle=False)
-    adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
-    run.optimizer = torch.optim.AdamW(adapter_parameters, lr=s.learning_rate, weight_decay=0.0)
+    pin = run.device.type == "cuda"
+    run.train_loader = make_loader(train_examples, s.batch_size, pad_id, shuffle=True, seed=s.seed, pin=pin)
+    run.eval_loader = make_loader(eval_examples, s.batch_size, pad_id, shuffle=False, pin=pin)
+    train_stats = token_statistics(run.train_loader)
     run.total_steps = s.epochs * len(run.train_loader)
+    if run.speed is None:
+        run.speed = choose_speed_plan(
+            s.speed, run.device.type, s.epochs * train_stats["padded_tokens"], s.batch_size
+        )
+    apply_speed_plan(run)
+    adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
     warmup = round(s.warmup_ratio * run.total_steps)
-    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        run.optimizer, lambda step: lr_factor(step, warmup, run.total_steps)
-    )
-    run.scaler = torch.amp.GradScaler(device=run.device.type, enabled=run.plan.use_grad_scaler)
+    if run.speed.fused_optimizer:
+        # One fused kernel per step; the learning rate lives on the device, so GradScaler skips need no sync.
+        run.lr_schedule = device_schedule(run, warmup)
+        run.applied_steps = torch.zeros((), dtype=torch.long, device=run.device)
+        run.optimizer = torch.optim.AdamW(
+            adapter_parameters, lr=run.lr_schedule[0].clone(), weight_decay=0.0, fused=True
+        )
+        run.scheduler = None
+        # Without FP16 a scale-1 scaler still guards: it skips any step whose gradients hold inf/NaN.
+        run.scaler = torch.amp.GradScaler(
+            device=run.device.type,
+            **({} if run.plan.use_grad_scaler else {"init_scale": 1.0, "growth_interval": 2**30}),
+        )
+    else:
+        run.optimizer = torch.optim.AdamW(adapter_parameters, lr=s.learning_rate, weight_decay=0.0)
+        run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            run.optimizer, lambda step: lr_factor(step, warmup, run.total_steps)
+        )
+        run.scaler = torch.amp.GradScaler(device=run.device.type, enabled=run.plan.use_grad_scaler)
     return {
-        "train": token_statistics(run.train_loader),
+        "train": train_stats,
         "eval": token_statistics(run.eval_loader),
         "train_examples": len(train_examples),
         "eval_examples": len(eval_examples),
@@ -1596,7 +1892,10 @@ class TrainingStopped(RuntimeError):
 
 @app.function
 def train_one_step(run, batch, adapter_parameters, max_grad_norm):
-    """Forward under autocast → scaled backward → unscale → clip → step → update; returns step facts."""
+    """One optimizer step. Plain path: returns step facts as numbers. Fast path: a tensor still on the device."""
+    if run.speed is not None and run.speed.deferred:
+        return fast_train_step(run, batch, adapter_parameters, max_grad_norm)
+    lr = run.optimizer.param_groups[0]["lr"]
     batch = {key: value.to(run.device, non_blocking=True) for key, value in batch.items()}
     with autocast_context(run):
         logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -1622,30 +1921,103 @@ def train_one_step(run, batch, adapter_parameters, max_grad_norm):
         "grad_norm": grad_norm,
         "scale": scale_before,
         "skipped": skipped,
+        "lr": lr,
     }
 
 
 @app.function
+def fast_train_step(run, batch, adapter_parameters, max_grad_norm):
+    """The same update as the plain step with nothing read back: returns [loss, grad norm, scale, skipped, lr].
+
+    The scaler's inf/NaN check, the skip and the learning-rate schedule all stay on the device, so the CPU
+    queues step after step while the GPU works; `train_steps` reads the numbers every few steps.
+    """
+    batch = to_device(batch, run.device, with_positions=True)
+    if run.speed.compile and run.speed.compile_mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()
+    with autocast_context(run):
+        loss = fast_loss(run, batch)
+    scaler = run.scaler
+    scaler.scale(loss).backward()
+    scale = scaler._get_scale_async().detach().clone()
+    scaler.unscale_(run.optimizer)
+    found_inf = sum(scaler._found_inf_per_device(run.optimizer).values())
+    grad_norm = torch.nn.utils.clip_grad_norm_(adapter_parameters, max_grad_norm)
+    lr = run.lr_schedule[run.applied_steps.clamp(max=len(run.lr_schedule) - 1)]
+    run.optimizer.param_groups[0]["lr"].copy_(lr)
+    scaler.step(run.optimizer)  # fused AdamW skips the update itself when found_inf is set
+    scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    skipped = (found_inf > 0).float()
+    run.applied_steps += 1 - skipped.long()
+    return torch.stack([loss.detach().float(), grad_norm.float(), scale.float(), skipped, lr.float()])
+
+
+@app.function
 def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
-    """Run every epoch, yielding one record per optimizer step and one per end-of-epoch evaluation."""
+    """Run every epoch, yielding one record per optimizer step and one per end-of-epoch evaluation.
+
+    The fast path reads its steps back in groups (the first step alone: it carries the warm-up and any
+    compile), so per-step seconds are the group's wall time divided by its steps.
+    """
     adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
     step, skipped_in_row = 0, 0
+    deferred = run.speed is not None and run.speed.deferred
     synchronize = torch.cuda.synchronize if run.device.type == "cuda" else (lambda *_: None)
+
+    def record(epoch, meta, facts, seconds):
+        nonlocal step, skipped_in_row
+        if not facts["finite"]:
+            raise TrainingStopped(
+                f"The loss became {facts['loss']} at step {step + 1}: training stopped before it "
+                "could corrupt the adapter.",
+                "Lower the learning rate, use BF16 or FP32, or keep GradScaler on with FP16.",
+                step,
+            )
+        skipped_in_row = skipped_in_row + 1 if facts["skipped"] else 0
+        if skipped_in_row >= max_skipped_in_row:
+            raise TrainingStopped(
+                f"GradScaler skipped {skipped_in_row} steps in a row (gradients overflow even at scale "
+                f"{facts['scale']:.3g}).",
+                "Lower the learning rate or switch to BF16/FP32.",
+                step,
+            )
+        step += 1
+        return {
+            "kind": "train",
+            "step": step,
+            "epoch": epoch + 1,
+            "loss": facts["loss"],
+            "lr": facts["lr"],
+            "grad_norm": facts["grad_norm"],
+            "loss_scale": facts["scale"],
+            "skipped": facts["skipped"],
+            "seconds": seconds,
+            "real_tokens": meta["real_tokens"],
+            "padded_tokens": meta["padded_tokens"],
+            "tokens_per_s": meta["real_tokens"] / seconds,
+            "padded_tokens_per_s": meta["padded_tokens"] / seconds,
+            "memory_mib": device_memory(run.device)["allocated"] / 2**20,
+        }
+
     for epoch in range(run.settings.epochs):
         run.model.train()
-        for batch in run.train_loader:
-            real_tokens = int(batch["attention_mask"].sum())
-            padded_tokens = batch["input_ids"].numel()
-            lr = run.optimizer.param_groups[0]["lr"]
+        pending, started = [], time.perf_counter()
+        for index, batch in enumerate(run.train_loader):
+            meta = {
+                "real_tokens": int(batch["attention_mask"].sum()),
+                "padded_tokens": batch["input_ids"].numel(),
+            }
             out_of_memory = False
-            started = time.perf_counter()
             try:
                 facts = train_one_step(run, batch, adapter_parameters, max_grad_norm)
-                synchronize(run.device)
+                if not deferred:
+                    synchronize(run.device)
             except torch.OutOfMemoryError:
                 out_of_memory = True
             if out_of_memory:
                 # The failed step's tensors died with its frame; hand the cached blocks back to the driver.
+                pending.clear()
                 run.optimizer.zero_grad(set_to_none=True)
                 gc.collect()
                 torch.cuda.empty_cache()
@@ -1655,39 +2027,21 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
                     "Choose a smaller batch size or max sequence length and press Train again.",
                     step,
                 )
-            seconds = time.perf_counter() - started
-            if not facts["finite"]:
-                raise TrainingStopped(
-                    f"The loss became {facts['loss']} at step {step + 1}: training stopped before it "
-                    "could corrupt the adapter.",
-                    "Lower the learning rate, use BF16 or FP32, or keep GradScaler on with FP16.",
-                    step,
-                )
-            skipped_in_row = skipped_in_row + 1 if facts["skipped"] else 0
-            if skipped_in_row >= max_skipped_in_row:
-                raise TrainingStopped(
-                    f"GradScaler skipped {skipped_in_row} steps in a row (gradients overflow even at scale "
-                    f"{facts['scale']:.3g}).",
-                    "Lower the learning rate or switch to BF16/FP32.",
-                    step,
-                )
-            step += 1
-            yield {
-                "kind": "train",
-                "step": step,
-                "epoch": epoch + 1,
-                "loss": facts["loss"],
-                "lr": lr,
-                "grad_norm": facts["grad_norm"],
-                "loss_scale": facts["scale"],
-                "skipped": facts["skipped"],
-                "seconds": seconds,
-                "real_tokens": real_tokens,
-                "padded_tokens": padded_tokens,
-                "tokens_per_s": real_tokens / seconds,
-                "padded_tokens_per_s": padded_tokens / seconds,
-                "memory_mib": device_memory(run.device)["allocated"] / 2**20,
-            }
+            if not deferred:
+                yield record(epoch, meta, facts, time.perf_counter() - started)
+                started = time.perf_counter()
+                continue
+            pending.append((meta, facts))
+            last = index == len(run.train_loader) - 1
+            if step == 0 or len(pending) >= run.speed.sync_every or last:
+                values = torch.stack([facts for _, facts in pending]).tolist()  # the one host sync
+                seconds = (time.perf_counter() - started) / len(pending)
+                group, pending = pending, []
+                for (meta, _), (loss, grad_norm, scale, skipped, lr) in zip(group, values, strict=True):
+                    facts = {"loss": loss, "finite": math.isfinite(loss), "grad_norm": grad_norm}
+                    facts |= {"scale": scale, "skipped": skipped > 0, "lr": lr}
+                    yield record(epoch, meta, facts, seconds)
+                started = time.perf_counter()
         yield {"kind": "eval", "step": step, "epoch": epoch + 1, **evaluate_loss(run)}
 
 
@@ -1696,13 +2050,20 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
 def evaluate_loss(run):
     """Token-weighted mean loss and perplexity over the eval loader, in eval mode (no dropout)."""
     run.model.eval()
+    fast = run.speed is not None and run.speed.fused_loss
     total, count = 0.0, 0
     for batch in run.eval_loader:
-        batch = {key: value.to(run.device) for key, value in batch.items()}
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        batch = to_device(batch, run.device, with_positions=fast)
         with autocast_context(run):
-            logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        total += causal_lm_loss(logits, batch["labels"], reduction="sum").item()
-        count += int((batch["labels"][:, 1:] != -100).sum())
+            if fast:
+                total += fast_loss(run, batch, eager=True).item() * n
+            else:
+                logits = run.model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
+                total += causal_lm_loss(logits, batch["labels"], reduction="sum").item()
+        count += n
     loss = total / max(count, 1)
     return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 

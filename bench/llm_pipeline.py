@@ -71,7 +71,7 @@ def synthetic_long_examples(tokenizer, target_tokens):
     return frame.assign(response=responses)
 
 
-def run_pipeline(name, config, args, device, output_root):
+def run_pipeline(name, config, args, device, output_root, speed="auto"):
     """The app's steps 1-7 for one config; returns the table row."""
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -85,6 +85,7 @@ def run_pipeline(name, config, args, device, output_root):
         batch_size=config["batch_size"],
         max_length=config["max_length"],
         epochs=args.epochs,
+        speed=speed,
     )
     set_seed(settings.seed)  # step 1
     plan = resolve_precision(
@@ -121,6 +122,7 @@ def run_pipeline(name, config, args, device, output_root):
     peft_diff = peft_reload_check(run, folder, eval_frame["prompt"].head(8).tolist())
     synchronize()
     peak = device_memory(device)["peak"]
+    run_speed = run.speed.name + (f" ({run.speed.compile_mode})" if run.speed.compile else "")
     released = run.release()
     wall = time.perf_counter() - started
     step_seconds = sum(r["seconds"] for r in steps)
@@ -129,6 +131,7 @@ def run_pipeline(name, config, args, device, output_root):
         "batch x len": f"{config['batch_size']} x {config['max_length']}"
         + (" (synthetic)" if config["synthetic"] else ""),
         "precision": plan.name,
+        "speed plan": run_speed,
         "steps": len(steps),
         "wall s (steps 1-7)": round(wall, 2),
         "train s (steps only)": round(step_seconds, 2),
@@ -175,6 +178,7 @@ def main():
     ap.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16")
     ap.add_argument("--epochs", type=int, default=None, help="default: the app's auto choice")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    ap.add_argument("--speeds", default="auto", help="the app's speed settings to run, e.g. auto,plain")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -188,7 +192,8 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):
-            rows.append(run_pipeline(name, CONFIGS[name], args, device, Path(tmp)))
+            for speed in args.speeds.split(","):
+                rows.append(run_pipeline(name, CONFIGS[name], args, device, Path(tmp), speed))
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -8,26 +8,31 @@ suffix rule, which the app shares: in GPT-2 that is attn.c_attn, attn.c_proj AND
 ids, attention mask all ones, every row the full length, so there is no padding and tokens/s counts every
 position. Configs are batch x sequence length (default 4x128 and 32x512).
 
-- "app": the notebook's path, imported from `llm_finetuning_dashboard.py` and driven as the app trains:
-  `offline_gpt2` → `inject_lora` → `prepare_training` (AdamW on adapter parameters, warm-up/cosine
-  LambdaLR, GradScaler) → the `train_steps` generator, whose loader is replaced by the synthetic batches.
-  Per-step time is the one `train_steps` itself records ("seconds": `train_one_step` + a CUDA synchronize):
-  FP16 frozen base, FP32 adapters, FP16 autocast, GradScaler, clipping at 1.0, scheduler step.
+- "app plain | fast | compile": the notebook's path, imported from `llm_finetuning_dashboard.py` and driven as
+  the app trains: `offline_gpt2` → `inject_lora` → `prepare_training` (AdamW on adapter parameters, warm-up/
+  cosine schedule, GradScaler) → the `train_steps` generator, whose loader is replaced by the synthetic
+  batches. FP16 frozen base, FP32 adapters, FP16 autocast, GradScaler, clipping at 1.0 on every path. The
+  speed plan is fixed per row (the app's "auto" picks fast or compile by run length): plain = the reference
+  loop (full logits, padding mask, host sync every step); fast = chunked LM-head loss on loss positions,
+  no padding mask (flash SDPA), fused AdamW with the schedule on the device, read-back every 16 steps,
+  one-kernel GELU; compile = fast + torch.compile of the transformer blocks (CUDA graphs at batch ≤ 8).
 - "peft+trainer": `peft.get_peft_model` on `GPT2LMHeadModel` with `transformers.Trainer`, fp16=True (AMP:
   FP32 weights, FP16 autocast, GradScaler), lr 2e-4, its default optimizer, clipping at 1.0, sequential
-  sampling over the same batches. Per-step time is measured by a TrainerCallback from on_step_begin to
-  on_step_end, each with a CUDA synchronize.
+  sampling over the same batches.
 
-The first --warmup steps (default 10) are excluded; the table reports the median over the next --steps
-(default 30), p10–p90 of the step time, tokens/s = batch x length / median step time, and the peak of
-`torch.cuda.max_memory_allocated` (reset before each run, after the previous one is freed). The speedup
-is app tokens/s ÷ baseline tokens/s. With --device cpu nothing runs in FP16 (the app falls back to FP32
-and the Trainer gets fp16=False): both sides are FP32 and the header says so.
+Timing is the same for every row: the first --warmup steps (default 17, which includes any compile) are
+excluded, then --steps (default 48) run in windows of 16 steps with a CUDA synchronize at each window edge
+only (syncing every step would stop the CPU queueing ahead, which neither the Trainer nor the fast path
+does). ms/step = the median window's wall time ÷ 16 (min–max over windows beside it); tokens/s = batch ×
+length ÷ ms/step; "first step s" shows the set-up and compile cost that the warm-up hides; peak =
+`torch.cuda.max_memory_allocated` (reset before each run, after the previous one is freed). The speedup is
+tokens/s ÷ baseline tokens/s. With --device cpu nothing runs in FP16 (the app falls back to FP32 and the
+Trainer gets fp16=False): both sides are FP32 and the header says so.
 
 On the GPU box (from the repo root):
     source bench/device_setup.sh && python3 bench/lora_throughput.py --json $OUT/lora.json
 Local smoke check (tiny model, sizes 4x32 and 8x64, about a minute on 2 CPU cores):
-    .venv/bin/python bench/lora_throughput.py --device cpu --tiny --steps 5 --warmup 2
+    .venv/bin/python bench/lora_throughput.py --device cpu --tiny --steps 16 --warmup 1
 
 Reference from the issue, for context: PEFT + Trainer FP16 on an H100 80GB HBM3 ≈ 119K tokens/s at
 32x512 and ≈ 10.8K tokens/s at 4x128.
@@ -66,11 +71,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm_pipeline import print_table, warm_up  # noqa: E402  (the sibling bench script; bench/ is sys.path[0])
 
 from llm_finetuning_dashboard import (  # noqa: E402
+    SYNC_EVERY,
     FineTuneRun,
     TrainingStopped,
     TrainSettings,
     build_offline_tokenizer,
     builtin_examples,
+    choose_speed_plan,
     device_memory,
     inject_lora,
     offline_gpt2,
@@ -137,32 +144,27 @@ class RowDataset(torch.utils.data.Dataset):
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step, on_step_begin → on_step_end, each end with a CUDA synchronize.
+    """Host time at the end of every optimizer step, with a CUDA synchronize only at window edges.
 
-    The synchronize makes the baseline honest, not faster: without it the clock would stop while the step's
-    kernels are still queued and the step would look shorter than it is. It can only add a wait (the CPU
-    no longer runs ahead into the next step), and the app's own timer in `train_steps` syncs the same way
-    after every step. The window covers training_step, clipping, optimizer, scheduler and zero_grad; the
-    batch fetch and its host→device copy (done by accelerate's loader) fall before on_step_begin, whereas the
-    app's window includes its `.to(device)` of the batch (a few hundred KB: microseconds on an H100). The
-    step-to-step interval (end to end, JSON and the speedup line) covers each side's whole loop.
+    Syncing after every step would stop the CPU from queueing the next step while the GPU works, which
+    is not how the Trainer runs; so the clock is synchronized only at the window edges (`sync_at`, step
+    numbers counted from 1), where a window's wall time then covers every kernel of its steps.
     """
 
-    def __init__(self, device):
+    def __init__(self, device, sync_at):
         self.synchronize = synchronizer(device)
+        self.sync_at = set(sync_at)
         self.seconds, self.ends, self.skipped = [], [], []
         self.trainer = None
-        self._started = 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.synchronize()
-        self._started = time.perf_counter()
+        self._last = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.synchronize()
+        if len(self.ends) + 1 in self.sync_at:
+            self.synchronize()
         now = time.perf_counter()
-        self.seconds.append(now - self._started)
+        self.seconds.append(now - self._last)
         self.ends.append(now)
+        self._last = now
         self.skipped.append(bool(self.trainer and self.trainer.accelerator.optimizer_step_was_skipped))
 
 
@@ -173,8 +175,11 @@ def model_config(args, vocab_size):
     return GPT2Config()
 
 
-def run_app(batches, config, args, device, tokenizer):
-    """The app's path: offline_gpt2 → inject_lora → prepare_training → train_steps over the synthetic batches."""
+def run_app_setup(batches, config, args, device, tokenizer, speed="plain"):
+    """The app's path: offline_gpt2 → inject_lora → prepare_training → train_steps over the synthetic batches.
+
+    `speed` is the app's SpeedPlan choice (plain / fast / compile), fixed here rather than left to "auto".
+    """
     batch_size, length = batches[0]["input_ids"].shape
     settings = TrainSettings(
         model_source="gpt2",
@@ -188,6 +193,7 @@ def run_app(batches, config, args, device, tokenizer):
         batch_size=batch_size,
         max_length=length,
         seed=args.seed,
+        speed=speed,
     )
     set_seed(settings.seed)
     plan = resolve_precision(
@@ -207,6 +213,7 @@ def run_app(batches, config, args, device, tokenizer):
         memory_baseline=before,
     )
     del model
+    run.speed = choose_speed_plan(speed, device.type, batch_size=batch_size)
     wrapped = inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)
     # The app's own optimizer, scheduler and scaler; its loaders (built from the built-in data) are replaced.
     frame = builtin_examples()
@@ -215,6 +222,15 @@ def run_app(batches, config, args, device, tokenizer):
     run.total_steps = len(
         batches
     )  # the scheduler's lambda reads it; the learning rate does not change the cost
+    run.wrapped = wrapped
+    run.allocated_before = before
+    return run
+
+
+def run_app(batches, config, args, device, tokenizer, speed="plain"):
+    """Time the app's train_steps over the batches (see run_app_setup)."""
+    run = run_app_setup(batches, config, args, device, tokenizer, speed)
+    wrapped, before, plan = run.wrapped, run.allocated_before, run.plan
     trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     attn_impl = getattr(run.model.config, "_attn_implementation", None)
     seconds, ends, skipped = [], [], []
@@ -234,7 +250,9 @@ def run_app(batches, config, args, device, tokenizer):
     peak = device_memory(device)["peak"]
     run.release()
     return {
-        "precision": plan.name,
+        "precision": plan.name
+        + f" · {run.speed.name}"
+        + (f" ({run.speed.compile_mode})" if run.speed.compile else ""),
         "seconds": seconds,
         "ends": ends,
         "skipped": skipped,
@@ -269,7 +287,7 @@ def run_baseline(batches, config, args, device):
         for name, module in model.named_modules()
         if isinstance(module, peft.tuners.lora.LoraLayer)
     )
-    timer = StepTimer(device)
+    timer = StepTimer(device, window_edges(args.warmup, args.steps, args.window))
     with tempfile.TemporaryDirectory() as tmp:
         # Sequential sampling rebuilds the app's exact batches; a transformers without the option samples the
         # same rows at random (same shapes, same cost).
@@ -328,22 +346,26 @@ def run_baseline(batches, config, args, device):
     }
 
 
-def summarize(result, warmup, tokens_per_step):
-    """Median and p10/p90 over the measured steps (after warm-up), plus the step-to-step interval median."""
-    measured = result["seconds"][warmup:]
-    if not measured:
+def window_edges(warmup, steps, window):
+    """Step numbers (from 1) that close a timing window: warmup, warmup + window, ... (all synchronized)."""
+    return list(range(warmup, warmup + steps + 1, window))
+
+
+def summarize(result, warmup, steps, window, tokens_per_step):
+    """Per-step time of each window (wall time between synchronized edges ÷ its steps): median, min, max."""
+    ends = result["ends"]
+    edges = [e for e in window_edges(warmup, steps, window) if e <= len(ends)]
+    per_step = [(ends[b - 1] - ends[a - 1]) / (b - a) for a, b in zip(edges, edges[1:], strict=False)]
+    if not per_step:
         return None
-    cuts = statistics.quantiles(measured, n=10, method="inclusive") if len(measured) > 1 else measured * 9
-    median = statistics.median(measured)
-    intervals = [b - a for a, b in zip(result["ends"][warmup:], result["ends"][warmup + 1 :], strict=False)]
+    median = statistics.median(per_step)
     return {
-        "steps": len(measured),
+        "steps": edges[-1] - edges[0],
+        "windows": len(per_step),
         "median_ms": median * 1e3,
-        "p10_ms": cuts[0] * 1e3,
-        "p90_ms": cuts[-1] * 1e3,
-        "mean_ms": statistics.fmean(measured) * 1e3,
+        "min_ms": min(per_step) * 1e3,
+        "max_ms": max(per_step) * 1e3,
         "tokens_per_s": tokens_per_step / median,
-        "interval_median_ms": statistics.median(intervals) * 1e3 if intervals else None,
         "skipped_measured": sum(result["skipped"][warmup:]),
         "skipped_warmup": sum(result["skipped"][:warmup]),
     }
@@ -355,14 +377,28 @@ def main():
         "--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu"
     )
     ap.add_argument("--tiny", action="store_true", help="a 2-layer, 64-wide GPT-2 for a CPU smoke check")
-    ap.add_argument("--steps", type=int, default=30, help="measured steps per run (after warm-up)")
-    ap.add_argument("--warmup", type=int, default=10, help="steps run first and excluded")
+    ap.add_argument("--steps", type=int, default=3 * SYNC_EVERY, help="measured steps (after warm-up)")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=1 + SYNC_EVERY,
+        help="steps run first and excluded; 1 + k·window puts the edges where the app's fast path syncs",
+    )
     ap.add_argument("--configs", default=None, help="BxS list; default 4x128,32x512 (--tiny: 4x32,8x64)")
     ap.add_argument("--targets", default="c_attn,c_proj", help="LoRA target modules (PEFT's suffix rule)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--apps",
+        default="plain,fast,compile",
+        help="the app's speed plans to time beside the baseline (plain, fast, compile)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write meta, rows and raw step times here")
     args = ap.parse_args()
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    args.apps = [a.strip() for a in args.apps.split(",") if a.strip()]
+    args.window = SYNC_EVERY
+    if (args.warmup - 1) % args.window or args.steps % args.window:
+        sys.exit(f"--warmup must be 1 + a multiple of {args.window} and --steps a multiple of {args.window}")
     configs = parse_configs(args.configs or ("4x32,8x64" if args.tiny else "4x128,32x512"))
 
     device = torch.device(args.device)
@@ -414,7 +450,8 @@ def main():
             "# CPU run: no FP16 on either side — the app falls back to FP32, the Trainer runs with fp16=False"
         )
     print(
-        f"# {args.warmup} warm-up steps excluded, median of {args.steps} measured steps; synthetic batches "
+        f"# {args.warmup} warm-up steps excluded; {args.steps} measured steps in windows of {args.window} "
+        "(CUDA synchronize at each window edge only); ms/step = median window's wall time ÷ its steps; synthetic batches "
         "(random ids, no padding): tokens/s counts every position"
     )
     warm_up(device)
@@ -425,22 +462,27 @@ def main():
         tokens_per_step = batch_size * length
         label = f"{batch_size}x{length}"
         results = {}
-        for name, runner in (
-            ("peft+trainer", lambda b=batches: run_baseline(b, config, args, device)),
-            ("app", lambda b=batches: run_app(b, config, args, device, tokenizer)),
-        ):
+        runners = [("peft+trainer", lambda b=batches: run_baseline(b, config, args, device))]
+        for speed in args.apps:
+            runners.append(
+                (f"app {speed}", lambda b=batches, sp=speed: run_app(b, config, args, device, tokenizer, sp))
+            )
+        for name, runner in runners:
             free_device(device)
             result = runner()
             free_device(device)
-            result["summary"] = summarize(result, args.warmup, tokens_per_step)
+            result["summary"] = summarize(result, args.warmup, args.steps, args.window, tokens_per_step)
             results[name] = result
             raw.append({"config": label, "implementation": name, **result})
-        base, app = results["peft+trainer"], results["app"]
-        if base["modules"] != app["modules"] or base["trainable"] != app["trainable"]:
-            print(
-                f"# WARNING {label}: the two sides differ — PEFT wraps {len(base['modules'])} modules "
-                f"({base['trainable']:,} trainable), the app {len(app['modules'])} ({app['trainable']:,})"
-            )
+        base = results["peft+trainer"]
+        for name, app in results.items():
+            if name != "peft+trainer" and (
+                base["modules"] != app["modules"] or base["trainable"] != app["trainable"]
+            ):
+                print(
+                    f"# WARNING {label}: the two sides differ — PEFT wraps {len(base['modules'])} modules "
+                    f"({base['trainable']:,} trainable), {name} {len(app['modules'])} ({app['trainable']:,})"
+                )
         base_tps = base["summary"]["tokens_per_s"] if base["summary"] else None
         for name, result in results.items():
             s = result["summary"]
@@ -450,7 +492,8 @@ def main():
                 "precision": result["precision"],
                 "tokens/s": f"{s['tokens_per_s']:,.0f}" if s else "—",
                 "ms/step median": f"{s['median_ms']:.2f}" if s else "—",
-                "ms/step p10–p90": f"{s['p10_ms']:.2f}–{s['p90_ms']:.2f}" if s else "—",
+                "ms/step min–max": f"{s['min_ms']:.2f}–{s['max_ms']:.2f}" if s else "—",
+                "first step s": f"{result['seconds'][0]:.2f}" if result["seconds"] else "—",
                 "peak MiB": f"{result['peak'] / MiB:,.0f}" if device.type == "cuda" else "n/a (CPU)",
                 "vs baseline": f"{s['tokens_per_s'] / base_tps:.2f}x" if s and base_tps else "—",
                 "LoRA modules / trainable": f"{len(result['modules'])} / {result['trainable']:,}",
@@ -458,20 +501,16 @@ def main():
             if result["error"]:
                 row["tokens/s"] = f"stopped: {result['error'][:60]}"
             rows.append(row)
-        if app["summary"] and base["summary"]:
+        for name, app in results.items():
+            if name == "peft+trainer" or not (app["summary"] and base["summary"]):
+                continue
             speedup = app["summary"]["tokens_per_s"] / base["summary"]["tokens_per_s"]
-            interval = (
-                base["summary"]["interval_median_ms"] / app["summary"]["interval_median_ms"]
-                if base["summary"]["interval_median_ms"] and app["summary"]["interval_median_ms"]
-                else None
-            )
             memory = app["peak"] / base["peak"] if device.type == "cuda" and base["peak"] else None
             speedups.append(
-                f"{label}: app ÷ PEFT+Trainer tokens/s = {speedup:.2f}x"
-                + (f" (step-to-step interval: {interval:.2f}x)" if interval else "")
-                + (f"; peak memory app ÷ baseline = {memory:.2f}" if memory else "")
-                + f"; GradScaler skips in measured steps: app {app['summary']['skipped_measured']}, "
-                f"baseline {base['summary']['skipped_measured']}"
+                f"{label} {name}: ÷ PEFT+Trainer tokens/s = {speedup:.2f}x"
+                + (f"; peak memory ÷ baseline = {memory:.2f}" if memory else "")
+                + f"; GradScaler skips in measured steps: {app['summary']['skipped_measured']} "
+                f"(baseline {base['summary']['skipped_measured']})"
                 + ("" if base["same_batch_order"] else "; the Trainer drew the same rows in random order")
             )
         for name, result in results.items():

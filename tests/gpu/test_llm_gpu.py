@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import GPT2Config
 
+import llm_finetuning_dashboard as app
 from llm_finetuning_dashboard import (
     FineTuneRun,
     GpuSampler,
@@ -32,10 +33,17 @@ from llm_finetuning_dashboard import (
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2):
+def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2, speed="auto", no_dropout=False):
     """Steps 1-4 of the app at GPT2Config() size with random weights and the offline tokenizer."""
     device = torch.device("cuda", torch.cuda.current_device())
-    settings = TrainSettings(precision=precision, batch_size=batch_size, max_length=max_length, epochs=epochs)
+    settings = TrainSettings(
+        precision=precision,
+        batch_size=batch_size,
+        max_length=max_length,
+        epochs=epochs,
+        speed=speed,
+        **({"dropout": 0.0} if no_dropout else {}),
+    )
     set_seed(settings.seed)
     plan = resolve_precision(precision, "cuda", torch.cuda.is_bf16_supported())
     data = builtin_examples()
@@ -54,6 +62,10 @@ def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2):
         memory_baseline=baseline,
     )
     del model
+    if no_dropout:  # attention kernels draw dropout differently: without it plain and fast are comparable
+        for module in run.model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)
     prepare_training(run, data[data["split"] == "train"], data[data["split"] == "eval"])
     return run, data
@@ -126,7 +138,51 @@ def test_out_of_memory_is_caught_and_memory_freed():
 )
 def test_bf16_runs_without_a_scaler():
     run, _ = gpt2_124m_run(precision="bf16", epochs=1)
-    assert not run.scaler.is_enabled() and run.plan.autocast_dtype == torch.bfloat16
+    assert not run.plan.use_grad_scaler and run.plan.autocast_dtype == torch.bfloat16
+    # the fast path keeps a scale-1 scaler only as its inf/NaN guard
+    assert run.scaler.get_scale() == 1.0
     steps = [r for r in train_steps(run) if r["kind"] == "train"]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
     run.release()
+
+
+def train_records(run, limit=None):
+    steps = []
+    for record in train_steps(run):
+        if record["kind"] == "train":
+            steps.append(record)
+            if limit and len(steps) == limit:
+                break
+    return steps
+
+
+def test_fast_path_never_waits_for_the_gpu_inside_a_step():
+    run, _ = gpt2_124m_run(speed="fast", epochs=1)
+    assert run.speed.deferred and run.speed.fused_optimizer
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    batches = list(run.train_loader)
+    app.fast_train_step(run, batches[0], params, 1.0)  # first step: cuBLAS/cuDNN set-up may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any implicit device→host wait raises
+    try:
+        stats = [app.fast_train_step(run, batch, params, 1.0) for batch in batches[1:6]]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    values = torch.stack(stats).tolist()
+    assert all(torch.isfinite(torch.tensor(row[0])) for row in values)
+    run.release()
+
+
+@pytest.mark.parametrize("speed", ["fast", "compile"])
+def test_fast_paths_match_the_plain_loss_curve_in_fp16(speed):
+    """Same seed, same data, dropout off: the levers must not change the numbers beyond FP16 rounding."""
+    curves = {}
+    for name in ("plain", speed):
+        run, _ = gpt2_124m_run(speed=name, epochs=1, no_dropout=True)
+        curves[name] = train_records(run, limit=8)
+        assert run.speed.compile == (name == "compile")
+        run.release()
+    for a, b in zip(curves["plain"], curves[speed], strict=True):
+        assert b["skipped"] == a["skipped"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=5e-3), (a["step"], a["loss"], b["loss"])
+        assert b["lr"] == pytest.approx(a["lr"], rel=1e-5)

@@ -1,0 +1,170 @@
+"""The fast training path (issue 4) against the plain reference loop, on the CPU.
+
+The CUDA-only levers (FP16 autocast, fused AdamW on the GPU, flash attention, torch.compile) are checked on
+the device by tests/gpu/test_llm_gpu.py; here the same code runs in FP32 and must give the same numbers.
+"""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import llm_finetuning_dashboard as app
+from llm_finetuning_dashboard import (
+    COMPILE_PAYS_AFTER_TOKENS,
+    ChunkedLMHeadLoss,
+    FineTuneRun,
+    TrainSettings,
+    builtin_examples,
+    choose_speed_plan,
+    evaluate_loss,
+    inject_lora,
+    load_model_and_tokenizer,
+    lora_layers,
+    loss_positions,
+    prepare_training,
+    resolve_precision,
+    set_seed,
+    tokenizer_corpus,
+    train_steps,
+    with_model_defaults,
+)
+
+
+def tiny_run(speed, epochs=2, no_dropout=True):
+    settings = TrainSettings(model_source="tiny", speed=speed, epochs=epochs, dropout=0.0)
+    data = builtin_examples()
+    set_seed(settings.seed)
+    plan = resolve_precision(settings.precision, "cpu")
+    model, tokenizer, name, _ = load_model_and_tokenizer(settings, plan.param_dtype, tokenizer_corpus(data))
+    if no_dropout:  # dropout draws differ between attention kernels; without it both paths are deterministic
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    run = FineTuneRun(
+        settings=with_model_defaults(settings, name),
+        device=torch.device("cpu"),
+        plan=plan,
+        model=model,
+        tokenizer=tokenizer,
+        model_name=name,
+    )
+    inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)
+    prepare_training(run, data[data["split"] == "train"], data[data["split"] == "eval"])
+    return run
+
+
+@pytest.fixture(scope="module")
+def both_paths():
+    torch.set_num_threads(2)
+    curves = {}
+    for speed in ("plain", "fast"):
+        run = tiny_run(speed)
+        records = list(train_steps(run))
+        curves[speed] = (run, records)
+    return curves
+
+
+def test_fast_and_plain_paths_give_the_same_loss_curve(both_paths):
+    plain = [r for r in both_paths["plain"][1] if r["kind"] == "train"]
+    fast = [r for r in both_paths["fast"][1] if r["kind"] == "train"]
+    assert both_paths["fast"][0].speed.deferred and not both_paths["plain"][0].speed.deferred
+    assert len(plain) == len(fast) == 20
+    for a, b in zip(plain, fast, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=2e-4, abs=2e-4), (a["step"], a["loss"], b["loss"])
+        assert b["lr"] == pytest.approx(a["lr"], rel=1e-6)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=2e-3, abs=1e-4)
+        assert b["skipped"] is False and a["skipped"] is False
+    assert plain[-1]["loss"] < plain[0]["loss"] - 1.0  # it did learn: the comparison is not of two flat lines
+
+
+def test_fast_and_plain_paths_end_with_the_same_adapter_and_eval_loss(both_paths):
+    plain_run, fast_run = both_paths["plain"][0], both_paths["fast"][0]
+    for (name, a), (_, b) in zip(lora_layers(plain_run.model), lora_layers(fast_run.model), strict=True):
+        torch.testing.assert_close(b.lora_B.weight, a.lora_B.weight, rtol=2e-3, atol=2e-5, msg=name)
+    plain_evals = [r for r in both_paths["plain"][1] if r["kind"] == "eval"]
+    fast_evals = [r for r in both_paths["fast"][1] if r["kind"] == "eval"]
+    for a, b in zip(plain_evals, fast_evals, strict=True):
+        assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-4)
+    # The fast evaluation path on the plain run's model gives the plain evaluation's number.
+    assert evaluate_loss(plain_run)["eval_loss"] == pytest.approx(plain_evals[-1]["eval_loss"], rel=1e-6)
+
+
+def test_chunked_lm_head_loss_matches_full_cross_entropy_in_value_and_gradient():
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(101, 16, dtype=torch.float64)
+    targets = torch.randint(0, 101, (37,))
+    expected = F.cross_entropy(hidden @ weight.T, targets)
+    (expected_grad,) = torch.autograd.grad(expected * 3.0, hidden)
+    loss = ChunkedLMHeadLoss.apply(hidden, weight, targets, 8, torch.float64)  # 5 chunks, the last short
+    (grad,) = torch.autograd.grad(loss * 3.0, hidden)
+    torch.testing.assert_close(loss, expected.float(), rtol=1e-6, atol=1e-6)
+    # FP32 probabilities (as in training), compared with a float64 reference
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_chunked_loss_reports_nan_instead_of_hiding_it():
+    hidden = torch.randn(4, 8)
+    hidden[2, 3] = float("nan")
+    loss = ChunkedLMHeadLoss.apply(hidden, torch.randn(11, 8), torch.tensor([1, 2, 3, 4]), 2, torch.float32)
+    assert torch.isnan(loss)
+
+
+def test_loss_positions_select_exactly_the_shifted_labels():
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, 8, 9, 10]])
+    index, targets = loss_positions(labels)
+    # position (b, s) predicts labels[b, s + 1]; flat index = b * 5 + s
+    assert index.tolist() == [1, 2, 5, 6, 7, 8] and targets.tolist() == [5, 6, 7, 8, 9, 10]
+
+
+def test_speed_plan_choice_and_explanations():
+    assert not choose_speed_plan("plain", "cuda").deferred
+    fast = choose_speed_plan("fast", "cuda")
+    assert (
+        fast.fused_loss and fast.causal_only and fast.fused_optimizer and fast.deferred and not fast.compile
+    )
+    short = choose_speed_plan("auto", "cuda", padded_tokens=50_000)
+    assert not short.compile and "repay" in short.note
+    long = choose_speed_plan("auto", "cuda", padded_tokens=COMPILE_PAYS_AFTER_TOKENS, batch_size=32)
+    assert long.compile and long.compile_mode == "default"
+    assert choose_speed_plan("compile", "cuda", batch_size=4).compile_mode == "reduce-overhead"
+    cpu = choose_speed_plan("compile", "cpu")
+    assert not cpu.compile and "CPU" in cpu.note
+
+
+def test_fast_path_reads_back_in_groups_and_times_every_step():
+    run = tiny_run("fast", epochs=1)
+    records = [r for r in train_steps(run) if r["kind"] == "train"]
+    assert [r["step"] for r in records] == list(range(1, 11))
+    # step 1 alone, then the rest of the epoch as one group (fewer than SYNC_EVERY steps): equal shares
+    assert len({r["seconds"] for r in records[1:]}) == 1 and all(r["seconds"] > 0 for r in records)
+
+
+def test_fast_path_skips_non_finite_steps_without_touching_the_adapter():
+    run = tiny_run("fast", epochs=1)
+    layer = lora_layers(run.model)[0][1]
+    layer.lora_A.weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    before = [p.detach().clone() for p in run.optimizer.param_groups[0]["params"]]
+    records = []
+    with pytest.raises(Exception, match="skipped 3 steps in a row"):
+        for record in train_steps(run, max_skipped_in_row=3):
+            records.append(record)
+    after = run.optimizer.param_groups[0]["params"]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert all(r["skipped"] for r in records)
+
+
+def test_padded_lm_head_and_the_fusable_chunk_agree_with_the_plain_loss():
+    """A head padded with zero rows (as the fast path aligns GPT-2's odd vocabulary) changes nothing."""
+    torch.manual_seed(1)
+    hidden = torch.randn(21, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(101, 16, dtype=torch.float64)
+    padded = torch.cat([weight, torch.zeros(27, 16, dtype=torch.float64)])
+    targets = torch.randint(0, 101, (21,))
+    expected = F.cross_entropy(hidden @ weight.T, targets)
+    (expected_grad,) = torch.autograd.grad(expected, hidden)
+    for chunk_fn in (app.loss_chunk_eager, app.loss_chunk_fusable):
+        loss = ChunkedLMHeadLoss.apply(hidden, padded, targets, 8, torch.float64, 101, chunk_fn)
+        (grad,) = torch.autograd.grad(loss, hidden)
+        torch.testing.assert_close(loss, expected.float(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
