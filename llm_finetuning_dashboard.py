@@ -76,6 +76,7 @@ with app.setup:
     SYNC_EVERY = 16  # fast path: loss and grad norm come back to the host once per this many steps
     # auto compiles when a run holds at least this many (padded) tokens; see notes/BENCHMARKS.md
     COMPILE_PAYS_AFTER_TOKENS = 20_000_000
+    COMPILE_PAYS_AFTER_STEPS = 1_000  # small batches: eager steps are launch-bound, so compiling pays sooner
     LOSS_CHUNK_BYTES = (
         2**29
     )  # FP32 probabilities of one loss chunk: 512 MiB (2,560 rows of GPT-2's vocabulary)
@@ -1539,7 +1540,7 @@ class SpeedPlan:
 
 
 @app.function
-def choose_speed_plan(requested, device_type, padded_tokens=0, batch_size=16):
+def choose_speed_plan(requested, device_type, padded_tokens=0, steps=0):
     """plain / fast / fast + compile / auto → a SpeedPlan; auto compiles only when the run is long enough to repay it."""
     if requested == "plain":
         return SpeedPlan(note="The reference loop: full logits, padding mask, a host sync after every step.")
@@ -1554,14 +1555,16 @@ def choose_speed_plan(requested, device_type, padded_tokens=0, batch_size=16):
         f"loss read back every {SYNC_EVERY} steps, one-kernel GELU.",
     )
     wants_compile = requested == "compile" or (
-        requested == "auto" and padded_tokens >= COMPILE_PAYS_AFTER_TOKENS
+        requested == "auto"
+        and (padded_tokens >= COMPILE_PAYS_AFTER_TOKENS or steps >= COMPILE_PAYS_AFTER_STEPS)
     )
     if not wants_compile:
         if requested == "auto" and device_type == "cuda":
             return replace(
                 eager,
-                note=eager.note + f" No torch.compile: this run ({fmt_count(padded_tokens)} tokens) is "
-                f"shorter than the {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} tokens it takes to repay compiling.",
+                note=eager.note + f" No torch.compile: this run ({fmt_count(padded_tokens)} tokens, {steps} "
+                f"steps) is too short to repay compiling (it pays from {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} "
+                f"tokens or {COMPILE_PAYS_AFTER_STEPS:,} steps).",
             )
         return eager
     if device_type != "cuda":
@@ -1570,16 +1573,15 @@ def choose_speed_plan(requested, device_type, padded_tokens=0, batch_size=16):
             note=eager.note
             + " torch.compile is used on CUDA GPUs only: on this CPU the eager fast path runs.",
         )
-    small = batch_size <= 8
     return replace(
         eager,
         name="fast + compile",
         compile=True,
-        # CUDA graphs replay a whole step's kernels with one launch: they pay when kernels are tiny.
-        compile_mode="reduce-overhead" if small else "default",
-        note=eager.note
-        + " torch.compile fuses the element-wise work of every block"
-        + (" and CUDA graphs remove launch overhead (small batches)." if small else "."),
+        # CUDA graphs replay a whole forward or backward with one launch: without them the CPU could not
+        # queue GPT-2's ~1,000 kernels per step as fast as an H100 runs them, at any batch size.
+        compile_mode="reduce-overhead",
+        note=eager.note + " torch.compile fuses each block's element-wise work and the loss; CUDA graphs "
+        "replay the kernels without per-launch overhead.",
     )
 
 
@@ -1716,10 +1718,11 @@ def fast_loss(run, batch, eager=False):
     dtype = run.plan.autocast_dtype or run.plan.param_dtype
     weight = run.lm_weight if run.lm_weight is not None else run.model.lm_head.weight
     vocab = run.model.lm_head.weight.shape[0]
-    chunk_fn = loss_chunk_eager if eager or run.loss_chunk is None else run.loss_chunk
-    return ChunkedLMHeadLoss.apply(
-        selected, weight, batch["loss_targets"], lm_head_rows(weight.shape[0]), dtype, vocab, chunk_fn
-    )
+    fused = not eager and run.loss_chunk is not None
+    chunk_fn = run.loss_chunk if fused else loss_chunk_eager
+    # The compiled chunk never holds FP32 probabilities, so it can take 4× the rows (fewer, larger GEMMs).
+    rows = lm_head_rows(weight.shape[0], LOSS_CHUNK_BYTES * (4 if fused else 1))
+    return ChunkedLMHeadLoss.apply(selected, weight, batch["loss_targets"], rows, dtype, vocab, chunk_fn)
 
 
 @app.function
@@ -1835,9 +1838,7 @@ def prepare_training(run, train_frame, eval_frame):
     train_stats = token_statistics(run.train_loader)
     run.total_steps = s.epochs * len(run.train_loader)
     if run.speed is None:
-        run.speed = choose_speed_plan(
-            s.speed, run.device.type, s.epochs * train_stats["padded_tokens"], s.batch_size
-        )
+        run.speed = choose_speed_plan(s.speed, run.device.type, s.epochs * train_stats["padded_tokens"])
     apply_speed_plan(run)
     adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
     warmup = round(s.warmup_ratio * run.total_steps)
@@ -1943,7 +1944,9 @@ def fast_train_step(run, batch, adapter_parameters, max_grad_norm):
     scaler.unscale_(run.optimizer)
     found_inf = sum(scaler._found_inf_per_device(run.optimizer).values())
     grad_norm = torch.nn.utils.clip_grad_norm_(adapter_parameters, max_grad_norm)
-    lr = run.lr_schedule[run.applied_steps.clamp(max=len(run.lr_schedule) - 1)]
+    # index_select, not schedule[tensor]: indexing with a 0-d tensor would read it back to the host
+    where = run.applied_steps.clamp(max=len(run.lr_schedule) - 1).reshape(1)
+    lr = run.lr_schedule.index_select(0, where).squeeze(0)
     run.optimizer.param_groups[0]["lr"].copy_(lr)
     scaler.step(run.optimizer)  # fused AdamW skips the update itself when found_inf is set
     scaler.update()

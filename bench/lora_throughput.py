@@ -40,6 +40,7 @@ Reference from the issue, for context: PEFT + Trainer FP16 on an H100 80GB HBM3 
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import gc
 import inspect
@@ -175,7 +176,7 @@ def model_config(args, vocab_size):
     return GPT2Config()
 
 
-def run_app_setup(batches, config, args, device, tokenizer, speed="plain"):
+def run_app_setup(batches, config, args, device, tokenizer, speed="plain", mode=""):
     """The app's path: offline_gpt2 → inject_lora → prepare_training → train_steps over the synthetic batches.
 
     `speed` is the app's SpeedPlan choice (plain / fast / compile), fixed here rather than left to "auto".
@@ -213,7 +214,9 @@ def run_app_setup(batches, config, args, device, tokenizer, speed="plain"):
         memory_baseline=before,
     )
     del model
-    run.speed = choose_speed_plan(speed, device.type, batch_size=batch_size)
+    run.speed = choose_speed_plan(speed, device.type)
+    if mode and run.speed.compile:
+        run.speed = dataclasses.replace(run.speed, compile_mode=mode)
     wrapped = inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)
     # The app's own optimizer, scheduler and scaler; its loaders (built from the built-in data) are replaced.
     frame = builtin_examples()

@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--targets", default="c_attn,c_proj")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--mode", default="", help="override the compile mode (default, reduce-overhead, ...)")
     ap.add_argument(
         "--sdpa", default="", help="force an SDPA backend: flash, cudnn, efficient (default: torch's choice)"
     )
@@ -59,7 +60,7 @@ def main():
     backends["efficient"] = SDPBackend.EFFICIENT_ATTENTION
     for speed in args.speeds.split(","):
         with sdpa_kernel(backends[args.sdpa]) if args.sdpa else contextlib.nullcontext():
-            run = run_app_setup(batches, config, args, device, tokenizer, speed)
+            run = run_app_setup(batches, config, args, device, tokenizer, speed, args.mode)
             params = [p for p in run.model.parameters() if p.requires_grad]
             step = fast_train_step if run.speed.deferred else train_one_step
             run.model.train()
@@ -80,7 +81,7 @@ def main():
             )
             total = sum(e.self_device_time_total for e in kernels) / args.steps / 1e3
             print(
-                f"\n## {run.speed.name} sdpa={args.sdpa or 'auto'} {args.batch}x{args.length}: wall {wall * 1e3:.1f} ms/step (profiled), "
+                f"\n## {run.speed.name} {run.speed.compile_mode if run.speed.compile else ''} sdpa={args.sdpa or 'auto'} {args.batch}x{args.length}: wall {wall * 1e3:.1f} ms/step (profiled), "
                 f"CUDA kernels {total:.1f} ms/step, {sum(e.count for e in kernels) // args.steps} launches/step"
             )
             print("| ms/step | share | calls/step | kernel |\n|---|---|---|---|")

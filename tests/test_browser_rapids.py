@@ -23,7 +23,9 @@ def test_run_button_gives_results_with_checks_and_charts():
         page.wait_for_timeout(1500)
         screenshot_all(page, "rapids_run", parts=5)
         assert page.get_by_text("Running pandas only").count() == 1  # no GPU on CI: said plainly
-        assert page.get_by_text("Every result matches pandas").count() == 1  # Polars' results, checked in the app
+        assert (
+            page.get_by_text("Every result matches pandas").count() == 1
+        )  # Polars' results, checked in the app
         assert page.get_by_text("DISAGREE").count() == 0
         assert page.get_by_text("Time per operation").count() >= 1 or page.locator(".vega-embed").count() >= 1
         assert page.locator(".vega-embed").count() >= 1
