@@ -731,8 +731,22 @@ def frame_nbytes(frame, index: bool = True) -> int:
     """Bytes of a pandas, cuDF or Polars DataFrame's columns (and index, where there is one)."""
     if hasattr(frame, "estimated_size"):
         return int(frame.estimated_size())
-    total = frame.memory_usage(index=index, deep=False).sum()
-    return int(total.compute() if hasattr(total, "compute") else total)  # Dask: a lazy scalar
+    if hasattr(frame, "to_delayed"):  # Dask: measure every partition where it lives, then add up
+        import dask
+
+        return int(sum(dask.compute(*[dask.delayed(partition_nbytes)(p, index) for p in frame.to_delayed()])))
+    return partition_nbytes(frame, index)
+
+
+@app.function
+def partition_nbytes(frame, index: bool = True) -> int:
+    """Bytes of one pandas or cuDF frame, column by column.
+
+    Column by column because cuDF's DataFrame.memory_usage fails on the two-level column names the
+    group-bys return (value, sum), while every Series and Index measures itself fine.
+    """
+    total = sum(int(frame.iloc[:, i].memory_usage(index=False, deep=False)) for i in range(frame.shape[1]))
+    return total + (int(frame.index.memory_usage(deep=False)) if index else 0)
 
 
 @app.function

@@ -121,3 +121,16 @@ def test_bytes_touched_counts_inputs_read_and_result_written(data):
     grouped = get_op("groupby_many")(pd, df, lookup)
     expected = df["key_many"].nbytes + df["value"].nbytes + int(grouped.memory_usage(index=True).sum())
     assert bytes_touched("groupby_many", df, grouped) == expected
+
+
+def test_frame_nbytes_measures_two_level_group_by_columns_column_by_column():
+    """cuDF's DataFrame.memory_usage rejects ('value', 'sum') columns; the column-by-column count must not."""
+    import numpy as np
+
+    from rapids_benchmark_dashboard import frame_nbytes
+
+    frame = pd.DataFrame({"k": np.arange(10) % 3, "v": np.arange(10.0)})
+    grouped = frame.groupby("k").agg({"v": ["sum", "mean"]})
+    assert grouped.columns.nlevels == 2
+    assert frame_nbytes(grouped) == int(grouped.memory_usage(deep=False).sum())
+    assert frame_nbytes(frame, index=False) == 160
