@@ -483,9 +483,26 @@ def _(dataset, device, plan, settings):
         _model, run.tokenizer, run.model_name, _load_warning = load_model_and_tokenizer(
             settings, plan.param_dtype, tokenizer_corpus(dataset)
         )
-        run.model = _model.to(device)
-        run.settings = with_model_defaults(settings, run.model_name)
+        _out_of_memory = False
+        try:
+            run.model = _model.to(device)
+        except torch.OutOfMemoryError:
+            _out_of_memory = True
         del _model
+        if _out_of_memory:
+            run.release()  # the part already copied and the allocator's cached blocks go back
+        run.settings = with_model_defaults(settings, run.model_name)
+    mo.stop(
+        _out_of_memory,
+        mo.callout(
+            mo.md(
+                f"**Step 2 stopped: the GPU has no room for `{settings.model_source}`** (out of memory while "
+                "copying the weights). Another program may be using the card: free it, or pick a smaller "
+                "model, and press Train again."
+            ),
+            kind="danger",
+        ),
+    )
     _trainable, _total = parameter_counts(run.model)
     _dtype = str(next(run.model.parameters()).dtype).replace("torch.", "")
     _done = step_done(
@@ -625,7 +642,8 @@ def _(dataset, run, token_stats):
                         )
                         _last_draw = time.perf_counter()
             except TrainingStopped as _stop:
-                stop_reason = _stop
+                # without its traceback: the frames it points to hold the failed step's GPU tensors
+                stop_reason = _stop.with_traceback(None)
         train_seconds = time.perf_counter() - _train_started
         if stop_reason is not None:
             run.release()  # steps 6 and 7 will not run: give the memory back now
@@ -713,11 +731,25 @@ def _(after, before, clicked_at, comparison, dataset, run):
             f"{run.model_name}-r{run.settings.rank}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(run) % 10000}"
         )
         _check_prompts = dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist()
-        saved_files = save_adapter(run.model, adapter_folder, run.settings, run.model_name)
-        merge_max_diff = merge_check(run, _check_prompts)
-        peft_max_diff = peft_reload_check(run, adapter_folder, _check_prompts)
+        _failure = None
+        try:
+            saved_files = save_adapter(run.model, adapter_folder, run.settings, run.model_name)
+            merge_max_diff = merge_check(run, _check_prompts)
+            peft_max_diff = peft_reload_check(run, adapter_folder, _check_prompts)
+        except Exception as _error:  # disk full, a PEFT version that cannot read it, out of memory...
+            _failure = f"{type(_error).__name__}: {_error}"
         peak_memory = device_memory(run.device)["peak"]
-        release_report = run.release()
+        release_report = run.release()  # also after a failure: the GPU memory goes back either way
+    mo.stop(
+        _failure is not None,
+        mo.callout(
+            mo.md(
+                f"**Step 7 failed:** {_failure}. The run's GPU memory was released "
+                f"({release_text(release_report, run.device)}). Press Train to run again."
+            ),
+            kind="danger",
+        ),
+    )
     click_to_result = time.perf_counter() - clicked_at
     adapter_zip = zip_folder(adapter_folder)
     mo.vstack(
@@ -1802,10 +1834,14 @@ class FineTuneRun:
     def release(self):
         """Drop every reference to model, optimizer and batches; report device memory before and after."""
         before = device_memory(self.device)
+        compiled = self.body is not None
         self.model = self.optimizer = self.scheduler = self.scaler = self.body = None
         self.loss_chunk = self.lm_weight = None
         self.lr_schedule = self.applied_steps = None
         self.train_loader = self.eval_loader = None
+        if compiled:
+            # torch.compile's caches and its CUDA-graph pool keep the compiled model's tensors alive
+            torch._dynamo.reset()
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -2053,7 +2089,20 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
                     facts |= {"scale": scale, "skipped": skipped > 0, "lr": lr}
                     yield record(epoch, meta, facts, seconds)
                 started = time.perf_counter()
-        yield {"kind": "eval", "step": step, "epoch": epoch + 1, **evaluate_loss(run)}
+        out_of_memory = False
+        try:
+            metrics = evaluate_loss(run)
+        except torch.OutOfMemoryError:
+            out_of_memory = True
+        if out_of_memory:
+            gc.collect()
+            torch.cuda.empty_cache()
+            raise TrainingStopped(
+                f"GPU out of memory while evaluating after epoch {epoch + 1}.",
+                "Choose a smaller batch size or max sequence length and press Train again.",
+                step,
+            )
+        yield {"kind": "eval", "step": step, "epoch": epoch + 1, **metrics}
 
 
 @app.function

@@ -1188,6 +1188,38 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 @app.function
+def finish_record(eng, op, n, repeats, timing, dev_df, h2d_s, expected, clock=time.perf_counter) -> dict:
+    """The record of one timed op; for every engine after the reference: copy back (timed) and check."""
+    result = timing.result
+    rec = {
+        "rows": n,
+        "op": op,
+        "engine": eng.name,
+        "median_s": timing.median,
+        "min_s": timing.min,
+        "max_s": timing.max,
+        "warmup_s": timing.warmup_s,
+        "repeats": repeats,
+        "rows_out": len(result),
+        "bytes_touched": bytes_touched(op, dev_df, result),
+        "on_gpu": eng.on_gpu,
+        "h2d_s": h2d_s,
+        "d2h_s": 0.0,
+        "match": None,
+        "detail": "reference",
+    }
+    if expected is not None:
+        if eng.to_host is not None:
+            t0 = clock()
+            eng.to_host(result)
+            eng.sync()
+            rec["d2h_s"] = clock() - t0
+        check = eng.compare or functools.partial(results_match, to_library=eng.to_device)
+        rec["match"], rec["detail"] = check(expected, result, OP_ORDER[op])
+    return rec
+
+
+@app.function
 def run_benchmark(
     sizes: list[int],
     ops: list[str],
@@ -1224,6 +1256,7 @@ def run_benchmark(
                 h2d[eng.name] = clock() - t0 if eng is not engines[0] else 0.0
             except Exception as err:
                 errors.append(f"{eng.name} could not take {format_rows(n)} rows: {describe_error(err)}")
+        gc.collect()  # a failed copy's partial frame goes now, not at the end of the run
         for op in ops:
             expected = None
             for eng in engines:
@@ -1235,6 +1268,7 @@ def run_benchmark(
                 label = f"{eng.name} · {op} · {format_rows(n)} rows"
                 tick(f"{label} · warm-up")
                 start = clock()
+                failure = None
                 try:
                     timing = time_operation(
                         functools.partial(fn, xdf, dev_df, dev_lookup),
@@ -1244,41 +1278,20 @@ def run_benchmark(
                         on_repeat=lambda i, label=label: tick(f"{label} · repeat {i + 1}/{repeats}"),
                         min_warmup_s=GPU_MIN_WARMUP_S if eng.on_gpu else 0.0,
                     )
-                except Exception as err:
-                    errors.append(f"{label}: {describe_error(err)}")
+                    spans.append({"engine": eng.name, "op": op, "rows": n, "start": start, "end": clock()})
+                    rec = finish_record(eng, op, n, repeats, timing, dev_df, h2d[eng.name], expected, clock)
+                except Exception as err:  # out of memory in the op, the copy back or the check
+                    failure = f"{label}: {describe_error(err)}"
+                if failure is not None:
+                    # collected outside the except block: inside it, the error still pins the op's frames
+                    errors.append(failure)
+                    timing = None
                     gc.collect()
                     continue
-                spans.append({"engine": eng.name, "op": op, "rows": n, "start": start, "end": clock()})
-                result = timing.result
-                rec = {
-                    "rows": n,
-                    "op": op,
-                    "engine": eng.name,
-                    "median_s": timing.median,
-                    "min_s": timing.min,
-                    "max_s": timing.max,
-                    "warmup_s": timing.warmup_s,
-                    "repeats": repeats,
-                    "rows_out": len(result),
-                    "bytes_touched": bytes_touched(op, dev_df, result),
-                    "on_gpu": eng.on_gpu,
-                    "h2d_s": h2d[eng.name],
-                    "d2h_s": 0.0,
-                    "match": None,
-                    "detail": "reference",
-                }
                 if expected is None:
-                    expected = result
-                else:
-                    if eng.to_host is not None:
-                        t0 = clock()
-                        eng.to_host(result)
-                        eng.sync()
-                        rec["d2h_s"] = clock() - t0
-                    check = eng.compare or functools.partial(results_match, to_library=eng.to_device)
-                    rec["match"], rec["detail"] = check(expected, result, OP_ORDER[op])
+                    expected = timing.result
                 records.append(rec)
-                del result, timing
+                del timing
             del expected
             gc.collect()
         del frames, df, lookup

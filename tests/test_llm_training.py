@@ -316,3 +316,28 @@ def test_training_waits_while_the_benchmark_app_holds_the_gpu(tmp_path):
     t.join(5)
     u.join(5)
     assert order == ["benchmark done", "training step"]
+
+
+def test_out_of_memory_in_the_end_of_epoch_evaluation_becomes_a_clear_stop(monkeypatch):
+    run, _ = tiny_run(epochs=1)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(app, "evaluate_loss", out_of_memory)
+    with pytest.raises(TrainingStopped) as stopped:
+        list(train_steps(run))
+    assert "while evaluating after epoch 1" in stopped.value.reason and stopped.value.step == 10
+
+
+def test_a_kept_stop_reason_holds_no_frames():
+    """The step-5 cell keeps the stop for its summary; without the traceback no tensor stays reachable."""
+    run, _ = tiny_run(epochs=1)
+    name, layer = lora_layers(run.model)[0]
+    with torch.no_grad():
+        layer.lora_B.weight.fill_(float("inf"))
+    try:
+        list(train_steps(run))
+    except TrainingStopped as stop:
+        kept = stop.with_traceback(None)
+    assert kept.__traceback__ is None and kept.__context__ is None

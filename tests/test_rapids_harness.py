@@ -134,6 +134,24 @@ def test_out_of_memory_on_one_engine_is_reported_and_the_run_goes_on():
     }
 
 
+def test_out_of_memory_while_copying_a_result_back_is_reported_and_the_run_goes_on():
+    """The copy back and the check run after the timer: a failure there is caught like one in the op."""
+    calls = []
+
+    def to_host(result):
+        calls.append(len(result))
+        if len(calls) == 1:
+            raise MemoryError("std::bad_alloc: out_of_memory: CUDA error")
+        return result
+
+    engines = make_engines(None)[:1] + [pandas_as_gpu(to_host=to_host)]
+    out = run_benchmark([5_000], ["filter", "sort"], engines, repeats=1)
+    assert len(out["errors"]) == 1 and "cudf · filter" in out["errors"][0]
+    assert "out of memory" in out["errors"][0]
+    kept = {(r["op"], r["engine"]): r["match"] for r in out["records"]}
+    assert kept == {("filter", "pandas"): None, ("sort", "pandas"): None, ("sort", "cudf"): True}
+
+
 def test_pandas_only_run_has_no_speedups_but_full_timings():
     out = run_benchmark([3_000], list(OPS), make_engines(None), repeats=1)
     summary = summarize_records(out["records"])

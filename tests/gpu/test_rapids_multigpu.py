@@ -34,7 +34,8 @@ def test_one_worker_per_gpu_started_once(client):
 
 
 def test_dask_cudf_matches_single_gpu_cudf_on_every_op(client):
-    engines = [e for e in make_engines(CUDF) if e.name == "cudf"] + [make_dask_engine(client)]
+    # pandas stays in: it is the reference every engine's result is checked against (✓/✗)
+    engines = [e for e in make_engines(CUDF) if e.name in ("pandas", "cudf")] + [make_dask_engine(client)]
     out = run_sized_benchmark(
         {"sizes": [10_000_000], "ops": list(OPS), "repeats": 2, "rows": 10_000_000}, engines
     )
