@@ -605,7 +605,7 @@ def _(dataset, run, token_stats):
     _eval_frame = dataset[dataset["split"] == "eval"]
     answer_tokens = answer_token_budget(run.tokenizer, dataset["response"])
     train_records, eval_records, stop_reason = [], [], None
-    with gpu_turn(on_wait=show_waiting):
+    with gpu_turn(on_wait=show_waiting), release_on_interrupt(run):
         mo.output.clear()
         _started = time.perf_counter()
         try:
@@ -673,7 +673,7 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
         mo.callout(mo.md(f"Step 6 skipped: training stopped — {stop_reason}"), kind="danger"),
     )
     _started = time.perf_counter()
-    with gpu_turn(on_wait=show_waiting):
+    with gpu_turn(on_wait=show_waiting), release_on_interrupt(run):
         try:
             after, after_generations = evaluate_run(run, dataset[dataset["split"] == "eval"], answer_tokens)
         except TrainingStopped as _stop:
@@ -2469,6 +2469,21 @@ def choose_dataset(settings, form_value):
             [],
         )
     return validate_upload(files[0].name, files[0].contents)
+
+
+@app.function
+@contextlib.contextmanager
+def release_on_interrupt(run):
+    """If the block is interrupted (■ in `marimo edit`, Ctrl-C, the session closing) or fails, free the run.
+
+    The run object lives in an earlier cell, so without this its model and optimizer would keep their GPU
+    memory until the next Train. Errors the cells handle themselves (TrainingStopped) never get here.
+    """
+    try:
+        yield
+    except BaseException:
+        run.release()
+        raise
 
 
 @app.function

@@ -244,9 +244,12 @@ def _(dask_message, dask_switch, mode_radio, ops_select, repeats_input, rows_sli
 
 
 @app.cell
-def _(cli, cudf_module, dask_switch, gpus, host, mode_radio, ops_select, repeats_input, rows_slider):
+def _(cli, cudf_module, dask_switch, gpus, mode_radio, ops_select, repeats_input, rows_slider):
     # Headless runs (`-- --smoke` or `-- --run --rows N`) take their settings from the command line.
     _auto = cli["autorun"]
+    # Free memory read now, not at start-up: another program (or viewer) may have taken some since.
+    _gpus = read_gpu_status() if gpus else []
+    _host_free = read_host_status()["available_bytes"]
     plan = plan_run(
         requested_rows=(cli["rows"] or (10_000 if cli["smoke"] else rows_slider.value))
         if _auto
@@ -255,11 +258,11 @@ def _(cli, cudf_module, dask_switch, gpus, host, mode_radio, ops_select, repeats
         repeats=(cli["repeats"] or (1 if cli["smoke"] else 3)) if _auto else int(repeats_input.value or 1),
         sweep=(cli["smoke"] or cli["sweep"]) if _auto else mode_radio.value.startswith("Size sweep"),
         bytes_per_row=estimate_bytes_per_row(),
-        free_gpu_bytes=min((g["memory_free_bytes"] or 0 for g in gpus), default=None)
+        free_gpu_bytes=min((g["memory_free_bytes"] or 0 for g in _gpus), default=None)
         if cudf_module
         else None,
-        free_host_bytes=host["available_bytes"],
-        all_gpus_free_bytes=sum(g["memory_free_bytes"] or 0 for g in gpus) if dask_switch.value else None,
+        free_host_bytes=_host_free,
+        all_gpus_free_bytes=sum(g["memory_free_bytes"] or 0 for g in _gpus) if dask_switch.value else None,
     )
     mo.callout(mo.md(plan["cap_message"]), kind="warn") if plan["cap_message"] else None
     return (plan,)

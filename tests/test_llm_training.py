@@ -341,3 +341,14 @@ def test_a_kept_stop_reason_holds_no_frames():
     except TrainingStopped as stop:
         kept = stop.with_traceback(None)
     assert kept.__traceback__ is None and kept.__context__ is None
+
+
+def test_an_interrupted_training_cell_releases_the_run():
+    """The ■ button in marimo edit (or a closing session) interrupts step 5; the run's memory must go back."""
+    run, _ = tiny_run(epochs=1)
+    steps = train_steps(run)
+    with pytest.raises(KeyboardInterrupt):
+        with app.release_on_interrupt(run):
+            next(steps)
+            raise KeyboardInterrupt
+    assert run.model is None and run.optimizer is None and run.train_loader is None
