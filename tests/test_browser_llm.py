@@ -20,7 +20,7 @@ def test_train_runs_all_seven_steps_and_offers_the_adapter():
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(url)
         choose_tiny_model(page)
-        page.get_by_role("button", name="Train").click()
+        page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text("Step 7 complete").first.wait_for(timeout=240_000)
         page.wait_for_timeout(1500)
         for step in range(1, 8):
