@@ -30,8 +30,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def marimo_server(app: str, *flags: str):
-    """`marimo run app --headless --no-token` on a free port; yields its URL."""
+def marimo_server(app: str, *flags: str, env: dict | None = None):
+    """`marimo run app --headless --no-token` on a free port (extra environment `env`); yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -48,6 +48,7 @@ def marimo_server(app: str, *flags: str):
             *flags,
         ],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

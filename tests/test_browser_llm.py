@@ -49,3 +49,18 @@ def test_a_bad_upload_gets_a_clear_message_and_the_app_keeps_working():
         # The app names the missing columns and still renders the rest of the page.
         assert page.get_by_text("missing ['prompt', 'response']").count() >= 1
         assert page.get_by_text("Why LoRA works").count() >= 1
+
+
+def test_an_unreachable_model_hub_falls_back_to_the_offline_model_and_says_so(tmp_path):
+    """The default model is the hub's gpt2: with the hub out of reach and nothing cached, Train still works."""
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    with marimo_server("llm_finetuning_dashboard.py", env=offline) as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.get_by_text("Apply settings").first.wait_for(timeout=90_000)
+        page.get_by_role("button", name="Train", exact=True).click()  # defaults: gpt2 from the hub
+        page.get_by_text("Step 7 complete").first.wait_for(timeout=240_000)
+        assert page.get_by_text("cannot be reached").count() >= 1
+        assert page.get_by_text("Falling back to the tiny offline GPT-2").count() >= 1
+        assert page.get_by_text("tiny-offline-gpt2").count() >= 1
+        screenshot_all(page, "llm_hub_unreachable", parts=2)
