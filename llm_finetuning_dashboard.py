@@ -35,6 +35,7 @@ with app.setup:
     import tempfile
     import threading
     import time
+    import traceback
     import types
     import warnings
     import zipfile
@@ -612,7 +613,7 @@ def _(dataset, run, token_stats):
             # LoRA's B is zero, so this *is* the base model: the "before" of every comparison.
             before, before_generations = evaluate_run(run, _eval_frame, answer_tokens)
         except TrainingStopped as _stop:
-            run.release()
+            free_failed_run(run, _stop)
             mo.stop(True, training_summary(pd.DataFrame(), [], _stop, 0.0, 0.0, pd.DataFrame()))
         eval_records.append(
             {"step": 0, "epoch": 0, "eval_loss": before["eval_loss"], "perplexity": before["perplexity"]}
@@ -643,6 +644,7 @@ def _(dataset, run, token_stats):
                         _last_draw = time.perf_counter()
             except TrainingStopped as _stop:
                 # without its traceback: the frames it points to hold the failed step's GPU tensors
+                traceback.clear_frames(_stop.__traceback__)
                 stop_reason = _stop.with_traceback(None)
         train_seconds = time.perf_counter() - _train_started
         if stop_reason is not None:
@@ -677,7 +679,7 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
         try:
             after, after_generations = evaluate_run(run, dataset[dataset["split"] == "eval"], answer_tokens)
         except TrainingStopped as _stop:
-            run.release()
+            free_failed_run(run, _stop)
             mo.stop(
                 True, mo.callout(mo.md(f"**Step 6 stopped.** {_stop.reason} {_stop.advice}"), kind="danger")
             )
@@ -726,7 +728,7 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
 @app.cell
 def _(after, before, clicked_at, comparison, dataset, run):
     _started = time.perf_counter()
-    with gpu_turn(on_wait=show_waiting):
+    with gpu_turn(on_wait=show_waiting), release_on_interrupt(run):
         adapter_folder = OUTPUT_ROOT / sanitize_name(
             f"{run.model_name}-r{run.settings.rank}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(run) % 10000}"
         )
@@ -1487,9 +1489,12 @@ def tokenize_examples(frame, tokenizer, max_length):
 
 
 @app.function
-def collate_batch(examples, pad_id):
-    """Pad a list of examples to the longest in the batch (dynamic padding); padded labels are -100."""
-    width = max(len(e["input_ids"]) for e in examples)
+def collate_batch(examples, pad_id, multiple=1):
+    """Pad a list of examples to the longest in the batch (dynamic padding); padded labels are -100.
+
+    `multiple` rounds the width up (the compiled path: fewer distinct shapes).
+    """
+    width = -(-max(len(e["input_ids"]) for e in examples) // multiple) * multiple
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -1502,7 +1507,7 @@ def collate_batch(examples, pad_id):
 
 
 @app.function
-def make_loader(examples, batch_size, pad_id, shuffle, seed=0, pin=False):
+def make_loader(examples, batch_size, pad_id, shuffle, seed=0, pin=False, multiple=1):
     """A DataLoader with dynamic padding; shuffling uses its own seeded generator (reproducible order).
 
     `pin`: batches land in page-locked host memory, so their copies to the GPU run asynchronously.
@@ -1513,7 +1518,7 @@ def make_loader(examples, batch_size, pad_id, shuffle, seed=0, pin=False):
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
-        collate_fn=lambda batch: collate_batch(batch, pad_id),
+        collate_fn=lambda batch: collate_batch(batch, pad_id, multiple),
         pin_memory=pin,
     )
 
@@ -1786,6 +1791,14 @@ def apply_speed_plan(run):
             if type(block.mlp.act).__name__ == "NewGELUActivation":
                 block.mlp.act = nn.GELU(approximate="tanh")  # the same tanh formula, fused by PyTorch
     run.body = run.loss_chunk = run.lm_weight = None
+    attention = getattr(run.model.config, "_attn_implementation", "eager")
+    if run.speed.causal_only and attention not in ("sdpa", "flash_attention_2", "flash_attention_3"):
+        # GPT-2's eager attention is causal only through the mask: keep the mask for such a model.
+        run.speed = replace(
+            run.speed,
+            causal_only=False,
+            note=run.speed.note + f" ({attention} attention: the padding mask stays.)",
+        )
     if run.speed.fused_loss:
         # The LM head is frozen (tied to the embeddings), so a padded copy stays valid for the whole run.
         weight = run.model.lm_head.weight.detach()
@@ -1882,7 +1895,15 @@ def prepare_training(run, train_frame, eval_frame):
     train_stats = token_statistics(run.train_loader)
     run.total_steps = s.epochs * len(run.train_loader)
     if run.speed is None:
-        run.speed = choose_speed_plan(s.speed, run.device.type, s.epochs * train_stats["padded_tokens"])
+        run.speed = choose_speed_plan(
+            s.speed, run.device.type, s.epochs * train_stats["padded_tokens"], run.total_steps
+        )
+    if run.speed.compile:
+        # Widths rounded up to 64 (exact: right padding, causal attention, labels -100): a compiled model
+        # meets a handful of shapes instead of one per batch, so it compiles at most twice.
+        run.train_loader = make_loader(
+            train_examples, s.batch_size, pad_id, shuffle=True, seed=s.seed, pin=pin, multiple=64
+        )
     apply_speed_plan(run)
     adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
     warmup = round(s.warmup_ratio * run.total_steps)
@@ -1952,12 +1973,15 @@ def train_one_step(run, batch, adapter_parameters, max_grad_norm):
     run.scaler.unscale_(run.optimizer)  # gradients back to true scale before clipping
     grad_norm = torch.nn.utils.clip_grad_norm_(adapter_parameters, max_grad_norm).item()
     scale_before = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
-    run.scaler.step(run.optimizer)  # skipped by the scaler when the unscaled gradients hold inf/NaN
-    run.scaler.update()
+    if run.scaler.is_enabled():
+        run.scaler.step(run.optimizer)  # skipped by the scaler when the unscaled gradients hold inf/NaN
+        run.scaler.update()
+        skipped = run.scaler.get_scale() < scale_before
+    else:  # no scaler (BF16/FP32): skip a step with inf/NaN gradients the same way, never apply it
+        skipped = not math.isfinite(grad_norm)
+        if not skipped:
+            run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    skipped = run.scaler.is_enabled() and run.scaler.get_scale() < scale_before
-    if not run.scaler.is_enabled() and not math.isfinite(grad_norm):
-        return {"loss": loss_value, "finite": False}
     if not skipped:
         run.scheduler.step()
     return {
@@ -1978,7 +2002,7 @@ def fast_train_step(run, batch, adapter_parameters, max_grad_norm):
     queues step after step while the GPU works; `train_steps` reads the numbers every few steps.
     """
     batch = to_device(batch, run.device, with_positions=True)
-    if run.speed.compile and run.speed.compile_mode == "reduce-overhead":
+    if run.speed.compile and run.speed.compile_mode != "default":  # the modes that use CUDA graphs
         torch.compiler.cudagraph_mark_step_begin()
     with autocast_context(run):
         loss = fast_loss(run, batch)
@@ -1993,7 +2017,8 @@ def fast_train_step(run, batch, adapter_parameters, max_grad_norm):
     lr = run.lr_schedule.index_select(0, where).squeeze(0)
     run.optimizer.param_groups[0]["lr"].copy_(lr)
     scaler.step(run.optimizer)  # fused AdamW skips the update itself when found_inf is set
-    scaler.update()
+    # The FP16 scaler backs off on overflow; the scale-1 guard of BF16/FP32 stays at 1 (a device tensor: no sync).
+    scaler.update(None if run.plan.use_grad_scaler else run.applied_steps.new_ones((), dtype=torch.float32))
     run.optimizer.zero_grad(set_to_none=True)
     skipped = (found_inf > 0).float()
     run.applied_steps += 1 - skipped.long()
@@ -2064,6 +2089,7 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
                 out_of_memory = True
             if out_of_memory:
                 # The failed step's tensors died with its frame; hand the cached blocks back to the driver.
+                step += len(pending)  # steps queued before the failure were applied; count them
                 pending.clear()
                 run.optimizer.zero_grad(set_to_none=True)
                 gc.collect()
@@ -2481,9 +2507,17 @@ def release_on_interrupt(run):
     """
     try:
         yield
-    except BaseException:
-        run.release()
+    except BaseException as error:
+        free_failed_run(run, error)
         raise
+
+
+@app.function
+def free_failed_run(run, error):
+    """Release a run after `error`: first clear the frames its traceback holds (with the failed step's
+    activations and batch), or the memory they pin would survive the release."""
+    traceback.clear_frames(error.__traceback__)
+    return run.release()
 
 
 @app.function
@@ -2745,12 +2779,12 @@ lever keeps the maths of a step: the fast and plain paths give the same loss cur
 
 | lever | what it removes |
 |---|---|
-| **loss on answer tokens only, in chunks** | the LM head multiplies every position by a 768 × 50,257 matrix; only answer tokens carry loss (14% with the built-in data), and at 32 × 512 the full FP32 logits alone would be 3.3 GB — chunks of 2,560 rows never hold more than 0.5 GB |
+| **loss on answer tokens only, in chunks** | the LM head multiplies every position by a 768 × 50,257 matrix; only answer tokens carry loss (14% with the built-in data), and at 32 × 512 the full FP32 logits alone would be 3.3 GB — an eager chunk of 2,560 rows holds at most 0.5 GB of FP32 probabilities, a compiled chunk (10,496 rows, FP16 throughout) about 2 GB |
 | **LM head padded to 50,304 rows** | GPT-2's odd vocabulary (50,257) forces cuBLAS onto slow unaligned kernels; zero rows (masked to −∞) make it a multiple of 128: the loss GEMMs went from 24 ms to ~4 ms per step at 32 × 512 |
 | **no padding mask** | batches are right-padded and attention is causal, so no real token ever sees padding: SDPA runs with `is_causal=True` (flash attention), and transformers' mask checks, which wait for the GPU, are skipped |
 | **fused AdamW, schedule on the GPU, read back every {SYNC_EVERY} steps** | a host sync per step (`loss.item()`) stops the CPU from queueing the next step; now the GradScaler's skip, the learning rate and the loss stay on the GPU |
 | **one-kernel GELU** | GPT-2's `gelu_new` is eight element-wise kernels; `GELU(approximate="tanh")` is the same formula in one |
-| **torch.compile + CUDA graphs** | fuses LayerNorm, dropout, GELU and residual adds; CUDA graphs replay ~1,000 kernels per step without the CPU launching each one. Compiling costs 30–45 s once per process, so *auto* uses it only for runs of ≥ {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} tokens or ≥ {COMPILE_PAYS_AFTER_STEPS:,} steps |
+| **torch.compile + CUDA graphs** | fuses LayerNorm, dropout, GELU and residual adds; CUDA graphs replay ~1,000 kernels per step without the CPU launching each one. Compiling costs 30–45 s per run (each run's compiled model is dropped with the run to free its memory; inductor's on-disk cache shortens later compiles), so *auto* uses it only for runs of ≥ {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} tokens or ≥ {COMPILE_PAYS_AFTER_STEPS:,} steps |
 
 Measured on an H100 80GB HBM3 (GPT-2 124M, LoRA r=16 on `c_attn`/`c_proj`, FP16 + GradScaler,
 `bench/lora_throughput.py`): PEFT + Trainer **116K** tokens/s at 32 × 512; this app plain 114K, fast

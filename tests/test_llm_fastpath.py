@@ -86,7 +86,12 @@ def test_fast_and_plain_paths_end_with_the_same_adapter_and_eval_loss(both_paths
     for a, b in zip(plain_evals, fast_evals, strict=True):
         assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-4)
     # The fast evaluation path on the plain run's model gives the plain evaluation's number.
-    assert evaluate_loss(plain_run)["eval_loss"] == pytest.approx(plain_evals[-1]["eval_loss"], rel=1e-6)
+    plain_loss = evaluate_loss(plain_run)["eval_loss"]
+    assert plain_loss == pytest.approx(plain_evals[-1]["eval_loss"], rel=1e-6)
+    plain_run.speed = choose_speed_plan("fast", "cpu")
+    app.apply_speed_plan(plain_run)
+    assert evaluate_loss(plain_run)["eval_loss"] == pytest.approx(plain_loss, rel=1e-5)
+    plain_run.speed = choose_speed_plan("plain", "cpu")
 
 
 def test_chunked_lm_head_loss_matches_full_cross_entropy_in_value_and_gradient():
@@ -123,7 +128,9 @@ def test_speed_plan_choice_and_explanations():
     assert (
         fast.fused_loss and fast.causal_only and fast.fused_optimizer and fast.deferred and not fast.compile
     )
-    short = choose_speed_plan("auto", "cuda", padded_tokens=50_000)
+    many_steps = choose_speed_plan("auto", "cuda", padded_tokens=50_000, steps=app.COMPILE_PAYS_AFTER_STEPS)
+    assert many_steps.compile  # small batches: launch-bound, compiling pays after enough steps
+    short = choose_speed_plan("auto", "cuda", padded_tokens=50_000, steps=50)
     assert not short.compile and "repay" in short.note
     long = choose_speed_plan("auto", "cuda", padded_tokens=COMPILE_PAYS_AFTER_TOKENS)
     assert long.compile and long.compile_mode == "reduce-overhead" and "CUDA graphs" in long.note
@@ -151,6 +158,40 @@ def test_fast_path_skips_non_finite_steps_without_touching_the_adapter():
     after = run.optimizer.param_groups[0]["params"]
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert all(r["skipped"] for r in records)
+    assert all(r["loss_scale"] == 1.0 for r in records)  # the FP32 guard does not back off
+
+
+def test_plain_path_without_a_scaler_skips_non_finite_steps_too():
+    run = tiny_run("plain", epochs=1)
+    layer = lora_layers(run.model)[0][1]
+    layer.lora_A.weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    before = [p.detach().clone() for p in run.optimizer.param_groups[0]["params"]]
+    with pytest.raises(Exception, match="skipped 3 steps in a row"):
+        list(train_steps(run, max_skipped_in_row=3))
+    after = run.optimizer.param_groups[0]["params"]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_compiled_runs_pad_widths_to_multiples_of_64():
+    examples = [{"input_ids": [1] * n, "labels": [2] * n} for n in (3, 70)]
+    assert app.collate_batch(examples[:1], 0)["input_ids"].shape == (1, 3)
+    assert app.collate_batch(examples[:1], 0, multiple=64)["input_ids"].shape == (1, 64)
+    batch = app.collate_batch(examples, 0, multiple=64)
+    assert batch["input_ids"].shape == (2, 128) and int(batch["attention_mask"].sum()) == 73
+    assert (batch["labels"][0, 3:] == -100).all()
+
+
+def test_a_model_with_eager_attention_keeps_the_padding_mask():
+    """GPT-2's eager attention is causal only through the mask: the fast path must not drop it there."""
+    run = tiny_run("fast", epochs=1)
+    run.model.config._attn_implementation = "eager"
+    app.apply_speed_plan(run)
+    assert not run.speed.causal_only and "eager attention" in run.speed.note
+    batch = app.to_device(next(iter(run.train_loader)), run.device, with_positions=True)
+    with torch.no_grad():
+        logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        expected = app.causal_lm_loss(logits, batch["labels"])
+        assert app.fast_loss(run, batch).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_padded_lm_head_and_the_fusable_chunk_agree_with_the_plain_loss():
