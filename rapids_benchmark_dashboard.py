@@ -28,6 +28,7 @@ with app.setup:
     import tempfile
     import threading
     import time
+    import traceback
     from collections.abc import Callable
     from dataclasses import dataclass, field
     from typing import Any
@@ -279,16 +280,19 @@ def _(cli, cudf_module, dask_switch, plan, polars_gpu, polars_module, run_button
     if dask_switch.value:
         with mo.status.spinner("Starting one Dask worker per GPU (once per app process)…"):
             engines.append(make_dask_engine(dask_client("gpu")))
-    with gpu_lock(
-        on_wait=lambda: mo.output.replace(
-            mo.callout(
-                mo.md(
-                    "**Waiting for the GPU** — another viewer is running a benchmark or a training job on this card. "
-                    "Yours starts as soon as it finishes."
-                ),
-                kind="info",
+    with (
+        gpu_lock(
+            on_wait=lambda: mo.output.replace(
+                mo.callout(
+                    mo.md(
+                        "**Waiting for the GPU** — another viewer is running a benchmark or a training job on this card. "
+                        "Yours starts as soon as it finishes."
+                    ),
+                    kind="info",
+                )
             )
-        )
+        ),
+        frames_freed_on_interrupt(),
     ):
         bench = run_with_progress(plan, engines)
     mo.output.replace(
@@ -942,11 +946,46 @@ def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False)
 
 
 @app.function
+@contextlib.contextmanager
+def frames_freed_on_interrupt():
+    """An interrupted run (■ in `marimo edit`, a closing session) gives its frames back at once.
+
+    The traceback of an interrupt holds every frame of the run, and with them the GPU frames and results;
+    clearing them before the error is shown returns that memory now, not when the error is dropped.
+    """
+    try:
+        yield
+    except BaseException as error:
+        traceback.clear_frames(error.__traceback__)
+        gc.collect()
+        raise
+
+
+@app.function
+def polars_gpu_engine(pl):
+    """Polars' GPU engine as this app runs it: one GPU, in-memory executor, cuDF's own RMM memory pool.
+
+    cudf-polars 26.10 defaults to its streaming executor, which pins the process to the GPU's CPU cores
+    (the CPU engines compared beside it would lose cores) and keeps its own memory pool; the in-memory
+    executor runs each query on one GPU as cuDF does. Sharing cuDF's RMM resource keeps one pool, so the
+    memory panel and the caps see everything (otherwise it takes managed memory worth 80% of free).
+    """
+    options = {"executor": "in-memory", "raise_on_fail": True}
+    try:
+        import rmm
+
+        options["memory_resource"] = rmm.mr.get_current_device_resource()
+    except ImportError:
+        pass
+    return pl.GPUEngine(**options)
+
+
+@app.function
 def polars_ops(engine: str = "cpu") -> dict:
     """The five ops in Polars' expression API, side by side with the pandas/cuDF ones; run on CPU or GPU."""
 
     def collect(lf, pl):
-        return lf.collect(engine=pl.GPUEngine(raise_on_fail=True)) if engine == "gpu" else lf.collect()
+        return lf.collect(engine=polars_gpu_engine(pl)) if engine == "gpu" else lf.collect()
 
     def filter_(pl, df, lookup):
         return collect(df.lazy().filter((pl.col("value") > 50.0) & (pl.col("key_few") < 50)), pl)
@@ -1174,7 +1213,7 @@ def detect_polars(cudf_module=None, force_cpu: bool = False):
         import cudf_polars  # noqa: F401
 
         polars.LazyFrame({"a": [1, 2]}).select(polars.col("a").sum()).collect(
-            engine=polars.GPUEngine(raise_on_fail=True)
+            engine=polars_gpu_engine(polars)
         )
     except ImportError:
         return polars, False, cpu + " Its GPU engine needs `cudf-polars-cu12` (in requirements-gpu.txt)."

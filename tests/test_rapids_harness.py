@@ -302,3 +302,34 @@ def test_host_memory_from_large_frames_is_released_after_a_run():
     del out
     gc.collect()
     assert proc.memory_info().rss - before < 64 * 2**20
+
+
+def test_an_interrupted_run_gives_its_frames_back_before_the_error_is_shown():
+    """The traceback of ■ / a closing session would keep the run's frames (GPU data) alive; they are cleared."""
+    import gc
+    import weakref
+
+    from rapids_benchmark_dashboard import frames_freed_on_interrupt
+
+    held = []
+
+    def running_op():
+        frame_data = pd.DataFrame({"x": range(1000)})  # stands for a GPU frame held by the running op
+        held.append(weakref.ref(frame_data))
+        raise KeyboardInterrupt
+
+    try:
+        with frames_freed_on_interrupt():
+            running_op()
+    except KeyboardInterrupt as error:
+        kept = error  # what marimo holds to show the error
+        gc.collect()
+        assert held[0]() is None and kept.__traceback__ is not None
+
+
+def test_the_polars_gpu_engine_runs_in_memory_on_one_gpu():
+    import polars as pl
+
+    from rapids_benchmark_dashboard import polars_gpu_engine
+
+    assert polars_gpu_engine(pl).config["executor"] == "in-memory"
