@@ -10,6 +10,9 @@ date -u
 if [ "$stage" = all ] || [ "$stage" = bench ]; then
   python3 bench/lora_throughput.py --json "$OUT/lora.json" 2>&1 | grep -v -i warn | tee "$OUT/lora.log"
   python3 bench/llm_pipeline.py --speeds auto,plain,auto --json "$OUT/llm_defaults.json" 2>&1 | tee "$OUT/llm_defaults.log"
+  # the first Train click after the app starts: each row in a new process (cold kernels, first imports)
+  python3 bench/llm_pipeline.py --configs defaults --speeds auto,plain --fresh --json "$OUT/llm_cold.json" 2>&1 \
+    | tee "$OUT/llm_cold.log"
 fi
 if [ "$stage" = all ] || [ "$stage" = tests ]; then
   python3 -m pytest -q -p no:cacheprovider tests/gpu/test_llm_gpu.py 2>&1 | tail -25 | tee "$OUT/llm_gpu_tests.log"

@@ -17,6 +17,7 @@ concatenated built-in examples, long enough to fill 512 tokens.
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -179,7 +180,28 @@ def main():
     ap.add_argument("--epochs", type=int, default=None, help="default: the app's auto choice")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     ap.add_argument("--speeds", default="auto", help="the app's speed settings to run, e.g. auto,plain")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="run every config/speed in a new process: the first Train click after the app starts (cold)",
+    )
     args = ap.parse_args()
+    if args.fresh:
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.configs.split(","):
+                for speed in args.speeds.split(","):
+                    out = Path(tmp) / f"{name}-{speed}.json"
+                    command = [sys.executable, __file__, "--device", args.device, "--configs", name]
+                    command += ["--speeds", speed, "--precision", args.precision, "--json", str(out)]
+                    command += ["--tiny"] if args.tiny else []
+                    command += ["--epochs", str(args.epochs)] if args.epochs else []
+                    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+                    rows += [{**row, "process": "fresh"} for row in json.loads(out.read_text())]
+        print_table(rows)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
