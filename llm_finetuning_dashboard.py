@@ -2778,7 +2778,7 @@ lever keeps the maths of a step: the fast and plain paths give the same loss cur
 (tested on CPU in FP32 and on an H100 in FP16).
 
 | lever | what it removes |
-|---|---|
+|:---|:---|
 | **loss on answer tokens only, in chunks** | the LM head multiplies every position by a 768 × 50,257 matrix; only answer tokens carry loss (14% with the built-in data), and at 32 × 512 the full FP32 logits alone would be 3.3 GB — an eager chunk of 2,560 rows holds at most 0.5 GB of FP32 probabilities, a compiled chunk (10,496 rows, FP16 throughout) about 2 GB |
 | **LM head padded to 50,304 rows** | GPT-2's odd vocabulary (50,257) forces cuBLAS onto slow unaligned kernels; zero rows (masked to −∞) make it a multiple of 128: the loss GEMMs went from 24 ms to ~4 ms per step at 32 × 512 |
 | **no padding mask** | batches are right-padded and attention is causal, so no real token ever sees padding: SDPA runs with `is_causal=True` (flash attention), and transformers' mask checks, which wait for the GPU, are skipped |
