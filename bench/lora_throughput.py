@@ -177,7 +177,9 @@ def model_config(args, vocab_size):
 
 
 def run_app_setup(batches, config, args, device, tokenizer, speed="plain", mode=""):
-    """The app's path: offline_gpt2 → inject_lora → prepare_training → train_steps over the synthetic batches.
+    """The app's path: offline_gpt2 → inject_lora → prepare_training, its loader replaced by the batches.
+
+    Returns (run, the inject_lora table, device memory allocated before the model was built).
 
     `speed` is the app's SpeedPlan choice (plain / fast / compile), fixed here rather than left to "auto".
     """
@@ -225,15 +227,13 @@ def run_app_setup(batches, config, args, device, tokenizer, speed="plain", mode=
     run.total_steps = len(
         batches
     )  # the scheduler's lambda reads it; the learning rate does not change the cost
-    run.wrapped = wrapped
-    run.allocated_before = before
-    return run
+    return run, wrapped, before
 
 
 def run_app(batches, config, args, device, tokenizer, speed="plain"):
     """Time the app's train_steps over the batches (see run_app_setup)."""
-    run = run_app_setup(batches, config, args, device, tokenizer, speed)
-    wrapped, before, plan = run.wrapped, run.allocated_before, run.plan
+    run, wrapped, before = run_app_setup(batches, config, args, device, tokenizer, speed)
+    plan = run.plan
     trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     attn_impl = getattr(run.model.config, "_attn_implementation", None)
     seconds, ends, skipped = [], [], []

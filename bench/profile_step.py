@@ -60,7 +60,7 @@ def main():
     backends["efficient"] = SDPBackend.EFFICIENT_ATTENTION
     for speed in args.speeds.split(","):
         with sdpa_kernel(backends[args.sdpa]) if args.sdpa else contextlib.nullcontext():
-            run = run_app_setup(batches, config, args, device, tokenizer, speed, args.mode)
+            run, _, _ = run_app_setup(batches, config, args, device, tokenizer, speed, args.mode)
             params = [p for p in run.model.parameters() if p.requires_grad]
             step = fast_train_step if run.speed.deferred else train_one_step
             run.model.train()

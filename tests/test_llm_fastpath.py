@@ -12,44 +12,22 @@ import llm_finetuning_dashboard as app
 from llm_finetuning_dashboard import (
     COMPILE_PAYS_AFTER_TOKENS,
     ChunkedLMHeadLoss,
-    FineTuneRun,
-    TrainSettings,
-    builtin_examples,
     choose_speed_plan,
     evaluate_loss,
-    inject_lora,
-    load_model_and_tokenizer,
     lora_layers,
     loss_positions,
-    prepare_training,
-    resolve_precision,
-    set_seed,
-    tokenizer_corpus,
     train_steps,
-    with_model_defaults,
 )
+from tests.test_llm_training import tiny_run as app_steps_1_to_4
 
 
-def tiny_run(speed, epochs=2, no_dropout=True):
-    settings = TrainSettings(model_source="tiny", speed=speed, epochs=epochs, dropout=0.0)
-    data = builtin_examples()
-    set_seed(settings.seed)
-    plan = resolve_precision(settings.precision, "cpu")
-    model, tokenizer, name, _ = load_model_and_tokenizer(settings, plan.param_dtype, tokenizer_corpus(data))
-    if no_dropout:  # dropout draws differ between attention kernels; without it both paths are deterministic
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-    run = FineTuneRun(
-        settings=with_model_defaults(settings, name),
-        device=torch.device("cpu"),
-        plan=plan,
-        model=model,
-        tokenizer=tokenizer,
-        model_name=name,
-    )
-    inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)
-    prepare_training(run, data[data["split"] == "train"], data[data["split"] == "eval"])
+def tiny_run(speed, epochs=2):
+    """The app's steps 1-4 (tests/test_llm_training.py) with the given training path and no dropout."""
+    run, _ = app_steps_1_to_4(speed=speed, epochs=epochs, dropout=0.0)
+    # dropout draws differ between attention kernels; without it both paths are deterministic
+    for module in run.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     return run
 
 

@@ -43,6 +43,11 @@ from llm_finetuning_dashboard import (
 )
 
 
+def out_of_memory(*args, **kwargs):
+    """Stands in for any app function that runs out of GPU memory."""
+    raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
 def tiny_run(**overrides):
     """The app's steps 1-4 with the tiny offline model on the CPU."""
     settings = TrainSettings(model_source="tiny", **overrides)
@@ -169,9 +174,6 @@ def test_collapsing_loss_scale_stops_training():
 def test_out_of_memory_is_caught_and_explained(monkeypatch):
     run, _ = tiny_run(epochs=1)
 
-    def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-
     monkeypatch.setattr(app, "train_one_step", out_of_memory)
     with pytest.raises(TrainingStopped) as stopped:
         list(train_steps(run))
@@ -180,9 +182,6 @@ def test_out_of_memory_is_caught_and_explained(monkeypatch):
 
 def test_evaluation_out_of_memory_becomes_a_clear_stop(monkeypatch):
     run, data = tiny_run(epochs=1)
-
-    def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(app, "evaluate_loss", out_of_memory)
     with pytest.raises(TrainingStopped, match="while evaluating"):
@@ -322,9 +321,6 @@ def test_training_waits_while_the_benchmark_app_holds_the_gpu(tmp_path):
 
 def test_out_of_memory_in_the_end_of_epoch_evaluation_becomes_a_clear_stop(monkeypatch):
     run, _ = tiny_run(epochs=1)
-
-    def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(app, "evaluate_loss", out_of_memory)
     with pytest.raises(TrainingStopped) as stopped:
