@@ -1904,6 +1904,7 @@ def prepare_training(run, train_frame, eval_frame):
         run.train_loader = make_loader(
             train_examples, s.batch_size, pad_id, shuffle=True, seed=s.seed, pin=pin, multiple=64
         )
+        train_stats = token_statistics(run.train_loader)  # step 4 shows the padding that really runs
     apply_speed_plan(run)
     adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
     warmup = round(s.warmup_ratio * run.total_steps)
