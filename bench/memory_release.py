@@ -37,8 +37,8 @@ The runs.
   offline fallback (load_model_and_tokenizer). Success: built-in data, batch 16 x 128, 1 epoch (10 steps).
   Out of memory, with batch B x 1024 tokens of long synthetic text, B a power of two from the free memory
   (2048 on an 80 GB card; --llm-oom-batch overrides): "OOM train" (B training rows, 8 eval rows: the
-  first training step fails, train_steps' handler) and "OOM eval" (B eval rows: the "before" evaluation
-  fails, evaluate_run's handler).
+  first training step fails, train_steps' handler) and "OOM eval" (B eval rows, plain path: the "before"
+  evaluation fails, evaluate_run's handler; the fast path's chunked loss does not run out at this size).
 
 Exceptions that escape an app's handlers are caught here, recorded as "ESCAPED ...", and the app's
 state is left as the notebook would leave it (nothing released), so the next reading shows what stays.
@@ -518,7 +518,9 @@ def llm_child(args) -> dict:
                 run.settings = with_model_defaults(settings, run.model_name)
                 del model
             if fault:
-                run.model.transformer.register_forward_pre_hook(simulated_oom(fault), with_kwargs=True)
+                # On the first block, which both training paths call (the fast path's body skips
+                # GPT2Model.forward, so a hook there would never fire on it).
+                run.model.transformer.h[0].register_forward_pre_hook(simulated_oom(fault), with_kwargs=True)
             info["model"] = run.model_name
             # Step 3 cell
             state["lora_table"] = inject_lora(
@@ -619,8 +621,12 @@ def llm_child(args) -> dict:
     points.append(
         app_run("(c) OOM train", oom_settings, long_frame(oom_batch, 8), fault=train_fault, expect_oom=True)
     )
+    # The eval OOM runs the plain path: its evaluation holds B x 1024 x 50,257 FP16 logits (210 GB at
+    # B = 2048). The fast path's chunked loss never holds them: on an H100 on 2026-11-26 its evaluation of
+    # 2048 x 1024 tokens simply ran (154 s, with 2048 generations), so it cannot show the OOM handler.
+    eval_settings = replace(oom_settings, speed="plain") if has_speed else oom_settings
     points.append(
-        app_run("(c) OOM eval", oom_settings, long_frame(16, oom_batch), fault=eval_fault, expect_oom=True)
+        app_run("(c) OOM eval", eval_settings, long_frame(16, oom_batch), fault=eval_fault, expect_oom=True)
     )
     points.append(app_run("(d) run ok", builtin_settings, base))
     state.clear()

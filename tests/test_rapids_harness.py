@@ -333,3 +333,25 @@ def test_the_polars_gpu_engine_runs_in_memory_on_one_gpu():
     from rapids_benchmark_dashboard import polars_gpu_engine
 
     assert polars_gpu_engine(pl).config["executor"] == "in-memory"
+
+
+def test_the_polars_gpu_engine_gets_no_categorical_columns_and_still_agrees_with_pandas():
+    """cudf-polars 26.10 refuses Categorical (seen on an H100): the GPU engine's frame carries strings."""
+    pl = pytest.importorskip("polars")
+    from rapids_benchmark_dashboard import (
+        OP_ORDER,
+        generate_data,
+        get_op,
+        polars_frame_for_gpu,
+        polars_ops,
+        results_match_polars,
+    )
+
+    df, lookup = generate_data(20_000)
+    gdf, glookup = polars_frame_for_gpu(pl, df), polars_frame_for_gpu(pl, lookup)
+    assert isinstance(pl.from_pandas(df).schema["category"], pl.Categorical)  # what the CPU engine keeps
+    assert gdf.schema["category"] == pl.String
+    assert not any(isinstance(t, (pl.Categorical, pl.Enum)) for t in gdf.schema.values())
+    for name, fn in polars_ops("cpu").items():  # the same expressions the GPU engine runs
+        ok, detail = results_match_polars(get_op(name)(pd, df, lookup), fn(pl, gdf, glookup), OP_ORDER[name])
+        assert ok, (name, detail)
