@@ -2029,7 +2029,11 @@ def explain_baseline(host: dict, last: dict | None) -> str:
             return fmt_seconds(value) if value is not None and value == value else "—"
 
         for r in top.itertuples():
-            vs = f"{r.speedup_vs_cpu:,.1f}×" if "speedup_vs_cpu" in s and r.speedup_vs_cpu == r.speedup_vs_cpu else "—"
+            vs = (
+                f"{r.speedup_vs_cpu:,.1f}×"
+                if "speedup_vs_cpu" in s and r.speedup_vs_cpu == r.speedup_vs_cpu
+                else "—"
+            )
             text.append(
                 f"| {r.op} | {cell(r, 'pandas_median_s')} | {cell(r, 'polars_median_s')} | "
                 f"{cell(r, 'cudf_median_s')} | {cell(r, 'polars_gpu_median_s')} | {vs} |"
