@@ -39,6 +39,7 @@ from llm_finetuning_dashboard import (  # noqa: E402
     evaluate_run,
     format_prompt,
     inject_lora,
+    load_pretrained,
     offline_gpt2,
     peft_reload_check,
     prepare_training,
@@ -48,6 +49,7 @@ from llm_finetuning_dashboard import (  # noqa: E402
     tiny_gpt2_config,
     tokenizer_corpus,
     train_steps,
+    warm_up_kernels,
     with_model_defaults,
 )
 
@@ -93,13 +95,25 @@ def run_pipeline(name, config, args, device, output_root, speed="auto"):
         settings.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported()
     )
     base_frame = builtin_examples()
-    tokenizer = build_offline_tokenizer(tokenizer_corpus(base_frame))  # step 2
+    phases, mark = {}, time.perf_counter()
+
+    def phase(name):
+        nonlocal mark
+        synchronize()
+        now = time.perf_counter()
+        phases[name] = round(now - mark, 2)
+        mark = now
+
+    if args.cached:  # step 2 as the app does it for a model already on disk: from_pretrained
+        model, tokenizer = load_pretrained("local", plan.param_dtype, str(args.cached))
+        model_name = "gpt2-124M-random (from disk)"
+    else:
+        tokenizer = build_offline_tokenizer(tokenizer_corpus(base_frame))  # step 2
+        model_config = tiny_gpt2_config(len(tokenizer)) if args.tiny else GPT2Config()
+        model_name = TINY_MODEL_NAME if args.tiny else "gpt2-124M-random"
+        model = offline_gpt2(tokenizer, model_config, seed=settings.seed)
+    model = model.to(device=device, dtype=plan.param_dtype)
     frame = synthetic_long_examples(tokenizer, config["max_length"]) if config["synthetic"] else base_frame
-    model_config = tiny_gpt2_config(len(tokenizer)) if args.tiny else GPT2Config()
-    model_name = TINY_MODEL_NAME if args.tiny else "gpt2-124M-random"
-    model = offline_gpt2(tokenizer, model_config, seed=settings.seed).to(
-        device=device, dtype=plan.param_dtype
-    )
     run = FineTuneRun(
         settings=with_model_defaults(settings, model_name),
         device=device,
@@ -110,18 +124,23 @@ def run_pipeline(name, config, args, device, output_root, speed="auto"):
         memory_baseline=baseline,
     )
     del model
+    phase("load")
     inject_lora(run.model, settings.target_modules, settings.rank, settings.alpha, settings.dropout)  # step 3
     train_frame, eval_frame = frame[frame["split"] == "train"], frame[frame["split"] == "eval"]
     stats = prepare_training(run, train_frame, eval_frame)  # step 4
+    phase("lora+prep")
     budget = answer_token_budget(tokenizer, frame["response"])
     before, _ = evaluate_run(run, eval_frame, budget)  # step 5: baseline, then training
+    phase("eval0")
     records = list(train_steps(run))
     steps = [r for r in records if r["kind"] == "train"]
+    phase("train")
     after, _ = evaluate_run(run, eval_frame, budget)  # step 6
+    phase("eval1")
     folder = output_root / name  # step 7
     save_adapter(run.model, folder, run.settings, model_name)
     peft_diff = peft_reload_check(run, folder, eval_frame["prompt"].head(8).tolist())
-    synchronize()
+    phase("save+peft")
     peak = device_memory(device)["peak"]
     run_speed = run.speed.name + (f" ({run.speed.compile_mode})" if run.speed.compile else "")
     released = run.release()
@@ -135,6 +154,7 @@ def run_pipeline(name, config, args, device, output_root, speed="auto"):
         "speed plan": run_speed,
         "steps": len(steps),
         "wall s (steps 1-7)": round(wall, 2),
+        "phases s": " ".join(f"{k} {v}" for k, v in phases.items()),
         "train s (steps only)": round(step_seconds, 2),
         "real tok/s (non-pad)": round(sum(r["real_tokens"] for r in steps) / step_seconds),
         "padded tok/s (all)": round(sum(r["padded_tokens"] for r in steps) / step_seconds),
@@ -181,11 +201,42 @@ def main():
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     ap.add_argument("--speeds", default="auto", help="the app's speed settings to run, e.g. auto,plain")
     ap.add_argument(
+        "--cached",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="load GPT-2 124M (random weights) from a folder with the app's from_pretrained path, as for a "
+        "model already in the cache; 'auto' (no value) saves one to a temporary folder first, untimed",
+    )
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="run the app's start-up warm-up (warm_up_kernels, untimed) before the timed runs, as the app "
+        "does when it opens on a GPU",
+    )
+    ap.add_argument(
         "--fresh",
         action="store_true",
         help="run every config/speed in a new process: the first Train click after the app starts (cold)",
     )
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as cache_dir:
+        if args.cached == "auto":
+            args.cached = save_cached_model(Path(cache_dir))
+        elif args.cached:
+            args.cached = Path(args.cached)
+        run_all(args)
+
+
+def save_cached_model(folder):
+    """GPT-2 124M with random weights and the offline tokenizer, saved like a downloaded model (untimed)."""
+    tokenizer = build_offline_tokenizer(tokenizer_corpus(builtin_examples()))
+    offline_gpt2(tokenizer, GPT2Config(), seed=42).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run_all(args):
     if args.fresh:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -195,6 +246,8 @@ def main():
                     command = [sys.executable, __file__, "--device", args.device, "--configs", name]
                     command += ["--speeds", speed, "--precision", args.precision, "--json", str(out)]
                     command += ["--tiny"] if args.tiny else []
+                    command += ["--cached", str(args.cached)] if args.cached else []
+                    command += ["--warm"] if args.warm else []
                     command += ["--epochs", str(args.epochs)] if args.epochs else []
                     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
                     rows += [{**row, "process": "fresh"} for row in json.loads(out.read_text())]
@@ -211,11 +264,14 @@ def main():
         f"# device: {card} | torch {torch.__version__} | model: {'tiny offline' if args.tiny else 'GPT2Config() 124M, random weights'}"
     )
     warm_up(device)
+    warm_s = round(warm_up_kernels(device), 2) if args.warm else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):
             for speed in args.speeds.split(","):
                 rows.append(run_pipeline(name, CONFIGS[name], args, device, Path(tmp), speed))
+                if warm_s is not None:
+                    rows[-1]["start-up warm-up s (untimed)"] = warm_s
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -186,3 +186,19 @@ def test_fast_paths_match_the_plain_loss_curve_in_fp16(speed):
         assert b["skipped"] == a["skipped"]
         assert b["loss"] == pytest.approx(a["loss"], rel=5e-3), (a["step"], a["loss"], b["loss"])
         assert b["lr"] == pytest.approx(a["lr"], rel=1e-5)
+
+
+def test_start_up_warm_up_on_the_gpu_gives_its_memory_back_and_leaves_the_random_state():
+    device = torch.device("cuda", torch.cuda.current_device())
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated(device)
+    torch.manual_seed(7)
+    expected = (torch.rand(3), torch.rand(3, device=device))
+    torch.manual_seed(7)
+    seconds = app.warm_up_kernels(device)
+    assert seconds > 0
+    got = (torch.rand(3), torch.rand(3, device=device))
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated(device) - before < 2**20
+    print(f"warm-up on {torch.cuda.get_device_name(device)}: {seconds:.2f} s")
