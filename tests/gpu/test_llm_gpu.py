@@ -189,16 +189,25 @@ def test_fast_paths_match_the_plain_loss_curve_in_fp16(speed):
 
 
 def test_start_up_warm_up_on_the_gpu_gives_its_memory_back_and_leaves_the_random_state():
+    """The first warm-up may leave the libraries' one-off workspaces (cuBLAS keeps one per handle and stream,
+    through torch's allocator); a second one must give back everything it takes."""
     device = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated(device)
+    start = torch.cuda.memory_allocated(device)
     torch.manual_seed(7)
     expected = (torch.rand(3), torch.rand(3, device=device))
     torch.manual_seed(7)
-    seconds = app.warm_up_kernels(device)
-    assert seconds > 0
+    first = app.warm_up_kernels(device)
     got = (torch.rand(3), torch.rand(3, device=device))
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     torch.cuda.synchronize()
-    assert torch.cuda.memory_allocated(device) - before < 2**20
-    print(f"warm-up on {torch.cuda.get_device_name(device)}: {seconds:.2f} s")
+    after_first = torch.cuda.memory_allocated(device)
+    second = app.warm_up_kernels(device)
+    torch.cuda.synchronize()
+    after_second = torch.cuda.memory_allocated(device)
+    print(
+        f"warm-up on {torch.cuda.get_device_name(device)}: {first:.2f} s, then {second:.2f} s; allocated "
+        f"{start / 2**20:.1f} → {after_first / 2**20:.1f} → {after_second / 2**20:.1f} MiB"
+    )
+    assert after_second - after_first < 2**20
+    assert after_first - start < 64 * 2**20
