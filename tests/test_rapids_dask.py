@@ -72,6 +72,32 @@ def test_sizes_beyond_one_gpu_run_on_dask_alone(client):
     engines_at = {(r["rows"], r["engine"]) for r in out["records"]}
     assert (20_000, "dask") in engines_at and (20_000, "pandas") not in engines_at
     assert (10_000, "pandas") in engines_at and (10_000, "dask") in engines_at
+    alone = [r for r in out["records"] if r["rows"] == 20_000]
+    assert alone and all(r["match"] is True and r["detail"].startswith("self-check") for r in alone), alone
+
+
+def test_without_a_reference_dask_results_are_self_checked_and_wrong_ones_caught(client):
+    import dask.dataframe as dd
+
+    from rapids_benchmark_dashboard import get_op, invariant_check
+
+    engine = make_dask_engine(client, gpu=False)
+    frame, lookup = engine.load(40_000, 3, None, generate_data(10, 3)[1])
+    for op in OPS:
+        result = get_op(op)(dd, frame, lookup).persist()
+        ok, detail = invariant_check(op, frame, lookup, result)
+        assert ok, (op, detail)
+    sorted_ = frame.sort_values("value")
+    shuffled = sorted_.map_partitions(lambda p: p.iloc[::-1])  # each partition reversed: out of order
+    assert not invariant_check("sort", frame, lookup, shuffled)[0]
+    swapped = dd.concat([sorted_.partitions[1], sorted_.partitions[0]])  # partitions in the wrong order
+    assert not invariant_check("sort", frame, lookup, swapped)[0]
+    dropped = get_op("filter")(dd, frame, lookup).partitions[1:]
+    assert not invariant_check("filter", frame, lookup, dropped)[0]
+    grouped = get_op("groupby_many")(dd, frame, lookup)
+    assert not invariant_check("groupby_many", frame, lookup, grouped.partitions[:1].head(10, compute=False))[
+        0
+    ]
 
 
 def test_dask_engine_is_explained_and_off_with_one_gpu():
