@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--cpu", action="store_true", help="CPU engines only (pandas, Polars)")
     ap.add_argument("--engines", default="all", help="'all' or a comma list of pandas,polars,cudf,polars_gpu")
+    ap.add_argument("--progress", action="store_true", help="print each step as it starts (long runs)")
     args = ap.parse_args()
 
     gpus = read_gpu_status()
@@ -76,7 +77,12 @@ def main() -> None:
         sampler = GpuSampler(0.1)
         sampler.start()
         t0 = time.perf_counter()
-        out = run_sized_benchmark(plan, engines)
+        tick = (
+            (lambda label: print(f"# {time.perf_counter() - t0:7.1f} s  {label}", flush=True))
+            if args.progress
+            else None
+        )
+        out = run_sized_benchmark(plan, engines, tick)
         wall = time.perf_counter() - t0
         sampler.stop()
         summary = summarize_records(out["records"], gpus[0]["peak_bandwidth_gbs"] if gpus else None)
