@@ -78,7 +78,7 @@ def main() -> None:
         sampler.start()
         t0 = time.perf_counter()
         tick = (
-            (lambda label: print(f"# {time.perf_counter() - t0:7.1f} s  {label}", flush=True))
+            (lambda label, t0=t0: print(f"# {time.perf_counter() - t0:7.1f} s  {label}", flush=True))
             if args.progress
             else None
         )
