@@ -2631,7 +2631,9 @@ def start_warm_up(device, run=warm_up_kernels):
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    threading.Thread(target=work, daemon=True, name="gpu-warm-up").start()
+    # Not a daemon: a headless `marimo export` that ends while it runs waits for it (seconds) rather than
+    # tearing CUDA down under a running kernel.
+    threading.Thread(target=work, daemon=False, name="gpu-warm-up").start()
     return state
 
 
