@@ -289,7 +289,7 @@ def _():
 @app.cell
 def _():
     environment = describe_environment()
-    if environment["cuda_available"] and not SMOKE and "no-warmup" not in CLI_FLAGS:
+    if environment["cuda_available"] and "no-warmup" not in CLI_FLAGS:
         start_warm_up(
             torch.device("cuda")
         )  # background thread: the first Train click is as fast as later ones
