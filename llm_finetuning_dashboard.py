@@ -289,11 +289,14 @@ def _():
 @app.cell
 def _():
     environment = describe_environment()
-    if environment["cuda_available"] and "no-warmup" not in CLI_FLAGS:
-        start_warm_up(
-            torch.device("cuda")
-        )  # background thread: the first Train click is as fast as later ones
-    return (environment,)
+    # A background thread, once per process: the first Train click is as fast as later ones. Step 1 reads
+    # `warm_up`, so this cell always runs before it (also in a headless --smoke run).
+    warm_up = (
+        start_warm_up(torch.device("cuda"))
+        if environment["cuda_available"] and "no-warmup" not in CLI_FLAGS
+        else {}
+    )
+    return environment, warm_up
 
 
 @app.cell(hide_code=True)
@@ -457,7 +460,7 @@ def _():
 
 
 @app.cell
-def _(data_errors, dataset, settings, train_button):
+def _(data_errors, dataset, settings, train_button, warm_up):
     mo.stop(not (train_button.value or SMOKE), mo.md("_Press **Train** to run the seven steps._"))
     mo.stop(
         dataset is None,
@@ -475,7 +478,7 @@ def _(data_errors, dataset, settings, train_button):
         time.perf_counter() - clicked_at,
         f"Device **{device_label(device)}** · requested **{settings.precision.upper()}** → running "
         f"**{plan.name}** · seed **{settings.seed}** (Python and torch, every CUDA device).\n\n{plan.note}"
-        + warm_up_note(device),
+        + warm_up_note(device, warm_up),
         kind="success" if plan.requested == "fp32" or "fallback" not in plan.name.lower() else "warn",
     )
     return clicked_at, device, plan
@@ -2638,9 +2641,9 @@ def start_warm_up(device, run=warm_up_kernels):
 
 
 @app.function
-def warm_up_note(device):
+def warm_up_note(device, state=None):
     """One sentence for step 1: did the start-up warm-up run, and what did it cost."""
-    state = warm_up_state()
+    state = warm_up_state() if state is None else state
     if device.type != "cuda" or not state:
         return ""
     if state["status"] == "done":
