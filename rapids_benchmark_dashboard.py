@@ -1139,6 +1139,9 @@ def dask_client(kind: str = "gpu", n_workers: int = 2):
     registry.__dict__[kind] = client
 
     def shutdown():
+        # Workers first (retire, then close), so none is left heartbeating to a scheduler that is gone.
+        with contextlib.suppress(Exception):
+            client.retire_workers(close_workers=True)
         client.close()
         cluster.close()
 
