@@ -73,7 +73,7 @@ def main() -> None:
             else None,
         )
         if plan["cap_message"]:
-            print(f"# CAPPED: {plan['cap_message']}")
+            print(f"# PLAN: {plan['cap_message']}")
         sampler = GpuSampler(0.1)
         sampler.start()
         t0 = time.perf_counter()

@@ -103,3 +103,15 @@ def test_without_a_reference_dask_results_are_self_checked_and_wrong_ones_caught
 def test_dask_engine_is_explained_and_off_with_one_gpu():
     ok, msg = detect_dask(1)
     assert not ok and "has 1" in msg
+
+
+def test_a_large_dask_sort_is_announced_as_slow_before_it_runs():
+    common = dict(bytes_per_row=25, free_gpu_bytes=10**11, free_host_bytes=None, all_gpus_free_bytes=10**12)
+    slow = plan_run(1_000_000_000, ["filter", "sort"], 3, False, **common)
+    assert "will take minutes" in slow["cap_message"] and "4 times" in slow["cap_message"]
+    assert "will take minutes" not in (
+        plan_run(1_000_000_000, ["filter"], 3, False, **common)["cap_message"] or ""
+    )
+    assert "will take minutes" not in (
+        plan_run(100_000_000, ["sort"], 3, False, **common)["cap_message"] or ""
+    )
