@@ -64,7 +64,11 @@ with app.setup:
     from transformers.pytorch_utils import Conv1D
 
     # `marimo export html app.py -- --smoke` → cli_args; `python app.py --smoke` → argv; a plain import → False.
-    CLI_FLAGS = set(mo.cli_args()) if mo.running_in_notebook() else {a.lstrip("-") for a in sys.argv[1:]}
+    CLI_FLAGS = (
+        set(mo.cli_args())
+        if mo.running_in_notebook()
+        else {a[2:] for a in sys.argv[1:] if a.startswith("--")}
+    )
     SMOKE = "smoke" in CLI_FLAGS
     PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n### Response:\n"
     EOS_TOKEN = "<|endoftext|>"
@@ -492,6 +496,9 @@ def _(dataset, device, plan, settings):
     )
     with gpu_turn(on_wait=show_waiting):
         set_seed(settings.seed)  # again, now that the GPU is ours: a warm-up may have run since step 1
+        run.memory_baseline = device_memory(device)["allocated"]  # after any warm-up, before this model
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)  # this run's peak, not the process's
         _model, run.tokenizer, run.model_name, _load_warning = load_model_and_tokenizer(
             settings, plan.param_dtype, tokenizer_corpus(dataset)
         )
@@ -2382,15 +2389,19 @@ def process_gpu_lock():
 
 @app.function
 @contextlib.contextmanager
-def gpu_turn(on_wait=None, path=None):
+def gpu_turn(on_wait=None, path=None, wait=True):
     """Hold the GPU: one viewer at a time in this process, and one program at a time on this machine.
 
     The file lock is the same one the RAPIDS dashboard takes, so a benchmark and a training step never
-    share the card; `on_wait()` is called once when someone else holds it.
+    share the card; `on_wait()` is called once when someone else holds it. Yields True once the GPU is
+    held; with `wait=False` it yields False at once (holding nothing) if someone else has it.
     """
     path = path or os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
     lock, waited = process_gpu_lock(), False
     if not lock.acquire(blocking=False):
+        if not wait:
+            yield False
+            return
         if on_wait is not None:
             on_wait()
         waited = True
@@ -2399,17 +2410,20 @@ def gpu_turn(on_wait=None, path=None):
         try:
             import fcntl
         except ImportError:  # Windows: the in-process lock alone
-            yield
+            yield True
             return
         with open(path, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
                 if on_wait is not None and not waited:
                     on_wait()
                 fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
@@ -2624,15 +2638,21 @@ def start_warm_up(device, run=warm_up_kernels):
         state["status"] = "running"
 
     def work():
+        failure = None
         try:
-            with gpu_turn():
-                state["seconds"] = run(device)
-            state["status"] = "done"
+            # Never wait: if a benchmark or another program holds the GPU, the warm-up is simply skipped.
+            with gpu_turn(wait=False) as held:
+                if held:
+                    state["seconds"] = run(device)
+            state["status"] = "done" if held else "skipped"
         except Exception as error:  # never fatal: the first Train is only slower
-            state.update(status="failed", error=f"{type(error).__name__}: {error}")
-            gc.collect()
+            traceback.clear_frames(error.__traceback__)  # the failed run's tensors must not outlive it
+            failure = f"{type(error).__name__}: {error}"
+        if failure is not None:
+            gc.collect()  # outside the except block, which would keep the frames alive
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+            state.update(status="failed", error=failure)
 
     # Not a daemon: a headless `marimo export` that ends while it runs waits for it (seconds) rather than
     # tearing CUDA down under a running kernel.
@@ -2653,6 +2673,10 @@ def warm_up_note(device, state=None):
         )
     if state["status"] == "running":
         return "\n\nThe start-up warm-up is still loading the GPU's kernels; step 2 waits for it."
+    if state["status"] == "skipped":
+        return (
+            "\n\nThe GPU was busy when the app opened, so it was not warmed up; this run loads its kernels."
+        )
     return f"\n\nThe start-up warm-up failed ({state.get('error')}); this run loads its kernels itself."
 
 

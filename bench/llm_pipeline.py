@@ -106,7 +106,7 @@ def run_pipeline(name, config, args, device, output_root, speed="auto"):
 
     if args.cached:  # step 2 as the app does it for a model already on disk: from_pretrained
         model, tokenizer = load_pretrained("local", plan.param_dtype, str(args.cached))
-        model_name = "gpt2-124M-random (from disk)"
+        model_name = f"{args.cached} (from disk)"
     else:
         tokenizer = build_offline_tokenizer(tokenizer_corpus(base_frame))  # step 2
         model_config = tiny_gpt2_config(len(tokenizer)) if args.tiny else GPT2Config()
@@ -220,6 +220,8 @@ def main():
         help="run every config/speed in a new process: the first Train click after the app starts (cold)",
     )
     args = ap.parse_args()
+    if args.cached and args.tiny:
+        ap.error("--cached loads GPT-2 124M from a folder; it does not combine with --tiny")
     with tempfile.TemporaryDirectory() as cache_dir:
         if args.cached == "auto":
             args.cached = save_cached_model(Path(cache_dir))
@@ -264,7 +266,7 @@ def run_all(args):
         f"# device: {card} | torch {torch.__version__} | model: {'tiny offline' if args.tiny else 'GPT2Config() 124M, random weights'}"
     )
     warm_up(device)
-    warm_s = round(warm_up_kernels(device), 2) if args.warm else None
+    warm_s = round(warm_up_kernels(device, TrainSettings(precision=args.precision)), 2) if args.warm else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):

@@ -626,7 +626,13 @@ def llm_child(args) -> dict:
     # 2048 x 1024 tokens simply ran (154 s, with 2048 generations), so it cannot show the OOM handler.
     eval_settings = replace(oom_settings, speed="plain") if has_speed else oom_settings
     points.append(
-        app_run("(c) OOM eval", eval_settings, long_frame(16, oom_batch), fault=eval_fault, expect_oom=True)
+        app_run(
+            "(c) OOM eval" + (" (plain path)" if has_speed else ""),
+            eval_settings,
+            long_frame(16, oom_batch),
+            fault=eval_fault,
+            expect_oom=True,
+        )
     )
     points.append(app_run("(d) run ok", builtin_settings, base))
     state.clear()

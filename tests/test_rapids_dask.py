@@ -87,17 +87,44 @@ def test_without_a_reference_dask_results_are_self_checked_and_wrong_ones_caught
         result = get_op(op)(dd, frame, lookup).persist()
         ok, detail = invariant_check(op, frame, lookup, result)
         assert ok, (op, detail)
-    sorted_ = frame.sort_values("value")
-    shuffled = sorted_.map_partitions(lambda p: p.iloc[::-1])  # each partition reversed: out of order
-    assert not invariant_check("sort", frame, lookup, shuffled)[0]
-    swapped = dd.concat([sorted_.partitions[1], sorted_.partitions[0]])  # partitions in the wrong order
-    assert not invariant_check("sort", frame, lookup, swapped)[0]
+    sorted_ = frame.sort_values("value").persist()
+    assert sorted_.npartitions > 2
+    reversed_inside = sorted_.map_partitions(
+        lambda p: p.iloc[::-1]
+    )  # every row kept, each partition reversed
+    assert not invariant_check("sort", frame, lookup, reversed_inside)[0]
+    parts = [sorted_.partitions[i] for i in range(sorted_.npartitions)]
+    swapped = dd.concat([parts[1], parts[0], *parts[2:]])  # every row kept, two partitions swapped
+    ok, detail = invariant_check("sort", frame, lookup, swapped)
+    assert not ok and "NOT in order" in detail
     dropped = get_op("filter")(dd, frame, lookup).partitions[1:]
     assert not invariant_check("filter", frame, lookup, dropped)[0]
     grouped = get_op("groupby_many")(dd, frame, lookup)
     assert not invariant_check("groupby_many", frame, lookup, grouped.partitions[:1].head(10, compute=False))[
         0
     ]
+
+
+def test_self_checks_catch_wrong_values_that_keep_the_row_counts():
+    from rapids_benchmark_dashboard import get_op, invariant_check
+
+    df, lookup = generate_data(30_000, seed=5)
+    right = {op: get_op(op)(pd, df, lookup) for op in OPS}
+    assert all(invariant_check(op, df, lookup, right[op])[0] for op in OPS)
+    filtered = right["filter"].copy()
+    filtered.iloc[0, filtered.columns.get_loc("value")] += 1.0  # one value off, same rows
+    assert not invariant_check("filter", df, lookup, filtered)[0]
+    joined = right["join"].assign(price=0.0)  # the lookup's column lost
+    assert not invariant_check("join", df, lookup, joined)[0]
+    grouped = right["groupby_few"].copy()
+    grouped[("value", "max")] = grouped[("value", "max")] * 0.5  # a wrong max
+    assert not invariant_check("groupby_few", df, lookup, grouped)[0]
+    grouped = right["groupby_few"].copy()
+    grouped[("value", "mean")] = grouped[("value", "mean")] + 0.1  # means that do not match the sums
+    assert not invariant_check("groupby_few", df, lookup, grouped)[0]
+    sorted_ = right["sort"].copy()
+    sorted_["value"] = sorted_["value"].iloc[0]  # in order, but the values are gone
+    assert not invariant_check("sort", df, lookup, sorted_)[0]
 
 
 def test_dask_engine_is_explained_and_off_with_one_gpu():

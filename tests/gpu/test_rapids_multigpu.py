@@ -50,3 +50,20 @@ def test_partitions_are_spread_over_every_gpu(client):
     frame, _ = engine.load(20_000_000, 0, None, make_engines.__globals__["generate_lookup"](0))
     holders = {w for ws in client.who_has(frame).values() for w in ws}
     assert len(holders) == len(GPUS)
+
+
+def test_self_checks_pass_on_dask_cudf_results_and_catch_a_wrong_order(client):
+    """The checks used where no reference fits (1B rows) run on GPU partitions, for every op."""
+    import dask.dataframe as dd
+
+    from rapids_benchmark_dashboard import generate_lookup, get_op, invariant_check
+
+    engine = make_dask_engine(client)
+    frame, lookup = engine.load(2_000_000, 1, None, generate_lookup(1))
+    for op in OPS:
+        ok, detail = invariant_check(op, frame, lookup, get_op(op)(dd, frame, lookup).persist())
+        print(op, detail)
+        assert ok, (op, detail)
+    sorted_ = get_op("sort")(dd, frame, lookup).persist()
+    parts = [sorted_.partitions[i] for i in range(sorted_.npartitions)]
+    assert not invariant_check("sort", frame, lookup, dd.concat([parts[1], parts[0], *parts[2:]]))[0]
