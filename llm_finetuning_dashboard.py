@@ -1976,6 +1976,17 @@ class TrainingStopped(RuntimeError):
 
 
 @app.function
+def out_of_memory_stop(reason, step):
+    """The stop after a torch out-of-memory error, called outside its except block (which would keep the
+    failed frames alive): hand the allocator's cached blocks back to the driver and say what to change."""
+    gc.collect()
+    torch.cuda.empty_cache()
+    return TrainingStopped(
+        reason, "Choose a smaller batch size or max sequence length and press Train again.", step
+    )
+
+
+@app.function
 def train_one_step(run, batch, adapter_parameters, max_grad_norm):
     """One optimizer step. Plain path: returns step facts as numbers. Fast path: a tensor still on the device."""
     if run.speed is not None and run.speed.deferred:
@@ -2111,12 +2122,9 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
                 step += len(pending)  # steps queued before the failure were applied; count them
                 pending.clear()
                 run.optimizer.zero_grad(set_to_none=True)
-                gc.collect()
-                torch.cuda.empty_cache()
-                raise TrainingStopped(
+                raise out_of_memory_stop(
                     f"GPU out of memory at step {step + 1} (batch {run.settings.batch_size} × up to "
                     f"{run.settings.max_length} tokens).",
-                    "Choose a smaller batch size or max sequence length and press Train again.",
                     step,
                 )
             if not deferred:
@@ -2140,13 +2148,7 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
         except torch.OutOfMemoryError:
             out_of_memory = True
         if out_of_memory:
-            gc.collect()
-            torch.cuda.empty_cache()
-            raise TrainingStopped(
-                f"GPU out of memory while evaluating after epoch {epoch + 1}.",
-                "Choose a smaller batch size or max sequence length and press Train again.",
-                step,
-            )
+            raise out_of_memory_stop(f"GPU out of memory while evaluating after epoch {epoch + 1}.", step)
         yield {"kind": "eval", "step": step, "epoch": epoch + 1, **metrics}
 
 
@@ -2245,13 +2247,7 @@ def evaluate_run(run, eval_frame, max_new_tokens):
     except torch.OutOfMemoryError:
         out_of_memory = True
     if out_of_memory:
-        gc.collect()
-        torch.cuda.empty_cache()
-        raise TrainingStopped(
-            "GPU out of memory while evaluating.",
-            "Choose a smaller batch size or max sequence length and press Train again.",
-            0,
-        )
+        raise out_of_memory_stop("GPU out of memory while evaluating.", 0)
     scored = score_generations(eval_frame, generations)
     metrics.update(exact_match=scored["exact_match"].mean(), format_match=scored["format_match"].mean())
     return metrics, scored
@@ -2381,10 +2377,16 @@ def merge_check(run, prompts):
 
 
 @app.function
-def process_gpu_lock():
-    """One lock per server process: each `marimo run` viewer re-runs the setup, so it lives in sys.modules."""
+def process_registry():
+    """This server process's shared objects: each `marimo run` viewer re-runs the setup, so they live in sys.modules."""
     holder = sys.modules.setdefault("llm_finetuning_dashboard_gpu_lock", types.ModuleType("gpu_lock"))
-    return holder.__dict__.setdefault("lock", threading.Lock())
+    return holder.__dict__
+
+
+@app.function
+def process_gpu_lock():
+    """One GPU lock per server process, shared by every viewer."""
+    return process_registry().setdefault("lock", threading.Lock())
 
 
 @app.function
@@ -2620,8 +2622,7 @@ def warm_up_kernels(device, settings=None):
 @app.function
 def warm_up_state():
     """This process's warm-up: {"status": "running" | "done" | "failed", "seconds", "error"}; {} if none."""
-    holder = sys.modules.setdefault("llm_finetuning_dashboard_gpu_lock", types.ModuleType("gpu_lock"))
-    return holder.__dict__.setdefault("warm_up", {})
+    return process_registry().setdefault("warm_up", {})
 
 
 @app.function
@@ -2683,8 +2684,7 @@ def warm_up_note(device, state=None):
 @app.function
 def process_gpu_lock_guard():
     """A small process-wide lock for the warm-up's bookkeeping (not the GPU lock itself)."""
-    holder = sys.modules.setdefault("llm_finetuning_dashboard_gpu_lock", types.ModuleType("gpu_lock"))
-    return holder.__dict__.setdefault("state_lock", threading.Lock())
+    return process_registry().setdefault("state_lock", threading.Lock())
 
 
 @app.function
