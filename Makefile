@@ -9,7 +9,7 @@ PORT   ?= 2718
 GPU    ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 REQS   := requirements.txt $(if $(filter 1,$(GPU)),requirements-gpu.txt)
 
-.PHONY: run edit test lint smoke install clean
+.PHONY: run edit test test-all lint smoke install clean
 
 $(BIN)/.installed: requirements.txt requirements-gpu.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ run: install   ## read-only app in the browser (add HOST=0.0.0.0 to share it)
 edit: install  ## the notebook with its code (token-protected)
 	$(BIN)/marimo edit $(APP) --host $(HOST) --port $(PORT)
 
-test: install
+test: install   ## the CI suite: everything except tests marked `slow`
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: install   ## the whole suite, `slow` tests included
 	$(BIN)/python -m pytest
 
 lint: install
