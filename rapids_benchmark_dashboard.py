@@ -25,6 +25,7 @@ with app.setup:
     import math
     import os
     import statistics
+    import sys
     import tempfile
     import threading
     import time
@@ -76,8 +77,22 @@ with app.setup:
     # being freed, sort/join scratch and the comparison copy. Measured peaks stay below these.
     # measured (NVML, CUDA context included): 10.4 GB for 100M rows, 69.3 GB for 500M rows (139 B/row)
     GPU_WORKING_FACTOR = 6.0
-    HOST_WORKING_FACTOR = 7.0  # measured: 17 GB peak RSS for 100M rows (25 B/row) on the H100 box
+    # Host working memory per engine, as multiples of the data frame's bytes, summed over the engines a run
+    # uses. Measured with bench/rapids_host_memory.py (peak RSS above the baseline over one run of the five
+    # ops; 2-core 24 GB CPU machine, 2026-12-01), then × 1.2 margin. pandas' share holds the data, its
+    # generation and the reference results kept while the other engines run.
+    HOST_FACTORS = {
+        "pandas": 4.8,  # measured 3.98× at 2M rows, 2.88× at 10M
+        "polars": 9.0,  # measured 6.58× at 2M, 7.45× at 10M: its frame, results, checks made in Polars
+        "cudf": 6.0,  # host side only (results copied back and checked): measured 4.08× at 2M, 4.95× at 10M
+        "polars_gpu": 9.3,  # its string-category frame and host results: measured 7.24× at 2M, 7.74× at 10M
+        "dask": 4.8,  # the CPU stand-in the tests use keeps its partitions in this process, like pandas
+        "dask_cudf": 1.0,  # data lives in the workers' GPUs; results come back here only to be checked
+    }
+    # The sum is conservative: all four together peaked at 13.7× at 2M rows against a 21.9× sum of shares.
+    HOST_WORKING_FACTOR = HOST_FACTORS["pandas"] + HOST_FACTORS["polars"]  # the CPU engines of a default run
     MEMORY_HEADROOM = 0.85
+    HOST_TO_GPU = "host→GPU copy"
     # pandas has no JIT and no device pool: its warm-up runs on a slice of this many rows.
     CPU_WARMUP_ROWS = 1_000_000
     DATA_CHUNK_ROWS = 10_000_000
@@ -91,7 +106,9 @@ with app.setup:
         "polars_gpu": "Polars GPU",
         "dask_cudf": "Dask-cuDF",
     }
-    GPU_LOCK_PATH = os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
+    # One machine-wide lock file shared with the fine-tuning app; tests point GPU_NOTEBOOKS_LOCK_PATH elsewhere.
+    GPU_LOCK_ENV = "GPU_NOTEBOOKS_LOCK_PATH"
+    DEFAULT_GPU_LOCK_PATH = os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
 
 
 @app.cell(hide_code=True)
@@ -246,60 +263,66 @@ def _(dask_message, dask_switch, mode_radio, ops_select, repeats_input, rows_sli
 
 
 @app.cell
-def _(cli, cudf_module, dask_switch, gpus, mode_radio, ops_select, repeats_input, rows_slider):
+def _(
+    cli,
+    cudf_module,
+    dask_switch,
+    mode_radio,
+    ops_select,
+    polars_gpu,
+    polars_module,
+    repeats_input,
+    rows_slider,
+):
     # Headless runs (`-- --smoke` or `-- --run --rows N`) take their settings from the command line.
     _auto = cli["autorun"]
-    # Free memory read now, not at start-up: another program (or viewer) may have taken some since.
-    _gpus = read_gpu_status() if gpus else []
-    _host_free = read_host_status()["available_bytes"]
-    plan = plan_run(
-        requested_rows=(cli["rows"] or (10_000 if cli["smoke"] else rows_slider.value))
+    settings = {
+        "requested_rows": (cli["rows"] or (10_000 if cli["smoke"] else rows_slider.value))
         if _auto
         else rows_slider.value,
-        ops=(cli["ops"] or list(OPS)) if _auto else (ops_select.value or []),
-        repeats=(cli["repeats"] or (1 if cli["smoke"] else 3)) if _auto else int(repeats_input.value or 1),
-        sweep=(cli["smoke"] or cli["sweep"]) if _auto else mode_radio.value.startswith("Size sweep"),
-        bytes_per_row=estimate_bytes_per_row(),
-        free_gpu_bytes=min((g["memory_free_bytes"] or 0 for g in _gpus), default=None)
-        if cudf_module
-        else None,
-        free_host_bytes=_host_free,
-        all_gpus_free_bytes=sum(g["memory_free_bytes"] or 0 for g in _gpus) if dask_switch.value else None,
-    )
-    mo.callout(mo.md(plan["cap_message"]), kind="warn") if plan["cap_message"] else None
-    return (plan,)
+        "ops": (cli["ops"] or list(OPS)) if _auto else (ops_select.value or []),
+        "repeats": (cli["repeats"] or (1 if cli["smoke"] else 3)) if _auto else int(repeats_input.value or 1),
+        "sweep": (cli["smoke"] or cli["sweep"]) if _auto else mode_radio.value.startswith("Size sweep"),
+        "dask": bool(dask_switch.value),
+    }
+    # A preview with the memory free now; the run re-plans with what is free when Run is clicked.
+    _preview = plan_from_settings(settings, make_engines(cudf_module, polars_module, polars_gpu))
+    mo.callout(mo.md(_preview["cap_message"]), kind="warn") if _preview["cap_message"] else None
+    return (settings,)
 
 
 @app.cell
-def _(cli, cudf_module, dask_switch, plan, polars_gpu, polars_module, run_button):
+def _(cli, cudf_module, gpus, polars_gpu, polars_module, run_button, settings):
     mo.stop(
         not (run_button.value or cli["autorun"]),
         mo.md("_Choose a size and operations, then click **Run benchmark**._"),
     )
-    mo.stop(not plan["ops"], mo.callout(mo.md("Pick at least one operation."), kind="warn"))
-    engines = make_engines(cudf_module, polars_module, polars_gpu)
-    if dask_switch.value:
-        with mo.status.spinner("Starting one Dask worker per GPU (once per app process)…"):
-            engines.append(make_dask_engine(dask_client("gpu")))
+    mo.stop(not settings["ops"], mo.callout(mo.md("Pick at least one operation."), kind="warn"))
+    _wait = lock_wait_text(bool(gpus))
     with (
-        gpu_lock(
-            on_wait=lambda: mo.output.replace(
-                mo.callout(
-                    mo.md(
-                        "**Waiting for the GPU** — another viewer is running a benchmark or a training job on this card. "
-                        "Yours starts as soon as it finishes."
-                    ),
-                    kind="info",
-                )
-            )
-        ),
+        gpu_lock(on_wait=lambda: mo.output.replace(mo.callout(mo.md(_wait), kind="info"))) as _lease,
         frames_freed_on_interrupt(),
     ):
+        # The waiting box goes once the run has its turn; how long it waited stays said.
+        _waited = lock_waited_text(_lease["waited_s"], bool(gpus))
+        if _waited:
+            mo.output.replace(mo.md(f"_{_waited}_"))
+        else:
+            mo.output.clear()
+        engines = make_engines(cudf_module, polars_module, polars_gpu)
+        if settings["dask"]:
+            with mo.status.spinner("Starting one Dask worker per GPU (once per app process)…"):
+                engines.append(make_dask_engine(dask_client("gpu")))
+        # Free memory read now, at the click and under the lock: the previous run has given its memory back.
+        plan = plan_from_settings(settings, engines)
+        if plan["cap_message"]:
+            mo.output.append(mo.callout(mo.md(plan["cap_message"]), kind="warn"))
         bench = run_with_progress(plan, engines)
+    bench["waited_s"] = _lease["waited_s"]
     mo.output.replace(
         mo.md(
             f"Finished in **{bench['wall_s']:.1f} s** — {len(bench['records'])} measurements over "
-            f"{len(plan['sizes'])} size(s)."
+            f"{len(plan['sizes'])} size(s). {_waited}"
         )
     )
     return (bench,)
@@ -308,46 +331,7 @@ def _(cli, cudf_module, dask_switch, plan, polars_gpu, polars_module, run_button
 @app.cell
 def _(bench):
     summary = summarize_records(bench["records"], bench["peak_bandwidth_gbs"])
-    _bad = summary[summary["match"] == "✗"]
-    _checked = summary[summary["match"] != ""]
-    _msgs = []
-    if len(_bad):  # never hidden behind anything else
-        _msgs.append(
-            mo.callout(
-                mo.md(
-                    "## ✗ Results DISAGREE with pandas\n\n"
-                    + "\n".join(
-                        f"- **{r.op}** at {format_rows(r.rows)} rows: {r.detail}" for r in _bad.itertuples()
-                    )
-                    + "\n\nThe speedups for these operations are meaningless until this is explained."
-                ),
-                kind="danger",
-            )
-        )
-    if bench["errors"]:
-        _msgs.append(
-            mo.callout(
-                mo.md("**Some measurements failed:**\n\n" + "\n".join(f"- {e}" for e in bench["errors"])),
-                kind="danger",
-            )
-        )
-    if len(_checked) and not len(_bad):
-        _engines = sorted({d.split(":")[0] for r in _checked.itertuples() for d in r.detail.split("; ")})
-        _msgs.append(
-            mo.callout(
-                mo.md(
-                    f"**✓ Every result matches pandas** — {len(_checked)} checks of "
-                    f"{', '.join(ENGINE_LABELS.get(e, e) for e in _engines)}: same rows, floats within 1e-7 relative."
-                ),
-                kind="success",
-            )
-        )
-    if not len(_checked):
-        _msgs.append(
-            mo.callout(mo.md("pandas alone ran: there is no second result to check."), kind="neutral")
-        )
-    _msg = mo.vstack(_msgs)
-    _msg
+    mo.vstack([mo.callout(mo.md(text), kind=kind) for kind, text in check_messages(summary, bench["errors"])])
     return (summary,)
 
 
@@ -370,12 +354,18 @@ def _(summary):
 
 
 @app.cell(hide_code=True)
-def _(bench, summary):
+def _(summary):
+    _times = sweep_times_chart(summary)
+    mo.stop(_times is None)
     _sweep = sweep_chart(summary)
     _cross = crossover_rows(summary)
-    mo.stop(_sweep is None)
-    mo.vstack(
-        [
+    _parts = [
+        mo.md("### How the time grows with the size"),
+        mo.md("Median time of each engine at every size of the sweep (log–log; one panel per operation)."),
+        _times,
+    ]
+    if _sweep is not None:
+        _parts += [
             mo.md("### Where does the GPU start to win?"),
             mo.md(
                 f"Median speedup of cuDF over pandas for each size. **The GPU overtakes pandas at about "
@@ -385,7 +375,7 @@ def _(bench, summary):
             ),
             _sweep,
         ]
-    )
+    mo.vstack(_parts)
     return
 
 
@@ -396,7 +386,7 @@ def _(bench):
         [
             mo.md(
                 f"### GPU timeline ({len(bench['samples'])} NVML samples, "
-                f"{bench['sample_rate_hz']:.0f} Hz) — shaded: cuDF operations"
+                f"{bench['sample_rate_hz']:.0f} Hz) — shaded: when each engine ran an operation"
             ),
             timeline_chart(pd.DataFrame(bench["samples"]), pd.DataFrame(bench["spans"])),
         ]
@@ -461,21 +451,14 @@ def _(get_last_run, gpus, host):
 
 
 @app.cell(hide_code=True)
+def _(get_last_run):
+    mo.md(takeaways_text(get_last_run()))
+    return
+
+
+@app.cell(hide_code=True)
 def _():
     mo.md(r"""
-    ## Takeaways
-
-    - A GPU wins when there is **enough data to fill it**: below roughly a million rows, kernel launches and
-      synchronization cost more than the work, and pandas is as fast or faster.
-    - Operations with **lots of random memory access** — joins, group-bys over many keys, sorts — gain most
-      (on an H100 at 100M rows: 180–400× over pandas), because the GPU hides memory latency with
-      thousands of threads and its HBM3 moves data far faster than a CPU's DRAM. A **group-by over few keys**
-      gains least (~45×): thousands of threads contend for the same hundred accumulators.
-    - pandas uses **one core**. Against Polars on all cores the GPU's lead is smaller — compare the
-      *vs fastest CPU engine* column before you decide.
-    - **Copies count.** If your data starts in pandas and must return to pandas, the end-to-end speedup is
-      the honest one; keep data on the GPU across several operations to amortize the copy.
-
     ## Library
 
     Open the notebook with `marimo edit` to read the helpers that follow this cell: plain Python functions
@@ -648,16 +631,28 @@ def plan_run(
     free_gpu_bytes: int | None,
     free_host_bytes: int | None,
     all_gpus_free_bytes: int | None = None,
+    engine_names: list[str] | None = None,
 ) -> dict:
     """What will run: sizes (capped by memory), ops and repeats, with the reason for any cap.
 
+    The host cap holds for every engine in `engine_names` (HOST_FACTORS summed; default pandas + Polars).
     With Dask over several GPUs (`all_gpus_free_bytes`: free memory summed over them) the size may exceed
     one card; the single-GPU and host engines then run only up to `single_engine_rows`.
     """
-    single_rows, message = cap_rows(requested_rows, bytes_per_row, free_gpu_bytes, free_host_bytes)
+    names = engine_names or ["pandas", "polars"]
+    host_factor = host_working_factor([n for n in names if n != "dask_cudf"] or ["pandas"])
+    single_rows, message = cap_rows(
+        requested_rows, bytes_per_row, free_gpu_bytes, free_host_bytes, host_factor=host_factor
+    )
     rows = single_rows
     if all_gpus_free_bytes:
-        rows, message = cap_rows(requested_rows, bytes_per_row, all_gpus_free_bytes, None)
+        rows, message = cap_rows(
+            requested_rows,
+            bytes_per_row,
+            all_gpus_free_bytes,
+            free_host_bytes,
+            host_factor=HOST_FACTORS["dask_cudf"],
+        )
         if rows > single_rows:
             message = (message + "\n\n" if message else "") + (
                 f"Above **{format_rows(single_rows)} rows** the data no longer fits one GPU (or this host's RAM): "
@@ -679,7 +674,33 @@ def plan_run(
         "repeats": max(int(repeats), 1),
         "cap_message": message,
         "bytes_per_row": bytes_per_row,
+        "host_factor": host_factor,
     }
+
+
+@app.function
+def plan_from_settings(settings: dict, engines: list) -> dict:
+    """plan_run for these settings and engines, with free GPU and host memory read now (at the Run click).
+
+    `settings["dask"]` plans for Dask-cuDF over every GPU even before its engine (and cluster) exists.
+    """
+    names = [e.name for e in engines]
+    use_gpu = any(e.on_gpu and e.load is None for e in engines)
+    use_dask = bool(settings.get("dask")) or any(e.on_gpu and e.load is not None for e in engines)
+    if use_dask and "dask_cudf" not in names:
+        names.append("dask_cudf")
+    gpus = read_gpu_status() if use_gpu or use_dask else []
+    return plan_run(
+        requested_rows=settings["requested_rows"],
+        ops=settings["ops"],
+        repeats=settings["repeats"],
+        sweep=settings["sweep"],
+        bytes_per_row=estimate_bytes_per_row(),
+        free_gpu_bytes=min((g["memory_free_bytes"] or 0 for g in gpus), default=None) if use_gpu else None,
+        free_host_bytes=read_host_status()["available_bytes"],
+        all_gpus_free_bytes=sum(g["memory_free_bytes"] or 0 for g in gpus) if use_dask else None,
+        engine_names=names,
+    )
 
 
 @app.function
@@ -793,40 +814,38 @@ def results_match(
     """Compare a result from any DataFrame library with pandas' (order: 'rows', 'unordered' or 'key:<col>').
 
     `to_library` moves pandas' answer to where `actual` lives (e.g. `cudf.from_pandas`), so the check
-    runs on the GPU instead of copying the result back to the host.
+    runs on the GPU instead of copying the result back to the host. Nothing is caught here: out of memory
+    reaches run_benchmark (a failed measurement), any other error is a bug and must not read as ✗.
     """
-    try:
-        exp, act = flatten_result(expected), flatten_result(actual)
-        if len(exp) != len(act):
-            return False, f"{len(act):,} rows, expected {len(exp):,}"
-        if set(map(str, exp.columns)) != set(map(str, act.columns)):
-            return False, f"columns {sorted(map(str, act.columns))}, expected {sorted(map(str, exp.columns))}"
-        cols = list(exp.columns)
-        act = act[cols]
-        if to_library is not None and not isinstance(act, pd.DataFrame):
-            exp = to_library(exp)
-        if order.startswith("key:"):
-            key = order.split(":", 1)[1]
-            if not bool((exp[key] == act[key]).all()):
-                return False, f"not sorted like pandas by {key}"
-        if order != "rows":
-            # Rows as a multiset: both sides in one canonical order (ties broken by every column).
-            exp = exp.sort_values(cols).reset_index(drop=True)
-            act = act.sort_values(cols).reset_index(drop=True)
-        for col in cols:
-            a, e = act[col], exp[col]
-            if str(e.dtype).startswith("float"):
-                close = ((a - e).abs() <= atol + rtol * e.abs()) | (a.isna() & e.isna())
-            else:
-                close = (a == e) | (a.isna() & e.isna())
-            bad = int((~close).sum())
-            if bad:
-                return False, f"{bad:,} of {len(exp):,} values differ in column '{col}'"
-        return True, f"{len(exp):,} rows identical" + (
-            " (floats within tolerance)" if any(str(exp[c].dtype).startswith("float") for c in cols) else ""
-        )
-    except Exception as err:  # a comparison that cannot run is a failed check, shown loudly
-        return False, f"comparison failed: {type(err).__name__}: {err}"
+    exp, act = flatten_result(expected), flatten_result(actual)
+    if len(exp) != len(act):
+        return False, f"{len(act):,} rows, expected {len(exp):,}"
+    if set(map(str, exp.columns)) != set(map(str, act.columns)):
+        return False, f"columns {sorted(map(str, act.columns))}, expected {sorted(map(str, exp.columns))}"
+    cols = list(exp.columns)
+    act = act[cols]
+    if to_library is not None and not isinstance(act, pd.DataFrame):
+        exp = to_library(exp)
+    if order.startswith("key:"):
+        key = order.split(":", 1)[1]
+        if not bool((exp[key] == act[key]).all()):
+            return False, f"not sorted like pandas by {key}"
+    if order != "rows":
+        # Rows as a multiset: both sides in one canonical order (ties broken by every column).
+        exp = exp.sort_values(cols).reset_index(drop=True)
+        act = act.sort_values(cols).reset_index(drop=True)
+    for col in cols:
+        a, e = act[col], exp[col]
+        if str(e.dtype).startswith("float"):
+            close = ((a - e).abs() <= atol + rtol * e.abs()) | (a.isna() & e.isna())
+        else:
+            close = (a == e) | (a.isna() & e.isna())
+        bad = int((~close).sum())
+        if bad:
+            return False, f"{bad:,} of {len(exp):,} values differ in column '{col}'"
+    return True, f"{len(exp):,} rows identical" + (
+        " (floats within tolerance)" if any(str(exp[c].dtype).startswith("float") for c in cols) else ""
+    )
 
 
 @app.class_definition
@@ -901,6 +920,8 @@ class Engine:
     compare: Callable | None = None  # (expected pandas, result, order) → (ok, detail); None: results_match
     load: Callable | None = None  # (n_rows, seed, df, lookup) → (frame, lookup) made where the engine lives
     slice_warmup: bool = False  # warm up on a CPU_WARMUP_ROWS slice (CPU engines: no JIT, no device pool)
+    load_kind: str = ""  # what its timed load is (HOST_TO_GPU, a conversion, made on workers); "": none
+    gpus: tuple[int, ...] | None = ()  # the GPUs its ops run on (None: every GPU); () for CPU engines
 
 
 @app.function
@@ -909,6 +930,16 @@ def cuda_synchronize() -> None:
     import cupy
 
     cupy.cuda.runtime.deviceSynchronize()
+
+
+@app.function
+def current_gpu() -> int:
+    """The CUDA device this process's cuDF work runs on (CuPy's current device; 0 without CuPy)."""
+    try:
+        import cupy
+    except ImportError:
+        return 0
+    return int(cupy.cuda.runtime.getDevice())
 
 
 @app.function
@@ -925,6 +956,7 @@ def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False)
                 ops=polars_ops("cpu"),
                 compare=results_match_polars,
                 slice_warmup=True,
+                load_kind="pandas → Polars conversion",
             )
         )
     if cudf_module is not None:
@@ -936,6 +968,8 @@ def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False)
                 to_device=cudf_module.from_pandas,
                 to_host=lambda frame: frame.to_pandas(),
                 sync=cuda_synchronize,
+                load_kind=HOST_TO_GPU,
+                gpus=(current_gpu(),),
             )
         )
     if polars_module is not None and polars_gpu:
@@ -948,6 +982,8 @@ def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False)
                 to_device=functools.partial(polars_frame_for_gpu, polars_module),
                 ops=polars_ops("gpu"),
                 compare=results_match_polars,
+                load_kind="pandas → Polars conversion (each collect copies to the GPU and back)",
+                gpus=(current_gpu(),),
             )
         )
     return engines
@@ -1054,50 +1090,45 @@ def polars_ops(engine: str = "cpu") -> dict:
 def results_match_polars(
     expected: pd.DataFrame, actual, order: str, rtol: float = 1e-7, atol: float = 1e-9
 ) -> tuple[bool, str]:
-    """results_match for a Polars result, done in Polars (multi-threaded) so large checks stay fast."""
+    """results_match for a Polars result, done in Polars (multi-threaded) so large checks stay fast; raises like it."""
     import polars as pl
 
-    try:
-        exp = pl.from_pandas(flatten_result(expected))
-        if exp.height != actual.height:
-            return False, f"{actual.height:,} rows, expected {exp.height:,}"
-        if set(exp.columns) != set(actual.columns):
-            return False, f"columns {sorted(actual.columns)}, expected {sorted(exp.columns)}"
-        cols = exp.columns
+    exp = pl.from_pandas(flatten_result(expected))
+    if exp.height != actual.height:
+        return False, f"{actual.height:,} rows, expected {exp.height:,}"
+    if set(exp.columns) != set(actual.columns):
+        return False, f"columns {sorted(actual.columns)}, expected {sorted(exp.columns)}"
+    cols = exp.columns
 
-        def normal(frame):
-            # Categories compare as text, integers of any width as Int64.
-            return frame.select(
-                pl.col(c).cast(pl.String)
-                if isinstance(frame.schema[c], (pl.Categorical, pl.Enum))
-                else pl.col(c).cast(pl.Int64)
-                if frame.schema[c].is_integer()
-                else pl.col(c)
-                for c in cols
-            )
+    def normal(frame):
+        # Categories compare as text, integers of any width as Int64.
+        return frame.select(
+            pl.col(c).cast(pl.String)
+            if isinstance(frame.schema[c], (pl.Categorical, pl.Enum))
+            else pl.col(c).cast(pl.Int64)
+            if frame.schema[c].is_integer()
+            else pl.col(c)
+            for c in cols
+        )
 
-        exp, act = normal(exp), normal(actual)
-        if order.startswith("key:"):
-            key = order.split(":", 1)[1]
-            if not (exp[key] == act[key]).all():
-                return False, f"not sorted like pandas by {key}"
-        if order != "rows":
-            exp, act = exp.sort(cols), act.sort(cols)
-        for col in cols:
-            a, e = act[col], exp[col]
-            if e.dtype.is_float():
-                close = ((a - e).abs() <= atol + rtol * e.abs()).fill_null(False) | (
-                    a.is_null() & e.is_null()
-                )
-                close = close | (a.is_nan().fill_null(False) & e.is_nan().fill_null(False))
-            else:
-                close = (a == e).fill_null(False) | (a.is_null() & e.is_null())
-            bad = int((~close).sum())
-            if bad:
-                return False, f"{bad:,} of {exp.height:,} values differ in column '{col}'"
-        return True, f"{exp.height:,} rows identical (floats within tolerance)"
-    except Exception as err:
-        return False, f"comparison failed: {type(err).__name__}: {err}"
+    exp, act = normal(exp), normal(actual)
+    if order.startswith("key:"):
+        key = order.split(":", 1)[1]
+        if not (exp[key] == act[key]).all():
+            return False, f"not sorted like pandas by {key}"
+    if order != "rows":
+        exp, act = exp.sort(cols), act.sort(cols)
+    for col in cols:
+        a, e = act[col], exp[col]
+        if e.dtype.is_float():
+            close = ((a - e).abs() <= atol + rtol * e.abs()).fill_null(False) | (a.is_null() & e.is_null())
+            close = close | (a.is_nan().fill_null(False) & e.is_nan().fill_null(False))
+        else:
+            close = (a == e).fill_null(False) | (a.is_null() & e.is_null())
+        bad = int((~close).sum())
+        if bad:
+            return False, f"{bad:,} of {exp.height:,} values differ in column '{col}'"
+    return True, f"{exp.height:,} rows identical (floats within tolerance)"
 
 
 @app.function
@@ -1122,15 +1153,27 @@ def detect_dask(gpu_count: int) -> tuple[bool, str]:
 
 @app.function
 def dask_client(kind: str = "gpu", n_workers: int = 2):
-    """The app's Dask cluster and client: started once per process, reused by every viewer and every re-run."""
-    import atexit
-    import sys
+    """The app's Dask cluster and client: started once per process, reused by every viewer and every re-run.
+
+    Viewers of `marimo run` are threads of one process: the check and the start happen under one
+    process-wide lock, so two viewers pressing Run together share one cluster instead of starting two.
+    """
     import types
 
     registry = sys.modules.setdefault(
         "gpu_learning_notebooks_dask", types.ModuleType("gpu_learning_notebooks_dask")
     )
-    client = registry.__dict__.get(kind)
+    # setdefault is atomic under the GIL: every thread gets the same lock object.
+    with registry.__dict__.setdefault("lock", threading.Lock()):
+        return start_dask_client(registry.__dict__, kind, n_workers)
+
+
+@app.function
+def start_dask_client(registry: dict, kind: str, n_workers: int):
+    """dask_client's body, run under its lock: reuse the running client of this kind or start one."""
+    import atexit
+
+    client = registry.get(kind)
     if client is not None and client.status == "running":
         return client
     from distributed import Client, LocalCluster
@@ -1144,7 +1187,7 @@ def dask_client(kind: str = "gpu", n_workers: int = 2):
             n_workers=n_workers, threads_per_worker=1, processes=False, dashboard_address=None
         )
     client = Client(cluster)  # the default client: len(), compute() and sorting all run on these workers
-    registry.__dict__[kind] = client
+    registry[kind] = client
 
     def shutdown():
         # Workers first (retire, then close), so none is left heartbeating to a scheduler that is gone.
@@ -1220,6 +1263,8 @@ def make_dask_engine(client, gpu: bool = True) -> Engine:
         ops={name: timed(get_op(name)) for name in OPS},
         compare=compare,
         load=load,
+        load_kind="partitions generated on the workers",
+        gpus=None if gpu else (),
     )
 
 
@@ -1248,16 +1293,55 @@ def detect_polars(cudf_module=None, force_cpu: bool = False):
 
 @app.function
 def is_out_of_memory(err: BaseException) -> bool:
-    """True for host or GPU allocation failures (RMM raises MemoryError; CUDA errors name it)."""
-    text = f"{type(err).__name__} {err}".lower()
-    return isinstance(err, MemoryError) or "out of memory" in text or "out_of_memory" in text
+    """True for a host or GPU allocation failure, recognised by its type wherever the library gives one.
+
+    MemoryError covers Python's own, RMM's and libcudf's `std::bad_alloc` (Cython maps it to MemoryError)
+    and CuPy's OutOfMemoryError (a MemoryError subclass). CuPy's CUDARuntimeError carries the CUDA status
+    (2 = cudaErrorMemoryAllocation). Only a libcudf `cuda_error` arrives as a bare RuntimeError with no type
+    of its own, so for that one class alone the message is read.
+    """
+    if isinstance(err, MemoryError):
+        return True
+    runtime = sys.modules.get("cupy_backends.cuda.api.runtime")
+    if runtime is not None and isinstance(err, runtime.CUDARuntimeError):
+        return getattr(err, "status", None) == 2
+    return type(err) is RuntimeError and "out of memory" in str(err).lower()
+
+
+@app.function
+def library_errors() -> tuple[type[BaseException], ...]:
+    """The documented failures of the engines' libraries (those loaded): reported per op, never raised.
+
+    cuDF and cudf-polars raise NotImplementedError for a feature or dtype they do not support; Polars'
+    errors derive from PolarsError; a Dask worker that dies or a lost connection raises KilledWorker or
+    CommClosedError. Anything else (NameError, TypeError, KeyError ...) is a bug and propagates.
+    """
+    errors: list[type[BaseException]] = [NotImplementedError]
+    if (polars := sys.modules.get("polars")) is not None:
+        errors.append(polars.exceptions.PolarsError)
+    if (distributed := sys.modules.get("distributed")) is not None:
+        errors.append(distributed.KilledWorker)
+        if (comm := sys.modules.get("distributed.comm.core")) is not None:
+            errors.append(comm.CommClosedError)
+    return tuple(errors)
+
+
+@app.function
+def is_reported_failure(err: BaseException) -> bool:
+    """Out of memory or a library's documented error: shown as a failed measurement, the run goes on."""
+    return is_out_of_memory(err) or isinstance(err, library_errors())
 
 
 @app.function
 def finish_record(
-    eng, op, n, repeats, timing, dev_df, h2d_s, expected, clock=time.perf_counter, dev_lookup=None
+    eng, op, n, repeats, timing, dev_df, load_s, expected, clock=time.perf_counter, dev_lookup=None
 ) -> dict:
-    """The record of one timed op; for every engine after the reference: copy back (timed) and check."""
+    """The record of one timed op, checked: against pandas' result, or by a self-check where pandas has none.
+
+    pandas (the engine named "pandas") is the reference. Without its result for this op and size (pandas
+    failed, or the size is beyond it) a pandas-API result (cuDF, Dask) is self-checked from the input and
+    a Polars one is marked not checked: no other engine's result silently becomes the reference.
+    """
     result = timing.result
     rec = {
         "rows": n,
@@ -1271,13 +1355,16 @@ def finish_record(
         "rows_out": len(result),
         "bytes_touched": bytes_touched(op, dev_df, result),
         "on_gpu": eng.on_gpu,
-        "h2d_s": h2d_s,
+        "load_s": load_s,
+        "load_kind": eng.load_kind,
+        "h2d_s": load_s if eng.load_kind == HOST_TO_GPU else math.nan,
         "d2h_s": 0.0,
         "match": None,
+        "checked_by": "",
         "detail": "reference",
     }
-    if expected is None and eng.load is not None:  # no engine could hold this size as a reference
-        rec["match"], rec["detail"] = invariant_check(op, dev_df, dev_lookup, result)
+    if eng.name == "pandas":
+        return rec
     if expected is not None:
         if eng.to_host is not None:
             t0 = clock()
@@ -1286,6 +1373,12 @@ def finish_record(
             rec["d2h_s"] = clock() - t0
         check = eng.compare or functools.partial(results_match, to_library=eng.to_device)
         rec["match"], rec["detail"] = check(expected, result, OP_ORDER[op])
+        rec["checked_by"] = "pandas"
+    elif eng.compare is None or eng.load is not None:  # a pandas-API result: checked from the input
+        rec["match"], rec["detail"] = invariant_check(op, dev_df, dev_lookup, result)
+        rec["checked_by"] = "self-check"
+    else:
+        rec["detail"] = "not checked: pandas, the reference, has no result for this op and size"
     return rec
 
 
@@ -1295,8 +1388,8 @@ def invariant_check(op: str, df, lookup, result) -> tuple[bool, str]:
 
     Every figure is computed from `df` by a different route than the op itself: row counts, key counts,
     sums over masks, group sums against counts × means, and for the sort the order inside and between
-    partitions. Works on pandas, cuDF and Dask. An out-of-memory error is raised (the op is then reported
-    as failed); any other error in the check is a ✗ that says the check could not run.
+    partitions. Works on pandas, cuDF and Dask. Errors propagate: out of memory is reported by
+    run_benchmark as a failed measurement, anything else is a bug.
     """
 
     def get(x):
@@ -1312,63 +1405,86 @@ def invariant_check(op: str, df, lookup, result) -> tuple[bool, str]:
     def count(frame):
         return int(get(frame.map_partitions(len).sum())) if hasattr(frame, "npartitions") else len(frame)
 
-    try:
-        n, rows = count(df), count(result)
-        if op == "filter":
-            mask = (df["value"] > 50.0) & (df["key_few"] < 50)
-            want, want_sum = int(get(mask.sum())), get((df["value"] * mask).sum())
-            bad = int(get(((result["value"] <= 50.0) | (result["key_few"] >= 50)).sum()))
-            ok = rows == want and bad == 0 and close(get(result["value"].sum()), want_sum)
-            return (
-                ok,
-                f"self-check: {rows:,} rows kept, {want:,} qualify, {bad:,} that should not, value sums",
+    n, rows = count(df), count(result)
+    if op == "filter":
+        mask = (df["value"] > 50.0) & (df["key_few"] < 50)
+        want, want_sum = int(get(mask.sum())), get((df["value"] * mask).sum())
+        bad = int(get(((result["value"] <= 50.0) | (result["key_few"] >= 50)).sum()))
+        ok = rows == want and bad == 0 and close(get(result["value"].sum()), want_sum)
+        return (
+            ok,
+            f"self-check: {rows:,} rows kept, {want:,} qualify, {bad:,} that should not, value sums",
+        )
+    if op in ("groupby_few", "groupby_many"):
+        key = "key_few" if op == "groupby_few" else "key_many"
+        counts, sums = result[("value", "count")], result[("value", "sum")]
+        counted = int(get(counts.sum()))
+        ok = counted == n and rows == int(get(df[key].nunique()))
+        ok = ok and close(get(sums.sum()), get(df["value"].sum()))
+        if ("value", "mean") in result.columns:  # each group's mean × count is its sum
+            diff = (result[("value", "mean")] * counts - sums).abs() - (1e-9 * sums.abs() + 1e-6)
+            ok = ok and int(get((diff > 0).sum())) == 0
+        if ("value", "max") in result.columns:
+            ok = ok and close(get(result[("value", "max")].max()), get(df["value"].max()))
+        return ok, f"self-check: {rows:,} groups, counts add up to {counted:,} of {n:,}, sums, means, max"
+    if op == "join":
+        prices = host(lookup).set_index("key_many")["price"]
+        hit = df["key_many"].isin(list(prices.index))
+        want = int(get(hit.sum()))
+        ok = rows == want and close(get(result["value"].sum()), get((df["value"] * hit).sum()))
+        per_key = host(df["key_many"].value_counts())  # rows per key, then price × rows summed
+        want_price = float((per_key.reindex(prices.index, fill_value=0) * prices).sum())
+        ok = ok and close(get(result["price"].sum()), want_price)
+        return ok, f"self-check: {rows:,} joined rows, {want:,} rows have a key in the lookup, sums"
+    if op == "sort":
+        ok = rows == n and close(get(result["value"].sum()), get(df["value"].sum()))
+        ok = ok and int(get(result["key_many"].sum())) == int(get(df["key_many"].sum()))
+        col = result["value"]
+        if hasattr(col, "to_delayed"):  # per partition where it lives: size, min, max, sorted inside
+            import dask
+
+            def stats(part):
+                if len(part) == 0:
+                    return 0, 0.0, 0.0, True
+                return len(part), float(part.min()), float(part.max()), bool(part.is_monotonic_increasing)
+
+            parts = [p for p in dask.compute(*[dask.delayed(stats)(p) for p in col.to_delayed()]) if p[0]]
+            ordered = all(p[3] for p in parts) and all(
+                a[2] <= b[1] for a, b in zip(parts, parts[1:], strict=False)
             )
-        if op in ("groupby_few", "groupby_many"):
-            key = "key_few" if op == "groupby_few" else "key_many"
-            counts, sums = result[("value", "count")], result[("value", "sum")]
-            counted = int(get(counts.sum()))
-            ok = counted == n and rows == int(get(df[key].nunique()))
-            ok = ok and close(get(sums.sum()), get(df["value"].sum()))
-            if ("value", "mean") in result.columns:  # each group's mean × count is its sum
-                diff = (result[("value", "mean")] * counts - sums).abs() - (1e-9 * sums.abs() + 1e-6)
-                ok = ok and int(get((diff > 0).sum())) == 0
-            if ("value", "max") in result.columns:
-                ok = ok and close(get(result[("value", "max")].max()), get(df["value"].max()))
-            return ok, f"self-check: {rows:,} groups, counts add up to {counted:,} of {n:,}, sums, means, max"
-        if op == "join":
-            prices = host(lookup).set_index("key_many")["price"]
-            hit = df["key_many"].isin(list(prices.index))
-            want = int(get(hit.sum()))
-            ok = rows == want and close(get(result["value"].sum()), get((df["value"] * hit).sum()))
-            per_key = host(df["key_many"].value_counts())  # rows per key, then price × rows summed
-            want_price = float((per_key.reindex(prices.index, fill_value=0) * prices).sum())
-            ok = ok and close(get(result["price"].sum()), want_price)
-            return ok, f"self-check: {rows:,} joined rows, {want:,} rows have a key in the lookup, sums"
-        if op == "sort":
-            ok = rows == n and close(get(result["value"].sum()), get(df["value"].sum()))
-            ok = ok and int(get(result["key_many"].sum())) == int(get(df["key_many"].sum()))
-            col = result["value"]
-            if hasattr(col, "to_delayed"):  # per partition where it lives: size, min, max, sorted inside
-                import dask
+        else:
+            ordered = bool(col.is_monotonic_increasing)
+        ok = ok and ordered
+        return ok, f"self-check: {rows:,} of {n:,} rows, {'in' if ordered else 'NOT in'} order, sums"
+    return False, f"no self-check for {op}"
 
-                def stats(part):
-                    if len(part) == 0:
-                        return 0, 0.0, 0.0, True
-                    return len(part), float(part.min()), float(part.max()), bool(part.is_monotonic_increasing)
 
-                parts = [p for p in dask.compute(*[dask.delayed(stats)(p) for p in col.to_delayed()]) if p[0]]
-                ordered = all(p[3] for p in parts) and all(
-                    a[2] <= b[1] for a, b in zip(parts, parts[1:], strict=False)
-                )
-            else:
-                ordered = bool(col.is_monotonic_increasing)
-            ok = ok and ordered
-            return ok, f"self-check: {rows:,} of {n:,} rows, {'in' if ordered else 'NOT in'} order, sums"
-        return False, f"no self-check for {op}"
-    except Exception as err:
-        if is_out_of_memory(err):
-            raise
-        return False, f"self-check could not run: {type(err).__name__}: {err}"
+@app.function
+def host_working_factor(engine_names) -> float:
+    """Host working memory of a run with these engines, as a multiple of the data frame (HOST_FACTORS, summed)."""
+    return sum(HOST_FACTORS.get(name, max(HOST_FACTORS.values())) for name in engine_names)
+
+
+@app.function
+def read_free_memory(engines) -> dict:
+    """Free host RAM now and, when a single-GPU engine runs, free memory on GPU 0 (bytes; None if unknown)."""
+    gpu = None
+    if any(e.on_gpu and e.load is None for e in engines):
+        gpu = next((g["memory_free_bytes"] for g in read_gpu_status()), None)
+    return {"host": read_host_status()["available_bytes"], "gpu": gpu}
+
+
+@app.function
+def memory_shortfall(
+    what: str, need_bytes: float, free_bytes: float | None, headroom: float = MEMORY_HEADROOM
+):
+    """A sentence when `need_bytes` does not fit `headroom` of `free_bytes`; None when it fits or is unknown."""
+    if free_bytes is None or need_bytes <= free_bytes * headroom:
+        return None
+    return (
+        f"needs ≈ {need_bytes / 1e9:,.1f} GB of {what}, but only {free_bytes / 1e9:,.1f} GB is free now "
+        f"(the app keeps {100 - headroom * 100:.0f}% spare)"
+    )
 
 
 @app.function
@@ -1379,25 +1495,57 @@ def run_benchmark(
     repeats: int,
     seed: int = 0,
     cpu_warmup_rows: int = CPU_WARMUP_ROWS,
-    tick: Callable[[str], None] | None = None,
+    tick: Callable[..., None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    free_memory: Callable[[], dict] | None = None,
 ) -> dict:
-    """Time every op on every engine at every size; check each result against the first engine's (pandas)."""
+    """Time every op on every engine at every size; check each result against pandas'.
+
+    Free memory (`free_memory()`: {"host": bytes, "gpu": bytes or None}) is read before each size and each
+    engine: a size whose host working set no longer fits stops the run, an engine that no longer fits is
+    skipped at that size, each with a message — never an out-of-memory kill of the whole server.
+    `tick(label, gpus)` is called before the warm-up and after each repeat (`gpus`: the engine's GPUs).
+    """
     records, spans, errors, generation = [], [], [], []
-    tick = tick or (lambda label: None)
+    tick = tick or (lambda label, gpus=None: None)
+    free_memory = free_memory or functools.partial(read_free_memory, engines)
+    bytes_per_row = estimate_bytes_per_row()
     for n in sizes:
+        need = {e.name: n * bytes_per_row * host_working_factor([e.name]) for e in engines}
+        start_free = free_memory()
+        short = memory_shortfall("host RAM", sum(need.values()), start_free["host"])
+        if short:
+            errors.append(
+                f"Stopped before {format_rows(n)} rows: the run with "
+                f"{', '.join(ENGINE_LABELS.get(e.name, e.name) for e in engines)} {short}."
+            )
+            break
+        gpu_short = memory_shortfall("GPU memory", n * bytes_per_row * GPU_WORKING_FACTOR, start_free["gpu"])
         t0 = clock()
         # Engines that build their own data (Dask workers) need none from the host.
         df, lookup = (
             generate_data(n, seed) if any(e.load is None for e in engines) else (None, generate_lookup(seed))
         )
         generation.append({"rows": n, "seconds": clock() - t0})
-        frames, h2d = {}, {}
-        for eng in engines:
+        frames, load_s = {}, {}
+        for k, eng in enumerate(engines):
+            if eng.on_gpu and eng.load is None and gpu_short:
+                errors.append(f"{eng.name} skipped at {format_rows(n)} rows: it {gpu_short}.")
+                continue
+            if k > 0:
+                # Still ahead at this size: this engine and the later ones, and every engine's ops (they run
+                # after all loads) — counted as the first engine's whole share again, a little conservative.
+                rest = need[engines[0].name] + sum(need[e.name] for e in engines[k:])
+                short = memory_shortfall("host RAM", rest, free_memory()["host"])
+                if short:
+                    errors.append(
+                        f"{eng.name} skipped at {format_rows(n)} rows: the rest of this size {short}."
+                    )
+                    need[eng.name] = 0.0
+                    continue
             try:
-                if (
-                    eng.on_gpu and eng.load is None
-                ):  # a tiny copy first: context set-up is not billed to the data
+                # A tiny copy first: context set-up is not billed to the data.
+                if eng.on_gpu and eng.load is None:
                     eng.to_device(df.head(1000))
                     eng.sync()
                 t0 = clock()
@@ -1405,8 +1553,10 @@ def run_benchmark(
                     eng.load(n, seed, df, lookup) if eng.load else (eng.to_device(df), eng.to_device(lookup))
                 )
                 eng.sync()
-                h2d[eng.name] = clock() - t0 if eng is not engines[0] else 0.0
+                load_s[eng.name] = clock() - t0 if eng.load_kind else 0.0
             except Exception as err:
+                if not is_reported_failure(err):
+                    raise
                 errors.append(f"{eng.name} could not take {format_rows(n)} rows: {describe_error(err)}")
         gc.collect()  # a failed copy's partial frame goes now, not at the end of the run
         for op in ops:
@@ -1418,7 +1568,7 @@ def run_benchmark(
                 xdf, (dev_df, dev_lookup) = eng.lib, frames[eng.name]
                 small = dev_df.head(cpu_warmup_rows) if eng.slice_warmup and n > cpu_warmup_rows else None
                 label = f"{eng.name} · {op} · {format_rows(n)} rows"
-                tick(f"{label} · warm-up")
+                tick(f"{label} · warm-up", eng.gpus)
                 start = clock()
                 failure = None
                 try:
@@ -1427,14 +1577,27 @@ def run_benchmark(
                         repeats,
                         sync=eng.sync,
                         warmup=functools.partial(fn, xdf, small, dev_lookup) if small is not None else None,
-                        on_repeat=lambda i, label=label: tick(f"{label} · repeat {i + 1}/{repeats}"),
+                        on_repeat=lambda i, label=label, g=eng.gpus: tick(
+                            f"{label} · repeat {i + 1}/{repeats}", g
+                        ),
                         min_warmup_s=GPU_MIN_WARMUP_S if eng.on_gpu else 0.0,
                     )
-                    spans.append({"engine": eng.name, "op": op, "rows": n, "start": start, "end": clock()})
-                    rec = finish_record(
-                        eng, op, n, repeats, timing, dev_df, h2d[eng.name], expected, clock, dev_lookup
+                    spans.append(
+                        {
+                            "engine": eng.name,
+                            "on_gpu": eng.on_gpu,
+                            "op": op,
+                            "rows": n,
+                            "start": start,
+                            "end": clock(),
+                        }
                     )
-                except Exception as err:  # out of memory in the op, the copy back or the check
+                    rec = finish_record(
+                        eng, op, n, repeats, timing, dev_df, load_s[eng.name], expected, clock, dev_lookup
+                    )
+                except Exception as err:  # in the op, the copy back or the check
+                    if not is_reported_failure(err):
+                        raise
                     failure = f"{label}: {describe_error(err)}"
                 if failure is not None:
                     # collected outside the except block: inside it, the error still pins the op's frames
@@ -1442,7 +1605,7 @@ def run_benchmark(
                     timing = None
                     gc.collect()
                     continue
-                if expected is None:
+                if eng.name == "pandas":
                     expected = timing.result
                 records.append(rec)
                 del timing
@@ -1480,9 +1643,18 @@ def run_sized_benchmark(plan: dict, engines: list[Engine], tick: Callable[[str],
 
 
 @app.function
+def progress_total(plan: dict, engines: list[Engine]) -> int:
+    """Progress steps of a run: warm-up + repeats per op and engine, sizes beyond one GPU on Dask alone."""
+    limit = plan.get("single_engine_rows", plan["rows"])
+    spread = sum(1 for e in engines if e.load is not None)
+    runs = sum(len(engines) if n <= limit else spread for n in plan["sizes"])
+    return runs * len(plan["ops"]) * (plan["repeats"] + 1)
+
+
+@app.function
 def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
     """run_benchmark with a live progress bar and the NVML sampler running around it."""
-    total = len(plan["sizes"]) * len(plan["ops"]) * len(engines) * (plan["repeats"] + 1)
+    total = max(progress_total(plan, engines), 1)
     sampler = GpuSampler(interval_s=0.1)
     t_start = time.perf_counter()
     sampler.start()
@@ -1490,11 +1662,16 @@ def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
         with mo.status.progress_bar(
             total=total, title="Benchmarking", show_eta=True, remove_on_exit=True
         ) as bar:
+            done = [0]
 
-            def tick(label: str) -> None:
-                bar.update(subtitle=f"{label}{sampler.latest_text()}")
+            def tick(label: str, gpus=None) -> None:
+                done[0] += 1
+                bar.update(subtitle=f"{label}{sampler.latest_text(gpus)}")
 
             out = run_sized_benchmark(plan, engines, tick)
+            # Skipped or failed measurements tick less: the bar still ends full.
+            if total > done[0]:
+                bar.update(increment=total - done[0], subtitle="done")
     finally:
         sampler.stop()
     out["wall_s"] = time.perf_counter() - t_start
@@ -1513,32 +1690,50 @@ def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
 
 @app.function
 def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = None) -> pd.DataFrame:
-    """One row per (size, op): each engine's times and checks, speedups vs pandas and vs the fastest CPU engine."""
+    """One row per (size, op): each engine's times and checks, speedups vs pandas and vs the fastest CPU engine.
+
+    A size where pandas or every CPU engine is missing (beyond host RAM: Dask alone) keeps its row, with
+    NaN speedups there.
+    """
     if not records:
-        return pd.DataFrame(columns=["rows", "op", "match"])
+        return pd.DataFrame(columns=["rows", "op", "match", "check", "detail"])
     rec = pd.DataFrame(records)
     cpu_engines = list(dict.fromkeys(rec.loc[~rec["on_gpu"].astype(bool), "engine"]))
     rows = []
     for (n, op), grp in rec.groupby(["rows", "op"], sort=False):
-        row, checks = {"rows": n, "op": op}, []
+        row, checks, unchecked = {"rows": n, "op": op}, [], []
         for r in grp.itertuples():
-            for key in ("median_s", "min_s", "max_s", "warmup_s", "h2d_s", "d2h_s", "bytes_touched"):
+            for key in (
+                "median_s",
+                "min_s",
+                "max_s",
+                "warmup_s",
+                "load_s",
+                "h2d_s",
+                "d2h_s",
+                "bytes_touched",
+            ):
                 row[f"{r.engine}_{key}"] = getattr(r, key)
             if r.match is not None:
-                checks.append((r.engine, bool(r.match), r.detail))
-        row["match"] = "" if not checks else ("✓" if all(ok for _, ok, _ in checks) else "✗")
-        failed = [f"{eng}: {detail}" for eng, ok, detail in checks if not ok]
-        row["detail"] = "; ".join(failed or [f"{eng}: {detail}" for eng, _, detail in checks])
+                checks.append((r.engine, bool(r.match), r.detail, r.checked_by))
+            elif r.engine != "pandas":
+                unchecked.append(r.engine)
+        row["match"] = "" if not checks else ("✓" if all(ok for _, ok, _, _ in checks) else "✗")
+        row["check"] = check_label(checks, unchecked)
+        failed = [f"{eng}: {detail}" for eng, ok, detail, _ in checks if not ok]
+        row["detail"] = "; ".join(failed or [f"{eng}: {detail}" for eng, _, detail, _ in checks])
+        row["checked_by"] = ",".join(sorted({by for *_, by in checks}))
+        row["unchecked"] = ",".join(unchecked)
         cpu = {e: row[f"{e}_median_s"] for e in cpu_engines if f"{e}_median_s" in row}
-        if cpu:
-            row["fastest_cpu"] = min(cpu, key=cpu.get)
-            row["fastest_cpu_s"] = cpu[row["fastest_cpu"]]
+        row["fastest_cpu"] = min(cpu, key=cpu.get) if cpu else None
+        row["fastest_cpu_s"] = cpu[row["fastest_cpu"]] if cpu else math.nan
         rows.append(row)
     out = pd.DataFrame(rows)
+    pandas_s = out["pandas_median_s"] if "pandas_median_s" in out else pd.Series(math.nan, index=out.index)
     if "polars_median_s" in out:
-        out["polars_speedup"] = out["pandas_median_s"] / out["polars_median_s"]
+        out["polars_speedup"] = pandas_s / out["polars_median_s"]
     if "cudf_median_s" in out:
-        out["speedup"] = out["pandas_median_s"] / out["cudf_median_s"]
+        out["speedup"] = pandas_s / out["cudf_median_s"]
         out["speedup_vs_cpu"] = out["fastest_cpu_s"] / out["cudf_median_s"]
         out["h2d_s"], out["d2h_s"], out["gpu_bytes"] = (
             out["cudf_h2d_s"],
@@ -1546,16 +1741,89 @@ def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = No
             out["cudf_bytes_touched"],
         )
         out["end_to_end_s"] = out["h2d_s"] + out["cudf_median_s"] + out["d2h_s"]
-        out["speedup_e2e"] = out["pandas_median_s"] / out["end_to_end_s"]
+        out["speedup_e2e"] = pandas_s / out["end_to_end_s"]
         out["bandwidth_gbs"] = out["gpu_bytes"] / out["cudf_median_s"] / 1e9
         if peak_bandwidth_gbs:
             out["bandwidth_pct"] = 100 * out["bandwidth_gbs"] / peak_bandwidth_gbs
     if "dask_cudf_median_s" in out and "cudf_median_s" in out:
         out["dask_vs_cudf"] = out["cudf_median_s"] / out["dask_cudf_median_s"]
     if "polars_gpu_median_s" in out:
-        out["polars_gpu_speedup"] = out["pandas_median_s"] / out["polars_gpu_median_s"]
+        out["polars_gpu_speedup"] = pandas_s / out["polars_gpu_median_s"]
         if "polars_median_s" in out:
             out["polars_gpu_vs_polars"] = out["polars_median_s"] / out["polars_gpu_median_s"]
+    return out
+
+
+@app.function
+def check_label(checks: list[tuple], unchecked: list[str]) -> str:
+    """The result-check cell of one (size, op): ✓/✗, against pandas or by self-check, or not checked."""
+    if any(not ok for _, ok, _, _ in checks):
+        return "✗"
+    parts = []
+    if any(by == "pandas" for *_, by in checks):
+        parts.append("✓ vs pandas")
+    if any(by == "self-check" for *_, by in checks):
+        parts.append("✓ self-check")
+    if unchecked:
+        parts.append("not checked: " + ", ".join(ENGINE_LABELS.get(e, e) for e in unchecked))
+    return "; ".join(parts)
+
+
+@app.function
+def check_messages(summary: pd.DataFrame, errors: list[str]) -> list[tuple[str, str]]:
+    """The callouts above the results: (kind, markdown) for disagreements, failures, unchecked and passed checks."""
+    out = []
+    bad = summary[summary["match"] == "✗"] if len(summary) else summary
+    if len(bad):  # never hidden behind anything else
+        out.append(
+            (
+                "danger",
+                "## ✗ Results DISAGREE\n\n"
+                + "\n".join(
+                    f"- **{r.op}** at {format_rows(r.rows)} rows: {r.detail}" for r in bad.itertuples()
+                )
+                + "\n\nThe speedups for these operations are meaningless until this is explained.",
+            )
+        )
+    if errors:
+        out.append(
+            (
+                "danger",
+                "**Some measurements failed or were skipped:**\n\n" + "\n".join(f"- {e}" for e in errors),
+            )
+        )
+    unchecked = summary[summary["unchecked"] != ""] if "unchecked" in summary else summary.iloc[0:0]
+    if len(unchecked):
+        out.append(
+            (
+                "warn",
+                "**Not checked** — pandas, the reference, has no result for these, so nothing was compared:\n\n"
+                + "\n".join(
+                    f"- **{r.op}** at {format_rows(r.rows)} rows: "
+                    + ", ".join(ENGINE_LABELS.get(e, e) for e in r.unchecked.split(","))
+                    for r in unchecked.itertuples()
+                ),
+            )
+        )
+    checked = summary[summary["match"] != ""] if len(summary) else summary
+    if len(checked) and not len(bad):
+        by = {b for r in checked.itertuples() for b in r.checked_by.split(",") if b}
+        engines = sorted({d.split(":")[0] for r in checked.itertuples() for d in r.detail.split("; ")})
+        names = ", ".join(ENGINE_LABELS.get(e, e) for e in engines)
+        if by == {"pandas"}:
+            text = (
+                f"**✓ Every result matches pandas** — {len(checked)} checks of {names}: "
+                "same rows, floats within 1e-7 relative."
+            )
+        else:
+            text = (
+                f"**✓ Every check passed** — {len(checked)} (size, operation) pairs of {names}: "
+                + ("compared with pandas where pandas ran, " if "pandas" in by else "")
+                + "self-checked from the input where it did not (see *Dask-cuDF* below)."
+            )
+        out.append(("success", text))
+    if not len(checked) and not len(unchecked):
+        out.append(("neutral", "pandas alone ran: there is no second result to check."))
     return out
 
 
@@ -1599,8 +1867,8 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
         out["Polars GPU vs pandas"] = times("polars_gpu_speedup")
     if "dask_vs_cudf" in summary:
         out["Dask-cuDF vs 1-GPU cuDF"] = times("dask_vs_cudf")
-    if summary["match"].ne("").any():
-        out["matches pandas"] = summary["match"]
+    if summary["check"].ne("").any():
+        out["result check"] = summary["check"]
     return out
 
 
@@ -1710,6 +1978,46 @@ def sweep_chart(summary: pd.DataFrame):
 
 
 @app.function
+def sweep_times_chart(summary: pd.DataFrame):
+    """Median time against rows for every engine that ran, one small panel per op (log–log); None without a sweep."""
+    if summary["rows"].nunique() < 2:
+        return None
+    parts = [
+        pd.DataFrame(
+            {
+                "rows": summary["rows"],
+                "op": summary["op"],
+                "engine": label,
+                "median_ms": summary[f"{eng}_median_s"] * 1e3,
+            }
+        )
+        for eng, label in ENGINE_LABELS.items()
+        if f"{eng}_median_s" in summary
+    ]
+    data = pd.concat(parts).dropna()
+    ops = [o for o in OPS if o in set(data["op"])]
+    return (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("rows:Q", scale=alt.Scale(type="log"), title="rows", axis=alt.Axis(format="~s")),
+            y=alt.Y("median_ms:Q", scale=alt.Scale(type="log"), title="median time (ms)"),
+            color=alt.Color(
+                "engine:N", sort=list(ENGINE_LABELS.values()), legend=alt.Legend(orient="bottom", title=None)
+            ),
+            tooltip=[
+                "op",
+                "engine",
+                alt.Tooltip("rows:Q", format=","),
+                alt.Tooltip("median_ms:Q", format=",.3f"),
+            ],
+        )
+        .properties(width=130, height=150)
+        .facet(column=alt.Column("op:N", sort=ops, title=None))
+    )
+
+
+@app.function
 def crossover_rows(summary: pd.DataFrame) -> float | None:
     """Rows at which the geometric-mean speedup first reaches 1×, interpolated on log–log axes."""
     if "speedup" not in summary or summary["rows"].nunique() < 2:
@@ -1726,8 +2034,29 @@ def crossover_rows(summary: pd.DataFrame) -> float | None:
 
 
 @app.function
+def fmt_ratio(x: float) -> str:
+    """2.04 → '2.0×', 145.3 → '145×'."""
+    return f"{x:,.1f}×" if x < 10 else f"{x:,.0f}×"
+
+
+@app.function
+def speed_range_text(ratios: pd.Series, than: str) -> str:
+    """'2.0×–3.1× faster than pandas', '0.4×–0.8× as fast as pandas (slower)', or a mixed range said so."""
+    r = ratios.dropna()
+    if r.empty:
+        return f"not compared with {than}"
+    lo, hi = float(r.min()), float(r.max())
+    span = fmt_ratio(lo) if fmt_ratio(lo) == fmt_ratio(hi) else f"{fmt_ratio(lo)}–{fmt_ratio(hi)}"
+    if lo >= 1:
+        return f"{span} faster than {than}"
+    if hi < 1:
+        return f"{span} as fast as {than} (slower)"
+    return f"{fmt_ratio(lo)} (slower) to {fmt_ratio(hi)} (faster) the speed of {than}, depending on the operation"
+
+
+@app.function
 def summary_text(summary: pd.DataFrame, bench: dict) -> str:
-    """A short paragraph written from this run's numbers."""
+    """A short paragraph written from this run's numbers (any mix of engines and sizes)."""
     n = int(summary["rows"].max())
     top = summary[summary["rows"] == n]
     gen = next((g["seconds"] for g in bench["generation"] if g["rows"] == n), None)
@@ -1735,33 +2064,98 @@ def summary_text(summary: pd.DataFrame, bench: dict) -> str:
         f"**{format_rows(n)} rows**, {bench['plan']['repeats']} timed repeat(s) after a warm-up; "
         f"data generated in {fmt_seconds(gen)}; whole run {bench['wall_s']:.1f} s."
     ]
-    if "speedup_vs_cpu" in top and (top["fastest_cpu"] != "pandas").any():
+    ran = {e for e in ENGINE_LABELS if f"{e}_median_s" in summary and summary[f"{e}_median_s"].notna().any()}
+    if "polars" in ran and "polars_speedup" in top and top["polars_speedup"].notna().any():
         lines.append(
-            f"**Against the fastest CPU engine** (Polars on all cores where it won), cuDF was "
-            f"**{top['speedup_vs_cpu'].min():,.1f}×–{top['speedup_vs_cpu'].max():,.1f}× faster** — the honest "
-            f"figure; against single-threaded pandas it was {top['speedup'].min():,.0f}×–{top['speedup'].max():,.0f}×."
+            f"Polars on all CPU cores was {speed_range_text(top['polars_speedup'], 'pandas on one core')}."
         )
-    elif "polars_speedup" in top:
-        lines.append(
-            f"Polars on all CPU cores was {top['polars_speedup'].min():,.1f}×–{top['polars_speedup'].max():,.1f}× "
-            "faster than pandas on one core."
-        )
-    if "speedup" in top:
-        best, worst = top.loc[top["speedup"].idxmax()], top.loc[top["speedup"].idxmin()]
-        lines.append(
-            f"cuDF was fastest relative to pandas on **{best.op}** ({best.speedup:,.0f}× — "
-            f"{fmt_seconds(best.pandas_median_s)} vs {fmt_seconds(best.cudf_median_s)}) and gained least on "
-            f"**{worst.op}** ({worst.speedup:,.1f}×). Counting the copy of the data to the GPU and of the "
-            f"result back, the speedups shrink to {top['speedup_e2e'].min():,.1f}×–{top['speedup_e2e'].max():,.1f}×: "
-            f"moving {format_rows(n)} rows to the GPU took {fmt_seconds(top['h2d_s'].iloc[0])}."
-        )
-        if bench.get("peak_gpu_memory_gb"):
+    # The cuDF comparison at the largest size where both pandas and cuDF ran.
+    both = summary.dropna(subset=["speedup"]) if "speedup" in summary else summary.iloc[0:0]
+    if len(both):
+        m = int(both["rows"].max())
+        at = both[both["rows"] == m]
+        lead = "" if m == n else f"At {format_rows(m)} rows (the largest size pandas also ran), "
+        best, worst = at.loc[at["speedup"].idxmax()], at.loc[at["speedup"].idxmin()]
+        vs_cpu = at.dropna(subset=["speedup_vs_cpu"])
+        if len(vs_cpu) and (vs_cpu["fastest_cpu"] != "pandas").any():
             lines.append(
-                f"Peak GPU memory in use during the run: {bench['peak_gpu_memory_gb']:.1f} GB (NVML)."
+                f"{lead}**{'against' if lead else 'Against'} the fastest CPU engine** (Polars on all cores where it won) cuDF was "
+                f"**{speed_range_text(vs_cpu['speedup_vs_cpu'], 'it')}** — the honest figure."
             )
-    else:
+        lines.append(
+            f"{lead}cuDF did best relative to pandas on **{best.op}** ({fmt_ratio(best.speedup)} — "
+            f"{fmt_seconds(best.pandas_median_s)} vs {fmt_seconds(best.cudf_median_s)}) and least on "
+            f"**{worst.op}** ({fmt_ratio(worst.speedup)}). Counting the copy of the data to the GPU and of the "
+            f"result back (data that starts and ends in pandas), cuDF was "
+            f"{speed_range_text(at['speedup_e2e'], 'pandas')}: moving {format_rows(m)} rows to the GPU took "
+            f"{fmt_seconds(at['h2d_s'].iloc[0])}."
+        )
+    if "dask_cudf" in ran:
+        dask_top = top.dropna(subset=["dask_cudf_median_s"]) if "dask_cudf_median_s" in top else top.iloc[0:0]
+        alone = len(dask_top) and not any(
+            f"{e}_median_s" in top and top[f"{e}_median_s"].notna().any() for e in ran - {"dask_cudf"}
+        )
+        if alone:
+            lines.append(
+                f"At {format_rows(n)} rows only **Dask-cuDF** ran (the data fits neither one GPU nor host RAM): "
+                + ", ".join(f"{r.op} {fmt_seconds(r.dask_cudf_median_s)}" for r in dask_top.itertuples())
+                + "; its results were self-checked from the input."
+            )
+    if not ran & {"cudf", "polars_gpu", "dask_cudf"}:
         lines.append("No GPU engine ran; the box at the top says why and how to enable it.")
-    return " ".join(lines)
+    elif bench.get("peak_gpu_memory_gb"):
+        lines.append(f"Peak GPU memory in use during the run: {bench['peak_gpu_memory_gb']:.1f} GB (NVML).")
+    return " ".join(line.strip() for line in lines)
+
+
+@app.function
+def takeaways_text(last: dict | None) -> str:
+    """The takeaways, each claim filled from the last run and naming only columns its table has."""
+    lines = ["## Takeaways", ""]
+    if last is None:
+        return "\n".join(
+            lines + ["_Run the benchmark: the takeaways are written from its numbers, on this machine._"]
+        )
+    s = last["summary"]
+    n = int(s["rows"].max())
+    top = s[s["rows"] == n]
+    gpu = "speedup" in s and s["speedup"].notna().any()
+    if gpu:
+        cross = crossover_rows(s)
+        lines.append(
+            f"- A GPU wins when there is **enough data to fill it**: in this sweep cuDF overtook pandas at about "
+            f"**{format_rows(cross)} rows**; below that, kernel launches and synchronization cost more than the work."
+            if cross
+            else "- A GPU wins when there is **enough data to fill it**: run a *size sweep* to see where cuDF "
+            "overtakes pandas on this machine (below that, launches and synchronization cost more than the work)."
+        )
+        at = s.dropna(subset=["speedup"])
+        at = at[at["rows"] == at["rows"].max()].sort_values("speedup", ascending=False)
+        lines.append(
+            f"- At {format_rows(int(at['rows'].iloc[0]))} rows cuDF's gain over pandas ranged from "
+            f"**{fmt_ratio(at['speedup'].iloc[0])}** ({at['op'].iloc[0]}) to **{fmt_ratio(at['speedup'].iloc[-1])}** "
+            f"({at['op'].iloc[-1]}) in this run."
+        )
+        if "speedup_vs_cpu" in s and (s["fastest_cpu"].dropna() != "pandas").any():
+            lines.append(
+                "- pandas uses **one core**. Against Polars on all cores the GPU's lead is smaller — compare the "
+                "*cuDF vs fastest CPU* column before you decide."
+            )
+        lines.append(
+            "- **Copies count.** If your data starts in pandas and must return to pandas, the *with copies* "
+            f"column is the honest one ({speed_range_text(at['speedup_e2e'], 'pandas')} here); keep data on the "
+            "GPU across several operations to amortize the copy."
+        )
+    else:
+        lines.append(
+            "- No GPU engine ran, so this run says nothing about the GPU; the box at the top says why."
+        )
+        if "polars_speedup" in top and top["polars_speedup"].notna().any():
+            lines.append(
+                f"- pandas uses **one core**; Polars on all cores was {speed_range_text(top['polars_speedup'], 'pandas')} "
+                f"at {format_rows(n)} rows. A parallel CPU engine is the fair baseline for any GPU comparison."
+            )
+    return "\n".join(lines)
 
 
 @app.function
@@ -1889,25 +2283,61 @@ def detect_cudf(gpu_count: int, force_cpu: bool = False):
 
 
 @app.function
+def gpu_lock_path() -> str:
+    """The machine-wide lock file: $GPU_NOTEBOOKS_LOCK_PATH if set, else one file in the OS temp dir."""
+    return os.environ.get(GPU_LOCK_ENV) or DEFAULT_GPU_LOCK_PATH
+
+
+@app.function
 @contextlib.contextmanager
-def gpu_lock(on_wait: Callable[[], None] | None = None, path: str = GPU_LOCK_PATH):
-    """Hold the GPU for this run; a second viewer (any app, any process on this machine) waits its turn."""
+def gpu_lock(on_wait: Callable[[], None] | None = None, path: str | None = None):
+    """Hold the GPU for this run; a second viewer (any app, any process on this machine) waits its turn.
+
+    Yields a dict whose "waited_s" is how long this run waited for the lock (0.0 when it was free).
+    """
+    lease = {"waited_s": 0.0}
     try:
         import fcntl
     except ImportError:  # Windows: no file locks; fall back to no lock rather than break
-        yield
+        yield lease
         return
-    with open(path, "a+") as handle:
+    with open(path or gpu_lock_path(), "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait:
                 on_wait()
+            t0 = time.perf_counter()
             fcntl.flock(handle, fcntl.LOCK_EX)
+            lease["waited_s"] = time.perf_counter() - t0
         try:
-            yield
+            yield lease
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@app.function
+def lock_wait_text(has_gpu: bool) -> str:
+    """What a queued viewer waits for: the GPU, or (on a machine without one) the other run to finish."""
+    if has_gpu:
+        return (
+            "**Waiting for the GPU** — another viewer is running a benchmark or a training job on this card. "
+            "Yours starts as soon as it finishes."
+        )
+    return (
+        "**Waiting for the other run to finish** — this machine has no GPU, but the apps still take turns "
+        "(one benchmark or training run at a time on this machine) so they do not slow each other's timings. "
+        "Yours starts as soon as it finishes."
+    )
+
+
+@app.function
+def lock_waited_text(waited_s: float, has_gpu: bool) -> str:
+    """One line saying how long this run waited for its turn, or '' when it did not wait."""
+    if waited_s <= 0:
+        return ""
+    what = "the GPU" if has_gpu else "its turn (another run was in progress)"
+    return f"Waited {waited_s:.1f} s for {what}."
 
 
 @app.class_definition
@@ -1958,11 +2388,13 @@ class GpuSampler:
                 )
             self._stop.wait(max(self.interval_s - (time.perf_counter() - t), 0))
 
-    def latest_text(self) -> str:
-        if not self.samples:
-            return ""
-        s = self.samples[-1]
-        return f" · GPU {s['util_pct']}% · {s['memory_used_gb']:.1f} GB · {s['power_w']:.0f} W"
+    def latest_text(self, gpus: tuple[int, ...] | None = None) -> str:
+        """' · GPU 0 37% · 4.1 GB · 212 W' for the GPUs an op runs on (None: all; (): none)."""
+        latest: dict[int, dict] = {}
+        for s in reversed(self.samples[-4 * max(len(self._handles), 1) :]):
+            latest.setdefault(s["gpu"], s)
+        wanted = sorted(latest) if gpus is None else [g for g in gpus if g in latest]
+        return "".join(f" · {gpu_reading_text(latest[g])}" for g in wanted)
 
     def samples_relative_to(self, t0: float) -> list[dict]:
         return [{**s, "t": s["t"] - t0} for s in self.samples]
@@ -1979,8 +2411,23 @@ class GpuSampler:
 
 
 @app.function
+def reading(value, fmt: str = "{}", unit: str = "") -> str:
+    """One NVML reading as text; '—' for a reading this card or driver does not offer (None)."""
+    return "—" if value is None else f"{fmt.format(value)}{unit}"
+
+
+@app.function
+def gpu_reading_text(sample: dict) -> str:
+    """'GPU 0 37% · 4.1 GB · 212 W', with '—' for missing readings."""
+    return (
+        f"GPU {sample['gpu']} {reading(sample.get('util_pct'), '{}', '%')} · "
+        f"{reading(sample.get('memory_used_gb'), '{:.1f}', ' GB')} · {reading(sample.get('power_w'), '{:.0f}', ' W')}"
+    )
+
+
+@app.function
 def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame):
-    """NVML metrics over time, one panel per metric, with each cuDF operation's span shaded."""
+    """NVML metrics over time, one panel per metric, each op's span shaded in its engine's colour."""
     metrics = {
         "util_pct": "utilization (%)",
         "memory_used_gb": "memory used (GB)",
@@ -1988,7 +2435,9 @@ def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame):
         "temp_c": "temperature (°C)",
         "sm_clock_mhz": "SM clock (MHz)",
     }
-    gpu_spans = spans[spans["engine"] != "pandas"] if len(spans) else spans
+    shaded = (
+        spans.assign(engine=spans["engine"].map(lambda e: ENGINE_LABELS.get(e, e))) if len(spans) else spans
+    )
     panels = []
     for i, (col, title) in enumerate(metrics.items()):
         legend = {} if i == 0 else {"legend": None}
@@ -2002,15 +2451,18 @@ def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame):
             )
         )
         layer = line
-        if len(gpu_spans):
+        if len(shaded):
             shade = (
-                alt.Chart(gpu_spans)
+                alt.Chart(shaded)
                 .mark_rect(opacity=0.25)
                 .encode(
                     x="start:Q",
                     x2="end:Q",
-                    color=alt.Color("op:N", sort=list(OPS), title="cuDF op", **legend),
+                    color=alt.Color(
+                        "engine:N", sort=list(ENGINE_LABELS.values()), title="engine running", **legend
+                    ),
                     tooltip=[
+                        "engine",
                         "op",
                         "rows",
                         alt.Tooltip("start:Q", format=".2f"),
@@ -2031,21 +2483,23 @@ def live_gpu_panel(gpus: list[dict]):
         rows.append(
             mo.hstack(
                 [
-                    mo.stat(value=f"{g['util_pct']}%", label=f"GPU {g['index']} utilization", bordered=True),
                     mo.stat(
-                        value=f"{g['memory_used_gb']:.1f} / {g['memory_total_gb']:.0f} GB",
+                        value=reading(g["util_pct"], "{}", "%"),
+                        label=f"GPU {g['index']} utilization",
+                        bordered=True,
+                    ),
+                    mo.stat(
+                        value=f"{reading(g['memory_used_gb'], '{:.1f}')} / {g['memory_total_gb']:.0f} GB",
                         label="memory",
                         bordered=True,
                     ),
-                    mo.stat(value=f"{g['temp_c']} °C", label="temperature", bordered=True),
+                    mo.stat(value=reading(g["temp_c"], "{}", " °C"), label="temperature", bordered=True),
                     mo.stat(
-                        value=f"{g['power_w']:.0f} / {g['power_limit_w']:.0f} W"
-                        if g["power_w"] is not None
-                        else "—",
+                        value=f"{reading(g['power_w'], '{:.0f}')} / {reading(g['power_limit_w'], '{:.0f}')} W",
                         label="power / limit",
                         bordered=True,
                     ),
-                    mo.stat(value=f"{g['sm_clock_mhz']} MHz", label="SM clock", bordered=True),
+                    mo.stat(value=reading(g["sm_clock_mhz"], "{}", " MHz"), label="SM clock", bordered=True),
                 ],
                 wrap=True,
                 justify="start",

@@ -24,7 +24,9 @@
 # of *managed* memory of 80% of the free GPU memory, which may grow past it; the device's rules ask for
 # plain allocations. The streaming executor uses a cudaMallocAsync pool either way.
 # Logs go to $OUT (default /tmp/out).
-set -u
+set -uo pipefail
+# Every part runs even when one fails (its output still matters); the script's exit status says whether any did.
+status=0
 SITE=${SITE:-/tmp/site}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$SITE" "$OUT"
@@ -42,7 +44,7 @@ for stage in "$@"; do
     if [ -e "${whls[0]}" ]; then
       echo "# pip-installing ${#whls[@]} wheels from .gpu/pl into $SITE"
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-        "${whls[@]}" || echo "# pip install from .gpu/pl FAILED"
+        "${whls[@]}" || { echo "# pip install from .gpu/pl FAILED"; status=1; }
     fi
     if [ -f .gpu/plgpu/plgpu.tar.xz ]; then
       echo "# unpacking .gpu/plgpu/plgpu.tar.xz into $SITE"
@@ -61,7 +63,7 @@ for stage in "$@"; do
     done
     ;;
   check)
-    python3 - <<'EOF' 2>&1 | tee "$OUT/polars_gpu_check.log"
+    python3 - <<'EOF' 2>&1 | tee "$OUT/polars_gpu_check.log" || status=1
 import importlib.metadata as md
 for d in ("polars", "cudf-polars-cu13", "pylibcudf-cu13", "rmm-cu13", "kvikio-cu13", "rapidsmpf-cu13",
           "cudf-streaming-cu13", "ucxx-cu13", "cuda-core", "cuda-bindings", "cuda-pathfinder", "nvidia-ml-py",
@@ -72,17 +74,17 @@ for d in ("polars", "cudf-polars-cu13", "pylibcudf-cu13", "rmm-cu13", "kvikio-cu
         print(f"# {d} MISSING")
 EOF
     python3 -c 'import polars as pl, cudf_polars; print(pl.LazyFrame({"a":[1,2,3]}).select(pl.col("a").sum()).collect(engine=pl.GPUEngine(raise_on_fail=True)))' \
-      2>&1 | tee -a "$OUT/polars_gpu_check.log"
+      2>&1 | tee -a "$OUT/polars_gpu_check.log" || status=1
     # The streaming executor's engine pins the process to the GPU's "local" CPU cores and NUMA memory
     # (cudf_polars.engine.hardware_binding): see whether the CPU engines benchmarked in the same process lose cores.
     python3 -c 'import os, polars as pl; n = len(os.sched_getaffinity(0)); pl.LazyFrame({"a":[1]}).collect(engine=pl.GPUEngine(raise_on_fail=True)); print("CPU affinity before/after a streaming GPU collect:", n, len(os.sched_getaffinity(0)), "| polars threads", pl.thread_pool_size())' \
-      2>&1 | tee -a "$OUT/polars_gpu_check.log"
+      2>&1 | tee -a "$OUT/polars_gpu_check.log" || status=1
     python3 -c 'import polars as pl; print("in-memory:", pl.LazyFrame({"a":[1,2,3]}).select(pl.col("a").sum()).collect(engine=pl.GPUEngine(raise_on_fail=True, executor="in-memory")).item())' \
-      2>&1 | tee -a "$OUT/polars_gpu_check.log"
+      2>&1 | tee -a "$OUT/polars_gpu_check.log" || status=1
     ;;
   bench)
     python3 bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3 --engines all 2>&1 \
-      | tee "$OUT/polars_gpu_bench.log"
+      | tee "$OUT/polars_gpu_bench.log" || status=1
     ;;
   *)
     echo "unknown stage '$stage' (base, install, check, bench)" >&2
@@ -90,3 +92,4 @@ EOF
     ;;
   esac
 done
+exit "$status"

@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
 # The RAPIDS dashboard's GPU runs, as made for notes/BENCHMARKS.md. Run from the repo root on the device.
-set -u
+set -uo pipefail
+# Every part runs even when one fails (its output still matters); the script's exit status says whether any did.
+status=0
 source bench/device_setup.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 stage=${1:-all}
 if [ "$stage" = all ] || [ "$stage" = a ]; then
   date -u
-  python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tee "$OUT/rapids_gpu_tests.log"
-  python3 bench/rapids_standalone.py --rows 10000000 --app 2>&1 | tee "$OUT/rapids_standalone.log"
+  python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tee "$OUT/rapids_gpu_tests.log" || status=1
+  python3 bench/rapids_standalone.py --rows 10000000 --app 2>&1 | tee "$OUT/rapids_standalone.log" || status=1
   /usr/bin/time -v python3 bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3 2>&1 \
     | grep -v -E "^\s+(Average|Exit|Socket|Signals|Swaps|File|Page size|Voluntary|Involuntary|Minor|Major|Percent|System|User)" \
-    | tee "$OUT/rapids_bench.log"
+    | tee "$OUT/rapids_bench.log" || status=1
 fi
 if [ "$stage" = all ] || [ "$stage" = b ]; then
-  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tail -3 | tee "$OUT/rapids_gpu_tests_b.log"
+  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tail -3 | tee "$OUT/rapids_gpu_tests_b.log" || status=1
   /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
-    -o "$OUT/rapids_100m.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -3 | tee "$OUT/rapids_export.log"
-  python3 bench/rapids_benchmark.py --rows 500000000 --repeats 1 2>&1 | tee "$OUT/rapids_500m.log"
+    -o "$OUT/rapids_100m.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -3 | tee "$OUT/rapids_export.log" || status=1
+  python3 bench/rapids_benchmark.py --rows 500000000 --repeats 1 2>&1 | tee "$OUT/rapids_500m.log" || status=1
 fi
 if [ "$stage" = full ]; then   # after device_llm.sh installed Polars into /tmp/site on the same warm machine
-  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tail -3 | tee "$OUT/rapids_gpu_tests.log"
-  python3 bench/rapids_standalone.py --rows 10000000 --app 2>&1 | tee "$OUT/rapids_standalone.log"
-  python3 bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3 --engines all 2>&1 | tee "$OUT/rapids_bench.log"
+  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tail -3 | tee "$OUT/rapids_gpu_tests.log" || status=1
+  python3 bench/rapids_standalone.py --rows 10000000 --app 2>&1 | tee "$OUT/rapids_standalone.log" || status=1
+  python3 bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3 --engines all 2>&1 | tee "$OUT/rapids_bench.log" || status=1
   /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
-    -o "$OUT/rapids_100m.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -2 | tee "$OUT/rapids_export.log"
+    -o "$OUT/rapids_100m.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -2 | tee "$OUT/rapids_export.log" || status=1
 fi
+exit "$status"

@@ -1,5 +1,7 @@
 """The RAPIDS dashboard as a user sees it under `marimo run`, in headless Chromium."""
 
+import re
+
 import pytest
 
 from tests.browser_util import browser_available, chromium, marimo_server, screenshot_all
@@ -34,14 +36,14 @@ def test_run_button_gives_results_with_checks_and_charts():
 def test_two_viewers_queue_for_the_gpu_and_both_get_results():
     import threading
 
-    from rapids_benchmark_dashboard import GPU_LOCK_PATH, gpu_lock
+    from rapids_benchmark_dashboard import gpu_lock, gpu_lock_path
 
     with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
         pages = [open_app(browser, url), open_app(browser, url)]
         release, held = threading.Event(), threading.Event()
 
         def hold_the_gpu():  # stands in for a third viewer (or the other app) already using the card
-            with gpu_lock(path=GPU_LOCK_PATH):
+            with gpu_lock(path=gpu_lock_path()):
                 held.set()
                 release.wait(60)
 
@@ -52,14 +54,19 @@ def test_two_viewers_queue_for_the_gpu_and_both_get_results():
             for page in pages:
                 page.get_by_role("button", name="Run benchmark").click()
             for page in pages:
-                page.get_by_text("Waiting for the GPU").first.wait_for(timeout=60_000)
+                # No GPU here: the box says what it waits for, never "waiting for the GPU".
+                page.get_by_text("Waiting for the other run to finish").first.wait_for(timeout=60_000)
+                assert page.get_by_text("Waiting for the GPU").count() == 0
             screenshot_all(pages[1], "rapids_waiting", parts=2)
+            pages[0].wait_for_timeout(1500)
         finally:
             release.set()
             holder.join(10)
         for page in pages:
-            page.get_by_text("Finished in").first.wait_for(timeout=120_000)
-            assert page.get_by_text("Waiting for the GPU").count() == 0
+            page.get_by_text("Finished in").first.wait_for(timeout=180_000)
+            # The waiting box is gone once the run has its turn, and the page says how long it waited.
+            assert page.get_by_text("Waiting for the other run").count() == 0
+            assert page.get_by_text(re.compile(r"Waited \d+\.\d s for its turn")).count() >= 1
 
 
 def test_a_viewer_closing_the_tab_mid_run_leaves_the_gpu_free_for_the_next():

@@ -15,7 +15,7 @@ from rapids_benchmark_dashboard import (
 
 GPUS = read_gpu_status()
 CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")
-pytestmark = pytest.mark.skipif(CUDF is None, reason=f"needs cuDF on a GPU: {WHY}")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(CUDF is None, reason=f"needs cuDF on a GPU: {WHY}")]
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +42,72 @@ def test_nvml_reports_the_card_and_its_peak_bandwidth():
     assert g["util_pct"] is not None and g["power_w"] is not None
 
 
-def test_500m_rows_fit_or_are_capped_on_this_card():
-    rows, msg = cap_rows(500_000_000, estimate_bytes_per_row(), GPUS[0]["memory_free_bytes"], None)
-    assert rows == 500_000_000 or (rows < 500_000_000 and "capped" in msg)
-
-
-def test_out_of_memory_in_cudf_is_caught_and_memory_returns():
-    import cupy
-
-    free_before = cupy.cuda.runtime.memGetInfo()[0]
-    too_big = int(free_before * 2 // 8)  # twice the free memory, as float64 values
-    with pytest.raises(MemoryError):
-        CUDF.Series(cupy.zeros(too_big))
+def test_the_gpu_working_factor_covers_the_measured_peak_at_10m():
+    """The cap's GPU factor must exceed what a real run takes: NVML's peak above the baseline, per row."""
     import gc
 
+    from rapids_benchmark_dashboard import GPU_WORKING_FACTOR, GpuSampler
+
+    gc.collect()
+    base = read_gpu_status()[0]["memory_used_gb"]
+    sampler = GpuSampler(0.02)
+    sampler.start()
+    out = run_benchmark([10_000_000], list(OPS), make_engines(CUDF), repeats=1)
+    sampler.stop()
+    assert not out["errors"], out["errors"]
+    per_row = (sampler.peak_memory_gb() - base) * 1e9 / 10_000_000
+    print(f"peak GPU {per_row:.0f} B/row vs cap {GPU_WORKING_FACTOR * estimate_bytes_per_row():.0f} B/row")
+    assert per_row <= GPU_WORKING_FACTOR * estimate_bytes_per_row()
+
+
+def test_a_capped_size_is_within_what_the_card_has_free():
+    free = GPUS[0]["memory_free_bytes"]
+    bpr = estimate_bytes_per_row()
+    rows, msg = cap_rows(10**10, bpr, free, None)
+    from rapids_benchmark_dashboard import GPU_WORKING_FACTOR, MEMORY_HEADROOM
+
+    assert msg and rows * bpr * GPU_WORKING_FACTOR <= free * MEMORY_HEADROOM
+
+
+def test_the_apps_handling_of_a_gpu_out_of_memory_reports_it_and_gives_the_memory_back():
+    """An op that asks for twice the free GPU memory: run_benchmark reports it, runs the next op, frees it."""
+    import gc
+
+    import cupy
+
+    from rapids_benchmark_dashboard import Engine, get_op
+
+    free_before = cupy.cuda.runtime.memGetInfo()[0]
+
+    def too_big(xdf, df, lookup):
+        return CUDF.Series(cupy.zeros(int(free_before * 2 // 8)))
+
+    real = make_engines(CUDF)[1]
+    greedy = Engine(
+        "cudf",
+        CUDF,
+        on_gpu=True,
+        to_device=real.to_device,
+        to_host=real.to_host,
+        sync=real.sync,
+        ops={"filter": too_big, "sort": get_op("sort")},
+        load_kind=real.load_kind,
+    )
+    out = run_benchmark([1_000_000], ["filter", "sort"], [make_engines(CUDF)[0], greedy], repeats=1)
+    assert len(out["errors"]) == 1 and "out of memory" in out["errors"][0], out["errors"]
+    assert any(r["engine"] == "cudf" and r["op"] == "sort" and r["match"] for r in out["records"])
+    del out
     gc.collect()
     assert cupy.cuda.runtime.memGetInfo()[0] >= free_before * 0.95
+
+
+def test_the_polars_gpu_engine_really_runs_on_the_gpu():
+    """raise_on_fail: a query the GPU engine cannot run raises instead of falling back to the CPU."""
+    pl = pytest.importorskip("polars")
+    pytest.importorskip("cudf_polars")
+    from rapids_benchmark_dashboard import polars_gpu_engine
+
+    engine = polars_gpu_engine(pl)
+    assert engine.config["executor"] == "in-memory"
+    got = pl.LazyFrame({"a": [1, 2, 3]}).select(pl.col("a").sum()).collect(engine=engine)
+    assert got.item() == 6

@@ -19,7 +19,7 @@ from rapids_benchmark_dashboard import (
 GPUS = read_gpu_status()
 CUDF, _ = detect_cudf(len(GPUS)) if GPUS else (None, "")
 DASK_OK, WHY = detect_dask(len(GPUS) if CUDF else 0)
-pytestmark = pytest.mark.skipif(not DASK_OK, reason=WHY)
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not DASK_OK, reason=WHY)]
 logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
