@@ -43,25 +43,33 @@ with app.setup:
     from dataclasses import dataclass, replace
     from pathlib import Path
 
-    import altair as alt
-    import marimo as mo
-    import pandas as pd
-    import psutil
-    import torch
-    from safetensors.torch import save_file
-    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
-    from tokenizers import models as tokenizer_models
-    from torch import nn
-    from torch.nn import functional as F
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        GPT2Config,
-        GPT2LMHeadModel,
-        PreTrainedTokenizerFast,
+    # Every session of `marimo run` is a thread of one server process running this block. Tabs opened at the
+    # same moment would import torch and transformers for the first time concurrently, and a thread can then
+    # see a partially initialised module (`cannot import name 'AutoConfig'`): one process-wide lock, created
+    # atomically in sys.modules, makes the first import happen once while the others wait for it.
+    _import_guard = sys.modules.setdefault(
+        "gpu_notebooks_import_lock", types.ModuleType("gpu_notebooks_import_lock")
     )
-    from transformers.pytorch_utils import Conv1D
+    with _import_guard.__dict__.setdefault("lock", threading.RLock()):
+        import altair as alt
+        import marimo as mo
+        import pandas as pd
+        import psutil
+        import torch
+        from safetensors.torch import save_file
+        from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+        from tokenizers import models as tokenizer_models
+        from torch import nn
+        from torch.nn import functional as F
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            GPT2Config,
+            GPT2LMHeadModel,
+            PreTrainedTokenizerFast,
+        )
+        from transformers.pytorch_utils import Conv1D
 
     # `marimo export html app.py -- --smoke` → cli_args; `python app.py --smoke` → argv; a plain import → False.
     CLI_FLAGS = (
@@ -95,6 +103,32 @@ with app.setup:
         "plain (reference loop)": "plain",
     }
     UPLOAD_MAX_BYTES = 5_000_000
+    # The machine-wide GPU lock file both apps take; GPU_NOTEBOOKS_LOCK_PATH overrides it (the tests do).
+    GPU_LOCK_DEFAULT_PATH = os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
+    GPM_FIELDS = {  # GpmSampler's sample keys → pynvml's NVML_GPM_METRIC_* names (shared with the RAPIDS app)
+        "sm_active_pct": "NVML_GPM_METRIC_SM_UTIL",
+        "sm_occupancy_pct": "NVML_GPM_METRIC_SM_OCCUPANCY",
+        "tensor_active_pct": "NVML_GPM_METRIC_ANY_TENSOR_UTIL",
+        "hmma_active_pct": "NVML_GPM_METRIC_HMMA_TENSOR_UTIL",
+        "dram_bw_pct": "NVML_GPM_METRIC_DRAM_BW_UTIL",
+        "pcie_rx_bytes_s": "NVML_GPM_METRIC_PCIE_RX_PER_SEC",
+        "pcie_tx_bytes_s": "NVML_GPM_METRIC_PCIE_TX_PER_SEC",
+    }
+    # Dense (no sparsity) Tensor Core peaks in TFLOPS from NVIDIA's datasheets, by name as torch reports it;
+    # bf16 None: no BF16 Tensor Cores. Datasheet figures, not measurements: MFU is relative to these.
+    DENSE_PEAK_TFLOPS = (
+        (("H200 NVL",), {"fp16": 835.0, "bf16": 835.0}),
+        (("H200",), {"fp16": 989.4, "bf16": 989.4}),
+        (("H100 PCIe",), {"fp16": 756.0, "bf16": 756.0}),
+        (("H100 NVL",), {"fp16": 835.0, "bf16": 835.0}),
+        (("H100",), {"fp16": 989.4, "bf16": 989.4}),  # SXM5 ("NVIDIA H100 80GB HBM3")
+        (("A100",), {"fp16": 312.0, "bf16": 312.0}),
+        (("L40S",), {"fp16": 362.05, "bf16": 362.05}),
+        (("L4",), {"fp16": 121.0, "bf16": 121.0}),
+        (("V100",), {"fp16": 125.0, "bf16": None}),
+        (("T4",), {"fp16": 65.0, "bf16": None}),
+    )
+    ADAPTERS_KEPT = 5  # adapter folders one server process keeps; older ones it wrote are deleted
     UPLOAD_MAX_CHARS = 2_000
     UPLOAD_MIN_ROWS = 10
     UPPERCASE_WORDS = (
@@ -320,9 +354,9 @@ def _(environment):
         )
         _note = mo.callout(
             mo.md(
-                "**No CUDA GPU here, so everything runs on the CPU.** Pick the *tiny offline GPT-2* for a "
-                "run of seconds; FP16 falls back to FP32 (explained in step 1). The steps, the adapter and "
-                "the PEFT format are the same as on a GPU."
+                "**No CUDA GPU here, so everything runs on the CPU.** The settings default to the *tiny "
+                "offline GPT-2* in FP32 (a run of seconds to minutes); FP16 would fall back to FP32 (explained "
+                "in step 1). The steps, the adapter and the PEFT format are the same as on a GPU."
             ),
             kind="info",
         )
@@ -348,17 +382,17 @@ def _():
     mo.md(r"""
     ## Settings
 
-    Change what you like, press **Apply settings** (the data preview and the explanations below follow),
-    then press **Train**. Without applying, Train uses the defaults shown. *auto* picks a learning rate
-    and epoch count for the model that actually loads.
+    What you set below is what **Train** uses: there is no separate apply step (the data preview and the
+    explanations follow each change). *auto* picks a learning rate and epoch count for the model that
+    actually loads. Without a GPU the defaults are the tiny offline GPT-2 in FP32.
     """)
     return
 
 
 @app.cell
-def _():
-    settings_form = (
-        mo.md(r"""
+def _(environment):
+    _defaults = default_choices(environment["cuda_available"])
+    settings_controls = mo.md(r"""
         **Model and precision** — {model} {precision}
         {local_dir}
 
@@ -369,49 +403,59 @@ def _():
         {batch_size} {max_length} {seed} {speed}
 
         **Data** — {data_source} {upload}
-        """)
-        .batch(
-            model=mo.ui.dropdown(MODEL_CHOICES, value="gpt2 (124M)", label="model source"),
-            local_dir=mo.ui.text(
-                placeholder="/path/to/a/gpt2/folder", label="local directory", full_width=True
-            ),
-            precision=mo.ui.dropdown(PRECISION_CHOICES, value="FP16 + GradScaler", label="precision"),
-            rank=mo.ui.slider(steps=[4, 8, 16, 32, 64], value=8, show_value=True, label="rank r"),
-            alpha=mo.ui.slider(steps=[4, 8, 16, 32, 64, 128], value=16, show_value=True, label="alpha"),
-            dropout=mo.ui.slider(0.0, 0.3, 0.05, value=0.05, show_value=True, label="dropout"),
-            targets=mo.ui.multiselect(TARGET_CHOICES, value=list(TARGET_CHOICES), label="target modules"),
-            learning_rate=mo.ui.dropdown(LEARNING_RATES, value="auto", label="learning rate"),
-            warmup_pct=mo.ui.slider(0, 30, 5, value=10, show_value=True, label="warm-up % of steps"),
-            epochs=mo.ui.dropdown(EPOCH_CHOICES, value="auto", label="epochs"),
-            batch_size=mo.ui.dropdown(["4", "8", "16", "32"], value="16", label="batch size"),
-            max_length=mo.ui.dropdown(["64", "128", "256", "512"], value="128", label="max sequence length"),
-            seed=mo.ui.number(0, 2**31 - 1, 1, value=42, label="seed"),
-            speed=mo.ui.dropdown(list(SPEED_CHOICES), value=next(iter(SPEED_CHOICES)), label="training path"),
-            data_source=mo.ui.radio(DATA_CHOICES, value="built-in (200 examples)", label="data", inline=True),
-            upload=mo.ui.file(filetypes=[".csv", ".jsonl"], label="upload CSV/JSONL (prompt, response)"),
-        )
-        .form(submit_button_label="Apply settings", bordered=True)
+        """).batch(
+        model=mo.ui.dropdown(MODEL_CHOICES, value=_defaults["model"], label="model source"),
+        local_dir=mo.ui.text(placeholder="/path/to/a/gpt2/folder", label="local directory", full_width=True),
+        precision=mo.ui.dropdown(PRECISION_CHOICES, value=_defaults["precision"], label="precision"),
+        rank=mo.ui.slider(steps=[4, 8, 16, 32, 64], value=8, show_value=True, debounce=True, label="rank r"),
+        alpha=mo.ui.slider(
+            steps=[4, 8, 16, 32, 64, 128], value=16, show_value=True, debounce=True, label="alpha"
+        ),
+        dropout=mo.ui.slider(0.0, 0.3, 0.05, value=0.05, show_value=True, debounce=True, label="dropout"),
+        targets=mo.ui.multiselect(TARGET_CHOICES, value=list(TARGET_CHOICES), label="target modules"),
+        learning_rate=mo.ui.dropdown(LEARNING_RATES, value="auto", label="learning rate"),
+        warmup_pct=mo.ui.slider(
+            0, 30, 5, value=10, show_value=True, debounce=True, label="warm-up % of steps"
+        ),
+        epochs=mo.ui.dropdown(EPOCH_CHOICES, value="auto", label="epochs"),
+        batch_size=mo.ui.dropdown(["4", "8", "16", "32"], value="16", label="batch size"),
+        max_length=mo.ui.dropdown(["64", "128", "256", "512"], value="128", label="max sequence length"),
+        seed=mo.ui.number(0, 2**31 - 1, 1, value=42, label="seed"),
+        speed=mo.ui.dropdown(list(SPEED_CHOICES), value=next(iter(SPEED_CHOICES)), label="training path"),
+        data_source=mo.ui.radio(DATA_CHOICES, value="built-in (200 examples)", label="data", inline=True),
+        upload=mo.ui.file(
+            filetypes=[".csv", ".jsonl"],
+            label=f"upload CSV/JSONL (prompt, response; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB)",
+        ),
     )
-    train_button = mo.ui.run_button(label="Train", kind="success", tooltip="Run the seven steps below")
-    return settings_form, train_button
+    train_button = mo.ui.run_button(
+        label="Train", kind="success", tooltip="Run the seven steps below with the settings on screen"
+    )
+    return settings_controls, train_button
 
 
 @app.cell
-def _(settings_form, train_button):
-    mo.vstack([settings_form, mo.hstack([train_button], justify="start")])
+def _(settings, settings_controls, train_button):
+    mo.vstack(
+        [
+            settings_controls,
+            model_availability_note(settings),
+            mo.hstack([train_button], justify="start"),
+        ]
+    )
     return
 
 
 @app.cell
-def _(settings_form):
-    settings = settings_from_form(settings_form.value, smoke=SMOKE)
-    dataset, data_errors, data_warnings = choose_dataset(settings, settings_form.value)
+def _(settings_controls):
+    settings = settings_from_form(settings_controls.value, smoke=SMOKE)
+    dataset, data_errors, data_warnings = choose_dataset(settings, settings_controls.value)
     return data_errors, data_warnings, dataset, settings
 
 
 @app.cell(hide_code=True)
-def _(data_errors, data_warnings, dataset, settings, settings_form):
-    _source = "smoke test (`--smoke`)" if SMOKE else ("applied" if settings_form.value else "defaults")
+def _(data_errors, data_warnings, dataset, settings):
+    _source = "smoke test (`--smoke`)" if SMOKE else "on screen: Train uses these"
     _summary = mo.md(
         f"**Settings ({_source}):** `{settings.model_source}` · {settings.precision.upper()} · r={settings.rank}, "
         f"alpha={settings.alpha}, dropout={settings.dropout} · targets {', '.join(settings.target_modules)} · "
@@ -471,19 +515,16 @@ def _(data_errors, dataset, settings, train_button, warm_up):
         mo.callout(mo.md("Fix the data problem above first: " + " ".join(data_errors)), kind="danger"),
     )
     clicked_at = time.perf_counter()
-    set_seed(settings.seed)
     device = choose_device()
-    plan = resolve_precision(
-        settings.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
+    plan = resolve_precision(settings.precision, device.type, bf16_native(device))
     step_done(
         1,
-        "environment and seed",
+        "environment and precision",
         time.perf_counter() - clicked_at,
         f"Device **{device_label(device)}** · requested **{settings.precision.upper()}** → running "
-        f"**{plan.name}** · seed **{settings.seed}** (Python and torch, every CUDA device).\n\n{plan.note}"
+        f"**{plan.name}** · seed **{settings.seed}** (set in step 2, once this run holds the GPU).\n\n{plan.note}"
         + warm_up_note(device, warm_up),
-        kind="success" if plan.requested == "fp32" or "fallback" not in plan.name.lower() else "warn",
+        kind=precision_callout_kind(plan),
     )
     return clicked_at, device, plan
 
@@ -491,28 +532,9 @@ def _(data_errors, dataset, settings, train_button, warm_up):
 @app.cell
 def _(dataset, device, plan, settings):
     _started = time.perf_counter()
-    run = FineTuneRun(
-        settings=settings, device=device, plan=plan, memory_baseline=device_memory(device)["allocated"]
-    )
-    with gpu_turn(on_wait=show_waiting):
-        set_seed(settings.seed)  # again, now that the GPU is ours: a warm-up may have run since step 1
-        run.memory_baseline = device_memory(device)["allocated"]  # after any warm-up, before this model
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)  # this run's peak, not the process's
-        _model, run.tokenizer, run.model_name, _load_warning = load_model_and_tokenizer(
-            settings, plan.param_dtype, tokenizer_corpus(dataset)
-        )
-        _out_of_memory = False
-        try:
-            run.model = _model.to(device)
-        except torch.OutOfMemoryError:
-            _out_of_memory = True
-        del _model
-        if _out_of_memory:
-            run.release()  # the part already copied and the allocator's cached blocks go back
-        run.settings = with_model_defaults(settings, run.model_name)
+    run, _facts = load_step(settings, dataset, device, plan, on_wait=lambda: show_waiting(device))
     mo.stop(
-        _out_of_memory,
+        _facts["out_of_memory"],
         mo.callout(
             mo.md(
                 f"**Step 2 stopped: the GPU has no room for `{settings.model_source}`** (out of memory while "
@@ -524,6 +546,7 @@ def _(dataset, device, plan, settings):
     )
     _trainable, _total = parameter_counts(run.model)
     _dtype = str(next(run.model.parameters()).dtype).replace("torch.", "")
+    _waited = f" · waited {_facts['waited_s']:.1f} s for its turn" if _facts["waited_s"] >= 0.1 else ""
     _done = step_done(
         2,
         "tokenizer and model loaded",
@@ -532,18 +555,21 @@ def _(dataset, device, plan, settings):
         f"weights in **{_dtype}** · vocabulary {len(run.tokenizer):,} · device memory "
         f"{fmt_bytes(device_memory(device)['allocated'])} allocated"
         + ("" if device.type == "cuda" else " (CPU: host RAM, not tracked here)")
-        + f" · *auto* resolved to learning rate {run.settings.learning_rate:g}, {run.settings.epochs} epochs.",
+        + f" · *auto* resolved to learning rate {run.settings.learning_rate:g}, {run.settings.epochs} epochs"
+        + f"{_waited}.\n\n{memory_scope_note(run)}",
     )
-    _warning = mo.callout(mo.md(f"**No `{settings.model_source}`:** {_load_warning}"), kind="warn")
-    mo.output.replace(mo.vstack([_warning, _done]) if _load_warning else _done)
+    _warning = mo.callout(mo.md(f"**No `{settings.model_source}`:** {_facts['load_warning']}"), kind="warn")
+    mo.output.replace(mo.vstack([_warning, _done]) if _facts["load_warning"] else _done)
     return (run,)
 
 
 @app.cell
 def _(run):
     _started = time.perf_counter()
-    lora_table = inject_lora(
-        run.model, run.settings.target_modules, run.settings.rank, run.settings.alpha, run.settings.dropout
+    lora_table, _problem = inject_step(run)
+    mo.stop(
+        _problem is not None,
+        mo.callout(mo.md(f"**Step 3 stopped:** {_problem} The model was released."), kind="danger"),
     )
     trainable_params, total_params = parameter_counts(run.model)
     parameter_groups = parameter_breakdown(run.model)
@@ -560,7 +586,10 @@ def _(run):
                 f"{total_params - trainable_params:,} · sum of the table's LoRA column "
                 f"{int(lora_table['LoRA params'].sum()):,} ✓",
             ),
-            mo.accordion({"Wrapped layers": mo.ui.table(lora_table, page_size=8, selection=None)}),
+            mo.accordion(
+                {"Wrapped layers": mo.ui.table(lora_table, page_size=8, selection=None)}
+                | ran_model_explanation(run)
+            ),
         ]
     )
     return lora_table, parameter_groups, total_params, trainable_params
@@ -569,8 +598,10 @@ def _(run):
 @app.cell
 def _(dataset, lora_table, run):
     _started = time.perf_counter()
-    token_stats = prepare_training(
-        run, dataset[dataset["split"] == "train"], dataset[dataset["split"] == "eval"]
+    token_stats, _problem = prepare_step(run, dataset)
+    mo.stop(
+        _problem is not None,
+        mo.callout(mo.md(f"**Step 4 stopped:** {_problem} The model was released."), kind="danger"),
     )
     _train = token_stats["train"]
     mo.vstack(
@@ -623,55 +654,44 @@ def _(dataset, lora_table, run):
 def _(dataset, run, token_stats):
     _eval_frame = dataset[dataset["split"] == "eval"]
     answer_tokens = answer_token_budget(run.tokenizer, dataset["response"])
-    train_records, eval_records, stop_reason = [], [], None
-    with gpu_turn(on_wait=show_waiting), release_on_interrupt(run):
-        mo.output.clear()
-        _started = time.perf_counter()
-        try:
-            # LoRA's B is zero, so this *is* the base model: the "before" of every comparison.
-            before, before_generations = evaluate_run(run, _eval_frame, answer_tokens)
-        except TrainingStopped as _stop:
-            free_failed_run(run, _stop)
-            mo.stop(True, training_summary(pd.DataFrame(), [], _stop, 0.0, 0.0, pd.DataFrame()))
-        eval_records.append(
-            {"step": 0, "epoch": 0, "eval_loss": before["eval_loss"], "perplexity": before["perplexity"]}
-        )
-        _train_started = time.perf_counter()
-        with (
-            GpuSampler(run.device, hz=10) as sampler,
-            mo.status.progress_bar(
-                total=run.total_steps, title="Step 5 — training", show_eta=True, show_rate=True
-            ) as _bar,
-        ):
-            mo.output.append(loss_chart([], eval_records, title="Loss (live)"))
-            _last_draw = 0.0
-            try:
-                for _record in train_steps(run):
-                    if _record["kind"] == "eval":
-                        eval_records.append(_record)
-                        continue
-                    train_records.append(_record)
-                    _bar.update(
-                        subtitle=f"epoch {_record['epoch']} · loss {_record['loss']:.3f} · "
-                        f"{_record['tokens_per_s']:,.0f} tok/s · {device_status(sampler)}"
-                    )
-                    if time.perf_counter() - _last_draw > 0.5 or _record["step"] == run.total_steps:
-                        mo.output.replace_at_index(
-                            loss_chart(train_records, eval_records, title="Loss (live)"), 1
-                        )
-                        _last_draw = time.perf_counter()
-            except TrainingStopped as _stop:
-                # without its traceback: the frames it points to hold the failed step's GPU tensors
-                traceback.clear_frames(_stop.__traceback__)
-                stop_reason = _stop.with_traceback(None)
-        train_seconds = time.perf_counter() - _train_started
-        if stop_reason is not None:
-            run.release()  # steps 6 and 7 will not run: give the memory back now
-    history = pd.DataFrame(train_records)
-    device_samples = sampler.frame()
+    mo.output.clear()
+    _started, _last_draw = time.perf_counter(), [0.0]
+    with mo.status.progress_bar(
+        total=token_stats["total_steps"], title="Step 5 — training", show_eta=True, show_rate=True
+    ) as _bar:
+        mo.output.append(mo.md("_Evaluating the base model first (the “before”)…_"))
+
+        def _draw(record, sampler, so_far):
+            if record["kind"] == "train":
+                _bar.update(
+                    subtitle=f"epoch {record['epoch']} · loss {record['loss']:.3f} · "
+                    f"{record['tokens_per_s']:,.0f} tok/s · {device_status(sampler)}"
+                    + (f" · MFU {100 * record['mfu']:.1f}%" if record.get("mfu") else "")
+                    + (f" · {gpm_status(so_far['gpm'])}" if gpm_status(so_far["gpm"]) else "")
+                )
+            if time.perf_counter() - _last_draw[0] > 0.5 or record["step"] == run.total_steps:
+                mo.output.replace_at_index(
+                    loss_chart(so_far["train_records"], so_far["eval_records"], title="Loss (live)"), 1
+                )
+                _last_draw[0] = time.perf_counter()
+
+        _result = train_step_body(run, _eval_frame, answer_tokens, on_record=_draw)
+    before, before_generations = _result["before"], _result["before_generations"]
+    eval_records, stop_reason, sampler = _result["eval_records"], _result["stop_reason"], _result["sampler"]
+    history, device_samples = pd.DataFrame(_result["train_records"]), _result["samples"]
     mo.output.replace(
-        training_summary(
-            history, eval_records, stop_reason, train_seconds, time.perf_counter() - _started, device_samples
+        mo.vstack(
+            [
+                training_summary(
+                    history,
+                    eval_records,
+                    stop_reason,
+                    _result["train_seconds"],
+                    time.perf_counter() - _started,
+                    device_samples,
+                ),
+                telemetry_cards(_result, history) if stop_reason is None else None,
+            ]
         )
     )
     return (
@@ -693,14 +713,13 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
         mo.callout(mo.md(f"Step 6 skipped: training stopped — {stop_reason}"), kind="danger"),
     )
     _started = time.perf_counter()
-    with gpu_turn(on_wait=show_waiting), release_on_interrupt(run):
-        try:
-            after, after_generations = evaluate_run(run, dataset[dataset["split"] == "eval"], answer_tokens)
-        except TrainingStopped as _stop:
-            free_failed_run(run, _stop)
-            mo.stop(
-                True, mo.callout(mo.md(f"**Step 6 stopped.** {_stop.reason} {_stop.advice}"), kind="danger")
-            )
+    after, after_generations, _stop = evaluate_step(run, dataset[dataset["split"] == "eval"], answer_tokens)
+    mo.stop(
+        _stop is not None,
+        mo.callout(
+            mo.md(f"**Step 6 stopped.** {_stop and _stop.reason} {_stop and _stop.advice}"), kind="danger"
+        ),
+    )
     comparison = compare_generations(before_generations, after_generations)
     mo.vstack(
         [
@@ -746,52 +765,43 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
 @app.cell
 def _(after, before, clicked_at, comparison, dataset, run):
     _started = time.perf_counter()
-    with gpu_turn(on_wait=show_waiting), release_on_interrupt(run):
-        adapter_folder = OUTPUT_ROOT / sanitize_name(
-            f"{run.model_name}-r{run.settings.rank}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(run) % 10000}"
-        )
-        _check_prompts = dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist()
-        _failure = None
-        try:
-            saved_files = save_adapter(run.model, adapter_folder, run.settings, run.model_name)
-            merge_max_diff = merge_check(run, _check_prompts)
-            peft_max_diff = peft_reload_check(run, adapter_folder, _check_prompts)
-        except Exception as _error:  # disk full, a PEFT version that cannot read it, out of memory...
-            _failure = f"{type(_error).__name__}: {_error}"
-        peak_memory = device_memory(run.device)["peak"]
-        release_report = run.release()  # also after a failure: the GPU memory goes back either way
+    adapter_folder = adapter_folder_for(run)
+    saved = save_step(run, adapter_folder, dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist())
     mo.stop(
-        _failure is not None,
+        saved["failure"] is not None,
         mo.callout(
             mo.md(
-                f"**Step 7 failed:** {_failure}. The run's GPU memory was released "
-                f"({release_text(release_report, run.device)}). Press Train to run again."
+                f"**Step 7 failed:** {saved['failure']}. The run's GPU memory was released "
+                f"({release_text(saved['release_report'], run.device)}). Press Train to run again."
             ),
             kind="danger",
         ),
     )
     click_to_result = time.perf_counter() - clicked_at
     adapter_zip = zip_folder(adapter_folder)
+    keep_recent_adapters(adapter_folder)  # this process keeps its last ADAPTERS_KEPT adapter folders
     mo.vstack(
         [
             step_done(
                 7,
                 "adapter saved, checked with PEFT, memory released",
                 time.perf_counter() - _started,
-                f"`{adapter_folder}` ({', '.join(f'{k} {fmt_bytes(v)}' for k, v in saved_files.items())}) · "
-                f"merged into the weights for inference, the model gives the same logits: max |Δ| = "
-                f"**{merge_max_diff:.2e}** {check_mark(merge_max_diff, run.plan)} · "
-                f"`PeftModel.from_pretrained(base, folder)` reproduces this app's logits: max |Δ| = "
-                f"**{peft_max_diff:.2e}** {check_mark(peft_max_diff, run.plan)} · "
-                + release_text(release_report, run.device),
+                f"`{project_path(adapter_folder)}` "
+                f"({', '.join(f'{k} {fmt_bytes(v)}' for k, v in saved['saved_files'].items())}; this server "
+                f"keeps its last {ADAPTERS_KEPT} adapter folders) · merged into the weights for inference, the "
+                f"model gives the same logits: max |Δ| = **{saved['merge_max_diff']:.2e}** "
+                f"{check_mark(saved['merge_max_diff'], run.plan)} · `PeftModel.from_pretrained(base, folder)` "
+                f"reproduces this app's logits: max |Δ| = **{saved['peft_max_diff']:.2e}** "
+                f"{check_mark(saved['peft_max_diff'], run.plan)} · "
+                + release_text(saved["release_report"], run.device),
             ),
             mo.download(
                 adapter_zip, filename=f"{adapter_folder.name}.zip", label="Download the adapter (.zip)"
             ),
-            summary_cards(before, after, click_to_result, peak_memory, release_report, run),
+            summary_cards(before, after, click_to_result, saved["peak_memory"], saved["release_report"], run),
         ]
     )
-    return adapter_folder, click_to_result, merge_max_diff, peak_memory, peft_max_diff, release_report
+    return adapter_folder, click_to_result, saved
 
 
 @app.cell
@@ -878,9 +888,9 @@ class TrainSettings:
 
 @app.function
 def settings_from_form(value, smoke=False):
-    """TrainSettings from the form's value (None before the first submit; smoke → tiny model, few steps)."""
-    if smoke:
-        return TrainSettings(model_source="tiny")
+    """TrainSettings from the form's value (None before the first submit; smoke → tiny model, two epochs)."""
+    if smoke:  # a CI check that every step runs, not a demo of learning: the tiny model, two epochs
+        return TrainSettings(model_source="tiny", epochs=2)
     if not value:
         return TrainSettings()
     return TrainSettings(
@@ -1100,6 +1110,16 @@ def offline_gpt2(tokenizer, config=None, seed=0):
 
 
 @app.class_definition
+class NoTargetModules(ValueError):
+    """No layer of the model matches the chosen LoRA targets (step 3 says so and frees the model)."""
+
+
+@app.class_definition
+class NoExampleFits(ValueError):
+    """No training or eval example fits the max sequence length (step 4 says so and frees the model)."""
+
+
+@app.class_definition
 class ModelUnavailable(RuntimeError):
     """The requested model could not be loaded (no network, not cached, bad folder)."""
 
@@ -1114,6 +1134,63 @@ def hub_reachable(host="huggingface.co", timeout=2.0):
             return True
     except OSError:
         return False
+
+
+@app.function
+def hub_status(timeout=3.0):
+    """Can huggingface.co be reached? Asked once per server process, in a background thread.
+
+    A blocked network can hang name resolution for ~20 s (a socket timeout does not bound it), so this
+    waits at most `timeout` seconds: no answer by then counts as unreachable, and a later call gets the
+    real answer once the thread has one.
+    """
+    with process_gpu_lock_guard():
+        probe = process_registry().get("hub_probe")
+        if probe is None:
+            probe = {"done": threading.Event(), "reachable": None}
+            process_registry()["hub_probe"] = probe
+
+            def ask():
+                probe["reachable"] = hub_reachable()
+                probe["done"].set()
+
+            threading.Thread(target=ask, daemon=True, name="hub-probe").start()
+    probe["done"].wait(timeout)
+    return bool(probe["reachable"])
+
+
+@app.function
+def model_cached(name):
+    """True when the hub model `name` has a config.json in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
+@app.function
+def default_choices(cuda_available):
+    """The form's default model and precision: GPT-2 in FP16 on a GPU, the tiny offline GPT-2 in FP32 on a CPU."""
+    if cuda_available:
+        return {"model": "gpt2 (124M)", "precision": "FP16 + GradScaler"}
+    return {"model": "tiny offline GPT-2 (no download)", "precision": "FP32"}
+
+
+@app.function
+def model_availability_note(settings):
+    """Beside the model picker, before Train: will the chosen hub model load, or fall back to the tiny one?"""
+    if settings.model_source in ("tiny", "local"):
+        return None  # nothing to download
+    if model_cached(settings.model_source):
+        return mo.md(f"_`{settings.model_source}` is in the local cache: no download needed._")
+    if hub_status():
+        return mo.md(f"_`{settings.model_source}` is not cached; Train downloads it from huggingface.co._")
+    return mo.callout(
+        mo.md(
+            f"**huggingface.co cannot be reached and `{settings.model_source}` is not cached:** Train will "
+            "fall back to the tiny offline GPT-2 (random weights). Pick it directly, or a local directory."
+        ),
+        kind="warn",
+    )
 
 
 @app.function
@@ -1133,7 +1210,7 @@ def load_pretrained(source, dtype, local_dir=""):
     except (OSError, ValueError) as cache_error:
         if source == "local":
             raise ModelUnavailable(f"Could not load `{name}`: {str(cache_error).splitlines()[0]}") from None
-        if not hub_reachable():
+        if not hub_status():
             raise ModelUnavailable(
                 f"`{name}` is not in the local cache and huggingface.co cannot be reached (no network)."
             ) from None
@@ -1296,7 +1373,7 @@ def nvml_module():
 class LoRALayer(nn.Module):
     """y = base(x) + B(A(dropout(x))) · alpha/r around a frozen nn.Linear or GPT-2 Conv1D (chosen by type)."""
 
-    def __init__(self, base_layer, r, alpha, dropout=0.0):
+    def __init__(self, base_layer, r, alpha, dropout=0.0, generator=None):
         super().__init__()
         if isinstance(base_layer, Conv1D):
             in_features, out_features = base_layer.weight.shape  # Conv1D stores [in, out]
@@ -1309,12 +1386,13 @@ class LoRALayer(nn.Module):
         self.base_layer = base_layer
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
         self.in_features, self.out_features = in_features, out_features
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout = LoRADropout(dropout, generator) if dropout > 0 else nn.Identity()
         device = base_layer.weight.device
         # Adapters live in FP32 (the optimizer's master copy) whatever the frozen base dtype is.
         self.lora_A = nn.Linear(in_features, r, bias=False, device=device, dtype=torch.float32)
         self.lora_B = nn.Linear(r, out_features, bias=False, device=device, dtype=torch.float32)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        # The run's own generator, not torch's global one: another viewer's run cannot change this draw.
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5), generator=generator)
         nn.init.zeros_(self.lora_B.weight)  # B = 0: the wrapped model equals the base model at step 0
         self.merged = False
 
@@ -1350,6 +1428,28 @@ class LoRALayer(nn.Module):
         return result + (update * self.scaling).to(result.dtype)
 
 
+@app.class_definition
+class LoRADropout(nn.Module):
+    """Inverted dropout whose mask comes from the run's torch.Generator (None: torch's global generator).
+
+    Inside torch.compile the global generator is used: a generator argument would break the graph at
+    every layer. That generator is seeded in step 2 while the run holds the GPU lease, so no other run
+    of this process draws from it meanwhile.
+    """
+
+    def __init__(self, p, generator=None):
+        super().__init__()
+        self.p, self.generator = p, generator
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if self.generator is None or torch.compiler.is_compiling():
+            return F.dropout(x, self.p, training=True)
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep / (1 - self.p)
+
+
 @app.function
 def matches_target(module_name, targets):
     """PEFT's rule: a module is targeted when its name equals a target or ends with '.' + target."""
@@ -1357,8 +1457,11 @@ def matches_target(module_name, targets):
 
 
 @app.function
-def inject_lora(model, target_modules, r, alpha, dropout=0.0):
-    """Freeze the model, wrap every targeted Linear/Conv1D in a LoRALayer, and describe what was wrapped."""
+def inject_lora(model, target_modules, r, alpha, dropout=0.0, generator=None):
+    """Freeze the model, wrap every targeted Linear/Conv1D in a LoRALayer, and describe what was wrapped.
+
+    Raises NoTargetModules when no module matches (a model whose layers have other names).
+    """
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     targets = [
@@ -1367,13 +1470,17 @@ def inject_lora(model, target_modules, r, alpha, dropout=0.0):
         if matches_target(name, target_modules) and not isinstance(module, LoRALayer)
     ]
     if not targets:
-        raise ValueError(
-            f"No module matches {list(target_modules)}: the LoRA targets expect GPT-2's layer names."
+        linear_names = sorted(
+            {n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
+        )
+        raise NoTargetModules(
+            f"No layer of this model matches the LoRA targets {', '.join(target_modules)} (GPT-2's layer "
+            f"names). Its linear layers are called: {', '.join(linear_names[:12]) or 'none'}."
         )
     rows = []
     for name, module in targets:
         parent_name, _, child_name = name.rpartition(".")
-        wrapped = LoRALayer(module, r, alpha, dropout)
+        wrapped = LoRALayer(module, r, alpha, dropout, generator)
         setattr(model.get_submodule(parent_name), child_name, wrapped)
         rows.append(
             {
@@ -1861,9 +1968,12 @@ class FineTuneRun:
     lm_weight: object = None  # fast path: the LM head padded to a multiple of 128 rows
     lr_schedule: object = None  # fast path: learning rate per applied step, on the device
     applied_steps: object = None  # fast path: optimizer steps not skipped by the scaler, on the device
+    lease: object = None  # the GpuLease this run holds from step 2 until release()
+    generator: object = None  # this run's own random numbers: LoRA's A init and LoRA dropout
 
     def release(self):
-        """Drop every reference to model, optimizer and batches; report device memory before and after."""
+        """Drop every reference to model, optimizer and batches; report device memory before and after; give
+        the GPU lease back (the memory is read before another viewer can allocate)."""
         before = device_memory(self.device)
         compiled = self.body is not None
         self.model = self.optimizer = self.scheduler = self.scaler = self.body = None
@@ -1871,13 +1981,14 @@ class FineTuneRun:
         self.lr_schedule = self.applied_steps = None
         self.train_loader = self.eval_loader = None
         if compiled:
-            # torch.compile's caches and its CUDA-graph pool keep the compiled model's tensors alive
-            torch._dynamo.reset()
+            release_compiled_graphs()
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
         after = device_memory(self.device)
+        if self.lease is not None:
+            self.lease.release()
         return {
             "allocated_before": before["allocated"],
             "allocated_after": after["allocated"],
@@ -1885,6 +1996,20 @@ class FineTuneRun:
             "reserved_after": after["reserved"],
             "baseline": self.memory_baseline,
         }
+
+
+@app.function
+def release_compiled_graphs():
+    """Free the CUDA-graph memory pool that torch.compile's cudagraph trees keep for *this* thread only.
+
+    Not `torch._dynamo.reset()`: that clears the compile caches of every viewer's session in the process.
+    Dynamo's per-code caches stay (they hold guards, not this run's tensors); cudagraph trees live in
+    thread-local storage, and each marimo session runs its cells on its own thread.
+    """
+    with contextlib.suppress(ImportError):
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+        reset_cudagraph_trees()
 
 
 @app.function
@@ -1906,7 +2031,11 @@ def prepare_training(run, train_frame, eval_frame):
     train_examples, train_dropped = tokenize_examples(train_frame, run.tokenizer, s.max_length)
     eval_examples, eval_dropped = tokenize_examples(eval_frame, run.tokenizer, s.max_length)
     if not train_examples or not eval_examples:
-        raise ValueError("No example fits max sequence length: raise it or shorten the prompts.")
+        split = "training" if not train_examples else "eval"
+        raise NoExampleFits(
+            f"No {split} example fits the max sequence length of {s.max_length} tokens (every prompt is "
+            "longer): raise the max sequence length or shorten the prompts."
+        )
     pin = run.device.type == "cuda"
     run.train_loader = make_loader(train_examples, s.batch_size, pad_id, shuffle=True, seed=s.seed, pin=pin)
     run.eval_loader = make_loader(eval_examples, s.batch_size, pad_id, shuffle=False, pin=pin)
@@ -1973,6 +2102,20 @@ class TrainingStopped(RuntimeError):
     def __init__(self, reason, advice, step):
         super().__init__(f"{reason} {advice}")
         self.reason, self.advice, self.step = reason, advice, step
+
+
+@app.function
+def catch_out_of_memory(work, *args):
+    """(work(*args), False), or (None, True) after torch.OutOfMemoryError: the one OOM catch of the app.
+
+    The type, never the message text, decides. The failed frames are cleared before returning, so the
+    activations they hold can be freed by the caller (outside any except block).
+    """
+    try:
+        return work(*args), False
+    except torch.OutOfMemoryError as error:
+        traceback.clear_frames(error.__traceback__)
+    return None, True
 
 
 @app.function
@@ -2110,13 +2253,11 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
                 "real_tokens": int(batch["attention_mask"].sum()),
                 "padded_tokens": batch["input_ids"].numel(),
             }
-            out_of_memory = False
-            try:
-                facts = train_one_step(run, batch, adapter_parameters, max_grad_norm)
-                if not deferred:
-                    synchronize(run.device)
-            except torch.OutOfMemoryError:
-                out_of_memory = True
+            facts, out_of_memory = catch_out_of_memory(
+                train_one_step, run, batch, adapter_parameters, max_grad_norm
+            )
+            if not (out_of_memory or deferred):
+                _, out_of_memory = catch_out_of_memory(synchronize, run.device)
             if out_of_memory:
                 # The failed step's tensors died with its frame; hand the cached blocks back to the driver.
                 step += len(pending)  # steps queued before the failure were applied; count them
@@ -2142,11 +2283,7 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
                     facts |= {"scale": scale, "skipped": skipped > 0, "lr": lr}
                     yield record(epoch, meta, facts, seconds)
                 started = time.perf_counter()
-        out_of_memory = False
-        try:
-            metrics = evaluate_loss(run)
-        except torch.OutOfMemoryError:
-            out_of_memory = True
+        metrics, out_of_memory = catch_out_of_memory(evaluate_loss, run)
         if out_of_memory:
             raise out_of_memory_stop(f"GPU out of memory while evaluating after epoch {epoch + 1}.", step)
         yield {"kind": "eval", "step": step, "epoch": epoch + 1, **metrics}
@@ -2208,8 +2345,48 @@ def generate_greedy(run, prompts, max_new_tokens=16, batch_size=32):
                 break
         for row in input_ids[:, width:].tolist():
             row = row[: row.index(eos)] if eos in row else row
-            outputs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+            outputs.append(readable_decode(tokenizer, row))
     return outputs
+
+
+@app.function
+def byte_level_alphabet():
+    """GPT-2's byte-level BPE alphabet: the character each byte is written as inside a token (→ byte)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:  # unprintable bytes are moved past 255, in order
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+@app.function
+def readable_decode(tokenizer, ids):
+    """Generated tokens as text; bytes that are not complete UTF-8 characters shown as `\\xNN`, never "�".
+
+    An untrained model can emit one byte of a multi-byte character (byte-level BPE tokens are bytes); a
+    plain decode turns it into U+FFFD, which reads like an encoding bug. Tokens that are not byte-level
+    (special or SentencePiece pieces) fall back to the plain decode.
+    """
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if "\ufffd" not in text:
+        return text.strip()
+    alphabet, raw = byte_level_alphabet(), bytearray()
+    for token in tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=True):
+        if token.startswith("<0x") and token.endswith(">") and len(token) == 6:  # SentencePiece byte fallback
+            raw.append(int(token[3:5], 16))
+        elif all(ch in alphabet for ch in token):
+            raw.extend(alphabet[ch] for ch in token)
+        else:
+            raw.extend(token.replace("▁", " ").encode("utf-8"))
+    return raw.decode("utf-8", errors="backslashreplace").strip()
 
 
 @app.function
@@ -2240,12 +2417,11 @@ def score_generations(frame, generations):
 @app.function
 def evaluate_run(run, eval_frame, max_new_tokens):
     """Eval loss, perplexity and scored greedy generations for the held-out prompts (OOM → TrainingStopped)."""
-    out_of_memory = False
-    try:
-        metrics = evaluate_loss(run)
-        generations = generate_greedy(run, eval_frame["prompt"].tolist(), max_new_tokens)
-    except torch.OutOfMemoryError:
-        out_of_memory = True
+    metrics, out_of_memory = catch_out_of_memory(evaluate_loss, run)
+    if not out_of_memory:
+        generations, out_of_memory = catch_out_of_memory(
+            generate_greedy, run, eval_frame["prompt"].tolist(), max_new_tokens
+        )
     if out_of_memory:
         raise out_of_memory_stop("GPU out of memory while evaluating.", 0)
     scored = score_generations(eval_frame, generations)
@@ -2338,9 +2514,10 @@ def peft_reload_check(run, folder, prompts):
     run.model.eval()
     ours = run.model(**inputs).logits.float()
     base = remove_lora(run.model)
-    with warnings.catch_warnings():  # a transformers deprecation notice raised inside PEFT, not ours to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        run.model = PeftModel.from_pretrained(base, str(folder)).to(run.device).eval()
+    # A transformers deprecation notice raised inside PEFT, not ours to fix. One process-wide filter, added
+    # once: warnings.catch_warnings() swaps the filters of every thread, so it is unsafe beside other viewers.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    run.model = PeftModel.from_pretrained(base, str(folder)).to(run.device).eval()
     theirs = run.model(**inputs).logits.float()
     keep = inputs["attention_mask"].bool()
     return (ours[keep] - theirs[keep]).abs().max().item()
@@ -2390,46 +2567,97 @@ def process_gpu_lock():
 
 
 @app.function
-@contextlib.contextmanager
-def gpu_turn(on_wait=None, path=None, wait=True):
-    """Hold the GPU: one viewer at a time in this process, and one program at a time on this machine.
+def gpu_lock_path():
+    """The machine-wide lock file: env GPU_NOTEBOOKS_LOCK_PATH, else the default both apps share."""
+    return os.environ.get("GPU_NOTEBOOKS_LOCK_PATH") or GPU_LOCK_DEFAULT_PATH
 
-    The file lock is the same one the RAPIDS dashboard takes, so a benchmark and a training step never
-    share the card; `on_wait()` is called once when someone else holds it. Yields True once the GPU is
-    held; with `wait=False` it yields False at once (holding nothing) if someone else has it.
+
+@app.class_definition
+class GpuLease:
+    """The GPU held by one holder: one viewer at a time in this process, one program at a time on this machine.
+
+    A Train click takes one lease in step 2 and keeps it across the step cells until `FineTuneRun.release`
+    (step 7, or any stop or failure) gives it back, so two viewers never share the GPU and every memory
+    figure of a run is read while no other run of this process allocates. The file lock is the one the
+    RAPIDS dashboard takes. The holder's thread is recorded: a session's cells all run on its thread, so a
+    lease its previous run left behind (a cell that raised) is given back before that session waits.
     """
-    path = path or os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
-    lock, waited = process_gpu_lock(), False
-    if not lock.acquire(blocking=False):
-        if not wait:
-            yield False
-            return
-        if on_wait is not None:
-            on_wait()
-        waited = True
-        lock.acquire()
-    try:
+
+    def __init__(self, path=None):
+        self.path = path or gpu_lock_path()
+        self.held, self.waited_s, self.owner = False, 0.0, None
+        self._handle = None
+
+    def acquire(self, on_wait=None, wait=True):
+        """Take the lease (True), calling `on_wait()` once if someone else has it; wait=False → False at once."""
+        registry, lock = process_registry(), process_gpu_lock()
+        stale = registry.get("lease_holder")
+        if stale is not None and stale is not self and stale.owner == threading.get_ident():
+            stale.release()
+        started, told = time.perf_counter(), False
+        if not lock.acquire(blocking=False):
+            if not wait:
+                return False
+            if on_wait is not None:
+                on_wait()
+            told = True
+            lock.acquire()
         try:
             import fcntl
         except ImportError:  # Windows: the in-process lock alone
-            yield True
-            return
-        with open(path, "a+") as handle:
+            fcntl = None
+        if fcntl is not None:
+            handle = open(self.path, "a+")  # noqa: SIM115 - held open for as long as the lease
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if not wait:
-                    yield False
-                    return
-                if on_wait is not None and not waited:
+                    handle.close()
+                    lock.release()
+                    return False
+                if on_wait is not None and not told:
                     on_wait()
                 fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            self._handle = handle
+        self.held, self.owner = True, threading.get_ident()
+        self.waited_s = time.perf_counter() - started
+        registry["lease_holder"] = self
+        return True
+
+    def release(self):
+        """Give the lease back (a no-op when not held)."""
+        if not self.held:
+            return
+        self.held = False
+        registry = process_registry()
+        if registry.get("lease_holder") is self:
+            registry["lease_holder"] = None
+        if self._handle is not None:
+            import fcntl
+
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+        process_gpu_lock().release()
+
+    def __del__(self):
+        # A lease whose holder vanished (its session closed) goes back; at interpreter exit the module's
+        # globals may already be gone, and there is nothing left to give back to.
+        if getattr(self, "held", False):
+            with contextlib.suppress(Exception):
+                self.release()
+
+
+@app.function
+@contextlib.contextmanager
+def gpu_turn(on_wait=None, path=None, wait=True):
+    """A GpuLease for the length of a `with` block: yields True once held, or False at once with wait=False."""
+    lease = GpuLease(path)
+    held = lease.acquire(on_wait=on_wait, wait=wait)
+    try:
+        yield held
     finally:
-        lock.release()
+        lease.release()
 
 
 @app.class_definition
@@ -2469,15 +2697,26 @@ class GpuSampler:
                 "memory_mib": memory,
                 "temperature_c": None,
                 "power_w": None,
+                "sm_clock_mhz": None,
+                "mem_clock_mhz": None,
+                "clock_events": None,
             }
         nvml, handle = self._nvml, self._handle
-        util = nvml.nvmlDeviceGetUtilizationRates(handle)
-        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        # Each reading on its own: a card without one (no power sensor, no clock-event reasons) gives None.
+        util = read_nvml(nvml, nvml.nvmlDeviceGetUtilizationRates, handle)
+        memory = read_nvml(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
+        power_mw = read_nvml(nvml, nvml.nvmlDeviceGetPowerUsage, handle)
+        events = read_nvml(nvml, nvml.nvmlDeviceGetCurrentClocksEventReasons, handle)
         return {
-            "util_pct": util.gpu,
-            "memory_mib": memory.used / 2**20,
-            "temperature_c": nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
-            "power_w": nvml.nvmlDeviceGetPowerUsage(handle) / 1000,
+            "util_pct": None if util is None else util.gpu,
+            "memory_mib": None if memory is None else memory.used / 2**20,
+            "temperature_c": read_nvml(
+                nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU
+            ),
+            "power_w": None if power_mw is None else power_mw / 1000,
+            "sm_clock_mhz": read_nvml(nvml, nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": read_nvml(nvml, nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_MEM),
+            "clock_events": ", ".join(decode_clock_event_reasons(events)) or "none",
         }
 
     def _loop(self):
@@ -2503,9 +2742,566 @@ class GpuSampler:
 
     def frame(self):
         """Samples so far as a DataFrame (t in seconds)."""
-        return pd.DataFrame(
-            list(self.samples), columns=["t", "util_pct", "memory_mib", "temperature_c", "power_w"]
+        columns = ["t", "util_pct", "memory_mib", "temperature_c", "power_w"]
+        columns += ["sm_clock_mhz", "mem_clock_mhz", "clock_events"]
+        return pd.DataFrame(list(self.samples), columns=columns)
+
+
+@app.function
+def bf16_native(device):
+    """True on GPUs with native BF16 Tensor Cores (compute capability 8.0, Ampere, and newer).
+
+    Not torch.cuda.is_bf16_supported(): it also says True on Volta/Turing, where BF16 is emulated and slow.
+    """
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+@app.function
+def precision_callout_kind(plan):
+    """Step 1's colour: a warning when the precision that runs is not the one requested."""
+    return "warn" if is_fallback(plan) else "success"
+
+
+@app.function
+def load_step(settings, dataset, device, plan, on_wait=None, loader=None):
+    """Step 2: take this click's GPU lease, seed, read the memory baseline, load model + tokenizer onto the device.
+
+    Returns (run, facts) with facts `waited_s`, `load_warning` and `out_of_memory` (then the run is already
+    released). The lease stays with the run until `run.release()`; `loader` replaces the app's own
+    `load_model_and_tokenizer` (the benchmarks load GPT-2's shape with random weights).
+    """
+    run = FineTuneRun(settings=settings, device=device, plan=plan, lease=GpuLease())
+    run.lease.acquire(on_wait=on_wait)
+    with release_on_interrupt(run):
+        # Global generators too (GPT-2's own dropout draws from them): seeded while this run holds the lease.
+        set_seed(settings.seed)
+        run.generator = torch.Generator(device=device).manual_seed(settings.seed)
+        run.memory_baseline = device_memory(device)["allocated"]  # what the process held before this run
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)  # no other run of this process allocates now
+        model, run.tokenizer, run.model_name, warning = (loader or load_model_and_tokenizer)(
+            settings, plan.param_dtype, tokenizer_corpus(dataset)
         )
+        run.model, out_of_memory = catch_out_of_memory(model.to, device)
+        del model
+        run.settings = with_model_defaults(settings, run.model_name)
+    if out_of_memory:
+        run.release()  # the part already copied and the allocator's cached blocks go back
+    return run, {"waited_s": run.lease.waited_s, "load_warning": warning, "out_of_memory": out_of_memory}
+
+
+@app.function
+def inject_step(run):
+    """Step 3: LoRA on the run's targets → (table, None), or (None, message) with the run released."""
+    s = run.settings
+    with release_on_interrupt(run):
+        try:
+            return inject_lora(run.model, s.target_modules, s.rank, s.alpha, s.dropout, run.generator), None
+        except NoTargetModules as error:
+            problem = str(error)
+    run.release()
+    return None, problem
+
+
+@app.function
+def prepare_step(run, dataset):
+    """Step 4: loaders, optimizer, schedule, scaler → (token stats, None), or (None, message), run released."""
+    with release_on_interrupt(run):
+        try:
+            return prepare_training(
+                run, dataset[dataset["split"] == "train"], dataset[dataset["split"] == "eval"]
+            ), None
+        except NoExampleFits as error:
+            problem = str(error)
+    run.release()
+    return None, problem
+
+
+@app.function
+def train_step_body(run, eval_frame, answer_tokens, on_record=None):
+    """Step 5: the "before" evaluation, then every training step with the device sampled throughout.
+
+    `on_record(record, sampler, so_far)` sees each train/eval record as it comes, with the records so far
+    (the cell draws the live chart).
+    Returns before, before_generations, train_records, eval_records, stop_reason, sampler, samples,
+    train_seconds; a stop releases the run (steps 6 and 7 will not run).
+    """
+    out = {"before": None, "before_generations": None, "train_records": [], "eval_records": []}
+    out |= {"stop_reason": None, "sampler": None, "samples": pd.DataFrame(), "train_seconds": 0.0}
+    out |= {"gpm": None, "energy_j": None}
+    with release_on_interrupt(run):
+        try:
+            # LoRA's B is zero, so this *is* the base model: the "before" of every comparison.
+            out["before"], out["before_generations"] = evaluate_run(run, eval_frame, answer_tokens)
+        except TrainingStopped as stop:
+            free_failed_run(run, stop)
+            out["stop_reason"] = stop.with_traceback(None)
+            return out
+        out["eval_records"].append(
+            {"step": 0, "epoch": 0, "eval_loss": out["before"]["eval_loss"]}
+            | {"perplexity": out["before"]["perplexity"]}
+        )
+        out |= training_telemetry_plan(run)
+        gpm = GpmSampler([nvml_device_index(run.device)], hz=10) if run.device.type == "cuda" else None
+        out["gpm"], energy_start = gpm, read_energy_mj(run.device)
+        started = time.perf_counter()
+        with GpuSampler(run.device, hz=10) as sampler:
+            out["sampler"] = sampler
+            if gpm is not None:
+                gpm.start()
+            try:
+                for record in train_steps(run):
+                    if record["kind"] == "train":
+                        record["mfu"] = mfu(record["tokens_per_s"], out["flops_per_token"], out["peak_flops"])
+                    out["eval_records" if record["kind"] == "eval" else "train_records"].append(record)
+                    if on_record is not None:
+                        on_record(record, sampler, out)
+            except TrainingStopped as stop:
+                # without its traceback: the frames it points to hold the failed step's GPU tensors
+                traceback.clear_frames(stop.__traceback__)
+                out["stop_reason"] = stop.with_traceback(None)
+            finally:
+                if gpm is not None:
+                    gpm.stop()
+        out["train_seconds"] = time.perf_counter() - started
+        out["energy_j"] = energy_joules(energy_start, read_energy_mj(run.device))
+        out["samples"] = sampler.frame()
+    if out["stop_reason"] is not None:
+        run.release()  # steps 6 and 7 will not run: give the memory and the lease back now
+    return out
+
+
+@app.function
+def training_telemetry_plan(run):
+    """What step 5 needs to show MFU: FLOPs per token of this model, LoRA and length, and the card's peak."""
+    seq_len = max(len(e["input_ids"]) for e in run.train_loader.dataset)
+    peak, source = (
+        dense_peak_flops(device_label(run.device), run.plan.autocast_dtype)
+        if run.device.type == "cuda"
+        else (None, "no GPU: MFU is a GPU figure")
+    )
+    return {
+        "flops_per_token": run_flops_per_token(run, seq_len),
+        "seq_len": seq_len,
+        "peak_flops": peak,
+        "peak_source": source,
+    }
+
+
+@app.function
+def nvml_device_index(device):
+    """NVML's index of a torch CUDA device (matched by UUID: CUDA_VISIBLE_DEVICES renumbers devices)."""
+    nvml = nvml_module()
+    uuid = str(getattr(torch.cuda.get_device_properties(device), "uuid", ""))
+    if nvml is None or not uuid or read_nvml(nvml, nvml.nvmlInit) is None:
+        return device.index or 0
+    handle = read_nvml(
+        nvml, nvml.nvmlDeviceGetHandleByUUID, uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+    )
+    index = None if handle is None else read_nvml(nvml, nvml.nvmlDeviceGetIndex, handle)
+    return (device.index or 0) if index is None else index
+
+
+@app.function
+def gpm_status(gpm):
+    """The GPM sampler's latest window as a short progress-bar fragment ('' when there is none)."""
+    if gpm is None or not gpm.available or not gpm.samples:
+        return ""
+    last = gpm.samples[-1]
+    parts = [
+        (label, last.get(key))
+        for label, key in (("SM", "sm_active_pct"), ("Tensor", "tensor_active_pct"), ("DRAM", "dram_bw_pct"))
+    ]
+    return " · ".join(f"{label} {value:.0f}%" for label, value in parts if value is not None)
+
+
+@app.function
+def telemetry_cards(result, history):
+    """Step 5's GPU-activity row: MFU, GPM's SM / Tensor Core / DRAM means, and joules per 1M tokens."""
+    real_tokens = int(history["real_tokens"].sum()) if len(history) else 0
+    seconds = float(history["seconds"].sum()) if len(history) else 0.0
+    achieved = mfu(
+        real_tokens / seconds if seconds else None, result.get("flops_per_token"), result.get("peak_flops")
+    )
+    cards = [
+        mo.stat(
+            "n/a" if achieved is None else f"{100 * achieved:.1f}%",
+            label="MFU (model FLOPs utilisation)",
+            caption=(
+                f"{fmt_count(result.get('flops_per_token') or 0)} FLOPs/token vs {result.get('peak_source')}"
+                if achieved is not None
+                else result.get("peak_source") or "not measured"
+            ),
+            bordered=True,
+        )
+    ]
+    gpm = result.get("gpm")
+    if gpm is not None and gpm.available and gpm.samples:
+        means = gpm.means()
+        for label, key in (
+            ("SM activity (GPM)", "sm_active_pct"),
+            ("Tensor Core activity (GPM)", "tensor_active_pct"),
+            ("DRAM bandwidth (GPM)", "dram_bw_pct"),
+        ):
+            value = means[key]
+            cards.append(
+                mo.stat(
+                    "n/a" if value is None else f"{value:.0f}%",
+                    label=label,
+                    caption=f"mean of {len(gpm.samples)} windows of {gpm.interval * 1000:.0f} ms",
+                    bordered=True,
+                )
+            )
+    else:
+        reason = "no GPU" if gpm is None else gpm.unavailable_reason
+        cards.append(mo.stat("n/a", label="GPM (SM, Tensor, DRAM)", caption=reason, bordered=True))
+    energy = result.get("energy_j")
+    cards.append(
+        mo.stat(
+            "n/a" if energy is None or not real_tokens else f"{energy / real_tokens * 1e6:,.0f} J",
+            label="energy per 1M tokens",
+            caption="NVML total-energy counter around training"
+            if energy is not None
+            else "no NVML energy counter here",
+            bordered=True,
+        )
+    )
+    return mo.hstack(cards, widths="equal")
+
+
+@app.function
+def evaluate_step(run, eval_frame, answer_tokens):
+    """Step 6: the "after" evaluation → (metrics, generations, None), or (None, None, stop) with the run released."""
+    with release_on_interrupt(run):
+        try:
+            after, generations = evaluate_run(run, eval_frame, answer_tokens)
+            return after, generations, None
+        except TrainingStopped as stop:
+            traceback.clear_frames(stop.__traceback__)  # the frames hold the failed evaluation's tensors
+            stopped = stop.with_traceback(None)
+    run.release()
+    return None, None, stopped
+
+
+@app.function
+def save_step(run, folder, prompts):
+    """Step 7: save the adapter, check merge and PEFT reload, read the peak, release the run and its lease.
+
+    Returns saved_files, merge_max_diff, peft_max_diff, peak_memory, release_report and `failure` (a
+    sentence, or None). Caught: disk errors (OSError), out of memory, and PEFT's documented ValueError for
+    a config it cannot read; anything else is a bug and raises (the run is still released).
+    """
+    out = {"saved_files": {}, "merge_max_diff": math.nan, "peft_max_diff": math.nan, "failure": None}
+    with release_on_interrupt(run):
+        try:
+            out["saved_files"] = save_adapter(run.model, folder, run.settings, run.model_name)
+        except OSError as error:
+            out["failure"] = f"saving the adapter to disk failed ({type(error).__name__}: {error})"
+        if out["failure"] is None:
+            out["merge_max_diff"], out_of_memory = catch_out_of_memory(merge_check, run, prompts)
+            if out_of_memory:
+                out["failure"] = "out of GPU memory while checking the merged weights"
+        if out["failure"] is None:
+            try:
+                out["peft_max_diff"], out_of_memory = catch_out_of_memory(
+                    peft_reload_check, run, folder, prompts
+                )
+            except (OSError, ValueError) as error:
+                out["failure"] = f"PEFT could not load the saved adapter ({type(error).__name__}: {error})"
+                out_of_memory = False
+            if out_of_memory:
+                out["failure"] = "out of GPU memory while reloading the adapter with PEFT"
+        out["peak_memory"] = device_memory(run.device)["peak"]  # read while this run still holds the lease
+    out["release_report"] = run.release()  # also after a failure: the GPU memory goes back either way
+    return out
+
+
+@app.function
+def adapter_folder_for(run):
+    """A new folder name under OUTPUT_ROOT for this run's adapter (model, rank, time, process, run)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{run.model_name}-r{run.settings.rank}-{stamp}-{os.getpid()}-{id(run) % 10000}"
+    return OUTPUT_ROOT / sanitize_name(name)
+
+
+@app.function
+def keep_recent_adapters(folder, keep=ADAPTERS_KEPT):
+    """Remember `folder` as written by this process and delete the oldest beyond the last `keep` it wrote.
+
+    Only folders this server process created are ever deleted; returns the ones removed.
+    """
+    import shutil
+
+    with process_gpu_lock_guard():
+        written = process_registry().setdefault("adapter_folders", [])
+        written.append(Path(folder))
+        removed, written[:] = written[:-keep], written[-keep:]
+    for old in removed:
+        shutil.rmtree(old, ignore_errors=True)
+    return removed
+
+
+@app.function
+def project_path(path):
+    """`path` as a viewer may see it: relative to the project folder, else only its last two parts."""
+    path = Path(path).resolve()
+    root = Path(mo.notebook_dir() or Path.cwd()).resolve()
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(Path(path.parent.name) / path.name)
+
+
+@app.function
+def memory_scope_note(run):
+    """What the run's CUDA memory figures include: they are per process, read while this run holds the lease."""
+    if run.device.type != "cuda":
+        return ""
+    return (
+        "CUDA memory figures are this server process's torch allocator, read while this run holds the GPU "
+        f"lease (no other run of the process allocates meanwhile); they include "
+        f"{fmt_bytes(run.memory_baseline)} the process already held before this run (other sessions, warm-up)."
+    )
+
+
+@app.function
+def read_nvml(nvml, read, *args):
+    """One NVML reading `read(*args)` of the binding `nvml`, or None when the card, driver or binding does not
+    provide it: NVML's own errors only (a programming error still raises)."""
+    error = getattr(nvml, "NVMLError", OSError)
+    try:
+        return read(*args)
+    except (error, AttributeError, NotImplementedError):  # not supported here / a binding without it
+        return None
+
+
+@app.function
+def decode_clock_event_reasons(mask):
+    """NVML's clock-event (throttle) reason bits as words; [] when nothing holds the clocks down."""
+    if mask is None:
+        return ["not reported"]
+    words = {  # nvmlClocksEventReason* bits, from nvml.h
+        0x1: "idle",
+        0x2: "application clocks setting",
+        0x4: "software power cap",
+        0x8: "hardware slowdown",
+        0x10: "sync boost",
+        0x20: "software thermal slowdown",
+        0x40: "hardware thermal slowdown",
+        0x80: "hardware power brake",
+        0x100: "display clock setting",
+    }
+    reasons = [word for bit, word in words.items() if mask & bit]
+    unknown = mask & ~sum(words)
+    return reasons + ([f"other (0x{unknown:x})"] if unknown else [])
+
+
+@app.function
+def energy_joules(start_mj, end_mj):
+    """Joules between two readings of NVML's total-energy counter (millijoules); None if either is missing."""
+    if start_mj is None or end_mj is None or end_mj < start_mj:  # no counter, or it was reset
+        return None
+    return (end_mj - start_mj) / 1000.0
+
+
+@app.function
+def mfu(tokens_per_s, flops_per_token, peak_flops):
+    """Model FLOPs utilisation: achieved model FLOP/s over the card's dense peak; None when a term is unknown."""
+    if not tokens_per_s or not flops_per_token or not peak_flops:
+        return None
+    return tokens_per_s * flops_per_token / peak_flops
+
+
+@app.function
+def lora_flops_per_token(matmul_params, n_layer, seq_len, d_model, lora_params):
+    """Model FLOPs to train one token with LoRA on a frozen base (multiply-add = 2 FLOPs).
+
+    forward 2·N + 2·L·T·d (weights, then attention scores and values over T positions), the backward's
+    input gradients as much again (frozen weights get no weight gradient), and the adapters 6·N_lora
+    (forward, input gradient, weight gradient): 4·N + 4·L·T·d + 6·N_lora. N counts the matmul weights,
+    the LM head included, not the embedding lookups.
+    """
+    return 4 * matmul_params + 4 * n_layer * seq_len * d_model + 6 * lora_params
+
+
+@app.function
+def run_flops_per_token(run, seq_len):
+    """lora_flops_per_token for the run's model: its matmul weights, layers, width and adapters."""
+    config = run.model.config
+    n_layer = getattr(config, "n_layer", None) or config.num_hidden_layers
+    d_model = getattr(config, "n_embd", None) or config.hidden_size
+    lora = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    embedding_ids = {id(m.weight) for m in run.model.modules() if isinstance(m, nn.Embedding)}
+    matmul = sum(
+        layer.weight.numel()
+        for layer in run.model.modules()
+        if isinstance(layer, (nn.Linear, Conv1D))
+        and not layer.weight.requires_grad
+        and id(layer.weight) not in embedding_ids
+    )
+    head = run.model.get_output_embeddings()
+    if head is not None and id(head.weight) in embedding_ids:  # a tied head is still a matmul
+        matmul += head.weight.numel()
+    return lora_flops_per_token(matmul, n_layer, seq_len, d_model, lora)
+
+
+@app.function
+def dense_peak_flops(device_name, dtype):
+    """(FLOP/s, source) of the card's dense FP16/BF16 Tensor Core peak from DENSE_PEAK_TFLOPS; (None, why)."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return None, "an FP32 run: no dense FP16/BF16 Tensor Core peak applies"
+    for names, tflops in DENSE_PEAK_TFLOPS:
+        if any(re.search(rf"\b{re.escape(name)}\b", device_name or "") for name in names):
+            if dtype == torch.bfloat16 and tflops.get("bf16") is None:
+                return None, f"{device_name} has no BF16 Tensor Cores"
+            return tflops["bf16" if dtype == torch.bfloat16 else "fp16"] * 1e12, (
+                f"{names[0]} datasheet, dense (no sparsity)"
+            )
+    return None, f"`{device_name}` is not in the app's small table of datasheet peaks"
+
+
+@app.function
+def gpm_support(nvml, handle):
+    """(True, "") when NVML's GPM metrics answer for this GPU (Hopper and newer), else (False, why in a line)."""
+    if nvml is None:
+        return False, "GPM metrics need nvidia-ml-py (pynvml), which is not installed."
+    if not hasattr(nvml, "nvmlGpmQueryDeviceSupport"):
+        return False, "this nvidia-ml-py has no GPM interface: upgrade nvidia-ml-py."
+    support = read_nvml(nvml, nvml.nvmlGpmQueryDeviceSupport, handle)
+    if support is None or not getattr(support, "isSupportedDevice", 0):
+        return False, "this GPU or driver has no GPM counters (NVML GPM needs Hopper or newer)."
+    return True, ""
+
+
+@app.function
+def pcie_bytes_per_s(value, unit):
+    """A GPM PCIe reading in bytes/s, from the unit NVML reports with it (MiB/s today)."""
+    if value is None:
+        return None
+    unit = (unit or "MiB/sec").lower()
+    scale = 2**20 if "mib" in unit else 1e6 if "mb" in unit else 2**10 if "kib" in unit else 1.0
+    return value * scale
+
+
+@app.function
+def gpm_read(nvml, handle, previous, current):
+    """GPM metrics between two samples as {field: value or None}; `current` is filled here."""
+    fields = {field: getattr(nvml, name, None) for field, name in GPM_FIELDS.items()}
+    if read_nvml(nvml, nvml.nvmlGpmSampleGet, handle, current) is None:
+        return dict.fromkeys(GPM_FIELDS)
+    request = nvml.c_nvmlGpmMetricsGet_t()
+    request.version = nvml.NVML_GPM_METRICS_GET_VERSION
+    wanted = [(field, metric_id) for field, metric_id in fields.items() if metric_id is not None]
+    request.numMetrics = len(wanted)
+    request.sample1, request.sample2 = previous, current
+    for slot, (_, metric_id) in enumerate(wanted):
+        request.metrics[slot].metricId = metric_id
+    values = dict.fromkeys(GPM_FIELDS)
+    if read_nvml(nvml, nvml.nvmlGpmMetricsGet, request) is None:
+        return values
+    for slot, (field, _) in enumerate(wanted):
+        metric = request.metrics[slot]
+        if metric.nvmlReturn != 0:  # this metric is not available on this GPU
+            continue
+        value = float(metric.value)
+        if field.startswith("pcie_"):
+            unit = metric.metricInfo.unit
+            value = pcie_bytes_per_s(value, unit.decode() if isinstance(unit, bytes) else unit)
+        values[field] = value
+    return values
+
+
+@app.class_definition
+class GpmSampler:
+    """NVML GPM metrics (SM activity and occupancy, Tensor Core activity, DRAM bandwidth, PCIe) for each GPU.
+
+    GPM counters exist on Hopper and newer: each reading is the average between two GPM samples, so a
+    sample every 1/hz seconds gives that window's mean. Elsewhere `available` is False and
+    `unavailable_reason` says why in one line; the classic GpuSampler keeps working either way.
+    Same design and names as the RAPIDS dashboard's sampler: start(), stop(), samples, available.
+    """
+
+    def __init__(self, device_indices=None, hz=10.0):
+        self.interval, self.samples = 1.0 / hz, []
+        self.available, self.unavailable_reason = False, ""
+        self._nvml, self._gpus, self._stop = nvml_module(), [], threading.Event()
+        self._thread = None
+        nvml = self._nvml
+        if nvml is None:
+            self.unavailable_reason = gpm_support(None, None)[1]
+            return
+        if read_nvml(nvml, nvml.nvmlInit) is None and not hasattr(nvml, "nvmlGpmSampleAlloc"):
+            self.unavailable_reason = "NVML could not start here (no NVIDIA driver)."
+            return
+        count = read_nvml(nvml, nvml.nvmlDeviceGetCount) or 0
+        reasons = []
+        for index in range(count) if device_indices is None else device_indices:
+            handle = read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, index)
+            ok, why = gpm_support(nvml, handle) if handle is not None else (False, "no NVML handle.")
+            if ok:
+                self._gpus.append({"gpu": index, "handle": handle})
+            else:
+                reasons.append(why)
+        self.available = bool(self._gpus)
+        if not self.available:
+            self.unavailable_reason = reasons[0] if reasons else "NVML sees no GPU."
+
+    def _sample_pair(self):
+        return [
+            read_nvml(self._nvml, self._nvml.nvmlGpmSampleAlloc),
+            read_nvml(self._nvml, self._nvml.nvmlGpmSampleAlloc),
+        ]
+
+    def start(self):
+        """Take the first sample of every GPU and start sampling in a background thread."""
+        if not self.available:
+            return self
+        for gpu in self._gpus:
+            gpu["pair"] = self._sample_pair()
+            read_nvml(self._nvml, self._nvml.nvmlGpmSampleGet, gpu["handle"], gpu["pair"][0])
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="gpm-sampler")
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            t = time.perf_counter() - self._started
+            for gpu in self._gpus:
+                previous, current = gpu["pair"]
+                values = gpm_read(self._nvml, gpu["handle"], previous, current)
+                gpu["pair"] = [current, previous]  # this sample is the next window's start
+                self.samples.append({"t": t, "gpu": gpu["gpu"], **values})
+
+    def stop(self):
+        """Stop sampling and free the GPM samples."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for gpu in self._gpus:
+            for sample in gpu.pop("pair", []):
+                if sample is not None:
+                    read_nvml(self._nvml, self._nvml.nvmlGpmSampleFree, sample)
+        return self
+
+    def frame(self):
+        """Samples so far as a DataFrame (t in seconds, one row per GPU and window)."""
+        return pd.DataFrame(list(self.samples), columns=["t", "gpu", *GPM_FIELDS])
+
+    def means(self):
+        """Mean of each metric over the samples (None where no reading came)."""
+        frame = self.frame()
+        return {f: (None if frame[f].isna().all() else float(frame[f].mean())) for f in GPM_FIELDS}
+
+
+@app.function
+def read_energy_mj(device):
+    """NVML's total energy counter of the torch device in millijoules (None without NVML or the counter)."""
+    nvml = nvml_module()
+    if nvml is None or device.type != "cuda" or read_nvml(nvml, nvml.nvmlInit) is None:
+        return None
+    handle = read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, nvml_device_index(device))
+    return None if handle is None else read_nvml(nvml, nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
 
 
 @app.function
@@ -2557,20 +3353,24 @@ def step_done(number, title, seconds, details, kind="success"):
 
 
 @app.function
-def show_waiting():
-    """Tell this viewer who holds the GPU: the start-up warm-up, or another viewer's run."""
-    state = warm_up_state()
-    who = (
-        "the start-up warm-up is loading the GPU's kernels (a few seconds)…"
-        if state.get("status") == "running"
-        else "another viewer is running…"
-    )
-    mo.output.append(
-        mo.callout(
-            mo.md(f"**Waiting for the GPU — {who}** This step starts as soon as it is free."),
-            kind="warn",
+def waiting_message(device):
+    """What this viewer waits for: the start-up warm-up, or another run holding the GPU (or, on a CPU, the turn)."""
+    if device.type != "cuda":
+        return (
+            "**Waiting for your turn — another run (another viewer, or the benchmark app) is using this "
+            "machine.** Runs take turns so they do not share the CPU; this one starts as soon as it ends."
         )
-    )
+    if warm_up_state().get("status") == "running":
+        who = "the start-up warm-up is loading the GPU's kernels (a few seconds)"
+    else:
+        who = "another viewer's run (or the benchmark app) holds it"
+    return f"**Waiting for the GPU — {who}.** This run starts as soon as it is free."
+
+
+@app.function
+def show_waiting(device):
+    """Show this viewer the waiting message (step 2 replaces it once the run holds the GPU)."""
+    mo.output.append(mo.callout(mo.md(waiting_message(device)), kind="warn"))
 
 
 @app.function
@@ -2683,7 +3483,7 @@ def warm_up_note(device, state=None):
 
 @app.function
 def process_gpu_lock_guard():
-    """A small process-wide lock for the warm-up's bookkeeping (not the GPU lock itself)."""
+    """A small process-wide lock for shared bookkeeping (warm-up state, adapter folders), not the GPU lock."""
     return process_registry().setdefault("state_lock", threading.Lock())
 
 
@@ -2706,7 +3506,13 @@ def device_status(sampler):
         return "sampling…"
     last = sampler.samples[-1]
     if sampler.source == "NVML":
-        return f"GPU {last['util_pct']:.0f}% · {last['memory_mib'] / 1024:.1f} GiB used"
+        parts = [
+            None if last["util_pct"] is None else f"GPU {last['util_pct']:.0f}%",
+            None if last["memory_mib"] is None else f"{last['memory_mib'] / 1024:.1f} GiB used",
+            None if last.get("sm_clock_mhz") is None else f"SM {last['sm_clock_mhz']} MHz",
+            None if last.get("clock_events") in (None, "none") else f"clocks held by {last['clock_events']}",
+        ]
+        return " · ".join(p for p in parts if p) or "no NVML reading"
     return f"CPU {last['util_pct']:.0f}% · process {last['memory_mib'] / 1024:.1f} GiB"
 
 
@@ -2886,14 +3692,19 @@ def summary_cards(before, after, click_to_result, peak_memory, release_report, r
 
 
 @app.function
-def why_lora_text(why, settings):
-    """'Why LoRA works' with this model's and rank's numbers."""
+def why_lora_text(why, settings, model_name=None, ran=False):
+    """'Why LoRA works' with this model's and rank's numbers (`ran`: the model a run actually loaded)."""
     d_in, d_out, r = why["c_attn_in"], why["c_attn_out"], settings.rank
     full, low = d_in * d_out, r * (d_in + d_out)
     saving = why["full_ft_bytes"] / why["lora_bytes"]
+    name = model_name or settings.model_source
+    scope = (
+        "the model this run loaded"
+        if ran
+        else "the model you picked; if it cannot load, step 3 repeats this with the model that ran"
+    )
     return f"""
-_Numbers for `{settings.model_source}` with r = {r} on {", ".join(settings.target_modules)} (if the model
-cannot load, the run falls back to the tiny offline model and step 3 shows its own counts)._
+_Numbers for `{name}` with r = {r} on {", ".join(settings.target_modules)} ({scope})._
 
 Fine-tuning changes each weight matrix $W$ by some $\\Delta W$. LoRA's bet is that the change a small
 task needs has **low rank**: write $\\Delta W = B A$ with $A \\in \\mathbb{{R}}^{{r \\times d_\\text{{in}}}}$ and
@@ -2912,6 +3723,16 @@ computes $y = W x + \\frac{{\\alpha}}{{r}} B A x$.
   and training moves away from it only as far as the data asks.
 - After training, $W + \\frac{{\\alpha}}{{r}} BA$ can be **merged** into one matrix: no extra cost at inference.
 """
+
+
+@app.function
+def ran_model_explanation(run):
+    """{title: text} of "Why LoRA works" for the model that ran, when it is not the one picked (a fallback)."""
+    if run.model_name == run.settings.model_source or not isinstance(run.model.config, GPT2Config):
+        return {}
+    why = lora_plan(run.model.config, run.settings)
+    title = f"Why LoRA works — with the numbers of the model that ran (`{run.model_name}`)"
+    return {title: mo.md(why_lora_text(why, run.settings, run.model_name, ran=True))}
 
 
 @app.function

@@ -29,10 +29,10 @@ The runs.
   size free (cudf.from_pandas fails); "OOM ops" leaves 1.6x (the frame loads, join/sort fail). The
   ballast is freed before (c) is read. Why not simply a size beyond the card: the app's plan_run caps the
   rows to fit, and a pandas frame bigger than an 80 GB card does not fit the 128 GB host either.
-- LLM (`llm_finetuning_dashboard.py`): the seven step cells: set_seed/choose_device/resolve_precision →
-  FineTuneRun + model load → inject_lora → prepare_training → evaluate_run + train_steps (TrainingStopped
-  → run.release(), as the cell does) → evaluate_run → save_adapter/merge_check/peft_reload_check/
-  run.release(). Model: GPT-2 124M (GPT2Config(), random weights, the app's offline tokenizer, as
+- LLM (`llm_finetuning_dashboard.py`): the seven step cells' own helpers, which the cells call too (no copy
+  of the cells here): resolve_precision → load_step (the click's GPU lease) → inject_step → prepare_step →
+  train_step_body (TrainingStopped → the run released inside it) → evaluate_step → save_step (the run and
+  its lease released). Model: GPT-2 124M (GPT2Config(), random weights, the app's offline tokenizer, as
   bench/llm_pipeline.py builds it: there is no hub on the GPU box); `--llm-model tiny` uses the app's own
   offline fallback (load_model_and_tokenizer). Success: built-in data, batch 16 x 128, 1 epoch (10 steps).
   Out of memory, with batch B x 1024 tokens of long synthetic text, B a power of two from the free memory
@@ -379,33 +379,27 @@ def llm_child(args) -> dict:
     from transformers import GPT2Config
 
     from llm_finetuning_dashboard import (
-        FineTuneRun,
-        GpuSampler,
-        TrainingStopped,
         TrainSettings,
         answer_token_budget,
+        bf16_native,
         build_offline_tokenizer,
         builtin_examples,
         choose_device,
         describe_environment,
         device_memory,
-        evaluate_run,
-        gpu_turn,
-        inject_lora,
+        evaluate_step,
+        inject_step,
         load_model_and_tokenizer,
-        merge_check,
+        load_step,
         offline_gpt2,
         parameter_breakdown,
         parameter_counts,
-        peft_reload_check,
-        prepare_training,
+        prepare_step,
         resolve_precision,
-        save_adapter,
-        set_seed,
+        save_step,
         tiny_gpt2_config,
         tokenizer_corpus,
-        train_steps,
-        with_model_defaults,
+        train_step_body,
         zip_folder,
     )
 
@@ -499,98 +493,52 @@ def llm_child(args) -> dict:
         started = time.perf_counter()
         outcome, run = "", None
         try:
-            # Step 1 cell
-            set_seed(settings.seed)
-            plan = resolve_precision(settings.precision, device.type, cuda and torch.cuda.is_bf16_supported())
-            # Step 2 cell
-            run = FineTuneRun(
-                settings=settings,
-                device=device,
-                plan=plan,
-                memory_baseline=device_memory(device)["allocated"],
-            )
+            # The step cells' own helpers, in the order the cells call them (step 1: the precision plan)
+            plan = resolve_precision(settings.precision, device.type, bf16_native(device))
+            run, facts = load_step(settings, dataset, device, plan, loader=load)  # step 2: the lease
             state["run"] = run
-            with gpu_turn():
-                model, run.tokenizer, run.model_name, _warning = load(
-                    settings, plan.param_dtype, tokenizer_corpus(dataset)
-                )
-                run.model = model.to(device)
-                run.settings = with_model_defaults(settings, run.model_name)
-                del model
+            if facts["out_of_memory"]:
+                raise CellStopped("OOM caught by app (step 2)")
             if fault:
                 # On the first block, which both training paths call (the fast path's body skips
                 # GPT2Model.forward, so a hook there would never fire on it).
                 run.model.transformer.h[0].register_forward_pre_hook(simulated_oom(fault), with_kwargs=True)
             info["model"] = run.model_name
-            # Step 3 cell
-            state["lora_table"] = inject_lora(
-                run.model,
-                run.settings.target_modules,
-                run.settings.rank,
-                run.settings.alpha,
-                run.settings.dropout,
-            )
+            state["lora_table"], problem = inject_step(run)  # step 3
+            if problem:
+                raise CellStopped(f"step 3 stopped: {problem}")
             state["params"] = parameter_counts(run.model)
             state["parameter_groups"] = parameter_breakdown(run.model)
-            # Step 4 cell
-            token_stats = prepare_training(
-                run, dataset[dataset["split"] == "train"], dataset[dataset["split"] == "eval"]
-            )
+            token_stats, problem = prepare_step(run, dataset)  # step 4
+            if problem:
+                raise CellStopped(f"step 4 stopped: {problem}")
             state["token_stats"] = token_stats
             info["train_max_tokens"] = token_stats["train"]["max_length"]
             info["speed"] = getattr(getattr(run, "speed", None), "name", None)
-            # Step 5 cell
             eval_frame = dataset[dataset["split"] == "eval"]
             answer_tokens = answer_token_budget(run.tokenizer, dataset["response"])
-            train_records, eval_records, stop_reason = [], [], None
-            with gpu_turn():
-                try:
-                    before, before_generations = evaluate_run(run, eval_frame, answer_tokens)
-                except TrainingStopped as stop:
-                    run.release()
-                    info["reason"] = stop.reason
-                    raise CellStopped("OOM caught by app (step 5, before-eval)") from None
-                eval_records.append({"step": 0, "eval_loss": before["eval_loss"]})
-                with GpuSampler(run.device, hz=10) as sampler:
-                    try:
-                        for record in train_steps(run):
-                            (eval_records if record["kind"] == "eval" else train_records).append(record)
-                    except TrainingStopped as stop:
-                        stop_reason = stop  # a cell global in the app, kept until the next click
-                if stop_reason is not None:
-                    run.release()
-            state.update(
-                before=before,
-                before_generations=before_generations,
-                history=pd.DataFrame(train_records),
-                eval_records=eval_records,
-                stop_reason=stop_reason,
-                sampler=sampler,
-                device_samples=sampler.frame(),
-            )
-            info["steps"] = len(train_records)
-            if stop_reason is not None:  # step 6's mo.stop
-                info["reason"] = stop_reason.reason
-                raise CellStopped("OOM caught by app (step 5, training)")
-            # Step 6 cell
-            with gpu_turn():
-                try:
-                    after, after_generations = evaluate_run(run, eval_frame, answer_tokens)
-                except TrainingStopped as stop:
-                    run.release()
-                    info["reason"] = stop.reason
-                    raise CellStopped("OOM caught by app (step 6)") from None
+            trained = train_step_body(run, eval_frame, answer_tokens)  # step 5
+            state.update(trained, history=pd.DataFrame(trained["train_records"]))
+            info["steps"] = len(trained["train_records"])
+            if trained["stop_reason"] is not None:  # step 6's mo.stop
+                info["reason"] = trained["stop_reason"].reason
+                where = "before-eval" if trained["before"] is None else "training"
+                raise CellStopped(f"OOM caught by app (step 5, {where})")
+            after, after_generations, stop = evaluate_step(run, eval_frame, answer_tokens)  # step 6
+            if stop is not None:
+                info["reason"] = stop.reason
+                raise CellStopped("OOM caught by app (step 6)")
             state.update(after=after, after_generations=after_generations)
-            info["eval_loss"] = [round(before["eval_loss"], 3), round(after["eval_loss"], 3)]
-            # Step 7 cell
-            with tempfile.TemporaryDirectory() as tmp, gpu_turn():
+            info["eval_loss"] = [round(trained["before"]["eval_loss"], 3), round(after["eval_loss"], 3)]
+            with tempfile.TemporaryDirectory() as tmp:  # step 7
                 folder = Path(tmp) / "adapter"
-                prompts = eval_frame["prompt"].head(8).tolist()
-                save_adapter(run.model, folder, run.settings, run.model_name)
-                info["merge_max_diff"] = merge_check(run, prompts)
-                info["peft_max_diff"] = peft_reload_check(run, folder, prompts)
-                info["peak_alloc_mib"] = round(device_memory(run.device)["peak"] / MIB)
-                state["release_report"] = run.release()
+                saved = save_step(run, folder, eval_frame["prompt"].head(8).tolist())
+                if saved["failure"]:
+                    raise CellStopped(f"step 7 failed: {saved['failure']}")
+                info["merge_max_diff"] = saved["merge_max_diff"]
+                info["peft_max_diff"] = saved["peft_max_diff"]
+                info["peak_alloc_mib"] = round(saved["peak_memory"] / MIB)
+                state["release_report"] = saved["release_report"]
                 state["adapter_zip"] = zip_folder(folder)
             outcome = f"ok, {info['steps']} steps"
         except CellStopped as stopped:

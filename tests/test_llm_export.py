@@ -2,18 +2,21 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a whole headless run: minutes on a busy 2-core machine (`make test` runs it)
 def test_llm_dashboard_smoke_export_runs_all_seven_steps(tmp_path):
     out, adapters = tmp_path / "llm.html", tmp_path / "adapters"
     env = {**os.environ, "LLM_DASHBOARD_OUTPUT_DIR": str(adapters), "HF_HUB_OFFLINE": "1"}
-    started = time.perf_counter()
     proc = subprocess.run(
         [
             sys.executable,
@@ -31,15 +34,15 @@ def test_llm_dashboard_smoke_export_runs_all_seven_steps(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # generous: a busy 2-core CI machine; speed is measured in bench/, not here
     )
-    seconds = time.perf_counter() - started
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     html = out.read_text()
     for step in range(1, 8):
         assert f"Step {step} complete" in html, f"step {step} did not report completion"
-    assert "FP32 (CPU fallback)" in html or "FP16 + GradScaler" in html
+    # The plan that ran, in step 1's sentence (the dropdown's "FP16 + GradScaler" label is always on the page).
+    ran = "FP16 + GradScaler" if torch.cuda.is_available() else "FP32 (CPU fallback)"
+    assert re.search(r"→ running.{0,60}?" + re.escape(ran), html.replace("\\u2192", "→")), ran
     (folder,) = adapters.iterdir()
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and (folder / "adapter_model.safetensors").stat().st_size > 0
-    assert seconds < 120, f"smoke export took {seconds:.0f} s"

@@ -11,6 +11,7 @@ from transformers.pytorch_utils import Conv1D
 from llm_finetuning_dashboard import (
     ALL_TARGETS,
     LoRALayer,
+    NoTargetModules,
     TrainSettings,
     inject_lora,
     lora_layers,
@@ -104,7 +105,7 @@ def test_wrapping_is_decided_by_type_not_by_name():
     model = nn.Sequential(nn.Linear(4, 4))
     table = inject_lora(model, ["0"], r=2, alpha=2)
     assert table["type"].tolist() == ["Linear (weight [out, in])"]
-    with pytest.raises(ValueError, match="No module matches"):
+    with pytest.raises(NoTargetModules, match="No layer of this model matches"):
         inject_lora(small_gpt2(), ["q_proj"], r=2, alpha=2)
 
 

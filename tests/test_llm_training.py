@@ -1,8 +1,10 @@
 """The training pipeline on a CPU: precision plans, schedule, a real short run, the NaN/OOM guards, loading."""
 
 import gc
+import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import weakref
@@ -288,35 +290,55 @@ def test_import_runs_only_the_light_setup():
     assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
-def test_training_waits_while_the_benchmark_app_holds_the_gpu(tmp_path):
-    """Both apps take one machine-wide file lock: a benchmark in the other app makes training wait."""
-    from rapids_benchmark_dashboard import gpu_lock
+def test_training_waits_while_the_benchmark_app_holds_the_gpu_with_both_apps_default_lock_paths(tmp_path):
+    """Both apps take one machine-wide file lock: a benchmark in the other app makes training wait.
 
-    path = str(tmp_path / "gpu.lock")
-    held, release, waited, order = threading.Event(), threading.Event(), threading.Event(), []
-
-    def benchmark():
-        with gpu_lock(path=path):
-            held.set()
-            release.wait(5)
-            order.append("benchmark done")
-
-    t = threading.Thread(target=benchmark)
-    t.start()
-    held.wait(5)
-
-    def train():
-        with gpu_turn(on_wait=waited.set, path=path):
-            order.append("training step")
-
-    u = threading.Thread(target=train)
-    u.start()
-    time.sleep(0.3)
-    assert waited.is_set() and order == []
-    release.set()
-    t.join(5)
-    u.join(5)
-    assert order == ["benchmark done", "training step"]
+    Each app uses its *default* path (no path passed, no GPU_NOTEBOOKS_LOCK_PATH), so the test fails when
+    the two defaults drift apart. It runs in a child whose TMPDIR is private: the real lock stays untouched.
+    """
+    code = textwrap.dedent(
+        """
+        import threading, time
+        import rapids_benchmark_dashboard as rapids
+        import llm_finetuning_dashboard as llm
+        held, release, waited, order = threading.Event(), threading.Event(), threading.Event(), []
+        def benchmark():
+            with rapids.gpu_lock():
+                held.set()
+                release.wait(20)
+                order.append("benchmark done")
+        t = threading.Thread(target=benchmark)
+        t.start()
+        held.wait(20)
+        def train():
+            with llm.gpu_turn(on_wait=waited.set):
+                order.append("training step")
+        u = threading.Thread(target=train)
+        u.start()
+        time.sleep(1.0)
+        print("waited" if waited.is_set() and not order else "did-not-wait")
+        release.set()
+        t.join(20)
+        u.join(20)
+        print(",".join(order).replace(" ", "-"))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GPU_NOTEBOOKS_LOCK_PATH"}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(app.__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.stdout.split() == ["waited", "benchmark-done,training-step"], (
+        proc.stdout + proc.stderr[-3000:]
+    )
+    assert (
+        tmp_path / "gpu-learning-notebooks.lock"
+    ).exists()  # the shared default name, in the private TMPDIR
 
 
 def test_out_of_memory_in_the_end_of_epoch_evaluation_becomes_a_clear_stop(monkeypatch):

@@ -30,7 +30,7 @@ from llm_finetuning_dashboard import (
     with_model_defaults,
 )
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2, speed="auto", no_dropout=False):
@@ -211,3 +211,58 @@ def test_start_up_warm_up_on_the_gpu_gives_its_memory_back_and_leaves_the_random
     )
     assert after_second - after_first < 2**20
     assert after_first - start < 128 * 2**20  # 65 MiB on an H100 (2026-11-26): cuBLAS/cuBLASLt workspaces
+
+
+def gpt2_124m_loader(settings, dtype, corpus):
+    """Step 2's loader for the device tests: GPT-2 124M's shape, random weights, the offline tokenizer."""
+    tokenizer = build_offline_tokenizer(corpus)
+    return (
+        offline_gpt2(tokenizer, GPT2Config(), seed=settings.seed).to(dtype),
+        tokenizer,
+        "gpt2-124M-random",
+        None,
+    )
+
+
+@pytest.mark.parametrize("speed", ["fast", "compile"])
+def test_the_step_helpers_hold_one_lease_and_give_back_memory_without_resetting_dynamo(
+    speed, tmp_path, monkeypatch
+):
+    """Steps 2-7 as the cells call them: the lease is held throughout, the peak is this run's, and releasing a
+    compiled run frees its memory without torch._dynamo.reset() (which would clear every viewer's caches)."""
+
+    def no_global_reset():
+        raise AssertionError("torch._dynamo.reset() must not run on release")
+
+    monkeypatch.setattr(torch._dynamo, "reset", no_global_reset)
+    device = torch.device("cuda", torch.cuda.current_device())
+    torch.cuda.synchronize()
+    data = builtin_examples()
+    eval_frame = data[data["split"] == "eval"]
+    settings = TrainSettings(epochs=1, speed=speed)
+    plan = resolve_precision("fp16", "cuda", app.bf16_native(device))
+    run, facts = app.load_step(settings, data, device, plan, loader=gpt2_124m_loader)
+    assert run.lease.held and not facts["out_of_memory"]
+    baseline = run.memory_baseline
+    assert app.inject_step(run)[1] is None and app.prepare_step(run, data)[1] is None
+    assert run.speed.compile == (speed == "compile")
+    trained = app.train_step_body(run, eval_frame, 8)
+    assert trained["stop_reason"] is None and run.lease.held
+    app.evaluate_step(run, eval_frame, 8)
+    held = device_memory(device)["allocated"]
+    saved = app.save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(8).tolist())
+    assert saved["failure"] is None and not run.lease.held
+    assert saved["peft_max_diff"] < peft_tolerance(plan)
+    assert saved["peak_memory"] >= held - baseline  # the peak is read under the lease, reset in step 2
+    report = saved["release_report"]
+    print(
+        f"{speed}: allocated baseline {baseline / 2**20:.0f} MiB, held {held / 2**20:.0f}, after release "
+        f"{report['allocated_after'] / 2**20:.0f}, peak {saved['peak_memory'] / 2**20:.0f} MiB"
+    )
+    assert report["allocated_after"] <= baseline + 64 * 2**20, report
+
+
+def test_bf16_is_chosen_by_compute_capability_on_this_card():
+    device = torch.device("cuda", torch.cuda.current_device())
+    major, minor = torch.cuda.get_device_capability(device)
+    assert app.bf16_native(device) == ((major, minor) >= (8, 0))

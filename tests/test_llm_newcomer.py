@@ -1,0 +1,110 @@
+"""What a newcomer meets first: defaults that match the machine, the hub checked once and fast, readable text."""
+
+import threading
+import time
+
+import pytest
+
+import llm_finetuning_dashboard as app
+from llm_finetuning_dashboard import (
+    MODEL_CHOICES,
+    PRECISION_CHOICES,
+    TrainSettings,
+    build_offline_tokenizer,
+    builtin_examples,
+    default_choices,
+    hub_status,
+    readable_decode,
+    settings_from_form,
+    tokenizer_corpus,
+)
+
+
+@pytest.fixture
+def fresh_hub_probe(monkeypatch):
+    """An empty per-process hub probe for the test; the real one is put back afterwards."""
+    registry = app.process_registry()
+    saved = registry.pop("hub_probe", None)
+    yield
+    registry.pop("hub_probe", None)
+    if saved is not None:
+        registry["hub_probe"] = saved
+
+
+def test_on_a_cpu_the_defaults_are_the_tiny_offline_model_in_fp32_as_the_readme_says():
+    cpu = default_choices(cuda_available=False)
+    assert MODEL_CHOICES[cpu["model"]] == "tiny" and PRECISION_CHOICES[cpu["precision"]] == "fp32"
+    gpu = default_choices(cuda_available=True)
+    assert MODEL_CHOICES[gpu["model"]] == "gpt2" and PRECISION_CHOICES[gpu["precision"]] == "fp16"
+    readme = (app.Path(app.__file__).parent / "README.md").read_text()
+    assert "trains a tiny offline GPT-2 in FP32" in readme
+
+
+def test_the_hub_is_asked_once_per_process_and_a_hanging_lookup_costs_at_most_the_timeout(
+    monkeypatch, fresh_hub_probe
+):
+    calls, release = [], threading.Event()
+
+    def hanging_lookup(*args, **kwargs):  # name resolution on a blocked network: ~20 s
+        calls.append(1)
+        release.wait(30)
+        return False
+
+    monkeypatch.setattr(app, "hub_reachable", hanging_lookup)
+    started = time.perf_counter()
+    assert hub_status(timeout=0.5) is False
+    assert hub_status(timeout=0.5) is False
+    waited = time.perf_counter() - started
+    release.set()
+    assert len(calls) == 1  # the second viewer (or Train) reuses the one probe
+    assert waited < 25  # bounded by the two timeouts, not by the lookup (generous: a busy CI machine)
+
+
+def test_the_hub_answer_is_reused_once_known(monkeypatch, fresh_hub_probe):
+    calls = []
+    monkeypatch.setattr(app, "hub_reachable", lambda *a, **k: calls.append(1) or True)
+    assert hub_status() is True and hub_status() is True and calls == [1]
+
+
+def test_the_picker_says_before_train_when_a_hub_model_will_fall_back(monkeypatch):
+    monkeypatch.setattr(app, "model_cached", lambda name: False)
+    monkeypatch.setattr(app, "hub_status", lambda timeout=3.0: False)
+    note = app.model_availability_note(TrainSettings(model_source="gpt2"))
+    assert "cannot be reached" in note.text and "fall back to the tiny offline GPT-2" in note.text
+    monkeypatch.setattr(app, "model_cached", lambda name: True)
+    assert "local cache" in app.model_availability_note(TrainSettings(model_source="gpt2")).text
+    assert app.model_availability_note(TrainSettings(model_source="tiny")) is None
+
+
+def test_generations_never_show_the_replacement_character():
+    tokenizer = build_offline_tokenizer(tokenizer_corpus(builtin_examples()))
+    partial = next(i for i in range(len(tokenizer)) if "\ufffd" in tokenizer.decode([i]))
+    words = tokenizer("café ☃", add_special_tokens=False)["input_ids"]
+    assert "\ufffd" in tokenizer.decode([*words, partial])  # what a plain decode shows
+    shown = readable_decode(tokenizer, [*words, partial])
+    assert "\ufffd" not in shown and shown.startswith("café ☃") and "\\x" in shown
+    assert readable_decode(tokenizer, words) == "café ☃"
+
+
+def test_the_settings_on_screen_are_the_settings_train_uses():
+    """No apply step: the live controls' value is what a run gets (the browser test drives the page)."""
+    value = {
+        "model": "tiny",
+        "local_dir": " ",
+        "precision": "fp32",
+        "rank": 4,
+        "alpha": 8,
+        "dropout": 0.0,
+        "targets": ["attn.c_attn"],
+        "learning_rate": "auto",
+        "warmup_pct": 0,
+        "epochs": "1",
+        "batch_size": "8",
+        "max_length": "64",
+        "seed": 3,
+        "speed": "plain (reference loop)",
+        "data_source": "builtin",
+        "upload": (),
+    }
+    settings = settings_from_form(value)
+    assert (settings.model_source, settings.epochs, settings.rank, settings.speed) == ("tiny", 1, 4, "plain")
