@@ -2380,6 +2380,8 @@ def readable_decode(tokenizer, ids):
         return text.strip()
     alphabet, raw = byte_level_alphabet(), bytearray()
     for token in tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=True):
+        if token is None:  # an id past the tokenizer's vocabulary (a model wider than it): decode skips it too
+            continue
         if token.startswith("<0x") and token.endswith(">") and len(token) == 6:  # SentencePiece byte fallback
             raw.append(int(token[3:5], 16))
         elif all(ch in alphabet for ch in token):
