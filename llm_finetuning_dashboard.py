@@ -493,6 +493,9 @@ def _(dataset, settings):
             "Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why)),
             "Hyperparameter choices": mo.md(hyperparameter_text(settings, why)),
             "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings)),
+            "What step 5's GPU activity means: MFU, SM and Tensor Core activity, energy": mo.md(
+                why_mfu_text(why)
+            ),
         },
         multiple=True,
     )
@@ -2380,7 +2383,9 @@ def readable_decode(tokenizer, ids):
         return text.strip()
     alphabet, raw = byte_level_alphabet(), bytearray()
     for token in tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=True):
-        if token is None:  # an id past the tokenizer's vocabulary (a model wider than it): decode skips it too
+        if (
+            token is None
+        ):  # an id past the tokenizer's vocabulary (a model wider than it): decode skips it too
             continue
         if token.startswith("<0x") and token.endswith(">") and len(token) == 6:  # SentencePiece byte fallback
             raw.append(int(token[3:5], 16))
@@ -3735,6 +3740,43 @@ def ran_model_explanation(run):
     why = lora_plan(run.model.config, run.settings)
     title = f"Why LoRA works — with the numbers of the model that ran (`{run.model_name}`)"
     return {title: mo.md(why_lora_text(why, run.settings, run.model_name, ran=True))}
+
+
+@app.function
+def why_mfu_text(why):
+    """The MFU formula with this model's numbers, the datasheet peaks it divides by, and what GPM adds."""
+    rows = "\n".join(
+        f"| {names[0]} | {t['fp16']:g} | {'—' if t['bf16'] is None else format(t['bf16'], 'g')} |"
+        for names, t in DENSE_PEAK_TFLOPS
+    )
+    return f"""
+**MFU (model FLOPs utilisation)** = tokens/s × model FLOPs per token ÷ the card's dense peak FLOP/s.
+It says how much of the card's arithmetic the *model's* math uses, whatever the software does around it.
+
+With a frozen base and LoRA adapters, one training token costs (a multiply-add = 2 FLOPs):
+
+$$\\text{{FLOPs/token}} = \\underbrace{{2N + 2LTd}}_{{\\text{{forward}}}} + \\underbrace{{2N + 2LTd}}_{{\\text{{input gradients}}}}
++ \\underbrace{{6N_\\text{{LoRA}}}}_{{\\text{{adapters}}}}$$
+
+$N$ = the matmul weights (LM head included, embedding lookups not), $L$ layers, width $d$, $T$ = the longest
+training example; frozen weights get no weight gradient, which saves the $2N$ that full fine-tuning pays. For
+this model: $N_\\text{{LoRA}}$ = {why["lora_params"]:,}, $L$ = {why["n_layer"]}, $d$ = {why["n_embd"]}. Tokens
+are the real (non-padding) ones, so padding shows as lost MFU. Step 5 shows MFU live and at the end.
+
+The peak comes from this small table of **NVIDIA datasheet figures** (dense Tensor Core TFLOPS, without
+sparsity; not measured here). A card that is not in it shows "n/a" and says so; an FP32 run has no MFU here.
+
+| card | FP16 dense TFLOPS | BF16 dense TFLOPS |
+|---|---|---|
+{rows}
+
+**GPM** (NVML's GPU performance monitoring, Hopper and newer) samples what the SMs really did, in windows
+of 100 ms: *SM activity* (share of time SMs had work), *SM occupancy* (warps resident vs the maximum),
+*Tensor Core activity* (any Tensor Core pipe; HMMA = the FP16/BF16 one), *DRAM bandwidth* (share of the
+peak), and PCIe traffic. Classic "GPU utilisation" only says *some* kernel was running: high utilisation with
+low SM activity means tiny kernels (launch-bound); high DRAM with low Tensor activity, memory-bound; high
+Tensor activity, compute-bound. Energy is NVML's total-energy counter read before and after training.
+"""
 
 
 @app.function
