@@ -67,6 +67,8 @@ with app.setup:
             AutoTokenizer,
             GPT2Config,
             GPT2LMHeadModel,
+            LlamaConfig,
+            LlamaForCausalLM,
             PreTrainedTokenizerFast,
         )
         from transformers.pytorch_utils import Conv1D
@@ -78,9 +80,39 @@ with app.setup:
         else {a[2:] for a in sys.argv[1:] if a.startswith("--")}
     )
     SMOKE = "smoke" in CLI_FLAGS
+    # Option values: `-- --smoke --model tiny-llama` → {"smoke": "", "model": "tiny-llama"}.
+    _argv = sys.argv[1:]
+    CLI_OPTIONS = (
+        {k: str(v) for k, v in mo.cli_args().items()}
+        if mo.running_in_notebook()
+        else {
+            a[2:]: (_argv[i + 1] if i + 1 < len(_argv) and not _argv[i + 1].startswith("--") else "")
+            for i, a in enumerate(_argv)
+            if a.startswith("--")
+        }
+    )
     PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n### Response:\n"
     EOS_TOKEN = "<|endoftext|>"
     TINY_MODEL_NAME = "tiny-offline-gpt2"
+    TINY_LLAMA_NAME = "tiny-offline-llama"
+    # The architectures the app trains (config.model_type): GPT-2 and the Llama family (Llama, Qwen2, Mistral
+    # share q/k/v/o_proj attention and a gate/up/down SwiGLU MLP).
+    LLAMA_FAMILY = ("llama", "qwen2", "mistral")
+    # LoRA targets are chosen by role; each architecture names its layers for the role differently.
+    TARGET_NAMES = {
+        "gpt2": {
+            "attn.c_attn": ("attn.c_attn",),
+            "attn.c_proj": ("attn.c_proj",),
+            "mlp.c_fc": ("mlp.c_fc",),
+            "mlp.c_proj": ("mlp.c_proj",),
+        },
+        "llama": {
+            "attn.c_attn": ("q_proj", "k_proj", "v_proj"),
+            "attn.c_proj": ("o_proj",),
+            "mlp.c_fc": ("gate_proj", "up_proj"),
+            "mlp.c_proj": ("down_proj",),
+        },
+    }
     TINY_INIT_RANGE = 0.1
     ALL_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
     GPT2_FAMILY = {  # published architectures, so plans need no download
@@ -283,13 +315,25 @@ with app.setup:
         "gpt2-medium (355M)": "gpt2-medium",
         "local directory": "local",
         "tiny offline GPT-2 (no download)": "tiny",
+        "tiny offline Llama (GQA, RoPE, SwiGLU; no download)": "tiny-llama",
+        "SmolLM2-135M (Llama)": "HuggingFaceTB/SmolLM2-135M",
+        "SmolLM2-135M-Instruct (Llama, chat)": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "Qwen2.5-0.5B": "Qwen/Qwen2.5-0.5B",
+        "Qwen2.5-0.5B-Instruct (chat)": "Qwen/Qwen2.5-0.5B-Instruct",
+        "Llama-3.2-1B (gated: needs HF_TOKEN)": "meta-llama/Llama-3.2-1B",
+        "Llama-3.2-1B-Instruct (gated, chat)": "meta-llama/Llama-3.2-1B-Instruct",
     }
-    PRECISION_CHOICES = {"FP16 + GradScaler": "fp16", "BF16": "bf16", "FP32": "fp32"}
-    TARGET_CHOICES = {
-        "attention c_attn (fused q, k, v)": "attn.c_attn",
-        "attention c_proj (output)": "attn.c_proj",
-        "MLP c_fc (up)": "mlp.c_fc",
-        "MLP c_proj (down)": "mlp.c_proj",
+    PRECISION_CHOICES = {
+        "auto (FP16 + GradScaler for GPT-2; BF16 for Llama-family on CC ≥ 8.0)": "auto",
+        "FP16 + GradScaler": "fp16",
+        "BF16": "bf16",
+        "FP32": "fp32",
+    }
+    TARGET_CHOICES = {  # by role; GPT-2's names, mapped to each architecture's own by TARGET_NAMES
+        "attention q, k, v (GPT-2 c_attn; Llama q/k/v_proj)": "attn.c_attn",
+        "attention output (c_proj; o_proj)": "attn.c_proj",
+        "MLP up (c_fc; gate_proj + up_proj)": "mlp.c_fc",
+        "MLP down (c_proj; down_proj)": "mlp.c_proj",
     }
     LEARNING_RATES = ["auto", "5e-5", "1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
     EPOCH_CHOICES = ["auto", "1", "2", "3", "5", "8", "10", "15", "20", "30"]
@@ -448,7 +492,9 @@ def _(settings, settings_controls, train_button):
 
 @app.cell
 def _(settings_controls):
-    settings = settings_from_form(settings_controls.value, smoke=SMOKE)
+    settings = settings_from_form(
+        settings_controls.value, smoke=SMOKE, smoke_model=CLI_OPTIONS.get("model") or "tiny"
+    )
     dataset, data_errors, data_warnings = choose_dataset(settings, settings_controls.value)
     return data_errors, data_warnings, dataset, settings
 
@@ -493,6 +539,9 @@ def _(dataset, settings):
             "Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why)),
             "Hyperparameter choices": mo.md(hyperparameter_text(settings, why)),
             "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings)),
+            "What step 5's GPU activity means: MFU, SM and Tensor Core activity, energy": mo.md(
+                why_mfu_text(why)
+            ),
         },
         multiple=True,
     )
@@ -516,14 +565,15 @@ def _(data_errors, dataset, settings, train_button, warm_up):
     )
     clicked_at = time.perf_counter()
     device = choose_device()
-    plan = resolve_precision(settings.precision, device.type, bf16_native(device))
+    _precision, _why_precision = choose_precision(settings, device)
+    plan = resolve_precision(_precision, device.type, bf16_native(device))
     step_done(
         1,
         "environment and precision",
         time.perf_counter() - clicked_at,
         f"Device **{device_label(device)}** · requested **{settings.precision.upper()}** → running "
-        f"**{plan.name}** · seed **{settings.seed}** (set in step 2, once this run holds the GPU).\n\n{plan.note}"
-        + warm_up_note(device, warm_up),
+        f"**{plan.name}** · seed **{settings.seed}** (set in step 2, once this run holds the GPU).\n\n"
+        f"{_why_precision} {plan.note}" + warm_up_note(device, warm_up),
         kind=precision_callout_kind(plan),
     )
     return clicked_at, device, plan
@@ -887,10 +937,10 @@ class TrainSettings:
 
 
 @app.function
-def settings_from_form(value, smoke=False):
+def settings_from_form(value, smoke=False, smoke_model="tiny"):
     """TrainSettings from the form's value (None before the first submit; smoke → tiny model, two epochs)."""
     if smoke:  # a CI check that every step runs, not a demo of learning: the tiny model, two epochs
-        return TrainSettings(model_source="tiny", epochs=2)
+        return TrainSettings(model_source=smoke_model, epochs=2)
     if not value:
         return TrainSettings()
     return TrainSettings(
@@ -919,7 +969,7 @@ def with_model_defaults(settings, model_name):
     A pretrained GPT-2 only has to learn the answer formats (1e-3, 5 epochs); the tiny offline model
     starts from random weights and needs bigger and more steps (3e-3, 15 epochs).
     """
-    tiny = model_name == TINY_MODEL_NAME
+    tiny = model_name in (TINY_MODEL_NAME, TINY_LLAMA_NAME)
     return replace(
         settings,
         learning_rate=settings.learning_rate or (3e-3 if tiny else 1e-3),
@@ -1042,8 +1092,13 @@ def validate_upload(filename, contents, max_bytes=UPLOAD_MAX_BYTES, max_chars=UP
 
 
 @app.function
-def format_prompt(prompt):
-    """The one prompt template used for training, evaluation and generation."""
+def format_prompt(prompt, tokenizer=None):
+    """The one prompt template for training, evaluation and generation: the tokenizer's chat template when it
+    has one (instruct models: the user turn, then the assistant's header), else the plain template."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     return PROMPT_TEMPLATE.format(prompt=prompt)
 
 
@@ -1109,6 +1164,54 @@ def offline_gpt2(tokenizer, config=None, seed=0):
     return GPT2LMHeadModel(config)
 
 
+@app.function
+def tiny_llama_config(vocab_size, initializer_range=TINY_INIT_RANGE):
+    """The tiny offline Llama: 4 layers, 128 wide, 4 query heads sharing 2 KV heads (GQA), RoPE, SwiGLU,
+    tied embeddings: the Llama family's architecture at a size a CPU trains in seconds."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=352,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=10_000.0,
+        tie_word_embeddings=True,
+        initializer_range=initializer_range,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+
+
+@app.function
+def offline_llama(tokenizer, config=None, seed=0):
+    """A randomly initialised LlamaForCausalLM (tiny by default) whose special ids match `tokenizer`."""
+    config = config or tiny_llama_config(len(tokenizer))
+    config.vocab_size = max(config.vocab_size, len(tokenizer))
+    config.bos_token_id = config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+@app.function
+def architecture(model_or_config):
+    """'gpt2' or 'llama' (the Llama family) for a model or config; None for anything else."""
+    config = getattr(model_or_config, "config", model_or_config)
+    kind = getattr(config, "model_type", "")
+    return "gpt2" if kind == "gpt2" else "llama" if kind in LLAMA_FAMILY else None
+
+
+@app.function
+def architecture_targets(model, roles):
+    """The module-name suffixes of `model`'s own layers for the chosen LoRA roles (GPT-2's names as keys)."""
+    names = TARGET_NAMES.get(architecture(model))
+    if names is None:
+        return tuple(roles)  # unknown architecture: the names as given (inject_lora says if none match)
+    return tuple(dict.fromkeys(n for role in roles for n in names.get(role, (role,))))
+
+
 @app.class_definition
 class NoTargetModules(ValueError):
     """No layer of the model matches the chosen LoRA targets (step 3 says so and frees the model)."""
@@ -1171,7 +1274,7 @@ def model_cached(name):
 def default_choices(cuda_available):
     """The form's default model and precision: GPT-2 in FP16 on a GPU, the tiny offline GPT-2 in FP32 on a CPU."""
     if cuda_available:
-        return {"model": "gpt2 (124M)", "precision": "FP16 + GradScaler"}
+        return {"model": "gpt2 (124M)", "precision": next(iter(PRECISION_CHOICES))}  # auto
     return {"model": "tiny offline GPT-2 (no download)", "precision": "FP32"}
 
 
@@ -1218,15 +1321,42 @@ def load_pretrained(source, dtype, local_dir=""):
             model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(name)
         except (OSError, ValueError) as hub_error:
+            if is_gated_error(hub_error):
+                raise ModelUnavailable(
+                    f"`{name}` is a gated model: accept its licence on huggingface.co and set HF_TOKEN "
+                    "(a token with access) before starting the app."
+                ) from None
             raise ModelUnavailable(f"Downloading `{name}` failed: {str(hub_error).splitlines()[0]}") from None
+    if architecture(model) is None:
+        kind = getattr(model.config, "model_type", "unknown")
+        raise ModelUnavailable(
+            f"`{name}` is a `{kind}` model; this app trains GPT-2 and the Llama family "
+            f"({', '.join(LLAMA_FAMILY)})."
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # GPT-2 has no pad token; padding never carries loss here
     return model, tokenizer
 
 
 @app.function
+def is_gated_error(error):
+    """True when huggingface_hub's GatedRepoError is in the error's cause chain (no token, or no access)."""
+    from huggingface_hub.errors import GatedRepoError
+
+    while error is not None:
+        if isinstance(error, GatedRepoError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@app.function
 def load_model_and_tokenizer(settings, dtype, corpus):
     """(model, tokenizer, name, warning): the chosen model, or the tiny offline GPT-2 with a warning."""
+    if settings.model_source == "tiny-llama":
+        tokenizer = build_offline_tokenizer(corpus)
+        model = offline_llama(tokenizer, seed=settings.seed).to(dtype)
+        return model, tokenizer, TINY_LLAMA_NAME, None
     if settings.model_source != "tiny":
         try:
             model, tokenizer = load_pretrained(settings.model_source, dtype, settings.local_dir)
@@ -1537,14 +1667,14 @@ def parameter_breakdown(model):
     for name, parameter in model.named_parameters():
         if ".lora_A." in name or ".lora_B." in name:
             group = "LoRA adapters (trainable)"
-        elif ".wte." in name or ".wpe." in name:
-            group = "embeddings (wte + wpe)"
-        elif ".attn." in name:
-            group = "attention (c_attn, c_proj)"
+        elif ".wte." in name or ".wpe." in name or ".embed_tokens." in name:
+            group = "embeddings"
+        elif ".attn." in name or ".self_attn." in name:
+            group = "attention"
         elif ".mlp." in name:
-            group = "MLP (c_fc, c_proj)"
-        elif ".ln_" in name:
-            group = "layer norms"
+            group = "MLP"
+        elif ".ln_" in name or "norm." in name:
+            group = "norms"
         elif name.startswith("lm_head"):
             group = "LM head (untied)"
         else:
@@ -1577,7 +1707,7 @@ def lora_plan(config, settings):
     _, base_total = parameter_counts(model)
     wrapped = inject_lora(model, settings.target_modules, settings.rank, settings.alpha)
     lora_total = int(wrapped["LoRA params"].sum())
-    weight_bytes = {"fp16": 2, "bf16": 2, "fp32": 4}[settings.precision]
+    weight_bytes = {"fp16": 2, "bf16": 2, "fp32": 4, "auto": 2}[settings.precision]  # auto: 16-bit on a GPU
     # Full fine-tuning with AdamW: FP32 weights + grads + two moments = 16 bytes per parameter.
     full_bytes = 16 * base_total
     lora_bytes = weight_bytes * base_total + 16 * lora_total
@@ -1602,7 +1732,7 @@ def tokenize_examples(frame, tokenizer, max_length):
     eos = tokenizer.eos_token_id
     examples, dropped = [], 0
     for prompt, response in zip(frame["prompt"], frame["response"], strict=True):
-        prompt_ids = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(format_prompt(prompt, tokenizer), add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
         input_ids = (prompt_ids + response_ids)[:max_length]
         labels = ([-100] * len(prompt_ids) + response_ids)[:max_length]
@@ -1881,7 +2011,7 @@ def fast_loss(run, batch, eager=False):
         body = CausalLMBody(run.model.transformer) if eager or run.body is None else run.body
         hidden = body(batch["input_ids"])
     else:
-        hidden = run.model.transformer(
+        hidden = run.model.base_model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
         ).last_hidden_state
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["loss_index"])
@@ -1911,6 +2041,17 @@ def to_device(batch, device, with_positions=False):
 @app.function
 def apply_speed_plan(run):
     """Prepare the levers of the run's SpeedPlan: one-kernel GELU, padded LM head, compiled body and loss."""
+    if architecture(run.model) != "gpt2":
+        # The Llama family runs the fast path through its own forward (mask kept) and is not compiled yet.
+        run.speed = replace(
+            run.speed,
+            causal_only=False,
+            fast_gelu=False,
+            compile=False,
+            name=run.speed.name.replace(" + compile", ""),
+            note=run.speed.note
+            + " (Llama family: its own forward with the padding mask; no torch.compile yet.)",
+        )
     if run.speed.fast_gelu:
         for block in run.model.transformer.h:
             if type(block.mlp.act).__name__ == "NewGELUActivation":
@@ -2321,7 +2462,7 @@ def generate_greedy(run, prompts, max_new_tokens=16, batch_size=32):
     outputs = []
     for start in range(0, len(prompts), batch_size):
         encoded = [
-            tokenizer(format_prompt(p), add_special_tokens=False)["input_ids"]
+            tokenizer(format_prompt(p, tokenizer), add_special_tokens=False)["input_ids"]
             for p in prompts[start : start + batch_size]
         ]
         width = max(len(ids) for ids in encoded)
@@ -2380,6 +2521,10 @@ def readable_decode(tokenizer, ids):
         return text.strip()
     alphabet, raw = byte_level_alphabet(), bytearray()
     for token in tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=True):
+        if (
+            token is None
+        ):  # an id past the tokenizer's vocabulary (a model wider than it): decode skips it too
+            continue
         if token.startswith("<0x") and token.endswith(">") and len(token) == 6:  # SentencePiece byte fallback
             raw.append(int(token[3:5], 16))
         elif all(ch in alphabet for ch in token):
@@ -2526,7 +2671,9 @@ def peft_reload_check(run, folder, prompts):
 @app.function
 def prompt_batch(run, prompts):
     """Templated prompts as a right-padded batch (input ids + attention mask) on the run's device."""
-    encoded = run.tokenizer([format_prompt(p) for p in prompts], add_special_tokens=False)["input_ids"]
+    encoded = run.tokenizer([format_prompt(p, run.tokenizer) for p in prompts], add_special_tokens=False)[
+        "input_ids"
+    ]
     batch = collate_batch([{"input_ids": ids, "labels": ids} for ids in encoded], run.tokenizer.pad_token_id)
     return {
         "input_ids": batch["input_ids"].to(run.device),
@@ -2757,6 +2904,42 @@ def bf16_native(device):
 
 
 @app.function
+def planned_architecture(settings):
+    """'gpt2' or 'llama' for the model a run will load, known before loading it (None if unknown)."""
+    source = settings.model_source
+    if source in GPT2_FAMILY or source == "tiny":
+        return "gpt2"
+    if source == "tiny-llama" or source.split("/")[0] in ("HuggingFaceTB", "Qwen", "meta-llama"):
+        return "llama"
+    config = Path(settings.local_dir).expanduser() / "config.json" if source == "local" else None
+    if config is not None and config.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return architecture(types.SimpleNamespace(**json.loads(config.read_text())))
+    return None
+
+
+@app.function
+def choose_precision(settings, device):
+    """(precision to run, why): 'auto' is FP16 + GradScaler for GPT-2 (this app's lesson) and BF16 for the
+    Llama family on GPUs with native BF16 (compute capability ≥ 8.0; FP16 + GradScaler below); FP32 on a CPU."""
+    if settings.precision != "auto":
+        return settings.precision, ""
+    if device.type != "cuda":
+        return "fp32", "*auto* on a CPU: FP32."
+    if planned_architecture(settings) == "llama":
+        if bf16_native(device):
+            return "bf16", (
+                "*auto* for a Llama-family model on a GPU with native BF16 (compute capability ≥ 8.0): BF16, "
+                "the precision these models were trained in; no GradScaler needed."
+            )
+        return "fp16", (
+            "*auto* for a Llama-family model on a GPU without native BF16 (compute capability < 8.0, where "
+            "BF16 would be emulated and slow): FP16 + GradScaler."
+        )
+    return "fp16", "*auto* for GPT-2: FP16 + GradScaler, the precision lesson of this app."
+
+
+@app.function
 def precision_callout_kind(plan):
     """Step 1's colour: a warning when the precision that runs is not the one requested."""
     return "warn" if is_fallback(plan) else "success"
@@ -2793,7 +2976,10 @@ def load_step(settings, dataset, device, plan, on_wait=None, loader=None):
 @app.function
 def inject_step(run):
     """Step 3: LoRA on the run's targets → (table, None), or (None, message) with the run released."""
-    s = run.settings
+    # The chosen roles in this architecture's own layer names; the saved adapter_config.json lists these.
+    run.settings = s = replace(
+        run.settings, target_modules=architecture_targets(run.model, run.settings.target_modules)
+    )
     with release_on_interrupt(run):
         try:
             return inject_lora(run.model, s.target_modules, s.rank, s.alpha, s.dropout, run.generator), None
@@ -3389,7 +3575,7 @@ def warm_up_kernels(device, settings=None):
     train_frame, eval_frame = frame[frame["split"] == "train"], frame[frame["split"] == "eval"]
     tokenizer = build_offline_tokenizer(tokenizer_corpus(frame))
     plan = resolve_precision(
-        settings.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported()
+        settings.precision if settings.precision != "auto" else "fp16", device.type, bf16_native(device)
     )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = offline_gpt2(tokenizer, GPT2Config(n_layer=1), seed=settings.seed)
@@ -3733,6 +3919,43 @@ def ran_model_explanation(run):
     why = lora_plan(run.model.config, run.settings)
     title = f"Why LoRA works — with the numbers of the model that ran (`{run.model_name}`)"
     return {title: mo.md(why_lora_text(why, run.settings, run.model_name, ran=True))}
+
+
+@app.function
+def why_mfu_text(why):
+    """The MFU formula with this model's numbers, the datasheet peaks it divides by, and what GPM adds."""
+    rows = "\n".join(
+        f"| {names[0]} | {t['fp16']:g} | {'—' if t['bf16'] is None else format(t['bf16'], 'g')} |"
+        for names, t in DENSE_PEAK_TFLOPS
+    )
+    return f"""
+**MFU (model FLOPs utilisation)** = tokens/s × model FLOPs per token ÷ the card's dense peak FLOP/s.
+It says how much of the card's arithmetic the *model's* math uses, whatever the software does around it.
+
+With a frozen base and LoRA adapters, one training token costs (a multiply-add = 2 FLOPs):
+
+$$\\text{{FLOPs/token}} = \\underbrace{{2N + 2LTd}}_{{\\text{{forward}}}} + \\underbrace{{2N + 2LTd}}_{{\\text{{input gradients}}}}
++ \\underbrace{{6N_\\text{{LoRA}}}}_{{\\text{{adapters}}}}$$
+
+$N$ = the matmul weights (LM head included, embedding lookups not), $L$ layers, width $d$, $T$ = the longest
+training example; frozen weights get no weight gradient, which saves the $2N$ that full fine-tuning pays. For
+this model: $N_\\text{{LoRA}}$ = {why["lora_params"]:,}, $L$ = {why["n_layer"]}, $d$ = {why["n_embd"]}. Tokens
+are the real (non-padding) ones, so padding shows as lost MFU. Step 5 shows MFU live and at the end.
+
+The peak comes from this small table of **NVIDIA datasheet figures** (dense Tensor Core TFLOPS, without
+sparsity; not measured here). A card that is not in it shows "n/a" and says so; an FP32 run has no MFU here.
+
+| card | FP16 dense TFLOPS | BF16 dense TFLOPS |
+|---|---|---|
+{rows}
+
+**GPM** (NVML's GPU performance monitoring, Hopper and newer) samples what the SMs really did, in windows
+of 100 ms: *SM activity* (share of time SMs had work), *SM occupancy* (warps resident vs the maximum),
+*Tensor Core activity* (any Tensor Core pipe; HMMA = the FP16/BF16 one), *DRAM bandwidth* (share of the
+peak), and PCIe traffic. Classic "GPU utilisation" only says *some* kernel was running: high utilisation with
+low SM activity means tiny kernels (launch-bound); high DRAM with low Tensor activity, memory-bound; high
+Tensor activity, compute-bound. Energy is NVML's total-energy counter read before and after training.
+"""
 
 
 @app.function

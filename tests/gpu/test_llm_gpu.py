@@ -266,3 +266,31 @@ def test_bf16_is_chosen_by_compute_capability_on_this_card():
     device = torch.device("cuda", torch.cuda.current_device())
     major, minor = torch.cuda.get_device_capability(device)
     assert app.bf16_native(device) == ((major, minor) >= (8, 0))
+
+
+def test_gpm_telemetry_on_this_card_reads_or_says_why_and_training_reports_mfu_and_energy(tmp_path):
+    """On Hopper and newer the GPM sampler reads SM/Tensor/DRAM while training; elsewhere it says why."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    data = builtin_examples()
+    eval_frame = data[data["split"] == "eval"]
+    plan = resolve_precision("fp16", "cuda", app.bf16_native(device))
+    run, _ = app.load_step(TrainSettings(epochs=2), data, device, plan, loader=gpt2_124m_loader)
+    app.inject_step(run)
+    app.prepare_step(run, data)
+    result = app.train_step_body(run, eval_frame, 8)
+    gpm = result["gpm"]
+    name = torch.cuda.get_device_name(device)
+    print(f"{name}: GPM available={gpm.available} ({gpm.unavailable_reason}), {len(gpm.samples)} windows,")
+    print(f"  means {gpm.means() if gpm.available else {}}, energy {result['energy_j']} J")
+    if torch.cuda.get_device_capability(device) >= (9, 0):
+        assert gpm.available, gpm.unavailable_reason
+        assert len(gpm.samples) >= 5 * result["train_seconds"] * 0.5  # >= 5 Hz, with slack for start-up
+        assert gpm.means()["sm_active_pct"] > 0
+    else:
+        assert not gpm.available and gpm.unavailable_reason
+    assert result["flops_per_token"] > 4 * 85e6  # GPT-2 124M: 4N alone is ~494M
+    if result["peak_flops"] is not None:
+        steps = result["train_records"]
+        achieved = steps[-1]["mfu"]
+        assert achieved is not None and 0 < achieved < 1, achieved
+    app.save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(4).tolist())
