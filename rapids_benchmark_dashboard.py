@@ -124,9 +124,17 @@ with app.setup:
         "duckdb": "DuckDB",
         "dask": "Dask (CPU)",
         "cudf": "cuDF",
+        "cudf_pandas": "cudf.pandas",
         "polars_gpu": "Polars GPU",
         "dask_cudf": "Dask-cuDF",
     }
+    # cudf.pandas: the user's snippet is capped in size and time; the worker's whole run in time.
+    SNIPPET_MAX_CHARS = 4_000
+    SNIPPET_TIMEOUT_S = 60
+    WORKER_TIMEOUT_S = 900
+    # The realistic step shown falling back to the CPU under cudf.pandas. Candidates are measured by
+    # bench/cudf_pandas_fallbacks.py on the device; swap the name here once one is measured to fall back.
+    FALLBACK_STEP = "rowwise_label"
     # One machine-wide lock file shared with the fine-tuning app; tests point GPU_NOTEBOOKS_LOCK_PATH elsewhere.
     GPU_LOCK_ENV = "GPU_NOTEBOOKS_LOCK_PATH"
     DEFAULT_GPU_LOCK_PATH = os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
@@ -270,11 +278,29 @@ def _(cli, cudf_module, dask_ok, gpus):
         disabled=not dask_ok,
         label=f"Dask-cuDF over all {len(gpus)} GPUs" if dask_ok else "Dask-cuDF (needs 2+ GPUs)",
     )
-    return dask_switch, mode_radio, ops_select, repeats_input, rows_slider, run_button
+    cudf_pandas_switch = mo.ui.switch(
+        value=cudf_module is not None,
+        disabled=cudf_module is None,
+        label="cudf.pandas (no code change)"
+        if cudf_module is not None
+        else "cudf.pandas (needs cuDF on a GPU)",
+    )
+    return cudf_pandas_switch, dask_switch, mode_radio, ops_select, repeats_input, rows_slider, run_button
 
 
 @app.cell(hide_code=True)
-def _(dask_message, dask_switch, mode_radio, ops_select, repeats_input, rows_slider, run_button):
+def _(
+    cudf_message,
+    cudf_module,
+    cudf_pandas_switch,
+    dask_message,
+    dask_switch,
+    mode_radio,
+    ops_select,
+    repeats_input,
+    rows_slider,
+    run_button,
+):
     mo.vstack(
         [
             mo.md("## 2 · Choose what to run"),
@@ -282,6 +308,19 @@ def _(dask_message, dask_switch, mode_radio, ops_select, repeats_input, rows_sli
             ops_select,
             mo.hstack([repeats_input, mode_radio, run_button], justify="start", gap=2),
             mo.hstack([dask_switch, mo.md(f"_{dask_message}_")], justify="start", gap=1),
+            mo.hstack(
+                [
+                    cudf_pandas_switch,
+                    mo.md(
+                        "_Your pandas code, unchanged, on the GPU: the app's pandas op functions run under "
+                        "`cudf.pandas` in a worker process, with a report of what fell back to the CPU._"
+                        if cudf_module is not None
+                        else f"_Unavailable: {cudf_message}_"
+                    ),
+                ],
+                justify="start",
+                gap=1,
+            ),
         ]
     )
     return
@@ -291,6 +330,7 @@ def _(dask_message, dask_switch, mode_radio, ops_select, repeats_input, rows_sli
 def _(
     cli,
     cudf_module,
+    cudf_pandas_switch,
     dask_switch,
     duckdb_module,
     mode_radio,
@@ -310,6 +350,7 @@ def _(
         "repeats": (cli["repeats"] or (1 if cli["smoke"] else 3)) if _auto else int(repeats_input.value or 1),
         "sweep": (cli["smoke"] or cli["sweep"]) if _auto else mode_radio.value.startswith("Size sweep"),
         "dask": bool(dask_switch.value),
+        "cudf_pandas": bool(cudf_pandas_switch.value) and cudf_module is not None,
     }
     # A preview with the memory free now; the run re-plans with what is free when Run is clicked.
     _preview = plan_from_settings(
@@ -346,6 +387,16 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
         if plan["cap_message"]:
             mo.output.append(mo.callout(mo.md(plan["cap_message"]), kind="warn"))
         bench = run_with_progress(plan, engines)
+        if settings["cudf_pandas"]:
+            with mo.status.spinner("cudf.pandas: the same pandas code in a worker process (no code change)…"):
+                _cp = run_cudf_pandas_engine(
+                    [n for n in plan["sizes"] if n <= plan["single_engine_rows"]],
+                    plan["ops"],
+                    plan["repeats"],
+                )
+            bench["records"] += _cp["records"]
+            bench["errors"] += _cp["errors"]
+            bench["cudf_pandas_profiles"] = _cp["profiles"]
         # Once per run, under the lock: this machine's raw host→GPU copy rates, beside from_pandas's.
         bench["copy_probe"] = copy_bandwidth_probe() if cudf_module is not None else None
     bench["waited_s"] = _lease["waited_s"]
@@ -484,6 +535,24 @@ def _(bench, summary):
     return
 
 
+@app.cell(hide_code=True)
+def _(bench):
+    _fallbacks = fallback_table(bench.get("cudf_pandas_profiles") or [])
+    mo.stop(_fallbacks is None)
+    mo.vstack(
+        [
+            mo.md(
+                "### What ran on the GPU under cudf.pandas, and what fell back\n\n"
+                "From `cudf.pandas.profiler.Profiler`, one profiled call per operation at the largest size: each "
+                f"pandas function that ran on the GPU and each that fell back to the CPU. **{FALLBACK_STEP}** is a "
+                "realistic step included to show what a fallback looks like and what it costs."
+            ),
+            mo.ui.table(_fallbacks, selection=None, show_column_summaries=False, page_size=15),
+        ]
+    )
+    return
+
+
 @app.cell
 def _():
     get_last_run, set_last_run = mo.state(None)
@@ -509,6 +578,7 @@ def _(get_last_run, gpus, host):
                     "When one GPU is not enough: Dask-cuDF": mo.md(explain_multi_gpu(gpus, _last)),
                     "Understanding the benchmark operations": mo.md(explain_operations(_last)),
                     "Understanding GPU metrics": mo.md(explain_metrics(gpus, _last)),
+                    "cudf.pandas: pandas on the GPU without changing code": mo.md(explain_cudf_pandas(_last)),
                     "How we measure (and why one timed `op().to_pandas()` misleads)": mo.md(
                         explain_measurement(_last)
                     ),
@@ -517,6 +587,52 @@ def _(get_last_run, gpus, host):
             ),
         ]
     )
+    return
+
+
+@app.cell
+def _(cli):
+    # Decided on the server for this session: a `marimo run` viewer never gets the editor, nor a run.
+    snippet_allowed, snippet_why = user_code_allowed(mo.app_meta().mode, cli)
+    snippet_editor = mo.ui.code_editor(
+        value="df.groupby('category', observed=True)['value'].agg(['mean', 'max']).reset_index()",
+        language="python",
+        label="Your pandas code over `df` (its last expression is the result)",
+        min_height=80,
+    )
+    snippet_rows = mo.ui.number(
+        start=1_000, stop=100_000_000, value=1_000_000, step=1_000, label="Rows of `df`"
+    )
+    snippet_button = mo.ui.run_button(label="Run my code with pandas and cudf.pandas")
+    return snippet_allowed, snippet_button, snippet_editor, snippet_rows, snippet_why
+
+
+@app.cell(hide_code=True)
+def _(snippet_allowed, snippet_button, snippet_editor, snippet_rows, snippet_why):
+    mo.vstack(
+        [
+            mo.md("## 5 · Your own pandas code"),
+            mo.md(snippet_why),
+            mo.vstack([snippet_editor, mo.hstack([snippet_rows, snippet_button], justify="start")])
+            if snippet_allowed
+            else mo.md(""),
+        ]
+    )
+    return
+
+
+@app.cell
+def _(cudf_module, gpus, snippet_allowed, snippet_button, snippet_editor, snippet_rows):
+    mo.stop(not snippet_allowed)  # checked here too: the run itself refuses, not only the page
+    mo.stop(not snippet_button.value, mo.md("_Type a snippet and click the button._"))
+    with gpu_lock(
+        on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(bool(gpus))), kind="info"))
+    ):
+        with mo.status.spinner("Running your snippet in worker processes…"):
+            _out = run_user_snippet(
+                snippet_editor.value, int(snippet_rows.value or 1_000_000), accelerate=cudf_module is not None
+            )
+    mo.md(snippet_report(_out, cudf_module is not None))
     return
 
 
@@ -555,6 +671,7 @@ def parse_cli_args(args: dict) -> dict:
         "sweep": "sweep" in args,
         "cpu": "cpu" in args,
         "dask": "dask" in args,
+        "allow_user_code": "allow-user-code" in args,
     }
 
 
@@ -1418,6 +1535,345 @@ def make_duckdb_engine(duckdb) -> Engine:
 
 
 @app.function
+def fallback_steps() -> dict:
+    """Realistic pandas steps that may fall back to the CPU under cudf.pandas (FALLBACK_STEP picks the app's)."""
+
+    def rowwise_label(xdf, df, lookup):
+        # A Python function per row: the commonest way pandas code leaves the GPU.
+        return (
+            df.head(200_000).apply(lambda r: "high" if r["value"] > 50 else "low", axis=1).to_frame("label")
+        )
+
+    def python_groupby_agg(xdf, df, lookup):
+        return df.groupby("key_few")["value"].agg(lambda v: float(v.max() - v.min())).to_frame("spread")
+
+    def rolling_python_apply(xdf, df, lookup):
+        return (
+            df["value"].head(200_000).rolling(20).apply(lambda w: w[-1] - w[0], raw=True).to_frame("change")
+        )
+
+    def map_python_function(xdf, df, lookup):
+        return df["key_few"].head(200_000).map(lambda k: f"k{k:03d}").to_frame("key_label")
+
+    return {
+        "rowwise_label": rowwise_label,
+        "python_groupby_agg": python_groupby_agg,
+        "rolling_python_apply": rolling_python_apply,
+        "map_python_function": map_python_function,
+    }
+
+
+@app.function
+def worker_main(request: dict) -> dict:
+    """Runs in the worker process (pandas there may be cudf.pandas' proxy): time the app's own ops, unchanged.
+
+    Writes each result as Parquet into `request["out_dir"]` (the parent's private temp folder) and returns
+    per-op timings and, under cudf.pandas, the profiler's per-function GPU/CPU split.
+    """
+    accelerated = "cudf.pandas" in sys.modules
+    sync = cuda_synchronize if accelerated else (lambda: None)
+    df, lookup = generate_data(request["rows"], request.get("seed", 0))
+    steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
+    out = {"accelerated": accelerated, "ops": {}}
+    for op in request["ops"]:
+        fn = functools.partial(steps[op], pd, df, lookup)
+        timing = time_operation(
+            fn, request["repeats"], sync=sync, min_warmup_s=GPU_MIN_WARMUP_S * accelerated
+        )
+        profile = None
+        if accelerated:
+            from cudf.pandas import Profiler
+
+            with Profiler() as profiler:
+                fn()
+            profile = [
+                {
+                    "function": name,
+                    **{f"{k}_calls": len(v) for k, v in t.items()},
+                    **{f"{k}_s": sum(v) for k, v in t.items()},
+                }
+                for name, t in profiler.per_function_stats.items()
+            ]
+        path = os.path.join(request["out_dir"], f"{op}.parquet")
+        flatten_result(timing.result).to_parquet(path)
+        out["ops"][op] = {
+            "times": timing.times,
+            "warmup_s": timing.warmup_s,
+            "rows_out": len(timing.result),
+            "result": path,
+            "profile": profile,
+        }
+        del timing
+    if request.get("snippet") is not None:
+        out["snippet"] = run_snippet_here(request["snippet"], df, request["out_dir"], sync)
+    return out
+
+
+@app.function
+def run_snippet_here(code: str, df, out_dir: str, sync) -> dict:
+    """Runs in the worker: the user's snippet over `df`, timed once after a warm-up; its result saved as Parquet."""
+    namespace = {"pd": pd, "np": np, "df": df}
+    compiled = compile(code, "<your snippet>", "exec")
+
+    def run():
+        exec(compiled, namespace)  # the snippet's own process, its own namespace: nothing of the app
+        return namespace["result"]
+
+    timing = time_operation(run, 1, sync=sync)
+    result = timing.result
+    profile = None
+    if "cudf.pandas" in sys.modules:
+        from cudf.pandas import Profiler
+
+        with Profiler() as profiler:
+            run()
+        profile = [
+            {
+                "function": name,
+                **{f"{k}_calls": len(v) for k, v in t.items()},
+                **{f"{k}_s": sum(v) for k, v in t.items()},
+            }
+            for name, t in profiler.per_function_stats.items()
+        ]
+    frame = result.to_frame() if hasattr(result, "to_frame") else pd.DataFrame({"result": [result]})
+    frame.columns = [str(c) for c in frame.columns]
+    path = os.path.join(out_dir, "snippet.parquet")
+    frame.reset_index(drop=False).to_parquet(path)
+    return {"seconds": timing.median, "result": path, "rows_out": len(frame), "profile": profile}
+
+
+@app.function
+def worker_command() -> list[str]:
+    """The worker's command line: a fresh Python that turns cudf.pandas on *before* pandas is first imported.
+
+    Why a separate process: `cudf.pandas.install()` only works before pandas is imported, and it patches
+    pandas for the whole process. This process imported real pandas at start-up (every other engine, and
+    every other viewer's session, uses it); accelerating it here would change their measurements too.
+    """
+    boot = (
+        "import json, sys\n"
+        "request = json.loads(sys.stdin.read())\n"
+        "if request['accelerate']:\n"
+        "    import cudf.pandas\n"
+        "    cudf.pandas.install()\n"
+        "sys.path.insert(0, request['app_dir'])\n"
+        "import rapids_benchmark_dashboard as app\n"
+        "print('WORKER-RESULT ' + json.dumps(app.worker_main(request)))\n"
+    )
+    return [sys.executable, "-c", boot]
+
+
+@app.function
+def run_worker(request: dict, timeout_s: float) -> tuple[dict | None, str | None]:
+    """Run the worker; its answer, or None and a message a user can act on (timeout, error, out of memory)."""
+    import json
+    import subprocess
+
+    request = {**request, "app_dir": os.path.dirname(os.path.abspath(__file__))}
+    try:
+        proc = subprocess.run(
+            worker_command(), input=json.dumps(request), capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"stopped after {timeout_s:.0f} s (the time limit); nothing else was affected."
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("WORKER-RESULT ")), None)
+    if proc.returncode == 0 and line:
+        return json.loads(line.split(" ", 1)[1]), None
+    if proc.returncode in (-9, 137):
+        return None, "the worker was killed (out of memory?); the app keeps running."
+    last = [x for x in proc.stderr.strip().splitlines() if x.strip()][-1:] or [
+        f"exit status {proc.returncode}"
+    ]
+    return None, f"failed: {last[0][:500]}"
+
+
+@app.function
+def user_code_allowed(mode: str | None, cli: dict) -> tuple[bool, str]:
+    """Whether this session may run typed code, and why (a `marimo run` viewer must not gain code execution)."""
+    if cli.get("allow_user_code"):
+        return (
+            True,
+            "The app was started with `-- --allow-user-code`: viewers may run snippets on this server.",
+        )
+    if mode == "edit":
+        return True, "In `marimo edit` you already run code on this server, so the snippet box is on."
+    return False, (
+        "**The snippet box is off**: this is a read-only app (`marimo run`), and running typed code would give "
+        "every viewer code execution on the server. Open it with `marimo edit`, or start it with "
+        "`marimo run rapids_benchmark_dashboard.py -- --allow-user-code` on a machine only you can reach."
+    )
+
+
+@app.function
+def prepare_snippet(code: str) -> tuple[str | None, str | None]:
+    """The snippet ready to run (its last expression becomes `result`), or None and what is wrong with it."""
+    import ast
+
+    if not code.strip():
+        return (
+            None,
+            "Type a pandas snippet that uses `df` (the generated data), e.g. `df.groupby('key_few').value.mean()`.",
+        )
+    if len(code) > SNIPPET_MAX_CHARS:
+        return None, f"The snippet has {len(code):,} characters; the limit is {SNIPPET_MAX_CHARS:,}."
+    try:
+        tree = ast.parse(code, "<your snippet>")
+    except SyntaxError as err:
+        return None, f"Syntax error on line {err.lineno}: {err.msg}."
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body[-1]
+        tree.body[-1] = ast.Assign(targets=[ast.Name("result", ast.Store())], value=last.value)
+        ast.fix_missing_locations(tree)
+    elif not any(
+        isinstance(n, ast.Name) and n.id == "result" and isinstance(n.ctx, ast.Store) for n in ast.walk(tree)
+    ):
+        return None, "End the snippet with an expression (or assign `result = ...`): that value is compared."
+    return ast.unparse(tree), None
+
+
+@app.function
+def run_user_snippet(code: str, rows: int, accelerate: bool, timeout_s: float = SNIPPET_TIMEOUT_S) -> dict:
+    """The snippet with pandas and (accelerate) cudf.pandas, each in its own worker; times, check, fallbacks."""
+    import shutil
+
+    prepared, why = prepare_snippet(code)
+    if why:
+        return {"error": why}
+    runs = {}
+    out_dir = tempfile.mkdtemp(prefix="rapids-snippet-")
+    try:
+        for label, accel in (("pandas", False), ("cudf.pandas", True)):
+            if accel and not accelerate:
+                continue
+            folder = os.path.join(out_dir, label)
+            os.makedirs(folder)
+            request = {"rows": rows, "ops": [], "repeats": 1, "accelerate": accel, "out_dir": folder}
+            answer, failure = run_worker({**request, "snippet": prepared}, timeout_s)
+            if failure:
+                return {"error": f"The snippet under {label} {failure}", "runs": runs}
+            runs[label] = answer["snippet"] | {"accelerated": answer["accelerated"]}
+            runs[label]["frame"] = pd.read_parquet(runs[label].pop("result"))
+        out = {"runs": runs}
+        if len(runs) == 2:
+            out["match"] = results_match(runs["pandas"]["frame"], runs["cudf.pandas"]["frame"], "rows")
+        return out
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+@app.function
+def run_cudf_pandas_engine(
+    sizes: list[int],
+    ops: list[str],
+    repeats: int,
+    accelerate: bool = True,
+    timeout_s: float = WORKER_TIMEOUT_S,
+) -> dict:
+    """The "cudf.pandas (no code change)" engine: the app's pandas op functions in a worker, checked against pandas.
+
+    With accelerate=False the worker runs plain pandas (how CI tests the mechanism without a GPU).
+    Returns records like run_benchmark's, the fallback report per op, and errors.
+    """
+    import shutil
+
+    records, profiles, errors = [], [], []
+    wanted = [o for o in ops if o in OPS] + [FALLBACK_STEP]
+    for n in sizes:
+        out_dir = tempfile.mkdtemp(prefix="rapids-cudf-pandas-")
+        try:
+            answer, failure = run_worker(
+                {"rows": n, "ops": wanted, "repeats": repeats, "accelerate": accelerate, "out_dir": out_dir},
+                timeout_s,
+            )
+            if failure:
+                errors.append(f"cudf.pandas at {format_rows(n)} rows: {failure}")
+                continue
+            df, lookup = generate_data(n)
+            steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
+            for op, got in answer["ops"].items():
+                expected = steps[op](pd, df, lookup)
+                ok, detail = results_match(expected, pd.read_parquet(got["result"]), OP_ORDER.get(op, "rows"))
+                del expected
+                times = got["times"]
+                records.append(
+                    {
+                        "rows": n,
+                        "op": op,
+                        "engine": "cudf_pandas",
+                        "median_s": statistics.median(times),
+                        "min_s": min(times),
+                        "max_s": max(times),
+                        "warmup_s": got["warmup_s"],
+                        "repeats": repeats,
+                        "rows_out": got["rows_out"],
+                        "bytes_touched": math.nan,
+                        "on_gpu": answer["accelerated"],
+                        "load_s": math.nan,
+                        "load_kind": "data generated in the worker",
+                        "h2d_s": math.nan,
+                        "d2h_s": 0.0,
+                        "match": ok,
+                        "checked_by": "pandas",
+                        "detail": detail,
+                    }
+                )
+                for row in got["profile"] or []:
+                    profiles.append({"rows": n, "op": op, **row})
+            del df, lookup
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    return {"records": records, "profiles": profiles, "errors": errors}
+
+
+@app.function
+def snippet_report(out: dict, accelerated: bool) -> str:
+    """The snippet's outcome: times under pandas and cudf.pandas, the check, or the clear error."""
+    if out.get("error"):
+        return f"**Your snippet did not run:** {out['error']}"
+    runs = out["runs"]
+    lines = [
+        f"- **pandas**: {fmt_seconds(runs['pandas']['seconds'])}, {runs['pandas']['rows_out']:,} result rows"
+    ]
+    if "cudf.pandas" in runs:
+        lines.append(f"- **cudf.pandas**: {fmt_seconds(runs['cudf.pandas']['seconds'])}")
+        ok, detail = out["match"]
+        lines.append(f"- results {'✓ match' if ok else '✗ DIFFER'}: {detail}")
+        fallbacks = fallback_table(
+            [{"rows": 0, "op": "snippet", **p} for p in runs["cudf.pandas"].get("profile") or []]
+        )
+        if fallbacks is not None:
+            table = fallbacks.drop(columns="operation")
+            lines.append("\n| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
+            lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    elif not accelerated:
+        lines.append("- **cudf.pandas**: not run — no cuDF on a GPU here (see the box at the top).")
+    return "\n".join(lines)
+
+
+@app.function
+def fallback_table(profiles: list[dict]) -> pd.DataFrame | None:
+    """The fallback report: per op and pandas function, calls and seconds on the GPU and on the CPU."""
+    if not profiles:
+        return None
+    table = pd.DataFrame(profiles)
+    for col in ("gpu_calls", "cpu_calls", "gpu_s", "cpu_s"):
+        if col not in table:
+            table[col] = 0
+    table = table.fillna(0)
+    top = table[table["rows"] == table["rows"].max()]
+    return pd.DataFrame(
+        {
+            "operation": top["op"],
+            "pandas function": top["function"],
+            "on GPU (calls)": top["gpu_calls"].astype(int),
+            "GPU time": top["gpu_s"].map(fmt_seconds),
+            "fell back to CPU (calls)": top["cpu_calls"].astype(int),
+            "CPU time": top["cpu_s"].map(fmt_seconds),
+        }
+    )
+
+
+@app.function
 def detect_dask(gpu_count: int) -> tuple[bool, str]:
     """Whether the Dask-cuDF engine can run here, and a sentence saying why or why not."""
     if gpu_count < 2:
@@ -2064,6 +2520,10 @@ def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = No
         out["bandwidth_gbs"] = out["gpu_bytes"] / out["cudf_median_s"] / 1e9
         if peak_bandwidth_gbs:
             out["bandwidth_pct"] = 100 * out["bandwidth_gbs"] / peak_bandwidth_gbs
+    if "cudf_pandas_median_s" in out:
+        out["cudf_pandas_speedup"] = pandas_s / out["cudf_pandas_median_s"]
+        if "cudf_median_s" in out:  # how close zero code change gets to hand-written cuDF (1× = as fast)
+            out["cudf_pandas_vs_cudf"] = out["cudf_median_s"] / out["cudf_pandas_median_s"]
     if "dask_cudf_median_s" in out and "cudf_median_s" in out:
         out["dask_vs_cudf"] = out["cudf_median_s"] / out["dask_cudf_median_s"]
     if "polars_gpu_median_s" in out:
@@ -2173,7 +2633,7 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
             ]
 
     def times(col):
-        return summary[col].map(lambda x: f"{x:,.1f}×")
+        return summary[col].map(lambda x: f"{x:,.1f}×" if x == x else "—")
 
     if "polars_speedup" in summary:
         out["Polars vs pandas"] = times("polars_speedup")
@@ -2188,6 +2648,10 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
         out["Polars GPU vs pandas"] = times("polars_gpu_speedup")
     if "dask_vs_cudf" in summary:
         out["Dask-cuDF vs 1-GPU cuDF"] = times("dask_vs_cudf")
+    if "cudf_pandas_speedup" in summary:
+        out["cudf.pandas vs pandas"] = times("cudf_pandas_speedup")
+    if "cudf_pandas_vs_cudf" in summary:
+        out["cudf.pandas vs hand-written cuDF"] = times("cudf_pandas_vs_cudf")
     if summary["check"].ne("").any():
         out["result check"] = summary["check"]
     return out
@@ -3003,6 +3467,42 @@ def explain_baseline(host: dict, last: dict | None) -> str:
                 f"{cell(r, 'duckdb_median_s')} | {fastest} | "
                 f"{cell(r, 'cudf_median_s')} | {cell(r, 'polars_gpu_median_s')} | {vs} |"
             )
+    return "\n".join(text)
+
+
+@app.function
+def explain_cudf_pandas(last: dict | None) -> str:
+    """How cudf.pandas works, when fallbacks cost more than they save, how to turn it on; this run's numbers."""
+    text = [
+        "**How it works.** After `cudf.pandas.install()` (or `python -m cudf.pandas script.py`, or "
+        "`%load_ext cudf.pandas` in Jupyter), `import pandas` gives proxy objects. Each call is tried on the "
+        "*fast path* (cuDF, on the GPU) first; what cuDF cannot do runs on the *slow path* (real pandas, on the "
+        "CPU), and the proxy copies the data between GPU and host memory as the path changes.",
+        "",
+        "**When a fallback costs more than it saves:** a CPU step in the middle of GPU work copies the data to "
+        "the host and, for the next GPU step, back again; a row-wise Python function (`apply(..., axis=1)`) "
+        "runs on the CPU at pandas' speed plus those copies. The profiler below names every such call.",
+        "",
+        "**Turning it on:** in a script, `python -m cudf.pandas script.py`; in Jupyter, `%load_ext cudf.pandas` "
+        "before `import pandas`; in marimo (or any program), `import cudf.pandas; cudf.pandas.install()` "
+        "before the first `import pandas` of the process. This app imports pandas at start-up for its other "
+        "engines, so it runs the accelerated code in a worker process. See what ran where with "
+        "`from cudf.pandas import Profiler` and `with Profiler() as p: ...; p.print_per_function_stats()`.",
+    ]
+    if last and "cudf_pandas_median_s" in last["summary"]:
+        s = last["summary"].dropna(subset=["cudf_pandas_median_s"])
+        top = s[s["rows"] == s["rows"].max()]
+        parts = []
+        for r in top.itertuples():
+            vs = (
+                f", {fmt_ratio(r.cudf_pandas_vs_cudf)} the speed of hand-written cuDF"
+                if getattr(r, "cudf_pandas_vs_cudf", math.nan) == getattr(r, "cudf_pandas_vs_cudf", 0)
+                else ""
+            )
+            parts.append(f"{r.op} {fmt_seconds(r.cudf_pandas_median_s)}{vs}")
+        text.append(f"\n**This run, {format_rows(int(top['rows'].max()))} rows:** " + "; ".join(parts) + ".")
+    else:
+        text.append("\n_Switch on **cudf.pandas** (needs cuDF on a GPU) and run to see this card's numbers._")
     return "\n".join(text)
 
 
