@@ -9,6 +9,7 @@
 #     "nvidia-ml-py>=12",
 #     "psutil>=5.9",
 #     "polars>=1.35,<1.45",
+#     "duckdb>=1.1",
 # ]
 # ///
 """RAPIDS cuDF vs pandas: honest DataFrame benchmarks with live NVML GPU metrics."""
@@ -47,9 +48,21 @@ with app.setup:
         "join": "Inner join with a 50k-row lookup table",
         "sort": "Sort all rows by a float column",
     }
+    # Operations that start from a file (written once per size, not timed) and the whole-job pipeline.
+    FILE_OPS = {
+        "read_parquet": "Read the data from a Parquet file (snappy)",
+        "read_csv": "Read the data from a CSV file",
+        "pipeline": "Pipeline: read Parquet → filter → join → group by → sort → small result in pandas",
+    }
+    CACHE_DIR_NAME = "rapids-benchmark-data-cache"
+    # Disk a size's files take, per row: Parquet ~20 B, CSV ~50 B (measured at 1M rows), with margin.
+    FILE_BYTES_PER_ROW = 90
     # How each op's result is compared with pandas: in row order, as a set of rows, or ordered by a key.
     DASK_SLOW_SORT_ROWS = 200_000_000  # above this, Dask-cuDF's TCP shuffle sort takes minutes per pass
     OP_ORDER = {
+        "read_parquet": "rows",
+        "read_csv": "rows",
+        "pipeline": "unordered",
         "filter": "rows",
         "groupby_few": "unordered",
         "groupby_many": "unordered",
@@ -70,6 +83,13 @@ with app.setup:
         200_000_000,
         500_000_000,
     ]
+    # Every op the app offers, in the order they run and are shown: the whole job first, then the reads.
+    ALL_OPS = {
+        "pipeline": FILE_OPS["pipeline"],
+        "read_parquet": FILE_OPS["read_parquet"],
+        "read_csv": FILE_OPS["read_csv"],
+        **OPS,
+    }
     N_FEW_KEYS = 100
     N_MANY_KEYS = 100_000
     CATEGORIES = ["books", "games", "garden", "grocery", "health", "home", "music", "sports"]
@@ -101,11 +121,20 @@ with app.setup:
     ENGINE_LABELS = {
         "pandas": "pandas",
         "polars": "Polars",
+        "duckdb": "DuckDB",
         "dask": "Dask (CPU)",
         "cudf": "cuDF",
+        "cudf_pandas": "cudf.pandas",
         "polars_gpu": "Polars GPU",
         "dask_cudf": "Dask-cuDF",
     }
+    # cudf.pandas: the user's snippet is capped in size and time; the worker's whole run in time.
+    SNIPPET_MAX_CHARS = 4_000
+    SNIPPET_TIMEOUT_S = 60
+    WORKER_TIMEOUT_S = 900
+    # The realistic step shown falling back to the CPU under cudf.pandas. Candidates are measured by
+    # bench/cudf_pandas_fallbacks.py on the device; swap the name here once one is measured to fall back.
+    FALLBACK_STEP = "rowwise_label"
     # One machine-wide lock file shared with the fine-tuning app; tests point GPU_NOTEBOOKS_LOCK_PATH elsewhere.
     GPU_LOCK_ENV = "GPU_NOTEBOOKS_LOCK_PATH"
     DEFAULT_GPU_LOCK_PATH = os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
@@ -141,12 +170,15 @@ def _(cli):
     cudf_module, cudf_message = detect_cudf(len(gpus), force_cpu=cli["cpu"])
     polars_module, polars_gpu, polars_message = detect_polars(cudf_module, force_cpu=cli["cpu"])
     dask_ok, dask_message = detect_dask(len(gpus) if cudf_module is not None else 0)
+    duckdb_module, duckdb_message = detect_duckdb()
     host = read_host_status()
     return (
         cudf_message,
         cudf_module,
         dask_message,
         dask_ok,
+        duckdb_message,
+        duckdb_module,
         gpus,
         host,
         polars_gpu,
@@ -156,7 +188,7 @@ def _(cli):
 
 
 @app.cell(hide_code=True)
-def _(cudf_message, cudf_module, gpus, host, polars_message):
+def _(cudf_message, cudf_module, duckdb_message, gpus, host, polars_message):
     _cards = [
         mo.stat(
             value=g["name"].replace("NVIDIA ", ""),
@@ -193,7 +225,7 @@ def _(cudf_message, cudf_module, gpus, host, polars_message):
             mo.md("## 1 · This machine"),
             mo.hstack(_cards, wrap=True, justify="start"),
             _callout,
-            mo.md(f"**CPU engines:** pandas (one core) and {polars_message}"),
+            mo.md(f"**CPU engines:** pandas (one core). {polars_message} {duckdb_message}"),
         ]
     )
     return
@@ -227,9 +259,10 @@ def _(cli, cudf_module, dask_ok, gpus):
         steps=ROW_STEPS, value=nearest_step(_default_rows), label="Rows", show_value=False, full_width=True
     )
     ops_select = mo.ui.multiselect(
-        options={desc: name for name, desc in OPS.items()},
-        value=[OPS[o] for o in (cli["ops"] or list(OPS))],
+        options={desc: name for name, desc in ALL_OPS.items()},
+        value=[ALL_OPS[o] for o in (cli["ops"] or list(ALL_OPS))],
         label="Operations",
+        full_width=True,  # long option names: the chips wrap inside the column instead of widening it
     )
     repeats_input = mo.ui.number(
         start=1, stop=20, value=cli["repeats"] or (1 if cli["smoke"] else 3), label="Timed repeats"
@@ -245,11 +278,29 @@ def _(cli, cudf_module, dask_ok, gpus):
         disabled=not dask_ok,
         label=f"Dask-cuDF over all {len(gpus)} GPUs" if dask_ok else "Dask-cuDF (needs 2+ GPUs)",
     )
-    return dask_switch, mode_radio, ops_select, repeats_input, rows_slider, run_button
+    cudf_pandas_switch = mo.ui.switch(
+        value=cudf_module is not None,
+        disabled=cudf_module is None,
+        label="cudf.pandas (no code change)"
+        if cudf_module is not None
+        else "cudf.pandas (needs cuDF on a GPU)",
+    )
+    return cudf_pandas_switch, dask_switch, mode_radio, ops_select, repeats_input, rows_slider, run_button
 
 
 @app.cell(hide_code=True)
-def _(dask_message, dask_switch, mode_radio, ops_select, repeats_input, rows_slider, run_button):
+def _(
+    cudf_message,
+    cudf_module,
+    cudf_pandas_switch,
+    dask_message,
+    dask_switch,
+    mode_radio,
+    ops_select,
+    repeats_input,
+    rows_slider,
+    run_button,
+):
     mo.vstack(
         [
             mo.md("## 2 · Choose what to run"),
@@ -257,6 +308,19 @@ def _(dask_message, dask_switch, mode_radio, ops_select, repeats_input, rows_sli
             ops_select,
             mo.hstack([repeats_input, mode_radio, run_button], justify="start", gap=2),
             mo.hstack([dask_switch, mo.md(f"_{dask_message}_")], justify="start", gap=1),
+            mo.hstack(
+                [
+                    cudf_pandas_switch,
+                    mo.md(
+                        "_Your pandas code, unchanged, on the GPU: the app's pandas op functions run under "
+                        "`cudf.pandas` in a worker process, with a report of what fell back to the CPU._"
+                        if cudf_module is not None
+                        else f"_Unavailable: {cudf_message}_"
+                    ),
+                ],
+                justify="start",
+                gap=1,
+            ),
         ]
     )
     return
@@ -266,7 +330,9 @@ def _(dask_message, dask_switch, mode_radio, ops_select, repeats_input, rows_sli
 def _(
     cli,
     cudf_module,
+    cudf_pandas_switch,
     dask_switch,
+    duckdb_module,
     mode_radio,
     ops_select,
     polars_gpu,
@@ -280,19 +346,22 @@ def _(
         "requested_rows": (cli["rows"] or (10_000 if cli["smoke"] else rows_slider.value))
         if _auto
         else rows_slider.value,
-        "ops": (cli["ops"] or list(OPS)) if _auto else (ops_select.value or []),
+        "ops": (cli["ops"] or list(ALL_OPS)) if _auto else (ops_select.value or []),
         "repeats": (cli["repeats"] or (1 if cli["smoke"] else 3)) if _auto else int(repeats_input.value or 1),
         "sweep": (cli["smoke"] or cli["sweep"]) if _auto else mode_radio.value.startswith("Size sweep"),
         "dask": bool(dask_switch.value),
+        "cudf_pandas": bool(cudf_pandas_switch.value) and cudf_module is not None,
     }
     # A preview with the memory free now; the run re-plans with what is free when Run is clicked.
-    _preview = plan_from_settings(settings, make_engines(cudf_module, polars_module, polars_gpu))
+    _preview = plan_from_settings(
+        settings, make_engines(cudf_module, polars_module, polars_gpu, duckdb_module)
+    )
     mo.callout(mo.md(_preview["cap_message"]), kind="warn") if _preview["cap_message"] else None
     return (settings,)
 
 
 @app.cell
-def _(cli, cudf_module, gpus, polars_gpu, polars_module, run_button, settings):
+def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_button, settings):
     mo.stop(
         not (run_button.value or cli["autorun"]),
         mo.md("_Choose a size and operations, then click **Run benchmark**._"),
@@ -309,7 +378,7 @@ def _(cli, cudf_module, gpus, polars_gpu, polars_module, run_button, settings):
             mo.output.replace(mo.md(f"_{_waited}_"))
         else:
             mo.output.clear()
-        engines = make_engines(cudf_module, polars_module, polars_gpu)
+        engines = make_engines(cudf_module, polars_module, polars_gpu, duckdb_module)
         if settings["dask"]:
             with mo.status.spinner("Starting one Dask worker per GPU (once per app process)…"):
                 engines.append(make_dask_engine(dask_client("gpu")))
@@ -318,6 +387,18 @@ def _(cli, cudf_module, gpus, polars_gpu, polars_module, run_button, settings):
         if plan["cap_message"]:
             mo.output.append(mo.callout(mo.md(plan["cap_message"]), kind="warn"))
         bench = run_with_progress(plan, engines)
+        if settings["cudf_pandas"]:
+            with mo.status.spinner("cudf.pandas: the same pandas code in a worker process (no code change)…"):
+                _cp = run_cudf_pandas_engine(
+                    [n for n in plan["sizes"] if n <= plan["single_engine_rows"]],
+                    plan["ops"],
+                    plan["repeats"],
+                )
+            bench["records"] += _cp["records"]
+            bench["errors"] += _cp["errors"]
+            bench["cudf_pandas_profiles"] = _cp["profiles"]
+        # Once per run, under the lock: this machine's raw host→GPU copy rates, beside from_pandas's.
+        bench["copy_probe"] = copy_bandwidth_probe() if cudf_module is not None else None
     bench["waited_s"] = _lease["waited_s"]
     mo.output.replace(
         mo.md(
@@ -340,8 +421,17 @@ def _(bench, summary):
     mo.vstack(
         [
             mo.md("## 3 · Results"),
+            mo.md(pipeline_text(summary) or ""),
             mo.md(summary_text(summary, bench)),
-            mo.ui.table(results_table(summary), page_size=12, selection=None, show_column_summaries=False),
+            mo.ui.table(
+                results_table(summary),
+                page_size=12,
+                selection=None,
+                show_column_summaries=False,
+                # Wider than the page at 1280 px with several engines: the check column stays in view.
+                freeze_columns_left=["rows", "operation"],
+                freeze_columns_right=["result check"] if summary["check"].ne("").any() else None,
+            ),
         ]
     )
     return
@@ -350,6 +440,37 @@ def _(bench, summary):
 @app.cell(hide_code=True)
 def _(summary):
     mo.hstack([times_chart(summary), speedup_chart(summary)], widths="equal", wrap=True)
+    return
+
+
+@app.cell(hide_code=True)
+def _(bench, summary):
+    mo.stop(not bench.get("copy_probe"))
+    mo.md(copy_text(bench["copy_probe"], summary))
+    return
+
+
+@app.cell
+def _():
+    clear_cache_button = mo.ui.run_button(label="Delete the cached data files", kind="neutral")
+    return (clear_cache_button,)
+
+
+@app.cell(hide_code=True)
+def _(clear_cache_button):
+    _freed = clear_data_cache() if clear_cache_button.value else None
+    mo.hstack(
+        [
+            mo.md(
+                f"_Deleted {_freed / 1e6:,.0f} MB of cached data files._"
+                if _freed is not None
+                else f"_The file operations read Parquet and CSV copies of the data, written once per size "
+                f"into the app's temp folder (not timed): {data_cache_bytes() / 1e6:,.0f} MB now._"
+            ),
+            clear_cache_button,
+        ],
+        justify="space-between",
+    )
     return
 
 
@@ -414,6 +535,24 @@ def _(bench, summary):
     return
 
 
+@app.cell(hide_code=True)
+def _(bench):
+    _fallbacks = fallback_table(bench.get("cudf_pandas_profiles") or [])
+    mo.stop(_fallbacks is None)
+    mo.vstack(
+        [
+            mo.md(
+                "### What ran on the GPU under cudf.pandas, and what fell back\n\n"
+                "From `cudf.pandas.profiler.Profiler`, one profiled call per operation at the largest size: each "
+                f"pandas function that ran on the GPU and each that fell back to the CPU. **{FALLBACK_STEP}** is a "
+                "realistic step included to show what a fallback looks like and what it costs."
+            ),
+            mo.ui.table(_fallbacks, selection=None, show_column_summaries=False, page_size=15),
+        ]
+    )
+    return
+
+
 @app.cell
 def _():
     get_last_run, set_last_run = mo.state(None)
@@ -439,6 +578,7 @@ def _(get_last_run, gpus, host):
                     "When one GPU is not enough: Dask-cuDF": mo.md(explain_multi_gpu(gpus, _last)),
                     "Understanding the benchmark operations": mo.md(explain_operations(_last)),
                     "Understanding GPU metrics": mo.md(explain_metrics(gpus, _last)),
+                    "cudf.pandas: pandas on the GPU without changing code": mo.md(explain_cudf_pandas(_last)),
                     "How we measure (and why one timed `op().to_pandas()` misleads)": mo.md(
                         explain_measurement(_last)
                     ),
@@ -447,6 +587,52 @@ def _(get_last_run, gpus, host):
             ),
         ]
     )
+    return
+
+
+@app.cell
+def _(cli):
+    # Decided on the server for this session: a `marimo run` viewer never gets the editor, nor a run.
+    snippet_allowed, snippet_why = user_code_allowed(mo.app_meta().mode, cli)
+    snippet_editor = mo.ui.code_editor(
+        value="df.groupby('category', observed=True)['value'].agg(['mean', 'max']).reset_index()",
+        language="python",
+        label="Your pandas code over `df` (its last expression is the result)",
+        min_height=80,
+    )
+    snippet_rows = mo.ui.number(
+        start=1_000, stop=100_000_000, value=1_000_000, step=1_000, label="Rows of `df`"
+    )
+    snippet_button = mo.ui.run_button(label="Run my code with pandas and cudf.pandas")
+    return snippet_allowed, snippet_button, snippet_editor, snippet_rows, snippet_why
+
+
+@app.cell(hide_code=True)
+def _(snippet_allowed, snippet_button, snippet_editor, snippet_rows, snippet_why):
+    mo.vstack(
+        [
+            mo.md("## 5 · Your own pandas code"),
+            mo.md(snippet_why),
+            mo.vstack([snippet_editor, mo.hstack([snippet_rows, snippet_button], justify="start")])
+            if snippet_allowed
+            else mo.md(""),
+        ]
+    )
+    return
+
+
+@app.cell
+def _(cudf_module, gpus, snippet_allowed, snippet_button, snippet_editor, snippet_rows):
+    mo.stop(not snippet_allowed)  # checked here too: the run itself refuses, not only the page
+    mo.stop(not snippet_button.value, mo.md("_Type a snippet and click the button._"))
+    with gpu_lock(
+        on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(bool(gpus))), kind="info"))
+    ):
+        with mo.status.spinner("Running your snippet in worker processes…"):
+            _out = run_user_snippet(
+                snippet_editor.value, int(snippet_rows.value or 1_000_000), accelerate=cudf_module is not None
+            )
+    mo.md(snippet_report(_out, cudf_module is not None))
     return
 
 
@@ -475,7 +661,7 @@ def parse_cli_args(args: dict) -> dict:
         raw = args.get(name)
         return int(float(raw)) if raw not in (None, "") else None
 
-    ops = [o.strip() for o in str(args.get("ops") or "").split(",") if o.strip() in OPS]
+    ops = [o.strip() for o in str(args.get("ops") or "").split(",") if o.strip() in ALL_OPS]
     return {
         "smoke": "smoke" in args,
         "autorun": "smoke" in args or "run" in args,
@@ -485,6 +671,7 @@ def parse_cli_args(args: dict) -> dict:
         "sweep": "sweep" in args,
         "cpu": "cpu" in args,
         "dask": "dask" in args,
+        "allow_user_code": "allow-user-code" in args,
     }
 
 
@@ -670,7 +857,7 @@ def plan_run(
         "single_engine_rows": single_rows,
         "requested_rows": requested_rows,
         "sizes": sweep_sizes(rows) if sweep else [rows],
-        "ops": [o for o in OPS if o in ops],
+        "ops": [o for o in ALL_OPS if o in ops],
         "repeats": max(int(repeats), 1),
         "cap_message": message,
         "bytes_per_row": bytes_per_row,
@@ -751,6 +938,146 @@ def get_op(name: str) -> Callable:
 
 
 @app.function
+def data_cache_dir() -> str:
+    """The app's own folder for data files, under the OS temp dir (never a path a viewer chooses)."""
+    path = os.path.join(tempfile.gettempdir(), CACHE_DIR_NAME)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+@app.function
+def data_files(n_rows: int, seed: int, df: pd.DataFrame) -> tuple[dict | None, str | None]:
+    """The size's Parquet and CSV files, written once (not timed); None and the reason when the disk is short.
+
+    Categories are stored as strings, as files usually hold them. Each file is written under a unique
+    temporary name and renamed into place, so two viewers never read a half-written file.
+    """
+    import shutil
+
+    folder = data_cache_dir()
+    files = {kind: os.path.join(folder, f"data_{n_rows}_{seed}.{kind}") for kind in ("parquet", "csv")}
+    missing = [kind for kind, path in files.items() if not os.path.exists(path)]
+    if not missing:
+        return files, None
+    free = shutil.disk_usage(folder).free
+    short = memory_shortfall("disk in the temp folder", n_rows * FILE_BYTES_PER_ROW, free)
+    if short:
+        return None, f"File operations skipped at {format_rows(n_rows)} rows: their data files {short}."
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    table = pa.Table.from_pandas(df.assign(category=df["category"].astype(str)), preserve_index=False)
+    for kind in missing:
+        tmp = f"{files[kind]}.{os.getpid()}.{threading.get_ident()}.tmp"
+        if kind == "parquet":
+            pyarrow.parquet.write_table(table, tmp, compression="snappy")
+        else:
+            pyarrow.csv.write_csv(table, tmp)
+        os.replace(tmp, files[kind])
+    del table
+    return files, None
+
+
+@app.function
+def data_cache_bytes() -> int:
+    """Bytes the cached data files take now."""
+    folder = data_cache_dir()
+    return sum(e.stat().st_size for e in os.scandir(folder) if e.is_file())
+
+
+@app.function
+def clear_data_cache() -> int:
+    """Delete the app's cached data files; returns the bytes freed."""
+    freed = 0
+    for entry in os.scandir(data_cache_dir()):
+        if entry.is_file() and entry.name.startswith("data_"):
+            freed += entry.stat().st_size
+            os.remove(entry.path)
+    return freed
+
+
+@app.function
+def pipeline_pandas_api(xdf, files: dict, lookup):
+    """The pipeline in the pandas API (pandas and cuDF run this same code); the small result ends in pandas.
+
+    The job, fixed before it was measured: a typical analytics query over a fact table — load it from
+    Parquet, keep the rows of interest (value > 10), enrich them from a dimension table (the lookup:
+    price and region), derive a measure (revenue = value × price), aggregate by two dimensions (region ×
+    category: rows, revenue, mean value), rank by revenue, and hand the 56-row answer to the caller.
+    """
+    df = xdf.read_parquet(files["parquet"])
+    df = df[df["value"] > 10.0]
+    joined = df.merge(lookup, on="key_many", how="inner")
+    joined["revenue"] = joined["value"] * joined["price"]
+    out = (
+        joined.groupby(["region", "category"])
+        .agg(rows=("value", "count"), revenue=("revenue", "sum"), mean_value=("value", "mean"))
+        .reset_index()
+        .sort_values("revenue", ascending=False)
+    )
+    return out if isinstance(out, pd.DataFrame) else out.to_pandas()
+
+
+@app.function
+def pandas_api_file_ops(xdf) -> dict:
+    """read_parquet, read_csv and the pipeline for pandas (pyarrow engine) or cuDF (decoded on the GPU)."""
+    is_pandas = xdf is pd
+
+    def read_parquet(xdf, files, lookup):
+        return (
+            pd.read_parquet(files["parquet"], engine="pyarrow")
+            if is_pandas
+            else xdf.read_parquet(files["parquet"])
+        )
+
+    def read_csv(xdf, files, lookup):
+        return pd.read_csv(files["csv"], engine="pyarrow") if is_pandas else xdf.read_csv(files["csv"])
+
+    return {"read_parquet": read_parquet, "read_csv": read_csv, "pipeline": pipeline_pandas_api}
+
+
+@app.function
+def polars_file_ops() -> dict:
+    """The file ops in Polars: eager reads, and the pipeline as one lazy query from scan_parquet."""
+
+    def read_parquet(pl, files, lookup):
+        return pl.read_parquet(files["parquet"])
+
+    def read_csv(pl, files, lookup):
+        return pl.read_csv(files["csv"])
+
+    def pipeline(pl, files, lookup):
+        value = pl.col("value")
+        return (
+            pl.scan_parquet(files["parquet"])
+            .filter(value > 10.0)
+            .join(lookup.lazy(), on="key_many", how="inner")
+            .with_columns((value * pl.col("price")).alias("revenue"))
+            .group_by(["region", "category"])
+            .agg(value.count().alias("rows"), pl.col("revenue").sum(), value.mean().alias("mean_value"))
+            .sort("revenue", descending=True)
+            .collect()
+            .to_pandas()
+        )
+
+    return {"read_parquet": read_parquet, "read_csv": read_csv, "pipeline": pipeline}
+
+
+@app.function
+def duckdb_file_sql(files: dict) -> dict:
+    """The file ops in DuckDB's SQL (its own Parquet and CSV readers); paths are the app's, quoted."""
+    parquet, csv = (files[k].replace("'", "''") for k in ("parquet", "csv"))
+    return {
+        "read_parquet": f"SELECT * FROM read_parquet('{parquet}')",
+        "read_csv": f"SELECT * FROM read_csv('{csv}')",
+        "pipeline": "SELECT region, category, count(value) AS rows, sum(value * price) AS revenue, "
+        f"avg(value) AS mean_value FROM read_parquet('{parquet}') JOIN lookup USING (key_many) "
+        "WHERE value > 10.0 GROUP BY region, category ORDER BY revenue DESC",
+    }
+
+
+@app.function
 def columns_read(op: str) -> list[str]:
     """Input columns an op must read at least once."""
     return {
@@ -764,9 +1091,11 @@ def columns_read(op: str) -> list[str]:
 
 @app.function
 def frame_nbytes(frame, index: bool = True) -> int:
-    """Bytes of a pandas, cuDF or Polars DataFrame's columns (and index, where there is one)."""
+    """Bytes of a pandas, cuDF, Polars or Arrow (DuckDB's results) frame's columns (and index, where there is one)."""
     if hasattr(frame, "estimated_size"):
         return int(frame.estimated_size())
+    if hasattr(frame, "schema") and hasattr(frame, "nbytes"):  # a pyarrow Table
+        return int(frame.nbytes)
     if hasattr(frame, "to_delayed"):  # Dask: measure every partition where it lives, then add up
         import dask
 
@@ -922,6 +1251,7 @@ class Engine:
     slice_warmup: bool = False  # warm up on a CPU_WARMUP_ROWS slice (CPU engines: no JIT, no device pool)
     load_kind: str = ""  # what its timed load is (HOST_TO_GPU, a conversion, made on workers); "": none
     gpus: tuple[int, ...] | None = ()  # the GPUs its ops run on (None: every GPU); () for CPU engines
+    file_ops: dict | None = None  # FILE_OPS name → function(lib, files, lookup); None: it does not read files
 
 
 @app.function
@@ -943,9 +1273,13 @@ def current_gpu() -> int:
 
 
 @app.function
-def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False) -> list[Engine]:
-    """pandas first (the reference), then Polars on all CPU cores, cuDF, and Polars' GPU engine where they run."""
-    engines = [Engine("pandas", pd, on_gpu=False, slice_warmup=True)]
+def make_engines(
+    cudf_module=None, polars_module=None, polars_gpu: bool = False, duckdb_module=None
+) -> list[Engine]:
+    """pandas first (the reference), then Polars and DuckDB on all CPU cores, cuDF, and Polars' GPU engine."""
+    engines = [Engine("pandas", pd, on_gpu=False, slice_warmup=True, file_ops=pandas_api_file_ops(pd))]
+    if duckdb_module is not None:
+        engines.append(make_duckdb_engine(duckdb_module))
     if polars_module is not None:
         engines.append(
             Engine(
@@ -957,6 +1291,7 @@ def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False)
                 compare=results_match_polars,
                 slice_warmup=True,
                 load_kind="pandas → Polars conversion",
+                file_ops=polars_file_ops(),
             )
         )
     if cudf_module is not None:
@@ -970,6 +1305,7 @@ def make_engines(cudf_module=None, polars_module=None, polars_gpu: bool = False)
                 sync=cuda_synchronize,
                 load_kind=HOST_TO_GPU,
                 gpus=(current_gpu(),),
+                file_ops=pandas_api_file_ops(cudf_module),
             )
         )
     if polars_module is not None and polars_gpu:
@@ -1129,6 +1465,412 @@ def results_match_polars(
         if bad:
             return False, f"{bad:,} of {exp.height:,} values differ in column '{col}'"
     return True, f"{exp.height:,} rows identical (floats within tolerance)"
+
+
+@app.function
+def detect_duckdb():
+    """DuckDB's module (or None) and a sentence for the user."""
+    try:
+        import duckdb
+    except ImportError:
+        return None, "DuckDB is not installed: it is in `requirements.txt` (`make install` adds it)."
+    return duckdb, f"DuckDB {duckdb.__version__} runs SQL on all {os.cpu_count()} CPU threads."
+
+
+@app.function
+def duckdb_sql() -> dict:
+    """The five ops in DuckDB's SQL, over the views `df` and `lookup`; column names as results_match expects."""
+    return {
+        "filter": "SELECT * FROM df WHERE value > 50.0 AND key_few < 50",
+        "groupby_few": "SELECT key_few, sum(value) AS value_sum, avg(value) AS value_mean, max(value) AS value_max, "
+        "count(value) AS value_count, stddev_samp(value2) AS value2_std FROM df GROUP BY key_few",
+        "groupby_many": "SELECT key_many, sum(value) AS value_sum, count(value) AS value_count FROM df GROUP BY key_many",
+        "join": "SELECT * FROM df JOIN lookup USING (key_many)",
+        "sort": "SELECT * FROM df ORDER BY value",
+    }
+
+
+@app.function
+def make_duckdb_engine(duckdb) -> Engine:
+    """DuckDB on all cores: each op registers the pandas frames as views (no copy) and fetches an Arrow table.
+
+    One connection per engine, so each run (each viewer) queries on its own. The filter's row order holds
+    because DuckDB keeps insertion order by default (`preserve_insertion_order`).
+    """
+    con = duckdb.connect()
+
+    def op(sql):
+        def run(_duckdb, frame, lookup):
+            con.register("df", frame)
+            con.register("lookup", lookup)
+            rel = con.sql(sql)
+            return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
+
+        return run
+
+    def file_op(name):
+        def run(_duckdb, files, lookup):
+            con.register("lookup", lookup)
+            rel = con.sql(duckdb_file_sql(files)[name])
+            if name == "pipeline":  # the job's small answer ends in pandas, as for every engine
+                return rel.df()
+            return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
+
+        return run
+
+    def compare(expected, result, order):
+        import polars as pl
+
+        return results_match_polars(expected, pl.from_arrow(result), order)
+
+    return Engine(
+        "duckdb",
+        duckdb,
+        on_gpu=False,
+        ops={name: op(sql) for name, sql in duckdb_sql().items()},
+        compare=compare,
+        slice_warmup=True,
+        file_ops={name: file_op(name) for name in FILE_OPS},
+    )
+
+
+@app.function
+def fallback_steps() -> dict:
+    """Realistic pandas steps that may fall back to the CPU under cudf.pandas (FALLBACK_STEP picks the app's)."""
+
+    def rowwise_label(xdf, df, lookup):
+        # A Python function per row: the commonest way pandas code leaves the GPU.
+        return (
+            df.head(200_000).apply(lambda r: "high" if r["value"] > 50 else "low", axis=1).to_frame("label")
+        )
+
+    def python_groupby_agg(xdf, df, lookup):
+        return df.groupby("key_few")["value"].agg(lambda v: float(v.max() - v.min())).to_frame("spread")
+
+    def rolling_python_apply(xdf, df, lookup):
+        return (
+            df["value"].head(200_000).rolling(20).apply(lambda w: w[-1] - w[0], raw=True).to_frame("change")
+        )
+
+    def map_python_function(xdf, df, lookup):
+        return df["key_few"].head(200_000).map(lambda k: f"k{k:03d}").to_frame("key_label")
+
+    return {
+        "rowwise_label": rowwise_label,
+        "python_groupby_agg": python_groupby_agg,
+        "rolling_python_apply": rolling_python_apply,
+        "map_python_function": map_python_function,
+    }
+
+
+@app.function
+def worker_main(request: dict) -> dict:
+    """Runs in the worker process (pandas there may be cudf.pandas' proxy): time the app's own ops, unchanged.
+
+    Writes each result as Parquet into `request["out_dir"]` (the parent's private temp folder) and returns
+    per-op timings and, under cudf.pandas, the profiler's per-function GPU/CPU split.
+    """
+    accelerated = "cudf.pandas" in sys.modules
+    sync = cuda_synchronize if accelerated else (lambda: None)
+    df, lookup = generate_data(request["rows"], request.get("seed", 0))
+    steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
+    out = {"accelerated": accelerated, "ops": {}}
+    for op in request["ops"]:
+        fn = functools.partial(steps[op], pd, df, lookup)
+        timing = time_operation(
+            fn, request["repeats"], sync=sync, min_warmup_s=GPU_MIN_WARMUP_S * accelerated
+        )
+        profile = None
+        if accelerated:
+            from cudf.pandas import Profiler
+
+            with Profiler() as profiler:
+                fn()
+            profile = [
+                {
+                    "function": name,
+                    **{f"{k}_calls": len(v) for k, v in t.items()},
+                    **{f"{k}_s": sum(v) for k, v in t.items()},
+                }
+                for name, t in profiler.per_function_stats.items()
+            ]
+        path = os.path.join(request["out_dir"], f"{op}.parquet")
+        flatten_result(timing.result).to_parquet(path)
+        out["ops"][op] = {
+            "times": timing.times,
+            "warmup_s": timing.warmup_s,
+            "rows_out": len(timing.result),
+            "result": path,
+            "profile": profile,
+        }
+        del timing
+    if request.get("snippet") is not None:
+        out["snippet"] = run_snippet_here(request["snippet"], df, request["out_dir"], sync)
+    return out
+
+
+@app.function
+def run_snippet_here(code: str, df, out_dir: str, sync) -> dict:
+    """Runs in the worker: the user's snippet over `df`, timed once after a warm-up; its result saved as Parquet."""
+    namespace = {"pd": pd, "np": np, "df": df}
+    compiled = compile(code, "<your snippet>", "exec")
+
+    def run():
+        exec(compiled, namespace)  # the snippet's own process, its own namespace: nothing of the app
+        return namespace["result"]
+
+    timing = time_operation(run, 1, sync=sync)
+    result = timing.result
+    profile = None
+    if "cudf.pandas" in sys.modules:
+        from cudf.pandas import Profiler
+
+        with Profiler() as profiler:
+            run()
+        profile = [
+            {
+                "function": name,
+                **{f"{k}_calls": len(v) for k, v in t.items()},
+                **{f"{k}_s": sum(v) for k, v in t.items()},
+            }
+            for name, t in profiler.per_function_stats.items()
+        ]
+    frame = result.to_frame() if hasattr(result, "to_frame") else pd.DataFrame({"result": [result]})
+    frame.columns = [str(c) for c in frame.columns]
+    path = os.path.join(out_dir, "snippet.parquet")
+    frame.reset_index(drop=False).to_parquet(path)
+    return {"seconds": timing.median, "result": path, "rows_out": len(frame), "profile": profile}
+
+
+@app.function
+def worker_command() -> list[str]:
+    """The worker's command line: a fresh Python that turns cudf.pandas on *before* pandas is first imported.
+
+    Why a separate process: `cudf.pandas.install()` only works before pandas is imported, and it patches
+    pandas for the whole process. This process imported real pandas at start-up (every other engine, and
+    every other viewer's session, uses it); accelerating it here would change their measurements too.
+    """
+    boot = (
+        "import json, sys\n"
+        "request = json.loads(sys.stdin.read())\n"
+        "if request['accelerate']:\n"
+        "    import cudf.pandas\n"
+        "    cudf.pandas.install()\n"
+        "sys.path.insert(0, request['app_dir'])\n"
+        "import rapids_benchmark_dashboard as app\n"
+        "print('WORKER-RESULT ' + json.dumps(app.worker_main(request)))\n"
+    )
+    return [sys.executable, "-c", boot]
+
+
+@app.function
+def run_worker(request: dict, timeout_s: float) -> tuple[dict | None, str | None]:
+    """Run the worker; its answer, or None and a message a user can act on (timeout, error, out of memory)."""
+    import json
+    import subprocess
+
+    request = {**request, "app_dir": os.path.dirname(os.path.abspath(__file__))}
+    try:
+        proc = subprocess.run(
+            worker_command(), input=json.dumps(request), capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"stopped after {timeout_s:.0f} s (the time limit); nothing else was affected."
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("WORKER-RESULT ")), None)
+    if proc.returncode == 0 and line:
+        return json.loads(line.split(" ", 1)[1]), None
+    if proc.returncode in (-9, 137):
+        return None, "the worker was killed (out of memory?); the app keeps running."
+    last = [x for x in proc.stderr.strip().splitlines() if x.strip()][-1:] or [
+        f"exit status {proc.returncode}"
+    ]
+    return None, f"failed: {last[0][:500]}"
+
+
+@app.function
+def user_code_allowed(mode: str | None, cli: dict) -> tuple[bool, str]:
+    """Whether this session may run typed code, and why (a `marimo run` viewer must not gain code execution)."""
+    if cli.get("allow_user_code"):
+        return (
+            True,
+            "The app was started with `-- --allow-user-code`: viewers may run snippets on this server.",
+        )
+    if mode == "edit":
+        return True, "In `marimo edit` you already run code on this server, so the snippet box is on."
+    return False, (
+        "**The snippet box is off**: this is a read-only app (`marimo run`), and running typed code would give "
+        "every viewer code execution on the server. Open it with `marimo edit`, or start it with "
+        "`marimo run rapids_benchmark_dashboard.py -- --allow-user-code` on a machine only you can reach."
+    )
+
+
+@app.function
+def prepare_snippet(code: str) -> tuple[str | None, str | None]:
+    """The snippet ready to run (its last expression becomes `result`), or None and what is wrong with it."""
+    import ast
+
+    if not code.strip():
+        return (
+            None,
+            "Type a pandas snippet that uses `df` (the generated data), e.g. `df.groupby('key_few').value.mean()`.",
+        )
+    if len(code) > SNIPPET_MAX_CHARS:
+        return None, f"The snippet has {len(code):,} characters; the limit is {SNIPPET_MAX_CHARS:,}."
+    try:
+        tree = ast.parse(code, "<your snippet>")
+    except SyntaxError as err:
+        return None, f"Syntax error on line {err.lineno}: {err.msg}."
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body[-1]
+        tree.body[-1] = ast.Assign(targets=[ast.Name("result", ast.Store())], value=last.value)
+        ast.fix_missing_locations(tree)
+    elif not any(
+        isinstance(n, ast.Name) and n.id == "result" and isinstance(n.ctx, ast.Store) for n in ast.walk(tree)
+    ):
+        return None, "End the snippet with an expression (or assign `result = ...`): that value is compared."
+    return ast.unparse(tree), None
+
+
+@app.function
+def run_user_snippet(code: str, rows: int, accelerate: bool, timeout_s: float = SNIPPET_TIMEOUT_S) -> dict:
+    """The snippet with pandas and (accelerate) cudf.pandas, each in its own worker; times, check, fallbacks."""
+    import shutil
+
+    prepared, why = prepare_snippet(code)
+    if why:
+        return {"error": why}
+    runs = {}
+    out_dir = tempfile.mkdtemp(prefix="rapids-snippet-")
+    try:
+        for label, accel in (("pandas", False), ("cudf.pandas", True)):
+            if accel and not accelerate:
+                continue
+            folder = os.path.join(out_dir, label)
+            os.makedirs(folder)
+            request = {"rows": rows, "ops": [], "repeats": 1, "accelerate": accel, "out_dir": folder}
+            answer, failure = run_worker({**request, "snippet": prepared}, timeout_s)
+            if failure:
+                return {"error": f"The snippet under {label} {failure}", "runs": runs}
+            runs[label] = answer["snippet"] | {"accelerated": answer["accelerated"]}
+            runs[label]["frame"] = pd.read_parquet(runs[label].pop("result"))
+        out = {"runs": runs}
+        if len(runs) == 2:
+            out["match"] = results_match(runs["pandas"]["frame"], runs["cudf.pandas"]["frame"], "rows")
+        return out
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+@app.function
+def run_cudf_pandas_engine(
+    sizes: list[int],
+    ops: list[str],
+    repeats: int,
+    accelerate: bool = True,
+    timeout_s: float = WORKER_TIMEOUT_S,
+) -> dict:
+    """The "cudf.pandas (no code change)" engine: the app's pandas op functions in a worker, checked against pandas.
+
+    With accelerate=False the worker runs plain pandas (how CI tests the mechanism without a GPU).
+    Returns records like run_benchmark's, the fallback report per op, and errors.
+    """
+    import shutil
+
+    records, profiles, errors = [], [], []
+    wanted = [o for o in ops if o in OPS] + [FALLBACK_STEP]
+    for n in sizes:
+        out_dir = tempfile.mkdtemp(prefix="rapids-cudf-pandas-")
+        try:
+            answer, failure = run_worker(
+                {"rows": n, "ops": wanted, "repeats": repeats, "accelerate": accelerate, "out_dir": out_dir},
+                timeout_s,
+            )
+            if failure:
+                errors.append(f"cudf.pandas at {format_rows(n)} rows: {failure}")
+                continue
+            df, lookup = generate_data(n)
+            steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
+            for op, got in answer["ops"].items():
+                expected = steps[op](pd, df, lookup)
+                ok, detail = results_match(expected, pd.read_parquet(got["result"]), OP_ORDER.get(op, "rows"))
+                del expected
+                times = got["times"]
+                records.append(
+                    {
+                        "rows": n,
+                        "op": op,
+                        "engine": "cudf_pandas",
+                        "median_s": statistics.median(times),
+                        "min_s": min(times),
+                        "max_s": max(times),
+                        "warmup_s": got["warmup_s"],
+                        "repeats": repeats,
+                        "rows_out": got["rows_out"],
+                        "bytes_touched": math.nan,
+                        "on_gpu": answer["accelerated"],
+                        "load_s": math.nan,
+                        "load_kind": "data generated in the worker",
+                        "h2d_s": math.nan,
+                        "d2h_s": 0.0,
+                        "match": ok,
+                        "checked_by": "pandas",
+                        "detail": detail,
+                    }
+                )
+                for row in got["profile"] or []:
+                    profiles.append({"rows": n, "op": op, **row})
+            del df, lookup
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    return {"records": records, "profiles": profiles, "errors": errors}
+
+
+@app.function
+def snippet_report(out: dict, accelerated: bool) -> str:
+    """The snippet's outcome: times under pandas and cudf.pandas, the check, or the clear error."""
+    if out.get("error"):
+        return f"**Your snippet did not run:** {out['error']}"
+    runs = out["runs"]
+    lines = [
+        f"- **pandas**: {fmt_seconds(runs['pandas']['seconds'])}, {runs['pandas']['rows_out']:,} result rows"
+    ]
+    if "cudf.pandas" in runs:
+        lines.append(f"- **cudf.pandas**: {fmt_seconds(runs['cudf.pandas']['seconds'])}")
+        ok, detail = out["match"]
+        lines.append(f"- results {'✓ match' if ok else '✗ DIFFER'}: {detail}")
+        fallbacks = fallback_table(
+            [{"rows": 0, "op": "snippet", **p} for p in runs["cudf.pandas"].get("profile") or []]
+        )
+        if fallbacks is not None:
+            table = fallbacks.drop(columns="operation")
+            lines.append("\n| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
+            lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    elif not accelerated:
+        lines.append("- **cudf.pandas**: not run — no cuDF on a GPU here (see the box at the top).")
+    return "\n".join(lines)
+
+
+@app.function
+def fallback_table(profiles: list[dict]) -> pd.DataFrame | None:
+    """The fallback report: per op and pandas function, calls and seconds on the GPU and on the CPU."""
+    if not profiles:
+        return None
+    table = pd.DataFrame(profiles)
+    for col in ("gpu_calls", "cpu_calls", "gpu_s", "cpu_s"):
+        if col not in table:
+            table[col] = 0
+    table = table.fillna(0)
+    top = table[table["rows"] == table["rows"].max()]
+    return pd.DataFrame(
+        {
+            "operation": top["op"],
+            "pandas function": top["function"],
+            "on GPU (calls)": top["gpu_calls"].astype(int),
+            "GPU time": top["gpu_s"].map(fmt_seconds),
+            "fell back to CPU (calls)": top["cpu_calls"].astype(int),
+            "CPU time": top["cpu_s"].map(fmt_seconds),
+        }
+    )
 
 
 @app.function
@@ -1302,6 +2044,8 @@ def is_out_of_memory(err: BaseException) -> bool:
     """
     if isinstance(err, MemoryError):
         return True
+    if (duckdb := sys.modules.get("duckdb")) is not None and isinstance(err, duckdb.OutOfMemoryException):
+        return True
     runtime = sys.modules.get("cupy_backends.cuda.api.runtime")
     if runtime is not None and isinstance(err, runtime.CUDARuntimeError):
         return getattr(err, "status", None) == 2
@@ -1319,6 +2063,8 @@ def library_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [NotImplementedError]
     if (polars := sys.modules.get("polars")) is not None:
         errors.append(polars.exceptions.PolarsError)
+    if (duckdb := sys.modules.get("duckdb")) is not None:
+        errors.append(duckdb.Error)  # DuckDB's documented error base (IO, conversion, out of memory ...)
     if (distributed := sys.modules.get("distributed")) is not None:
         errors.append(distributed.KilledWorker)
         if (comm := sys.modules.get("distributed.comm.core")) is not None:
@@ -1353,7 +2099,7 @@ def finish_record(
         "warmup_s": timing.warmup_s,
         "repeats": repeats,
         "rows_out": len(result),
-        "bytes_touched": bytes_touched(op, dev_df, result),
+        "bytes_touched": frame_nbytes(result) if op in FILE_OPS else bytes_touched(op, dev_df, result),
         "on_gpu": eng.on_gpu,
         "load_s": load_s,
         "load_kind": eng.load_kind,
@@ -1366,15 +2112,18 @@ def finish_record(
     if eng.name == "pandas":
         return rec
     if expected is not None:
-        if eng.to_host is not None:
+        if eng.to_host is not None and op != "pipeline":  # the pipeline's answer is in pandas already
             t0 = clock()
             eng.to_host(result)
             eng.sync()
             rec["d2h_s"] = clock() - t0
-        check = eng.compare or functools.partial(results_match, to_library=eng.to_device)
+        if op == "pipeline":  # every engine's answer is a pandas frame
+            check = results_match
+        else:
+            check = eng.compare or functools.partial(results_match, to_library=eng.to_device)
         rec["match"], rec["detail"] = check(expected, result, OP_ORDER[op])
         rec["checked_by"] = "pandas"
-    elif eng.compare is None or eng.load is not None:  # a pandas-API result: checked from the input
+    elif op not in FILE_OPS and (eng.compare is None or eng.load is not None):  # pandas API: from the input
         rec["match"], rec["detail"] = invariant_check(op, dev_df, dev_lookup, result)
         rec["checked_by"] = "self-check"
     else:
@@ -1527,16 +2276,24 @@ def run_benchmark(
             generate_data(n, seed) if any(e.load is None for e in engines) else (None, generate_lookup(seed))
         )
         generation.append({"rows": n, "seconds": clock() - t0})
+        files = None
+        if df is not None and any(op in FILE_OPS for op in ops):
+            files, why = data_files(n, seed, df)  # once per size, never timed
+            if why:
+                errors.append(why)
         frames, load_s = {}, {}
         for k, eng in enumerate(engines):
             if eng.on_gpu and eng.load is None and gpu_short:
                 errors.append(f"{eng.name} skipped at {format_rows(n)} rows: it {gpu_short}.")
                 continue
             if k > 0:
-                # Still ahead at this size: this engine and the later ones, and every engine's ops (they run
-                # after all loads) — counted as the first engine's whole share again, a little conservative.
-                rest = need[engines[0].name] + sum(need[e.name] for e in engines[k:])
-                short = memory_shortfall("host RAM", rest, free_memory()["host"])
+                # What this size still needs: its whole budget less what it has taken so far — credited only
+                # up to the frames made so far (the data, its generation's transient copy, one per loaded
+                # engine), so memory another program took since the size started is not mistaken for ours.
+                now = free_memory()["host"]
+                credit = (k + 1) * n * bytes_per_row
+                taken = min(max(start_free["host"] - now, 0), credit) if now is not None else 0
+                short = memory_shortfall("host RAM", sum(need.values()) - taken, now)
                 if short:
                     errors.append(
                         f"{eng.name} skipped at {format_rows(n)} rows: the rest of this size {short}."
@@ -1561,12 +2318,18 @@ def run_benchmark(
         gc.collect()  # a failed copy's partial frame goes now, not at the end of the run
         for op in ops:
             expected = None
+            from_file = op in FILE_OPS
+            if from_file and files is None:
+                continue
             for eng in engines:
-                if eng.name not in frames:
+                if eng.name not in frames or (from_file and not (eng.file_ops and op in eng.file_ops)):
                     continue
-                fn = eng.ops[op] if eng.ops else get_op(op)
                 xdf, (dev_df, dev_lookup) = eng.lib, frames[eng.name]
-                small = dev_df.head(cpu_warmup_rows) if eng.slice_warmup and n > cpu_warmup_rows else None
+                if from_file:  # the op reads the size's file: it gets the paths, not the frame
+                    fn, dev_df, small = eng.file_ops[op], files, None
+                else:
+                    fn = eng.ops[op] if eng.ops else get_op(op)
+                    small = dev_df.head(cpu_warmup_rows) if eng.slice_warmup and n > cpu_warmup_rows else None
                 label = f"{eng.name} · {op} · {format_rows(n)} rows"
                 tick(f"{label} · warm-up", eng.gpus)
                 start = clock()
@@ -1593,10 +2356,22 @@ def run_benchmark(
                         }
                     )
                     rec = finish_record(
-                        eng, op, n, repeats, timing, dev_df, load_s[eng.name], expected, clock, dev_lookup
+                        eng,
+                        op,
+                        n,
+                        repeats,
+                        timing,
+                        frames[eng.name][0],
+                        0.0 if from_file else load_s[eng.name],
+                        expected,
+                        clock,
+                        dev_lookup,
                     )
                 except Exception as err:  # in the op, the copy back or the check
-                    if not is_reported_failure(err):
+                    # A file that cannot be read (truncated, corrupt) is bad input, not a bug: every reader
+                    # says so with an OSError, ValueError (Arrow, pandas) or RuntimeError (libcudf).
+                    unreadable = from_file and isinstance(err, (OSError, ValueError, RuntimeError))
+                    if not (is_reported_failure(err) or unreadable):
                         raise
                     failure = f"{label}: {describe_error(err)}"
                 if failure is not None:
@@ -1745,6 +2520,10 @@ def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = No
         out["bandwidth_gbs"] = out["gpu_bytes"] / out["cudf_median_s"] / 1e9
         if peak_bandwidth_gbs:
             out["bandwidth_pct"] = 100 * out["bandwidth_gbs"] / peak_bandwidth_gbs
+    if "cudf_pandas_median_s" in out:
+        out["cudf_pandas_speedup"] = pandas_s / out["cudf_pandas_median_s"]
+        if "cudf_median_s" in out:  # how close zero code change gets to hand-written cuDF (1× = as fast)
+            out["cudf_pandas_vs_cudf"] = out["cudf_median_s"] / out["cudf_pandas_median_s"]
     if "dask_cudf_median_s" in out and "cudf_median_s" in out:
         out["dask_vs_cudf"] = out["cudf_median_s"] / out["dask_cudf_median_s"]
     if "polars_gpu_median_s" in out:
@@ -1845,14 +2624,16 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"rows": summary["rows"].map(format_rows), "operation": summary["op"]})
     for eng in ENGINE_LABELS:
         if f"{eng}_median_s" in summary:
-            out[f"{ENGINE_LABELS[eng]} median"] = summary[f"{eng}_median_s"].map(fmt_seconds)
-            out[f"{ENGINE_LABELS[eng]} min–max"] = [
-                f"{fmt_seconds(a)} – {fmt_seconds(b)}"
-                for a, b in zip(summary[f"{eng}_min_s"], summary[f"{eng}_max_s"], strict=True)
+            # One column per engine: median with the min–max spread (two columns each cut the table at 1280 px).
+            out[f"{ENGINE_LABELS[eng]} median (min–max)"] = [
+                f"{fmt_seconds(m)} ({fmt_seconds(a)}–{fmt_seconds(b)})" if m == m else "—"
+                for m, a, b in zip(
+                    summary[f"{eng}_median_s"], summary[f"{eng}_min_s"], summary[f"{eng}_max_s"], strict=True
+                )
             ]
 
     def times(col):
-        return summary[col].map(lambda x: f"{x:,.1f}×")
+        return summary[col].map(lambda x: f"{x:,.1f}×" if x == x else "—")
 
     if "polars_speedup" in summary:
         out["Polars vs pandas"] = times("polars_speedup")
@@ -1867,9 +2648,22 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
         out["Polars GPU vs pandas"] = times("polars_gpu_speedup")
     if "dask_vs_cudf" in summary:
         out["Dask-cuDF vs 1-GPU cuDF"] = times("dask_vs_cudf")
+    if "cudf_pandas_speedup" in summary:
+        out["cudf.pandas vs pandas"] = times("cudf_pandas_speedup")
+    if "cudf_pandas_vs_cudf" in summary:
+        out["cudf.pandas vs hand-written cuDF"] = times("cudf_pandas_vs_cudf")
     if summary["check"].ne("").any():
         out["result check"] = summary["check"]
     return out
+
+
+@app.function
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 tick values covering [lo, hi] on a log axis."""
+    ticks = []
+    for exp in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        ticks += [m * 10**exp for m in (1, 2, 5) if lo <= m * 10**exp <= hi]
+    return ticks
 
 
 @app.function
@@ -1892,16 +2686,19 @@ def speedup_chart(summary: pd.DataFrame):
     if data.empty:
         return mo.md("_No speedup at the largest size: only one engine ran there._")
     lo = min(0.5, float(data["speedup"].min()) / 1.5)
+    hi = max(2.0, float(data["speedup"].max()) * 1.2)
     x = alt.X(
         "speedup:Q",
-        scale=alt.Scale(type="log", domainMin=lo),
+        scale=alt.Scale(type="log", domain=[lo, hi]),
+        # Explicit 1-2-5 ticks: Vega's own log ticks left a bar reaching 2× with no label above 1×.
+        axis=alt.Axis(values=log_ticks(lo, hi), format="~g", labelFlush=True),
         title="speedup (×, log scale; dashed line = 1×)",
     )
     bars = (
         alt.Chart(data)
         .mark_bar()
         .encode(
-            y=alt.Y("op:N", title=None, sort=list(OPS)),
+            y=alt.Y("op:N", title=None, sort=list(ALL_OPS)),
             yOffset=alt.YOffset("kind:N", sort=list(kinds.values())),
             x=x,
             x2=alt.datum(lo),
@@ -1938,7 +2735,7 @@ def times_chart(summary: pd.DataFrame):
     data = pd.concat(parts)
     scale = alt.Scale(type="log")
     base = alt.Chart(data).encode(
-        y=alt.Y("op:N", title=None, sort=list(OPS)),
+        y=alt.Y("op:N", title=None, sort=list(ALL_OPS)),
         yOffset=alt.YOffset("engine:N", sort=list(ENGINE_LABELS.values())),
         color=alt.Color("engine:N", sort=list(ENGINE_LABELS.values()), legend=alt.Legend(orient="bottom")),
     )
@@ -1969,7 +2766,7 @@ def sweep_chart(summary: pd.DataFrame):
         .encode(
             x=alt.X("rows:Q", scale=alt.Scale(type="log"), title="rows (log scale)"),
             y=alt.Y("speedup:Q", scale=alt.Scale(type="log"), title="cuDF speedup over pandas (×)"),
-            color=alt.Color("op:N", sort=list(OPS)),
+            color=alt.Color("op:N", sort=list(ALL_OPS)),
             tooltip=["op", alt.Tooltip("rows:Q", format=","), alt.Tooltip("speedup:Q", format=",.2f")],
         )
     )
@@ -1995,7 +2792,7 @@ def sweep_times_chart(summary: pd.DataFrame):
         if f"{eng}_median_s" in summary
     ]
     data = pd.concat(parts).dropna()
-    ops = [o for o in OPS if o in set(data["op"])]
+    ops = [o for o in ALL_OPS if o in set(data["op"])]
     return (
         alt.Chart(data)
         .mark_line(point=True)
@@ -2152,10 +2949,84 @@ def takeaways_text(last: dict | None) -> str:
         )
         if "polars_speedup" in top and top["polars_speedup"].notna().any():
             lines.append(
-                f"- pandas uses **one core**; Polars on all cores was {speed_range_text(top['polars_speedup'], 'pandas')} "
-                f"at {format_rows(n)} rows. A parallel CPU engine is the fair baseline for any GPU comparison."
+                f"- pandas uses **one core**. At {format_rows(n)} rows Polars on all cores was "
+                f"{speed_range_text(top['polars_speedup'], 'pandas')}: a parallel CPU engine is the fair "
+                "baseline for any GPU comparison."
             )
     return "\n".join(lines)
+
+
+@app.function
+def pipeline_text(summary: pd.DataFrame) -> str | None:
+    """The whole-job headline: each engine's pipeline time at the largest size, fastest first; None if it did not run."""
+    rows = summary[summary["op"] == "pipeline"]
+    if rows.empty:
+        return None
+    top = rows[rows["rows"] == rows["rows"].max()].iloc[0]
+    times = {
+        label: top[f"{e}_median_s"]
+        for e, label in ENGINE_LABELS.items()
+        if f"{e}_median_s" in top and top[f"{e}_median_s"] == top[f"{e}_median_s"]
+    }
+    if not times:
+        return None
+    order = sorted(times, key=times.get)
+    lines = ", ".join(f"**{label}** {fmt_seconds(times[label])}" for label in order)
+    return (
+        f"**The whole job first** — read Parquet → filter → join → group by → sort → the small answer in pandas, "
+        f"at {format_rows(int(top['rows']))} rows: {lines}. This is the number to decide on: it counts reading "
+        f"the file and returning the result, which the per-operation rows below leave out. "
+        f"Results {'agree across engines ✓' if top['match'] == '✓' else 'checked: ' + (top['check'] or 'pandas alone ran')}."
+    )
+
+
+@app.function
+def copy_bandwidth_probe(nbytes: int = 256 * 2**20, repeats: int = 5) -> dict | None:
+    """This machine's host→GPU copy rate from pageable and from pinned host memory (median of `repeats`, GB/s)."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    host = np.ones(nbytes // 8)
+    pinned_mem = cupy.cuda.alloc_pinned_memory(nbytes)
+    pinned = np.frombuffer(pinned_mem, dtype=np.float64, count=nbytes // 8)
+    pinned[:] = 1.0
+    device = cupy.empty(nbytes // 8, dtype=np.float64)
+    rates = {}
+    for name, src in (("pageable", host), ("pinned", pinned)):
+        times = []
+        for _ in range(repeats + 1):  # the first copy is a warm-up
+            cuda_synchronize()
+            t0 = time.perf_counter()
+            device.set(src)
+            cuda_synchronize()
+            times.append(time.perf_counter() - t0)
+        rates[f"{name}_gbs"] = nbytes / statistics.median(times[1:]) / 1e9
+    del device, pinned, pinned_mem
+    return {**rates, "bytes": nbytes}
+
+
+@app.function
+def copy_text(probe: dict, summary: pd.DataFrame) -> str:
+    """The copy probe beside from_pandas's rate in this run, and what the difference costs."""
+    text = (
+        f"### Copies, honestly\n\nA raw host→GPU copy of {probe['bytes'] / 2**20:.0f} MiB ran at "
+        f"**{probe['pageable_gbs']:,.1f} GB/s from pageable** memory and **{probe['pinned_gbs']:,.1f} GB/s from "
+        "pinned** memory on this machine."
+    )
+    if "cudf_load_s" in summary:
+        n = int(summary["rows"].max())
+        load = summary.loc[summary["rows"] == n, "cudf_load_s"].dropna()
+        if len(load):
+            rate = n * estimate_bytes_per_row() / float(load.iloc[0]) / 1e9
+            text += (
+                f" `cudf.from_pandas` moved the {format_rows(n)}-row frame at **{rate:,.1f} GB/s**: it converts "
+                "each column (and the categorical one) and stages pageable memory through a pinned buffer, so "
+                "it runs below the raw copy. The *with copies* column is data that starts and ends in pandas; "
+                "reading the file straight into GPU memory (`cudf.read_parquet`, the read rows above) and keeping "
+                "data on the GPU across operations avoid most of that cost."
+            )
+    return text
 
 
 @app.function
@@ -2445,7 +3316,8 @@ def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame):
             alt.Chart(samples)
             .mark_line()
             .encode(
-                x=alt.X("t:Q", title="seconds since start"),
+                # labelFlush keeps the last tick's label inside the chart instead of cut at its edge.
+                x=alt.X("t:Q", title="seconds since start", axis=alt.Axis(labelFlush=True)),
                 y=alt.Y(f"{col}:Q", title=title),
                 color=alt.Color("gpu:N", title="GPU", **legend),
             )
@@ -2552,7 +3424,7 @@ def explain_baseline(host: dict, last: dict | None) -> str:
     """'Is pandas a fair baseline?' with this run's pandas, Polars and cuDF numbers."""
     text = [
         f"pandas runs each of these operations on **one core**; this machine has {host['cpu_count']}. Engines "
-        "such as **Polars** are columnar and multi-threaded: they split the rows across all cores, vectorise "
+        "such as **Polars** and **DuckDB** (SQL) are columnar and multi-threaded: they split the rows across all cores, vectorise "
         "with SIMD and plan the query before running it. Comparing a GPU with single-threaded pandas "
         "therefore mixes two gains — *parallel columnar execution* and *the GPU itself*.",
         "",
@@ -2570,12 +3442,14 @@ def explain_baseline(host: dict, last: dict | None) -> str:
         "word; this app asks for `raise_on_fail=True`, so a fallback shows as an error instead of a CPU time "
         "labelled GPU.",
     ]
-    if last and "polars_median_s" in last["summary"]:
+    if last and ("polars_median_s" in last["summary"] or "duckdb_median_s" in last["summary"]):
         s = last["summary"]
         top = s[s["rows"] == s["rows"].max()]
         text.append(f"\n**This run, {format_rows(top['rows'].iloc[0])} rows:**\n")
-        text.append("| op | pandas | Polars | cuDF | Polars GPU | cuDF vs fastest CPU |")
-        text.append("|---|---|---|---|---|---|")
+        text.append(
+            "| op | pandas | Polars | DuckDB | fastest CPU engine | cuDF | Polars GPU | cuDF vs fastest CPU |"
+        )
+        text.append("|---|---|---|---|---|---|---|---|")
 
         def cell(row, col):
             value = getattr(row, col, None) if col in s else None
@@ -2587,10 +3461,48 @@ def explain_baseline(host: dict, last: dict | None) -> str:
                 if "speedup_vs_cpu" in s and r.speedup_vs_cpu == r.speedup_vs_cpu
                 else "—"
             )
+            fastest = ENGINE_LABELS.get(r.fastest_cpu, "—") if isinstance(r.fastest_cpu, str) else "—"
             text.append(
                 f"| {r.op} | {cell(r, 'pandas_median_s')} | {cell(r, 'polars_median_s')} | "
+                f"{cell(r, 'duckdb_median_s')} | {fastest} | "
                 f"{cell(r, 'cudf_median_s')} | {cell(r, 'polars_gpu_median_s')} | {vs} |"
             )
+    return "\n".join(text)
+
+
+@app.function
+def explain_cudf_pandas(last: dict | None) -> str:
+    """How cudf.pandas works, when fallbacks cost more than they save, how to turn it on; this run's numbers."""
+    text = [
+        "**How it works.** After `cudf.pandas.install()` (or `python -m cudf.pandas script.py`, or "
+        "`%load_ext cudf.pandas` in Jupyter), `import pandas` gives proxy objects. Each call is tried on the "
+        "*fast path* (cuDF, on the GPU) first; what cuDF cannot do runs on the *slow path* (real pandas, on the "
+        "CPU), and the proxy copies the data between GPU and host memory as the path changes.",
+        "",
+        "**When a fallback costs more than it saves:** a CPU step in the middle of GPU work copies the data to "
+        "the host and, for the next GPU step, back again; a row-wise Python function (`apply(..., axis=1)`) "
+        "runs on the CPU at pandas' speed plus those copies. The profiler below names every such call.",
+        "",
+        "**Turning it on:** in a script, `python -m cudf.pandas script.py`; in Jupyter, `%load_ext cudf.pandas` "
+        "before `import pandas`; in marimo (or any program), `import cudf.pandas; cudf.pandas.install()` "
+        "before the first `import pandas` of the process. This app imports pandas at start-up for its other "
+        "engines, so it runs the accelerated code in a worker process. See what ran where with "
+        "`from cudf.pandas import Profiler` and `with Profiler() as p: ...; p.print_per_function_stats()`.",
+    ]
+    if last and "cudf_pandas_median_s" in last["summary"]:
+        s = last["summary"].dropna(subset=["cudf_pandas_median_s"])
+        top = s[s["rows"] == s["rows"].max()]
+        parts = []
+        for r in top.itertuples():
+            vs = (
+                f", {fmt_ratio(r.cudf_pandas_vs_cudf)} the speed of hand-written cuDF"
+                if getattr(r, "cudf_pandas_vs_cudf", math.nan) == getattr(r, "cudf_pandas_vs_cudf", 0)
+                else ""
+            )
+            parts.append(f"{r.op} {fmt_seconds(r.cudf_pandas_median_s)}{vs}")
+        text.append(f"\n**This run, {format_rows(int(top['rows'].max()))} rows:** " + "; ".join(parts) + ".")
+    else:
+        text.append("\n_Switch on **cudf.pandas** (needs cuDF on a GPU) and run to see this card's numbers._")
     return "\n".join(text)
 
 
@@ -2656,6 +3568,18 @@ def explain_operations(last: dict | None) -> str:
             "builds the hash table in GPU memory, probes all rows in parallel, gathers | random access, output size |",
             "| **sort** | comparison sort, O(n log n), on one core, then reorders every column | radix sort: a few "
             "passes over the key bits, then a gather of every column | several full passes over memory |",
+            "| **read_parquet** | pyarrow decompresses (snappy) and decodes the column chunks on CPU threads, then "
+            "builds pandas columns | cuDF copies the compressed file to the GPU and decompresses and decodes it there "
+            "(nvCOMP, thousands of pages at once) | the disk or page cache, then decode work |",
+            "| **read_csv** | pyarrow's CSV reader parses text on CPU threads: find row breaks, convert every number "
+            "from digits | cuDF parses on the GPU, many rows per thread block | parsing: every value is text |",
+            "| **pipeline** | the whole job in one library: read, filter, join, derive, group, sort, answer in pandas "
+            "| the same code on cuDF; only the 56-row answer comes back | whatever step dominates |",
+            "",
+            "**Why CSV differs from Parquet:** Parquet stores typed, compressed columns with their schema, so a "
+            "reader decodes binary data; CSV is text, so every value must be found and converted from digits, the "
+            "file is 2–3× larger, and types are guessed. Reading is an operation here because real jobs start "
+            "from files: the file's bytes never have to pass through a pandas frame.",
             "",
             *[f"- **{op}**:{t}" for op, t in times.items()],
         ]

@@ -5,7 +5,7 @@ set -uo pipefail
 status=0
 source bench/device_setup.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-stage=${1:-all}
+stage=${1:-all}   # a, b, all, full, files
 if [ "$stage" = all ] || [ "$stage" = a ]; then
   date -u
   python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tee "$OUT/rapids_gpu_tests.log" || status=1
@@ -26,5 +26,13 @@ if [ "$stage" = full ]; then   # after device_llm.sh installed Polars into /tmp/
   python3 bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3 --engines all 2>&1 | tee "$OUT/rapids_bench.log" || status=1
   /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
     -o "$OUT/rapids_100m.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -2 | tee "$OUT/rapids_export.log" || status=1
+fi
+if [ "$stage" = files ]; then   # issue 19: reads, the pipeline, DuckDB and the copy probe (DuckDB/Polars wheels on PYTHONPATH)
+  date -u
+  python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_files_gpu.py 2>&1 | tail -30 | tee "$OUT/rapids_files_gpu_tests.log" || status=1
+  /usr/bin/time -f "bench wall %e s, max RSS %M KB" python3 bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3 \
+    --ops all 2>&1 | tee "$OUT/rapids_files_bench.log" || status=1
+  /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
+    -o "$OUT/rapids_100m_files.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -2 | tee "$OUT/rapids_export_files.log" || status=1
 fi
 exit "$status"

@@ -1,6 +1,7 @@
 """Run the RAPIDS dashboard's own benchmark (imported from the notebook) and print one table.
 
 Usage on a GPU box:  python bench/rapids_benchmark.py --rows 10000000 100000000 --repeats 3
+            reads, pipeline and DuckDB too:  ... --ops all   (the five in-memory ops, read_parquet, read_csv, pipeline)
 Prints per-op pandas and cuDF medians (min–max), transfer times, speedups, the whole run's wall time
 (data generation included) and the peak GPU memory NVML saw.
 """
@@ -13,11 +14,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rapids_benchmark_dashboard import (  # noqa: E402
+    ALL_OPS,
     OPS,
     GpuSampler,
+    copy_bandwidth_probe,
     dask_client,
     detect_cudf,
     detect_dask,
+    detect_duckdb,
     detect_polars,
     estimate_bytes_per_row,
     fmt_seconds,
@@ -36,7 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=float, nargs="+", default=[10_000_000, 100_000_000])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--ops", default=",".join(OPS), help="comma list, or 'all' (file ops and pipeline too)")
     ap.add_argument("--cpu", action="store_true", help="CPU engines only (pandas, Polars)")
     ap.add_argument("--engines", default="all", help="'all' or a comma list of pandas,polars,cudf,polars_gpu")
     ap.add_argument("--progress", action="store_true", help="print each step as it starts (long runs)")
@@ -52,7 +56,9 @@ def main() -> None:
     )
     polars, polars_gpu, polars_why = detect_polars(cudf, force_cpu=args.cpu)
     print(f"# {polars_why}")
-    engines = make_engines(cudf, polars, polars_gpu)
+    duckdb, duckdb_why = detect_duckdb()
+    print(f"# {duckdb_why}")
+    engines = make_engines(cudf, polars, polars_gpu, duckdb)
     dask_ok, dask_why = detect_dask(len(gpus) if cudf else 0)
     print(f"# {dask_why}")
     if dask_ok and (args.engines == "all" or "dask_cudf" in args.engines):
@@ -62,7 +68,7 @@ def main() -> None:
     for requested in map(int, args.rows):
         plan = plan_run(
             requested,
-            args.ops.split(","),
+            list(ALL_OPS) if args.ops == "all" else args.ops.split(","),
             args.repeats,
             False,
             estimate_bytes_per_row(),
@@ -71,6 +77,7 @@ def main() -> None:
             all_gpus_free_bytes=sum(g["memory_free_bytes"] for g in gpus)
             if any(e.name == "dask_cudf" for e in engines)
             else None,
+            engine_names=[e.name for e in engines],
         )
         if plan["cap_message"]:
             print(f"# PLAN: {plan['cap_message']}")
@@ -78,7 +85,11 @@ def main() -> None:
         sampler.start()
         t0 = time.perf_counter()
         tick = (
-            (lambda label, t0=t0: print(f"# {time.perf_counter() - t0:7.1f} s  {label}", flush=True))
+            (
+                lambda label, gpus=None, t0=t0: print(
+                    f"# {time.perf_counter() - t0:7.1f} s  {label}", flush=True
+                )
+            )
             if args.progress
             else None
         )
@@ -133,6 +144,14 @@ def main() -> None:
             ]
             print(" | ".join(cells))
         sys.stdout.flush()
+
+    if cudf is not None:
+        print(f"\n# host→GPU copy probe: {copy_bandwidth_probe()}")
+    import resource
+
+    print(
+        f"# peak host RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.1f} GB"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ and "pandas alone" (pandas always runs: it is the reference every result is comp
 Engines (CPU stand-ins where the real one needs a GPU, so the host side of the GPU engines is measured):
   pandas       the reference: data generation, the five ops, the reference results kept while others run
   polars       Polars on all cores: its copy of the frame, its results, the checks done in Polars
+  duckdb       DuckDB on all cores: SQL over the pandas frames (no copy), Arrow results, checks in Polars
   cudf_host    the cuDF engine's host side: each result copied back to pandas (to_host) and checked; the
                stand-in's "device" frame is a pandas copy, which lives on the GPU in a real run, so
                one frame's worth (1× the data) is subtracted in the printed "host share"
@@ -29,12 +30,13 @@ CHILD = r"""
 import gc, json, resource, sys
 sys.path.insert(0, {root!r})
 import pandas as pd
+import duckdb
 import polars as pl
 import psutil
 import rapids_benchmark_dashboard as app
 
 names = {names!r}
-engines = [e for e in app.make_engines(None, pl) if e.name in names]
+engines = [e for e in app.make_engines(None, pl, False, duckdb) if e.name in names]
 if "cudf_host" in names:
     engines.append(app.Engine("cudf_host", pd, on_gpu=True, to_device=lambda f: f.copy(),
                               to_host=lambda f: f.copy(deep=True)))
@@ -63,7 +65,7 @@ def measure(names: list[str], rows: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=float, nargs="+", default=[2_000_000, 5_000_000, 10_000_000])
-    ap.add_argument("--engines", default="pandas,polars,cudf_host,polars_gpu")
+    ap.add_argument("--engines", default="pandas,polars,duckdb,cudf_host,polars_gpu")
     args = ap.parse_args()
     extra = [e for e in args.engines.split(",") if e != "pandas"]
     print("engine set | rows | peak above baseline | B/row | × frame B/row | engine's own share (× frame)")

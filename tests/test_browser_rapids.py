@@ -78,3 +78,32 @@ def test_a_viewer_closing_the_tab_mid_run_leaves_the_gpu_free_for_the_next():
         second = open_app(browser, url)
         second.get_by_role("button", name="Run benchmark").click()
         second.get_by_text("Finished in").first.wait_for(timeout=120_000)
+
+
+def test_several_tabs_opened_at_once_on_a_fresh_server_all_come_up_whole():
+    """`marimo run` viewers are threads of one process: sessions starting together must each get the app."""
+    with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
+        pages = [browser.new_page(viewport={"width": 1280, "height": 1000}) for _ in range(3)]
+        for page in pages:  # Playwright's sync pages belong to this thread: start the loads back to back
+            page.goto(url, wait_until="commit")
+        for page in pages:
+            page.get_by_role("button", name="Run benchmark").wait_for(timeout=120_000)
+            assert page.get_by_text("Operations").count() >= 1
+
+
+@pytest.mark.slow
+def test_the_largest_size_on_this_cpu_machine_is_capped_and_completes_without_killing_the_server():
+    """500M rows asked on a CPU machine: the cap holds for pandas and Polars, the run ends, the server lives."""
+    with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
+        page = open_app(browser, url)
+        slider = page.get_by_role("slider").first
+        slider.focus()
+        slider.press("End")
+        page.get_by_text("500M rows").first.wait_for(timeout=30_000)
+        page.get_by_text("Size capped to").first.wait_for(timeout=60_000)
+        page.get_by_role("button", name="Run benchmark").click()
+        page.get_by_text("Finished in").first.wait_for(timeout=1_500_000)
+        screenshot_all(page, "rapids_capped_largest", parts=3)
+        assert page.get_by_text("kernel not found").count() == 0
+        assert page.get_by_text("Every result matches pandas").count() == 1
+        assert page.get_by_text("skipped").count() == 0 and page.get_by_text("Stopped before").count() == 0

@@ -407,3 +407,44 @@ def test_a_failing_part_of_a_device_script_fails_the_script(script, tmp_path):
 
     probe = 'set -uo pipefail; status=0; false 2>&1 | tail -3 | tee /dev/null || status=1; exit "$status"'
     assert subprocess.run(["bash", "-c", probe]).returncode == 1
+
+
+def test_the_speedup_axis_labels_a_tick_above_the_longest_bar_and_no_chart_cuts_its_last_label():
+    from rapids_benchmark_dashboard import log_ticks, speedup_chart
+
+    assert log_ticks(0.3, 2.4) == [0.5, 1, 2]
+    summary = pd.DataFrame({"rows": [10**6] * 2, "op": ["filter", "sort"], "polars_speedup": [0.6, 2.0]})
+    spec = speedup_chart(summary).to_dict()
+    axis = spec["layer"][0]["encoding"]["x"]["axis"]
+    assert max(axis["values"]) >= 2.0 and axis["labelFlush"] is True
+    samples = pd.DataFrame(
+        [
+            {
+                "t": t,
+                "gpu": 0,
+                "util_pct": 1,
+                "memory_used_gb": 1.0,
+                "temp_c": 1,
+                "power_w": 1.0,
+                "sm_clock_mhz": 1,
+            }
+            for t in range(3)
+        ]
+    )
+    spec = timeline_chart(samples, pd.DataFrame()).to_dict()
+    assert all(p["encoding"]["x"]["axis"]["labelFlush"] for p in spec["vconcat"])
+
+
+def test_the_takeaways_name_only_columns_the_table_has():
+    from rapids_benchmark_dashboard import results_table, takeaways_text
+
+    recs = [record(10**6, op, "pandas", 0.2, False) for op in ("filter", "sort")]
+    recs += [
+        record(10**6, op, "polars", m, False, True, "pandas") for op, m in (("filter", 0.5), ("sort", 0.1))
+    ]
+    summary = summarize_records(recs)
+    text = takeaways_text({"summary": summary, "bench": {}})
+    columns = " ".join(results_table(summary).columns)
+    assert "fastest CPU" not in text and "fastest CPU" not in columns
+    assert "0.4× (slower) to 2.0× (faster)" in text and "faster than pandas" not in text
+    assert "Run the benchmark" in takeaways_text(None)

@@ -1,0 +1,116 @@
+"""The cudf.pandas worker and the user-snippet box, with plain pandas standing in for the accelerated run (CI)."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import rapids_benchmark_dashboard as app
+from rapids_benchmark_dashboard import (
+    FALLBACK_STEP,
+    SNIPPET_MAX_CHARS,
+    prepare_snippet,
+    run_cudf_pandas_engine,
+    run_user_snippet,
+    user_code_allowed,
+    worker_command,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_worker_runs_the_apps_own_pandas_ops_and_every_result_is_checked_against_pandas():
+    out = run_cudf_pandas_engine([5_000], ["filter", "groupby_many", "sort"], 2, accelerate=False)
+    assert not out["errors"], out["errors"]
+    by_op = {r["op"]: r for r in out["records"]}
+    assert set(by_op) == {"filter", "groupby_many", "sort", FALLBACK_STEP}
+    for r in by_op.values():
+        assert r["engine"] == "cudf_pandas" and r["match"] is True and r["checked_by"] == "pandas"
+        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+    assert out["profiles"] == []  # no profiler without cudf.pandas
+    assert by_op["sort"]["on_gpu"] is False  # plain pandas ran: not reported as a GPU engine
+
+
+def test_the_worker_turns_cudf_pandas_on_before_pandas_is_imported():
+    boot = worker_command()[-1]
+    assert boot.index("cudf.pandas.install()") < boot.index("import rapids_benchmark_dashboard")
+    assert "import pandas" not in boot.split("cudf.pandas.install()")[0]
+
+
+def test_an_accelerated_run_without_cudf_fails_with_a_message_and_nothing_breaks():
+    out = run_cudf_pandas_engine([2_000], ["filter"], 1, accelerate=True)
+    assert out["records"] == [] and len(out["errors"]) == 1
+    assert "cudf.pandas at 2K rows: failed:" in out["errors"][0] and "cudf" in out["errors"][0]
+
+
+def test_the_summary_says_how_close_cudf_pandas_gets_to_pandas():
+    bench = app.run_benchmark([5_000], ["filter"], app.make_engines(None), 1)
+    extra = run_cudf_pandas_engine([5_000], ["filter"], 1, accelerate=False)
+    summary = app.summarize_records(bench["records"] + extra["records"])
+    table = app.results_table(summary)
+    assert "cudf.pandas median (min–max)" in table and "cudf.pandas vs pandas" in table
+    assert "cudf.pandas" in app.explain_cudf_pandas({"summary": summary, "bench": {}})
+
+
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        ("", "Type a pandas snippet"),
+        ("x" * (SNIPPET_MAX_CHARS + 1), "the limit is"),
+        ("df.groupby(", "Syntax error on line 1"),
+        ("x = df.head()", "End the snippet with an expression"),
+    ],
+)
+def test_a_bad_snippet_is_refused_before_anything_runs(code, message):
+    prepared, why = prepare_snippet(code)
+    assert prepared is None and message in why
+
+
+def test_the_last_expression_becomes_the_result():
+    prepared, why = prepare_snippet("m = df['value'] > 50\ndf[m].groupby('key_few').size()")
+    assert why is None and prepared.splitlines()[-1].startswith("result = ")
+    assert prepare_snippet("result = df.head()")[1] is None
+
+
+def test_a_snippet_runs_in_a_worker_and_its_result_comes_back():
+    out = run_user_snippet("df.groupby('key_few')['value'].mean()", 5_000, accelerate=False)
+    assert "error" not in out, out
+    assert out["runs"]["pandas"]["rows_out"] == 100 and out["runs"]["pandas"]["seconds"] > 0
+    assert "not run — no cuDF" in app.snippet_report(out, accelerated=False)
+
+
+@pytest.mark.parametrize(
+    "code, timeout_s, message",
+    [
+        # The worker needs a few seconds to start on a busy machine: the limit is well above that.
+        ("import time\ntime.sleep(600)\ndf", 25, "stopped after 25 s (the time limit)"),
+        ("raise MemoryError('no room')\ndf", 300, "MemoryError: no room"),
+        ("df['no_such_column']", 300, "KeyError"),
+    ],
+)
+def test_a_failing_snippet_gets_a_clear_message_and_the_app_keeps_working(code, timeout_s, message):
+    out = run_user_snippet(code, 2_000, accelerate=False, timeout_s=timeout_s)
+    assert message in out["error"]
+    assert "did not run" in app.snippet_report(out, accelerated=False)
+    assert "error" not in run_user_snippet("df.shape[0]", 2_000, accelerate=False)  # the next one works
+
+
+def test_a_snippet_cannot_reach_the_apps_namespace():
+    out = run_user_snippet("'GPU_LOCK_ENV' in globals()", 2_000, accelerate=False)
+    assert out["runs"]["pandas"]["frame"]["result"].tolist() == [False]
+
+
+def test_marimo_run_viewers_get_no_code_execution_unless_the_app_was_started_to_allow_it():
+    assert user_code_allowed("run", {})[0] is False
+    assert "--allow-user-code" in user_code_allowed("run", {})[1]
+    assert user_code_allowed("edit", {})[0] is True
+    assert user_code_allowed("run", {"allow_user_code": True})[0] is True
+    assert app.parse_cli_args({"allow-user-code": ""})["allow_user_code"] is True
+    assert user_code_allowed(None, {})[0] is False and user_code_allowed("script", {})[0] is False
+
+
+def test_the_snippet_cell_refuses_to_run_when_not_allowed_before_reading_the_code():
+    source = (ROOT / "rapids_benchmark_dashboard.py").read_text()
+    cells = [m.group(1) for m in re.finditer(r"def _\([^)]*\):\n(.*?)\n\n\n", source, re.S)]
+    (cell,) = [c for c in cells if "run_user_snippet(" in c]
+    assert cell.lstrip().startswith("mo.stop(not snippet_allowed)")
