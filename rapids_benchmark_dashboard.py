@@ -131,7 +131,7 @@ with app.setup:
     # cudf.pandas: the user's snippet is capped in size and time; the worker's whole run in time.
     SNIPPET_MAX_CHARS = 4_000
     SNIPPET_TIMEOUT_S = 60
-    WORKER_TIMEOUT_S = 900
+    WORKER_TIMEOUT_S = 300  # a whole cudf.pandas run; the GPU lock is held meanwhile
     # The realistic step shown falling back to the CPU under cudf.pandas. Candidates are measured by
     # bench/cudf_pandas_fallbacks.py on the device; swap the name here once one is measured to fall back.
     FALLBACK_STEP = "rowwise_label"
@@ -1672,25 +1672,38 @@ def worker_command() -> list[str]:
 
 @app.function
 def run_worker(request: dict, timeout_s: float) -> tuple[dict | None, str | None]:
-    """Run the worker; its answer, or None and a message a user can act on (timeout, error, out of memory)."""
+    """Run the worker; its answer, or None and a message a user can act on (timeout, error, out of memory).
+
+    The worker writes to temporary files, not pipes, and runs in its own process group: a process it leaves
+    behind that still holds its output (a library's helper process) cannot keep this call waiting for an end
+    of file, and a timeout or the end of the call stops the whole group.
+    """
     import json
+    import signal
     import subprocess
 
     request = {**request, "app_dir": os.path.dirname(os.path.abspath(__file__))}
-    try:
-        proc = subprocess.run(
-            worker_command(), input=json.dumps(request), capture_output=True, text=True, timeout=timeout_s
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            worker_command(), stdin=subprocess.PIPE, stdout=out, stderr=err, text=True, start_new_session=True
         )
-    except subprocess.TimeoutExpired:
-        return None, f"stopped after {timeout_s:.0f} s (the time limit); nothing else was affected."
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("WORKER-RESULT ")), None)
+        try:
+            proc.communicate(json.dumps(request), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None, f"stopped after {timeout_s:.0f} s (the time limit); nothing else was affected."
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    line = next((x for x in stdout.splitlines() if x.startswith("WORKER-RESULT ")), None)
     if proc.returncode == 0 and line:
         return json.loads(line.split(" ", 1)[1]), None
     if proc.returncode in (-9, 137):
         return None, "the worker was killed (out of memory?); the app keeps running."
-    last = [x for x in proc.stderr.strip().splitlines() if x.strip()][-1:] or [
-        f"exit status {proc.returncode}"
-    ]
+    last = [x for x in stderr.strip().splitlines() if x.strip()][-1:] or [f"exit status {proc.returncode}"]
     return None, f"failed: {last[0][:500]}"
 
 

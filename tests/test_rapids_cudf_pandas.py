@@ -1,6 +1,10 @@
 """The cudf.pandas worker and the user-snippet box, with plain pandas standing in for the accelerated run (CI)."""
 
+import contextlib
+import os
 import re
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +118,41 @@ def test_the_snippet_cell_refuses_to_run_when_not_allowed_before_reading_the_cod
     cells = [m.group(1) for m in re.finditer(r"def _\([^)]*\):\n(.*?)\n\n\n", source, re.S)]
     (cell,) = [c for c in cells if "run_user_snippet(" in c]
     assert cell.lstrip().startswith("mo.stop(not snippet_allowed)")
+
+
+def test_a_process_the_worker_leaves_behind_cannot_keep_the_run_waiting(monkeypatch, tmp_path):
+    """A helper process that outlives the worker and still holds its output must not block the run (the
+    app's GPU export waited on the cudf.pandas worker on the H200, 2026-12-01); it is stopped with the worker."""
+    import threading
+
+    import rapids_benchmark_dashboard as app
+
+    pid_file = tmp_path / "grandchild.pid"
+    boot = (
+        "import json, subprocess, sys\n"
+        "sys.stdin.read()\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "print('WORKER-RESULT ' + json.dumps({'ok': True}), flush=True)\n"
+    )
+    monkeypatch.setattr(app, "worker_command", lambda: [sys.executable, "-c", boot])
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.update(result=app.run_worker({}, timeout_s=600)))
+    thread.start()
+    thread.join(timeout=180)  # generous: the call itself takes about a second
+    try:
+        assert not thread.is_alive(), "run_worker waited for the worker's leftover child"
+        assert answer["result"] == ({"ok": True}, None)
+        pid = int(pid_file.read_text())
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the worker's leftover child is still running")
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), 9)
