@@ -3766,7 +3766,7 @@ def memory_card(history, samples):
         )
         return mo.stat(
             f"{history['memory_mib'].max():,.0f} MiB",
-            label="torch allocated (max over steps)",
+            label="torch allocated (largest read between steps; this process, under the lease)",
             caption=nvml_peak,
             bordered=True,
         )
@@ -3863,14 +3863,14 @@ def summary_cards(before, after, click_to_result, peak_memory, release_report, r
         cards += [
             mo.stat(
                 fmt_bytes(peak_memory),
-                label="peak CUDA memory",
-                caption="torch.cuda.max_memory_allocated",
+                label="peak CUDA memory (this process, this run's lease)",
+                caption=f"max_memory_allocated since step 2; {fmt_bytes(run.memory_baseline)} of it held before",
                 bordered=True,
             ),
             mo.stat(
                 fmt_bytes(release_report["allocated_after"]),
-                label="after release",
-                caption="torch.cuda.memory_allocated",
+                label="after release (this process)",
+                caption=f"memory_allocated; {fmt_bytes(run.memory_baseline)} before this run loaded",
                 bordered=True,
             ),
         ]
