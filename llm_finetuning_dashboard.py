@@ -337,7 +337,7 @@ with app.setup:
     }
     LEARNING_RATES = ["auto", "5e-5", "1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
     EPOCH_CHOICES = ["auto", "1", "2", "3", "5", "8", "10", "15", "20", "30"]
-    DATA_CHOICES = {"built-in (200 examples)": "builtin", "upload": "upload"}
+    DATA_CHOICES = {"built-in (200 examples)": "builtin", "upload": "upload", "hub dataset": "hub"}
     ANSWER_FORMATS = {  # the fixed answer shape of each built-in task (format match before vs after)
         "arithmetic": r"Answer: \d+",
         "uppercase": r"[A-Z]+",
@@ -447,6 +447,7 @@ def _(environment):
         {batch_size} {max_length} {seed} {speed}
 
         **Data** — {data_source} {upload}
+        {hub_dataset} {prompt_column} {response_column} {hub_split} {max_rows}
         """).batch(
         model=mo.ui.dropdown(MODEL_CHOICES, value=_defaults["model"], label="model source"),
         local_dir=mo.ui.text(placeholder="/path/to/a/gpt2/folder", label="local directory", full_width=True),
@@ -467,6 +468,11 @@ def _(environment):
         seed=mo.ui.number(0, 2**31 - 1, 1, value=42, label="seed"),
         speed=mo.ui.dropdown(list(SPEED_CHOICES), value=next(iter(SPEED_CHOICES)), label="training path"),
         data_source=mo.ui.radio(DATA_CHOICES, value="built-in (200 examples)", label="data", inline=True),
+        hub_dataset=mo.ui.text(placeholder="e.g. an instruction dataset id", label="hub dataset id"),
+        prompt_column=mo.ui.text(value="instruction", label="prompt column"),
+        response_column=mo.ui.text(value="output", label="response column"),
+        hub_split=mo.ui.text(value="train", label="split"),
+        max_rows=mo.ui.number(10, 50_000, 10, value=2000, label="rows (first N)"),
         upload=mo.ui.file(
             filetypes=[".csv", ".jsonl"],
             label=f"upload CSV/JSONL (prompt, response; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB)",
@@ -1059,13 +1065,21 @@ def validate_upload(filename, contents, max_bytes=UPLOAD_MAX_BYTES, max_chars=UP
             if not isinstance(record, dict):
                 return None, [f"`{filename}` line {line_number} is not a JSON object."], warnings
             records.append(record)
+    return validate_records(f"`{filename}`", records, max_chars, warnings)
+
+
+@app.function
+def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None):
+    """The rules every data source passes (upload or hub dataset): prompt/response columns, no empty or
+    overlong rows, no duplicates, enough rows → (frame with a split column or None, errors, warnings)."""
+    errors, warnings = [], list(warnings or [])
     columns = {str(key).strip().lower(): key for key in (records[0] if records else {})}
     missing = [name for name in ("prompt", "response") if name not in columns]
     if missing:
         found = ", ".join(f"`{c}`" for c in columns) or "none"
         return (
             None,
-            [f"`{filename}` needs columns `prompt` and `response`; missing {missing}, found {found}."],
+            [f"{source} needs columns `prompt` and `response`; missing {missing}, found {found}."],
             warnings,
         )
     pairs = [
@@ -1083,12 +1097,40 @@ def validate_upload(filename, contents, max_bytes=UPLOAD_MAX_BYTES, max_chars=UP
     if len(unique) < len(kept):
         warnings.append(f"Dropped {len(kept) - len(unique)} duplicate row(s).")
     if len(unique) < UPLOAD_MIN_ROWS:
-        errors.append(f"`{filename}` has {len(unique)} usable row(s); at least {UPLOAD_MIN_ROWS} are needed.")
+        errors.append(f"{source} has {len(unique)} usable row(s); at least {UPLOAD_MIN_ROWS} are needed.")
         return None, errors, warnings
     frame = pd.DataFrame(unique, columns=["prompt", "response"])
-    frame.insert(0, "task", "upload")
+    frame.insert(0, "task", "upload" if source.startswith("`") else "dataset")
     frame["split"] = split_by_hash(frame["prompt"].tolist())
     return frame, errors, warnings
+
+
+@app.function
+def load_hub_dataset(dataset_id, prompt_column, response_column, split="train", max_rows=2000):
+    """Rows of a Hugging Face dataset (hub id or local folder) through `datasets`, columns mapped to
+    prompt/response and checked by validate_records → (frame or None, errors, warnings); never raises for
+    a missing dataset, a bad split or column, or no network."""
+    dataset_id = (dataset_id or "").strip()
+    if not dataset_id:
+        return None, ["Data is set to **hub dataset** but no dataset id was given."], []
+    local = Path(dataset_id).expanduser().is_dir()
+    if not local and not hub_status():
+        return None, [f"`{dataset_id}`: huggingface.co cannot be reached; the built-in set still works."], []
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(dataset_id, split=f"{split}[:{int(max_rows)}]")
+    except (OSError, ValueError, ConnectionError) as error:  # not found, gated, bad split, offline
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return None, [f"`{dataset_id}` could not be loaded with `datasets`: {first}"], []
+    missing = [c for c in (prompt_column, response_column) if c not in rows.column_names]
+    if missing:
+        found = ", ".join(f"`{c}`" for c in rows.column_names)
+        return None, [f"`{dataset_id}` has no column {missing}; its columns are {found}."], []
+    records = [
+        {"prompt": p, "response": r} for p, r in zip(rows[prompt_column], rows[response_column], strict=True)
+    ]
+    return validate_records(f"dataset `{dataset_id}` ({split}, first {len(records)} rows)", records)
 
 
 @app.function
@@ -3493,6 +3535,15 @@ def read_energy_mj(device):
 @app.function
 def choose_dataset(settings, form_value):
     """(frame with a split column, errors, warnings) for the chosen data source; uploads are validated."""
+    if settings.data_source == "hub":
+        value = form_value or {}
+        return load_hub_dataset(
+            value.get("hub_dataset"),
+            (value.get("prompt_column") or "instruction").strip(),
+            (value.get("response_column") or "output").strip(),
+            (value.get("hub_split") or "train").strip(),
+            int(value.get("max_rows") or 2000),
+        )
     if settings.data_source != "upload":
         return builtin_examples(), [], []
     files = (form_value or {}).get("upload") or ()
