@@ -881,20 +881,25 @@ def _():
     mo.md(r"""
     ## How it all works
 
-    1. **Environment and seed** — torch finds the GPU (NVML adds driver, utilization and power); without one the
-       app says so and resolves the precision to something a CPU can run. One seed fixes weights, adapter init
-       and the shuffling order.
-    2. **Load** — `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer` (cache first, the hub only if
-       reachable, never `trust_remote_code`). Without either, the tiny offline GPT-2 is built from a
-       `GPT2Config` with a byte-level BPE tokenizer trained in memory on the data.
-    3. **Inject** — every targeted `Conv1D`/`nn.Linear` is replaced by a `LoRALayer` that holds the frozen
-       layer plus A and B; every other parameter is frozen.
+    1. **Environment and precision** — torch finds the GPU (NVML adds driver, utilization and power); without
+       one the app says so and resolves the precision to something a CPU can run (*auto*: FP16 + GradScaler for
+       GPT-2, BF16 for the Llama family on compute capability ≥ 8.0).
+    2. **Lease, seed and load** — the run takes the GPU lease it keeps until step 7 (or a stop), then seeds:
+       torch's global generators (the base model's own dropout) and the run's own `torch.Generator` (LoRA's A
+       init and LoRA dropout), so one seed fixes the run whatever other viewers do. Then
+       `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer` (cache first, the hub only if reachable, never
+       `trust_remote_code`); offline, the tiny GPT-2 or tiny Llama is built from a config with a byte-level
+       BPE tokenizer trained in memory on the data.
+    3. **Inject** — the chosen roles become this architecture's layer names (GPT-2 `c_attn`…, Llama
+       `q_proj`…); every targeted `Conv1D`/`nn.Linear` is replaced by a `LoRALayer` that holds the frozen layer
+       plus A and B; every other parameter is frozen.
     4. **Prepare** — one prompt template; labels are `-100` on prompt and padding tokens, so the loss is the
        response (and its end-of-text token) only; batches are padded to their own longest example. AdamW sees
        the adapter parameters only; LambdaLR does warm-up then cosine; GradScaler is on for FP16.
     5. **Train** — autocast forward, loss in FP32, scaled backward, unscale → clip → step → update. A non-finite
        loss or a collapsing loss scale stops training with an explanation; CUDA out-of-memory is caught, the
-       memory freed, and smaller settings suggested. A background thread samples NVML ten times a second.
+       memory freed, and smaller settings suggested. Background threads sample NVML ten times a second (and
+       NVML's GPM counters on Hopper and newer); MFU and energy per token come from the same run.
     6. **Evaluate** — token-weighted eval loss and perplexity, and greedy generations for the held-out prompts,
        before (step 0, B = 0) and after.
     7. **Save and release** — `adapter_config.json` + `adapter_model.safetensors` with PEFT's key names; the app
@@ -902,8 +907,8 @@ def _():
        and empties the CUDA cache, measuring what came back.
 
     Everything that holds device memory lives in one `FineTuneRun` object so step 7 can release it all at once;
-    cells only pass around numbers, tables and charts. A process-wide lock makes a second viewer wait instead of
-    fighting over the GPU.
+    cells only pass around numbers, tables and charts. One GPU lease per Train click (steps 2 to 7) makes a
+    second viewer wait instead of fighting over the GPU, and keeps each run's memory figures its own.
     """)
     return
 
@@ -914,8 +919,15 @@ def _():
     ## Library
 
     The pure helpers below are what the cells above call. Each is an `@app.function` (or
-    `@app.class_definition`), so the tests and `bench/llm_pipeline.py` import them directly:
+    `@app.class_definition`), so the tests and `bench/` import them directly:
     `from llm_finetuning_dashboard import inject_lora, train_steps, ...`.
+
+    Where to find things: the seven steps' bodies are `load_step`, `inject_step`, `prepare_step`,
+    `train_step_body`, `evaluate_step`, `save_step`; **the loss** is `fast_loss` (the chunked LM-head loss,
+    default) with `causal_lm_loss` as its plain reference; **the learning rate** is `lr_factor` (warm-up then
+    cosine; `device_schedule` puts it on the GPU for the fast path); **the host syncs** are in `train_steps`
+    (the one `.tolist()` per group of `SYNC_EVERY` steps) and `train_one_step` (`loss.item()` on the plain
+    path); **the GPU lease** is `GpuLease`; **telemetry** is `GpuSampler`, `GpmSampler`, `mfu`.
     """)
     return
 
