@@ -363,7 +363,9 @@ def _():
 
     Each of the seven steps below is its own cell and shows what it did and how long it took. With an
     NVIDIA GPU it trains in FP16 with a GradScaler; on a CPU it explains its fallback and still runs.
-    Without network access it offers a **tiny offline GPT-2** that needs no download.
+    Without network access it offers a **tiny offline GPT-2** that needs no download. Llama-family models
+    (SmolLM2, Qwen2.5, Llama 3.2, or a tiny offline Llama) run through the same seven steps, in BF16 where
+    the GPU has it natively.
     """)
     return
 
