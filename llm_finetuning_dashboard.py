@@ -3135,7 +3135,7 @@ def nvml_device_index(device):
     """NVML's index of a torch CUDA device (matched by UUID: CUDA_VISIBLE_DEVICES renumbers devices)."""
     nvml = nvml_module()
     uuid = str(getattr(torch.cuda.get_device_properties(device), "uuid", ""))
-    if nvml is None or not uuid or read_nvml(nvml, nvml.nvmlInit) is None:
+    if not uuid or not nvml_ready(nvml):
         return device.index or 0
     handle = read_nvml(
         nvml, nvml.nvmlDeviceGetHandleByUUID, uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
@@ -3318,6 +3318,18 @@ def read_nvml(nvml, read, *args):
 
 
 @app.function
+def nvml_ready(nvml):
+    """True when NVML starts (a driver is there); nvmlInit returns nothing, so success is "it did not raise"."""
+    if nvml is None:
+        return False
+    try:
+        nvml.nvmlInit()
+    except getattr(nvml, "NVMLError", OSError):
+        return False
+    return True
+
+
+@app.function
 def decode_clock_event_reasons(mask):
     """NVML's clock-event (throttle) reason bits as words; [] when nothing holds the clocks down."""
     if mask is None:
@@ -3472,7 +3484,7 @@ class GpmSampler:
         if nvml is None:
             self.unavailable_reason = gpm_support(None, None)[1]
             return
-        if read_nvml(nvml, nvml.nvmlInit) is None and not hasattr(nvml, "nvmlGpmSampleAlloc"):
+        if not nvml_ready(nvml):
             self.unavailable_reason = "NVML could not start here (no NVIDIA driver)."
             return
         count = read_nvml(nvml, nvml.nvmlDeviceGetCount) or 0
@@ -3540,7 +3552,7 @@ class GpmSampler:
 def read_energy_mj(device):
     """NVML's total energy counter of the torch device in millijoules (None without NVML or the counter)."""
     nvml = nvml_module()
-    if nvml is None or device.type != "cuda" or read_nvml(nvml, nvml.nvmlInit) is None:
+    if device.type != "cuda" or not nvml_ready(nvml):
         return None
     handle = read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, nvml_device_index(device))
     return None if handle is None else read_nvml(nvml, nvml.nvmlDeviceGetTotalEnergyConsumption, handle)

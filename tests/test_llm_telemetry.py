@@ -248,3 +248,14 @@ def test_the_clock_reasons_reach_the_progress_text():
     sampler._nvml, sampler._handle, sampler.source = fake_nvml(), "gpu0", "NVML"
     sampler.samples.append({"t": 0.0, **sampler._read()})
     assert "SM 1980 MHz" in device_status(sampler) and "software power cap" in device_status(sampler)
+
+
+def test_energy_is_read_from_nvml_when_it_starts_and_is_none_when_it_does_not(monkeypatch):
+    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml())
+    monkeypatch.setattr(app, "nvml_device_index", lambda device: 0)
+    assert app.read_energy_mj(torch.device("cuda", 0)) == 1_000_000
+    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(nvmlInit=raises))
+    assert app.read_energy_mj(torch.device("cuda", 0)) is None
+    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(nvmlDeviceGetTotalEnergyConsumption=raises))
+    assert app.read_energy_mj(torch.device("cuda", 0)) is None
+    assert app.read_energy_mj(torch.device("cpu")) is None
