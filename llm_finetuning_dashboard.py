@@ -337,7 +337,7 @@ with app.setup:
     }
     LEARNING_RATES = ["auto", "5e-5", "1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
     EPOCH_CHOICES = ["auto", "1", "2", "3", "5", "8", "10", "15", "20", "30"]
-    DATA_CHOICES = {"built-in (200 examples)": "builtin", "upload": "upload"}
+    DATA_CHOICES = {"built-in (200 examples)": "builtin", "upload": "upload", "hub dataset": "hub"}
     ANSWER_FORMATS = {  # the fixed answer shape of each built-in task (format match before vs after)
         "arithmetic": r"Answer: \d+",
         "uppercase": r"[A-Z]+",
@@ -363,7 +363,9 @@ def _():
 
     Each of the seven steps below is its own cell and shows what it did and how long it took. With an
     NVIDIA GPU it trains in FP16 with a GradScaler; on a CPU it explains its fallback and still runs.
-    Without network access it offers a **tiny offline GPT-2** that needs no download.
+    Without network access it offers a **tiny offline GPT-2** that needs no download. Llama-family models
+    (SmolLM2, Qwen2.5, Llama 3.2, or a tiny offline Llama) run through the same seven steps, in BF16 where
+    the GPU has it natively.
     """)
     return
 
@@ -447,6 +449,7 @@ def _(environment):
         {batch_size} {max_length} {seed} {speed}
 
         **Data** — {data_source} {upload}
+        {hub_dataset} {prompt_column} {response_column} {hub_split} {max_rows}
         """).batch(
         model=mo.ui.dropdown(MODEL_CHOICES, value=_defaults["model"], label="model source"),
         local_dir=mo.ui.text(placeholder="/path/to/a/gpt2/folder", label="local directory", full_width=True),
@@ -467,6 +470,11 @@ def _(environment):
         seed=mo.ui.number(0, 2**31 - 1, 1, value=42, label="seed"),
         speed=mo.ui.dropdown(list(SPEED_CHOICES), value=next(iter(SPEED_CHOICES)), label="training path"),
         data_source=mo.ui.radio(DATA_CHOICES, value="built-in (200 examples)", label="data", inline=True),
+        hub_dataset=mo.ui.text(placeholder="e.g. an instruction dataset id", label="hub dataset id"),
+        prompt_column=mo.ui.text(value="instruction", label="prompt column"),
+        response_column=mo.ui.text(value="output", label="response column"),
+        hub_split=mo.ui.text(value="train", label="split"),
+        max_rows=mo.ui.number(10, 50_000, 10, value=2000, label="rows (first N)"),
         upload=mo.ui.file(
             filetypes=[".csv", ".jsonl"],
             label=f"upload CSV/JSONL (prompt, response; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB)",
@@ -875,20 +883,25 @@ def _():
     mo.md(r"""
     ## How it all works
 
-    1. **Environment and seed** — torch finds the GPU (NVML adds driver, utilization and power); without one the
-       app says so and resolves the precision to something a CPU can run. One seed fixes weights, adapter init
-       and the shuffling order.
-    2. **Load** — `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer` (cache first, the hub only if
-       reachable, never `trust_remote_code`). Without either, the tiny offline GPT-2 is built from a
-       `GPT2Config` with a byte-level BPE tokenizer trained in memory on the data.
-    3. **Inject** — every targeted `Conv1D`/`nn.Linear` is replaced by a `LoRALayer` that holds the frozen
-       layer plus A and B; every other parameter is frozen.
+    1. **Environment and precision** — torch finds the GPU (NVML adds driver, utilization and power); without
+       one the app says so and resolves the precision to something a CPU can run (*auto*: FP16 + GradScaler for
+       GPT-2, BF16 for the Llama family on compute capability ≥ 8.0).
+    2. **Lease, seed and load** — the run takes the GPU lease it keeps until step 7 (or a stop), then seeds:
+       torch's global generators (the base model's own dropout) and the run's own `torch.Generator` (LoRA's A
+       init and LoRA dropout), so one seed fixes the run whatever other viewers do. Then
+       `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer` (cache first, the hub only if reachable, never
+       `trust_remote_code`); offline, the tiny GPT-2 or tiny Llama is built from a config with a byte-level
+       BPE tokenizer trained in memory on the data.
+    3. **Inject** — the chosen roles become this architecture's layer names (GPT-2 `c_attn`…, Llama
+       `q_proj`…); every targeted `Conv1D`/`nn.Linear` is replaced by a `LoRALayer` that holds the frozen layer
+       plus A and B; every other parameter is frozen.
     4. **Prepare** — one prompt template; labels are `-100` on prompt and padding tokens, so the loss is the
        response (and its end-of-text token) only; batches are padded to their own longest example. AdamW sees
        the adapter parameters only; LambdaLR does warm-up then cosine; GradScaler is on for FP16.
     5. **Train** — autocast forward, loss in FP32, scaled backward, unscale → clip → step → update. A non-finite
        loss or a collapsing loss scale stops training with an explanation; CUDA out-of-memory is caught, the
-       memory freed, and smaller settings suggested. A background thread samples NVML ten times a second.
+       memory freed, and smaller settings suggested. Background threads sample NVML ten times a second (and
+       NVML's GPM counters on Hopper and newer); MFU and energy per token come from the same run.
     6. **Evaluate** — token-weighted eval loss and perplexity, and greedy generations for the held-out prompts,
        before (step 0, B = 0) and after.
     7. **Save and release** — `adapter_config.json` + `adapter_model.safetensors` with PEFT's key names; the app
@@ -896,8 +909,8 @@ def _():
        and empties the CUDA cache, measuring what came back.
 
     Everything that holds device memory lives in one `FineTuneRun` object so step 7 can release it all at once;
-    cells only pass around numbers, tables and charts. A process-wide lock makes a second viewer wait instead of
-    fighting over the GPU.
+    cells only pass around numbers, tables and charts. One GPU lease per Train click (steps 2 to 7) makes a
+    second viewer wait instead of fighting over the GPU, and keeps each run's memory figures its own.
     """)
     return
 
@@ -908,8 +921,15 @@ def _():
     ## Library
 
     The pure helpers below are what the cells above call. Each is an `@app.function` (or
-    `@app.class_definition`), so the tests and `bench/llm_pipeline.py` import them directly:
+    `@app.class_definition`), so the tests and `bench/` import them directly:
     `from llm_finetuning_dashboard import inject_lora, train_steps, ...`.
+
+    Where to find things: the seven steps' bodies are `load_step`, `inject_step`, `prepare_step`,
+    `train_step_body`, `evaluate_step`, `save_step`; **the loss** is `fast_loss` (the chunked LM-head loss,
+    default) with `causal_lm_loss` as its plain reference; **the learning rate** is `lr_factor` (warm-up then
+    cosine; `device_schedule` puts it on the GPU for the fast path); **the host syncs** are in `train_steps`
+    (the one `.tolist()` per group of `SYNC_EVERY` steps) and `train_one_step` (`loss.item()` on the plain
+    path); **the GPU lease** is `GpuLease`; **telemetry** is `GpuSampler`, `GpmSampler`, `mfu`.
     """)
     return
 
@@ -1059,13 +1079,21 @@ def validate_upload(filename, contents, max_bytes=UPLOAD_MAX_BYTES, max_chars=UP
             if not isinstance(record, dict):
                 return None, [f"`{filename}` line {line_number} is not a JSON object."], warnings
             records.append(record)
+    return validate_records(f"`{filename}`", records, max_chars, warnings)
+
+
+@app.function
+def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None):
+    """The rules every data source passes (upload or hub dataset): prompt/response columns, no empty or
+    overlong rows, no duplicates, enough rows → (frame with a split column or None, errors, warnings)."""
+    errors, warnings = [], list(warnings or [])
     columns = {str(key).strip().lower(): key for key in (records[0] if records else {})}
     missing = [name for name in ("prompt", "response") if name not in columns]
     if missing:
         found = ", ".join(f"`{c}`" for c in columns) or "none"
         return (
             None,
-            [f"`{filename}` needs columns `prompt` and `response`; missing {missing}, found {found}."],
+            [f"{source} needs columns `prompt` and `response`; missing {missing}, found {found}."],
             warnings,
         )
     pairs = [
@@ -1083,12 +1111,40 @@ def validate_upload(filename, contents, max_bytes=UPLOAD_MAX_BYTES, max_chars=UP
     if len(unique) < len(kept):
         warnings.append(f"Dropped {len(kept) - len(unique)} duplicate row(s).")
     if len(unique) < UPLOAD_MIN_ROWS:
-        errors.append(f"`{filename}` has {len(unique)} usable row(s); at least {UPLOAD_MIN_ROWS} are needed.")
+        errors.append(f"{source} has {len(unique)} usable row(s); at least {UPLOAD_MIN_ROWS} are needed.")
         return None, errors, warnings
     frame = pd.DataFrame(unique, columns=["prompt", "response"])
-    frame.insert(0, "task", "upload")
+    frame.insert(0, "task", "upload" if source.startswith("`") else "dataset")
     frame["split"] = split_by_hash(frame["prompt"].tolist())
     return frame, errors, warnings
+
+
+@app.function
+def load_hub_dataset(dataset_id, prompt_column, response_column, split="train", max_rows=2000):
+    """Rows of a Hugging Face dataset (hub id or local folder) through `datasets`, columns mapped to
+    prompt/response and checked by validate_records → (frame or None, errors, warnings); never raises for
+    a missing dataset, a bad split or column, or no network."""
+    dataset_id = (dataset_id or "").strip()
+    if not dataset_id:
+        return None, ["Data is set to **hub dataset** but no dataset id was given."], []
+    local = Path(dataset_id).expanduser().is_dir()
+    if not local and not hub_status():
+        return None, [f"`{dataset_id}`: huggingface.co cannot be reached; the built-in set still works."], []
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(dataset_id, split=f"{split}[:{int(max_rows)}]")
+    except (OSError, ValueError, ConnectionError) as error:  # not found, gated, bad split, offline
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return None, [f"`{dataset_id}` could not be loaded with `datasets`: {first}"], []
+    missing = [c for c in (prompt_column, response_column) if c not in rows.column_names]
+    if missing:
+        found = ", ".join(f"`{c}`" for c in rows.column_names)
+        return None, [f"`{dataset_id}` has no column {missing}; its columns are {found}."], []
+    records = [
+        {"prompt": p, "response": r} for p, r in zip(rows[prompt_column], rows[response_column], strict=True)
+    ]
+    return validate_records(f"dataset `{dataset_id}` ({split}, first {len(records)} rows)", records)
 
 
 @app.function
@@ -3079,7 +3135,7 @@ def nvml_device_index(device):
     """NVML's index of a torch CUDA device (matched by UUID: CUDA_VISIBLE_DEVICES renumbers devices)."""
     nvml = nvml_module()
     uuid = str(getattr(torch.cuda.get_device_properties(device), "uuid", ""))
-    if nvml is None or not uuid or not nvml_started(nvml):
+    if not uuid or not nvml_ready(nvml):
         return device.index or 0
     handle = read_nvml(
         nvml, nvml.nvmlDeviceGetHandleByUUID, uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
@@ -3262,11 +3318,13 @@ def read_nvml(nvml, read, *args):
 
 
 @app.function
-def nvml_started(nvml):
-    """True once `nvmlInit` succeeded (it returns None on success, so read_nvml's None cannot tell)."""
+def nvml_ready(nvml):
+    """True when NVML starts (a driver is there); nvmlInit returns nothing, so success is "it did not raise"."""
+    if nvml is None:
+        return False
     try:
         nvml.nvmlInit()
-    except (getattr(nvml, "NVMLError", OSError), AttributeError):
+    except getattr(nvml, "NVMLError", OSError):
         return False
     return True
 
@@ -3426,7 +3484,7 @@ class GpmSampler:
         if nvml is None:
             self.unavailable_reason = gpm_support(None, None)[1]
             return
-        if not nvml_started(nvml):
+        if not nvml_ready(nvml):
             self.unavailable_reason = "NVML could not start here (no NVIDIA driver)."
             return
         count = read_nvml(nvml, nvml.nvmlDeviceGetCount) or 0
@@ -3494,7 +3552,7 @@ class GpmSampler:
 def read_energy_mj(device):
     """NVML's total energy counter of the torch device in millijoules (None without NVML or the counter)."""
     nvml = nvml_module()
-    if nvml is None or device.type != "cuda" or not nvml_started(nvml):
+    if device.type != "cuda" or not nvml_ready(nvml):
         return None
     handle = read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, nvml_device_index(device))
     return None if handle is None else read_nvml(nvml, nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
@@ -3503,6 +3561,15 @@ def read_energy_mj(device):
 @app.function
 def choose_dataset(settings, form_value):
     """(frame with a split column, errors, warnings) for the chosen data source; uploads are validated."""
+    if settings.data_source == "hub":
+        value = form_value or {}
+        return load_hub_dataset(
+            value.get("hub_dataset"),
+            (value.get("prompt_column") or "instruction").strip(),
+            (value.get("response_column") or "output").strip(),
+            (value.get("hub_split") or "train").strip(),
+            int(value.get("max_rows") or 2000),
+        )
     if settings.data_source != "upload":
         return builtin_examples(), [], []
     files = (form_value or {}).get("upload") or ()
@@ -3776,7 +3843,7 @@ def memory_card(history, samples):
         )
         return mo.stat(
             f"{history['memory_mib'].max():,.0f} MiB",
-            label="torch allocated (max over steps)",
+            label="torch allocated (largest read between steps; this process, under the lease)",
             caption=nvml_peak,
             bordered=True,
         )
@@ -3873,14 +3940,14 @@ def summary_cards(before, after, click_to_result, peak_memory, release_report, r
         cards += [
             mo.stat(
                 fmt_bytes(peak_memory),
-                label="peak CUDA memory",
-                caption="torch.cuda.max_memory_allocated",
+                label="peak CUDA memory (this process, this run's lease)",
+                caption=f"max_memory_allocated since step 2; {fmt_bytes(run.memory_baseline)} of it held before",
                 bordered=True,
             ),
             mo.stat(
                 fmt_bytes(release_report["allocated_after"]),
-                label="after release",
-                caption="torch.cuda.memory_allocated",
+                label="after release (this process)",
+                caption=f"memory_allocated; {fmt_bytes(run.memory_baseline)} before this run loaded",
                 bordered=True,
             ),
         ]

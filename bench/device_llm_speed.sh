@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 4 on the device: the LoRA throughput table (app plain / fast / compile vs PEFT + Trainer), the app's
-# default demo end to end, and the fast-path GPU tests. Carry .gpu/py.tar.xz. Stages: bench | attn | cold | tests | all.
+# default demo end to end, and the fast-path GPU tests. Carry .gpu/py.tar.xz. Stages: bench | attn | cold | llama | tests | all.
 set -uo pipefail  # a failing stage fails its pipeline through grep/tee; every stage still runs
 source bench/device_setup.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -31,6 +31,11 @@ if [ "$stage" = all ] || [ "$stage" = cold ]; then
     2>&1 | tee "$OUT/llm_cold.log" || status=1
   python3 bench/llm_pipeline.py --configs defaults --speeds auto,auto --cached --fresh --warm \
     --json "$OUT/llm_cold_warmed.json" 2>&1 | tee "$OUT/llm_cold_warmed.log" || status=1
+fi
+if [ "$stage" = all ] || [ "$stage" = llama ]; then
+  # issue 15: SmolLM2-135M's shape (random weights), LoRA on all seven linear types, BF16 on the H200
+  python3 bench/lora_throughput.py --arch llama --configs 4x128,16x512 --apps plain,fast --json "$OUT/lora_llama.json" 2>&1 \
+    | grep -v -i warn | tee "$OUT/lora_llama.log" || status=1
 fi
 if [ "$stage" = all ] || [ "$stage" = tests ]; then
   python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu/test_llm_gpu.py 2>&1 | tail -25 | tee "$OUT/llm_gpu_tests.log" || status=1

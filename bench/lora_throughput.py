@@ -60,6 +60,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     PrinterCallback,
     Trainer,
     TrainerCallback,
@@ -72,16 +74,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm_pipeline import print_table, warm_up  # noqa: E402  (the sibling bench script; bench/ is sys.path[0])
 
 from llm_finetuning_dashboard import (  # noqa: E402
+    ALL_TARGETS,
     SYNC_EVERY,
     FineTuneRun,
     TrainingStopped,
     TrainSettings,
+    architecture_targets,
+    bf16_native,
     build_offline_tokenizer,
     builtin_examples,
     choose_speed_plan,
     device_memory,
     inject_lora,
     offline_gpt2,
+    offline_llama,
     prepare_training,
     resolve_precision,
     set_seed,
@@ -93,6 +99,19 @@ MiB = 2**20
 LEARNING_RATE = 2e-4
 RANK, ALPHA, DROPOUT = 16, 32, 0.05
 TINY_CONFIG = {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 1000}
+# SmolLM2-135M's published shape (issue 15's reference): random weights, as there is no hub on the GPU box.
+SMOLLM2_SHAPE = {
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "vocab_size": 49_152,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": True,
+}
+TINY_LLAMA_SHAPE = {**SMOLLM2_SHAPE, "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2}
+TINY_LLAMA_SHAPE |= {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000}
 
 
 def parse_configs(text):
@@ -170,7 +189,10 @@ class StepTimer(TrainerCallback):
 
 
 def model_config(args, vocab_size):
-    """GPT2Config() (124M) or the tiny smoke-check config."""
+    """GPT2Config() (124M), SmolLM2-135M's LlamaConfig (--arch llama), or their tiny smoke-check configs."""
+    if args.arch == "llama":
+        shape = TINY_LLAMA_SHAPE if args.tiny else SMOLLM2_SHAPE
+        return LlamaConfig(**{**shape, "vocab_size": max(shape["vocab_size"], vocab_size)})
     if args.tiny:
         return GPT2Config(**{**TINY_CONFIG, "vocab_size": max(TINY_CONFIG["vocab_size"], vocab_size)})
     return GPT2Config()
@@ -184,9 +206,11 @@ def run_app_setup(batches, config, args, device, tokenizer, speed="plain", mode=
     `speed` is the app's SpeedPlan choice (plain / fast / compile), fixed here rather than left to "auto".
     """
     batch_size, length = batches[0]["input_ids"].shape
+    llama = args.arch == "llama"
     settings = TrainSettings(
-        model_source="gpt2",
-        precision="fp16",
+        model_source="tiny-llama" if llama else "gpt2",
+        # the app's "auto": BF16 for the Llama family where it is native, FP16 + GradScaler for GPT-2
+        precision="bf16" if llama and bf16_native(device) else "fp16",
         rank=RANK,
         alpha=ALPHA,
         dropout=DROPOUT,
@@ -199,11 +223,10 @@ def run_app_setup(batches, config, args, device, tokenizer, speed="plain", mode=
         speed=speed,
     )
     set_seed(settings.seed)
-    plan = resolve_precision(
-        settings.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
+    plan = resolve_precision(settings.precision, device.type, bf16_native(device))
     before = device_memory(device)["allocated"]
-    model = offline_gpt2(tokenizer, copy.deepcopy(config), seed=settings.seed).to(
+    build = offline_llama if llama else offline_gpt2
+    model = build(tokenizer, copy.deepcopy(config), seed=settings.seed).to(
         device=device, dtype=plan.param_dtype
     )
     run = FineTuneRun(
@@ -212,10 +235,17 @@ def run_app_setup(batches, config, args, device, tokenizer, speed="plain", mode=
         plan=plan,
         model=model,
         tokenizer=tokenizer,
-        model_name="gpt2-124M-random" if not args.tiny else "tiny-random",
+        model_name=("smollm2-135M-shape-random" if llama else "gpt2-124M-random")
+        if not args.tiny
+        else "tiny-random",
         memory_baseline=before,
     )
     del model
+    if llama:  # the chosen roles in Llama's layer names, as the app's step 3 maps them
+        settings = dataclasses.replace(
+            settings, target_modules=architecture_targets(run.model, settings.target_modules)
+        )
+        run.settings = settings
     run.speed = choose_speed_plan(speed, device.type)
     if mode and run.speed.compile:
         run.speed = dataclasses.replace(run.speed, compile_mode=mode)
@@ -272,16 +302,18 @@ def run_baseline(batches, config, args, device):
     """PEFT LoRA + transformers.Trainer (FP16 AMP on CUDA, FP32 on CPU) over the same batches."""
     batch_size, _ = batches[0]["input_ids"].shape
     before = device_memory(device)["allocated"]
-    torch.manual_seed(args.seed)  # the same init as offline_gpt2(seed) on the app side
-    base = GPT2LMHeadModel(copy.deepcopy(config))
+    torch.manual_seed(args.seed)  # the same init as offline_gpt2 / offline_llama(seed) on the app side
+    llama = args.arch == "llama"
+    base = (LlamaForCausalLM if llama else GPT2LMHeadModel)(copy.deepcopy(config))
     lora = LoraConfig(
         r=RANK,
         lora_alpha=ALPHA,
         lora_dropout=DROPOUT,
-        target_modules=list(args.targets),
-        fan_in_fan_out=True,  # GPT-2's Conv1D stores weights [in, out]
+        target_modules=list(architecture_targets(base, args.targets)) if llama else list(args.targets),
+        fan_in_fan_out=not llama,  # GPT-2's Conv1D stores weights [in, out]; Llama's nn.Linear [out, in]
         task_type="CAUSAL_LM",
     )
+    bf16 = llama and bf16_native(device)
     model = get_peft_model(base, lora)
     del base
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -297,7 +329,8 @@ def run_baseline(batches, config, args, device):
         ordered = "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters
         training_args = TrainingArguments(
             output_dir=tmp,
-            fp16=device.type == "cuda",
+            fp16=device.type == "cuda" and not bf16,
+            bf16=bf16,
             use_cpu=device.type == "cpu",
             per_device_train_batch_size=batch_size,
             max_steps=len(batches),
@@ -335,7 +368,9 @@ def run_baseline(batches, config, args, device):
         del trainer
     timer.trainer = None
     return {
-        "precision": "FP16 AMP (Trainer fp16=True)" if device.type == "cuda" else "FP32 (CPU)",
+        "precision": ("BF16 AMP (Trainer bf16=True)" if bf16 else "FP16 AMP (Trainer fp16=True)")
+        if device.type == "cuda"
+        else "FP32 (CPU)",
         "seconds": timer.seconds,
         "ends": timer.ends,
         "skipped": timer.skipped,
@@ -388,7 +423,15 @@ def main():
         help="steps run first and excluded; 1 + k·window puts the edges where the app's fast path syncs",
     )
     ap.add_argument("--configs", default=None, help="BxS list; default 4x128,32x512 (--tiny: 4x32,8x64)")
-    ap.add_argument("--targets", default="c_attn,c_proj", help="LoRA target modules (PEFT's suffix rule)")
+    ap.add_argument(
+        "--targets", default=None, help="LoRA targets (PEFT's suffix rule); default c_attn,c_proj"
+    )
+    ap.add_argument(
+        "--arch",
+        choices=["gpt2", "llama"],
+        default="gpt2",
+        help="llama: SmolLM2-135M's shape (LoRA on all seven linear types, BF16 where native)",
+    )
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument(
         "--apps",
@@ -397,7 +440,8 @@ def main():
     )
     ap.add_argument("--json", type=Path, default=None, help="also write meta, rows and raw step times here")
     args = ap.parse_args()
-    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    default_targets = ",".join(ALL_TARGETS) if args.arch == "llama" else "c_attn,c_proj"
+    args.targets = [t.strip() for t in (args.targets or default_targets).split(",") if t.strip()]
     args.apps = [a.strip() for a in args.apps.split(",") if a.strip()]
     args.window = SYNC_EVERY
     if (args.warmup - 1) % args.window or args.steps % args.window:
@@ -429,9 +473,15 @@ def main():
         "cuda": torch.version.cuda,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
-        "model": "tiny GPT-2 (smoke check)" if args.tiny else "GPT2Config() 124M, random weights",
-        "n_layer": config.n_layer,
-        "n_embd": config.n_embd,
+        "model": ("tiny " if args.tiny else "")
+        + (
+            "SmolLM2-135M shape (LlamaConfig), random weights"
+            if args.arch == "llama"
+            else "GPT2Config() 124M"
+        )
+        + (" (smoke check)" if args.tiny else ", random weights"),
+        "n_layer": getattr(config, "n_layer", None) or config.num_hidden_layers,
+        "n_embd": getattr(config, "n_embd", None) or config.hidden_size,
         "vocab_size": vocab_size,
         "lora": {"r": RANK, "alpha": ALPHA, "dropout": DROPOUT, "targets": args.targets},
         "learning_rate": LEARNING_RATE,
@@ -445,7 +495,7 @@ def main():
         f"| peft {peft.__version__}"
     )
     print(
-        f"# model: {meta['model']} (n_layer {config.n_layer}, n_embd {config.n_embd}, vocab {vocab_size}) "
+        f"# model: {meta['model']} (n_layer {meta['n_layer']}, n_embd {meta['n_embd']}, vocab {vocab_size}) "
         f"| LoRA r={RANK} alpha={ALPHA} dropout={DROPOUT} on {args.targets} | lr {LEARNING_RATE}"
     )
     if device.type == "cpu":

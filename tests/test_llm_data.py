@@ -187,3 +187,31 @@ def test_token_statistics_share_of_loss_tokens(data, tokenizer):
     assert stats["real_tokens"] == sum(len(e["input_ids"]) for e in examples)
     assert stats["loss_tokens"] == sum(sum(label != -100 for label in e["labels"]) for e in examples)
     assert 0 < stats["loss_share_of_padded"] < stats["loss_share_of_real"] < 1
+
+
+def test_a_dataset_loads_through_datasets_with_its_columns_mapped_and_the_upload_rules(tmp_path):
+    from llm_finetuning_dashboard import load_hub_dataset
+
+    rows = [{"instruction": f"Say {i}.", "output": str(i), "extra": "x"} for i in range(30)]
+    rows += [rows[0], {"instruction": "", "output": "empty prompt", "extra": "x"}]
+    folder = tmp_path / "my-dataset"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    frame, errors, warnings = load_hub_dataset(str(folder), "instruction", "output", "train", 100)
+    assert errors == [] and len(frame) == 30 and set(frame["split"]) == {"train", "eval"}
+    assert frame.iloc[3]["prompt"] == "Say 3." and frame.iloc[3]["response"] == "3"
+    assert any("duplicate" in w for w in warnings) and any("empty" in w for w in warnings)
+    frame, errors, _ = load_hub_dataset(str(folder), "question", "output", "train", 100)
+    assert frame is None and "no column ['question']" in errors[0] and "`instruction`" in errors[0]
+    frame, errors, _ = load_hub_dataset(str(folder), "instruction", "output", "train", 5)
+    assert frame is None and "at least" in errors[0]  # the row cap applies before the minimum-rows rule
+
+
+def test_a_hub_dataset_without_network_gets_a_clear_message(monkeypatch):
+    import llm_finetuning_dashboard as app
+
+    monkeypatch.setattr(app, "hub_status", lambda timeout=3.0: False)
+    frame, errors, _ = app.load_hub_dataset("someone/instructions", "instruction", "output")
+    assert frame is None and "cannot be reached" in errors[0] and "built-in set still works" in errors[0]
+    frame, errors, _ = app.load_hub_dataset("  ", "instruction", "output")
+    assert frame is None and "no dataset id" in errors[0]

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow  # a whole headless run: minutes on a busy 2-core machine (`make test` runs it)
-def test_llm_dashboard_smoke_export_runs_all_seven_steps(tmp_path):
+@pytest.mark.parametrize("model", [None, "tiny-llama"])
+def test_llm_dashboard_smoke_export_runs_all_seven_steps(tmp_path, model):
     out, adapters = tmp_path / "llm.html", tmp_path / "adapters"
     env = {**os.environ, "LLM_DASHBOARD_OUTPUT_DIR": str(adapters), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
@@ -29,6 +30,7 @@ def test_llm_dashboard_smoke_export_runs_all_seven_steps(tmp_path):
             str(out),
             "--",
             "--smoke",
+            *(["--model", model] if model else []),
         ],
         cwd=ROOT,
         env=env,
@@ -46,3 +48,14 @@ def test_llm_dashboard_smoke_export_runs_all_seven_steps(tmp_path):
     (folder,) = adapters.iterdir()
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and (folder / "adapter_model.safetensors").stat().st_size > 0
+    if model == "tiny-llama":  # the Llama path: its own layer names, PEFT's Linear orientation
+        assert "tiny-offline-llama" in html and config["fan_in_fan_out"] is False
+        assert set(config["target_modules"]) == {
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        }

@@ -35,7 +35,7 @@ def test_on_a_cpu_the_defaults_are_the_tiny_offline_model_in_fp32_as_the_readme_
     cpu = default_choices(cuda_available=False)
     assert MODEL_CHOICES[cpu["model"]] == "tiny" and PRECISION_CHOICES[cpu["precision"]] == "fp32"
     gpu = default_choices(cuda_available=True)
-    assert MODEL_CHOICES[gpu["model"]] == "gpt2" and PRECISION_CHOICES[gpu["precision"]] == "fp16"
+    assert MODEL_CHOICES[gpu["model"]] == "gpt2" and PRECISION_CHOICES[gpu["precision"]] == "auto"  # → FP16 for GPT-2
     readme = (app.Path(app.__file__).parent / "README.md").read_text()
     assert "trains a tiny offline GPT-2 in FP32" in readme
 

@@ -294,3 +294,78 @@ def test_gpm_telemetry_on_this_card_reads_or_says_why_and_training_reports_mfu_a
         achieved = steps[-1]["mfu"]
         assert achieved is not None and 0 < achieved < 1, achieved
     app.save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(4).tolist())
+
+
+def smollm2_shape_loader(settings, dtype, corpus):
+    """Step 2's loader for the Llama device tests: SmolLM2-135M's shape, random weights, the offline tokenizer."""
+    from transformers import LlamaConfig
+
+    tokenizer = build_offline_tokenizer(corpus)
+    config = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49_152,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
+    model = app.offline_llama(tokenizer, config, seed=settings.seed).to(dtype)
+    return model, tokenizer, "smollm2-135M-shape-random", None
+
+
+def llama_run(speed, precision="auto"):
+    device = torch.device("cuda", torch.cuda.current_device())
+    data = builtin_examples()
+    settings = TrainSettings(
+        model_source="tiny-llama", precision=precision, epochs=1, speed=speed, dropout=0.0
+    )
+    chosen, _ = app.choose_precision(settings, device)
+    plan = resolve_precision(chosen, "cuda", app.bf16_native(device))
+    run, _ = app.load_step(settings, data, device, plan, loader=smollm2_shape_loader)
+    assert app.inject_step(run)[1] is None and app.prepare_step(run, data)[1] is None
+    return run, data
+
+
+def test_the_llama_fast_path_matches_the_plain_loss_and_gives_its_memory_back(tmp_path):
+    """SmolLM2-135M's shape on the device: BF16 where native, fast vs plain losses, PEFT reload, release."""
+    curves = {}
+    for speed in ("plain", "fast"):
+        run, data = llama_run(speed)
+        baseline = run.memory_baseline
+        assert run.settings.target_modules == (
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        )
+        curves[speed] = train_records(run, limit=8)
+        eval_frame = data[data["split"] == "eval"]
+        saved = app.save_step(run, tmp_path / speed, eval_frame["prompt"].head(4).tolist())
+        print(
+            f"llama {speed} ({run.plan.name}): peak {saved['peak_memory'] / 2**20:.0f} MiB, PEFT Δ {saved['peft_max_diff']:.2e}"
+        )
+        assert saved["failure"] is None and saved["peft_max_diff"] < peft_tolerance(run.plan)
+        assert saved["release_report"]["allocated_after"] <= baseline + 64 * 2**20
+    for a, b in zip(curves["plain"], curves["fast"], strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=2e-2), (a["step"], a["loss"], b["loss"])
+
+
+def test_the_llama_fast_step_does_not_wait_for_the_gpu():
+    """Expected to show where transformers' mask building syncs, if it does (the Llama path keeps the mask)."""
+    run, _ = llama_run("fast")
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    batches = list(run.train_loader)
+    app.fast_train_step(run, batches[0], params, 1.0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = [app.fast_train_step(run, batch, params, 1.0) for batch in batches[1:4]]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert all(torch.isfinite(s[0]) for s in stats)
+    run.release()
