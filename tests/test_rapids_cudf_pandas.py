@@ -114,3 +114,17 @@ def test_the_snippet_cell_refuses_to_run_when_not_allowed_before_reading_the_cod
     cells = [m.group(1) for m in re.finditer(r"def _\([^)]*\):\n(.*?)\n\n\n", source, re.S)]
     (cell,) = [c for c in cells if "run_user_snippet(" in c]
     assert cell.lstrip().startswith("mo.stop(not snippet_allowed)")
+
+
+@pytest.mark.parametrize(
+    "code, rows",
+    [
+        ("df.groupby('category', observed=True)['value'].agg(['mean', 'max']).reset_index()", 8),  # a frame
+        ("df['value'].head(7)", 7),  # a Series
+        ("float(df['value'].sum())", 1),  # a scalar
+    ],
+)
+def test_frames_series_and_scalars_all_come_back(code, rows):
+    out = run_user_snippet(code, 2_000, accelerate=False)
+    assert "error" not in out, out
+    assert out["runs"]["pandas"]["rows_out"] == rows
