@@ -5,7 +5,7 @@ set -uo pipefail
 status=0
 source bench/device_setup.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-stage=${1:-all}   # a, b, all, full, files
+stage=${1:-all}   # a, b, all, full, files, cudf_pandas
 if [ "$stage" = all ] || [ "$stage" = a ]; then
   date -u
   python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tee "$OUT/rapids_gpu_tests.log" || status=1
@@ -34,5 +34,12 @@ if [ "$stage" = files ]; then   # issue 19: reads, the pipeline, DuckDB and the 
     --ops all 2>&1 | tee "$OUT/rapids_files_bench.log" || status=1
   /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
     -o "$OUT/rapids_100m_files.html" -- --run --rows 100000000 --repeats 3 2>&1 | tail -2 | tee "$OUT/rapids_export_files.log" || status=1
+fi
+if [ "$stage" = cudf_pandas ]; then   # issue 13: cudf.pandas engine, fallbacks, snippet, app export with it on
+  date -u
+  python3 bench/cudf_pandas_fallbacks.py --rows 1000000 2>&1 | tee "$OUT/cudf_pandas_fallbacks.log" || status=1
+  python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_cudf_pandas_gpu.py 2>&1 | tail -40 | tee "$OUT/cudf_pandas_gpu_tests.log" || status=1
+  /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
+    -o "$OUT/rapids_10m_cudf_pandas.html" -- --run --rows 10000000 --repeats 3 2>&1 | tail -2 | tee "$OUT/rapids_export_cudf_pandas.log" || status=1
 fi
 exit "$status"

@@ -9,10 +9,16 @@ from tests.browser_util import browser_available, chromium, marimo_server, scree
 pytestmark = pytest.mark.skipif(not browser_available(), reason="needs playwright and Debian's chromium")
 
 
-def open_app(browser, url):
+def open_app(browser, url, small: bool = True):
+    """A viewer's page; `small` moves the Rows slider to its first step (1K rows) so runs stay short on CI."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(url)
     page.get_by_text("Choose what to run").first.wait_for(timeout=60_000)
+    if small:
+        slider = page.get_by_role("slider").first
+        slider.focus()
+        slider.press("Home")
+        page.get_by_text("1K rows").first.wait_for(timeout=30_000)
     return page
 
 
@@ -95,7 +101,7 @@ def test_several_tabs_opened_at_once_on_a_fresh_server_all_come_up_whole():
 def test_the_largest_size_on_this_cpu_machine_is_capped_and_completes_without_killing_the_server():
     """500M rows asked on a CPU machine: the cap holds for pandas and Polars, the run ends, the server lives."""
     with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
-        page = open_app(browser, url)
+        page = open_app(browser, url, small=False)
         slider = page.get_by_role("slider").first
         slider.focus()
         slider.press("End")
@@ -107,3 +113,27 @@ def test_the_largest_size_on_this_cpu_machine_is_capped_and_completes_without_ki
         assert page.get_by_text("kernel not found").count() == 0
         assert page.get_by_text("Every result matches pandas").count() == 1
         assert page.get_by_text("skipped").count() == 0 and page.get_by_text("Stopped before").count() == 0
+
+
+def test_a_marimo_run_viewer_cannot_execute_a_snippet():
+    """Read-only viewers get no code box and no button: the page says why (and how an owner turns it on)."""
+    with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
+        page = open_app(browser, url)
+        page.get_by_text("The snippet box is off").first.wait_for(timeout=60_000)
+        assert page.locator(".cm-editor").count() == 0  # no code editor anywhere on the page
+        assert page.get_by_role("button", name="Run my code with pandas and cudf.pandas").count() == 0
+        assert page.get_by_text("--allow-user-code").count() >= 1
+
+
+def test_an_owner_who_allows_user_code_gets_the_box_and_a_result():
+    with (
+        marimo_server("rapids_benchmark_dashboard.py", "--", "--allow-user-code") as url,
+        chromium() as browser,
+    ):
+        page = open_app(browser, url)
+        page.get_by_text("started with").first.wait_for(timeout=60_000)
+        assert page.locator(".cm-editor").count() == 1
+        page.get_by_role("button", name="Run my code with pandas and cudf.pandas").click()
+        page.get_by_text("result rows").first.wait_for(timeout=240_000)
+        screenshot_all(page, "rapids_snippet", parts=2)
+        assert page.get_by_text("not run — no cuDF").count() == 1

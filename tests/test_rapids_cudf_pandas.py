@@ -156,3 +156,17 @@ def test_a_process_the_worker_leaves_behind_cannot_keep_the_run_waiting(monkeypa
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), 9)
+
+
+@pytest.mark.parametrize(
+    "code, rows",
+    [
+        ("df.groupby('category', observed=True)['value'].agg(['mean', 'max']).reset_index()", 8),  # a frame
+        ("df['value'].head(7)", 7),  # a Series
+        ("float(df['value'].sum())", 1),  # a scalar
+    ],
+)
+def test_frames_series_and_scalars_all_come_back(code, rows):
+    out = run_user_snippet(code, 2_000, accelerate=False)
+    assert "error" not in out, out
+    assert out["runs"]["pandas"]["rows_out"] == rows

@@ -58,7 +58,9 @@ def test_memory_shortfall_says_what_is_needed_and_what_is_free():
 
 
 def test_a_size_that_no_longer_fits_stops_the_run_with_a_message():
-    free = iter([{"host": 64e9, "gpu": None}, {"host": 1e6, "gpu": None}])  # read once per size (pandas alone)
+    free = iter(
+        [{"host": 64e9, "gpu": None}, {"host": 1e6, "gpu": None}]
+    )  # read once per size (pandas alone)
     out = run_benchmark([2_000, 20_000], ["filter"], make_engines(None), 1, free_memory=lambda: next(free))
     assert {r["rows"] for r in out["records"]} == {2_000}
     assert len(out["errors"]) == 1 and out["errors"][0].startswith("Stopped before 20K rows")
@@ -91,9 +93,9 @@ def test_a_gpu_engine_is_skipped_at_a_size_the_card_cannot_hold():
 def test_the_capped_largest_size_completes_on_this_machine():
     """500M rows asked on this CPU machine: the cap from free memory, then the run itself, in its own process."""
     code = (
-        "import resource, psutil, polars as pl\n"
+        "import resource, psutil, polars as pl, duckdb\n"
         "import rapids_benchmark_dashboard as app\n"
-        "engines = app.make_engines(None, pl)\n"
+        "engines = app.make_engines(None, pl, False, duckdb)  # the CPU engines of a default run\n"
         "settings = {'requested_rows': 500_000_000, 'ops': list(app.OPS), 'repeats': 1, 'sweep': False}\n"
         "plan = app.plan_from_settings(settings, engines)\n"
         "out = app.run_benchmark(plan['sizes'], plan['ops'], engines, 1)\n"
