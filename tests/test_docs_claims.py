@@ -42,7 +42,8 @@ SOURCES = [
     r"`[A-Z][A-Z0-9_]{2,}`",
 ]
 SOURCE = re.compile("|".join(SOURCES), re.IGNORECASE)
-CODE = re.compile(r"`[^`]*`|\$\$.*?\$\$|\$[^$]*\$", re.DOTALL)
+# Inline code, LaTeX, and card names such as "H100 80GB HBM3" are not figures.
+CODE = re.compile(r"`[^`]*`|\$\$.*?\$\$|\$[^$]*\$|\b\d+GB(?= HBM)", re.DOTALL)
 
 # Claims issue 16 lists as false or misleading; none may come back. Lower case, matched case-insensitively,
 # dashes and spaces normalised.
