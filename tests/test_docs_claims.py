@@ -39,9 +39,10 @@ SOURCES = [
     r"\b(?:docs|documentation)\b",
     r"\bNVML (?:API|reference)\b",
     r"\barithmetic\b",
-    r"`[A-Z][A-Z0-9_]{2,}`",
 ]
+# An app constant in backticks, upper case only (`MEMORY_HEADROOM`), so `xdf` or `value` does not count.
 SOURCE = re.compile("|".join(SOURCES), re.IGNORECASE)
+CONSTANT = re.compile(r"`[A-Z][A-Z0-9_]{2,}`")
 # Inline code, LaTeX, and card names such as "H100 80GB HBM3" are not figures.
 CODE = re.compile(r"`[^`]*`|\$\$.*?\$\$|\$[^$]*\$|\b\d+GB(?= HBM)", re.DOTALL)
 
@@ -95,6 +96,10 @@ def figures(text: str) -> list[tuple[str, float, str]]:
 def recorded(benchmarks: str) -> tuple[set, set]:
     """Figures in BENCHMARKS.md: (value, unit) pairs, and bare numbers that fill a table cell on their own."""
     with_unit = {(round(v, 6), u) for _, v, u in figures(benchmarks)}
+    # A median's min–max in parentheses carries its unit: "906 ms (893–916)" records 893 ms and 916 ms.
+    for m in re.finditer(rf"{FIGURE.pattern}\s\((?P<lo>{NUM})[–-](?P<hi>{NUM})\)", CODE.sub(" ", benchmarks)):
+        for end in ("lo", "hi"):
+            with_unit.add((round(_value(m[end], None), 6), _unit(m)))
     bare = set()
     for line in benchmarks.splitlines():
         if line.lstrip().startswith("|"):
@@ -158,7 +163,7 @@ def unsourced(doc: str, benchmarks: str) -> list[str]:
     with_unit, bare = recorded(benchmarks)
     problems = []
     for number, text, context in units_of(doc):
-        has_source = bool(SOURCE.search(context))
+        has_source = bool(SOURCE.search(context) or CONSTANT.search(context))
         says_measured = bool(MEASURED.search(context))
         for written, value, unit in figures(text):
             if has_source:
@@ -218,10 +223,13 @@ def test_checker_wants_a_measured_label_for_recorded_figures_and_accepts_sources
     assert len(unsourced(bare, BENCH_SAMPLE)) == 3
     labelled = "Measured on an NVIDIA H100 80GB HBM3, 2026-11-25:\n\n" + bare
     assert unsourced(labelled, BENCH_SAMPLE) == []
+    assert unsourced("Its min-max was 893–916 ms, measured on an H100, 2026-11-25.", BENCH_SAMPLE) == []
     # A "measured" label does not excuse a figure that was never recorded.
     assert len(unsourced("Peak 10.4 GB, measured on an H100, 2026-11-25.", BENCH_SAMPLE)) == 1
     assert unsourced("H200: 4.8 TB/s (NVIDIA H200 datasheet).", BENCH_SAMPLE) == []
     assert unsourced("8 channels × 4800 MT/s × 8 B = 307 GB/s (arithmetic).", BENCH_SAMPLE) == []
+    assert unsourced("Keeps 15% spare (`MEMORY_HEADROOM`).", BENCH_SAMPLE) == []
+    assert len(unsourced("Keeps 15% spare (`headroom`).", BENCH_SAMPLE)) == 1
 
 
 def test_false_claims_are_found_across_line_breaks_and_dash_styles():
