@@ -2929,7 +2929,15 @@ def summary_text(summary: pd.DataFrame, bench: dict) -> str:
                 + ", ".join(f"{r.op} {fmt_seconds(r.dask_cudf_median_s)}" for r in dask_top.itertuples())
                 + "; its results were self-checked from the input."
             )
-    if not ran & {"cudf", "polars_gpu", "dask_cudf"}:
+    if "cudf_pandas_vs_cudf" in summary and summary["cudf_pandas_vs_cudf"].notna().any():
+        cp = summary.dropna(subset=["cudf_pandas_vs_cudf"])
+        cp = cp[cp["rows"] == cp["rows"].max()]
+        lines.append(
+            f"**cudf.pandas** (the pandas code unchanged) at {format_rows(int(cp['rows'].iloc[0]))} rows ran at "
+            + ", ".join(f"{fmt_ratio(r.cudf_pandas_vs_cudf)} on {r.op}" for r in cp.itertuples())
+            + " the speed of hand-written cuDF (1× = as fast)."
+        )
+    if not ran & {"cudf", "cudf_pandas", "polars_gpu", "dask_cudf"}:
         lines.append("No GPU engine ran; the box at the top says why and how to enable it.")
     elif bench.get("peak_gpu_memory_gb"):
         lines.append(f"Peak GPU memory in use during the run: {bench['peak_gpu_memory_gb']:.1f} GB (NVML).")

@@ -170,3 +170,15 @@ def test_frames_series_and_scalars_all_come_back(code, rows):
     out = run_user_snippet(code, 2_000, accelerate=False)
     assert "error" not in out, out
     assert out["runs"]["pandas"]["rows_out"] == rows
+
+
+def test_the_summary_says_how_close_zero_code_change_gets_to_hand_written_cudf():
+    from tests.test_rapids_report import bench_for, record
+
+    recs = [
+        record(10**6, "sort", "pandas", 1.0, False),
+        record(10**6, "sort", "cudf", 0.01, True, True, "pandas", h2d_s=0.1),
+        record(10**6, "sort", "cudf_pandas", 0.02, True, True, "pandas"),
+    ]
+    text = app.summary_text(app.summarize_records(recs), bench_for(recs, [10**6]))
+    assert "ran at 0.5× on sort the speed of hand-written cuDF" in text
