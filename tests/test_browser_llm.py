@@ -4,10 +4,8 @@ import pytest
 
 from tests.browser_util import browser_available, chromium, marimo_server, screenshot_all
 
-pytestmark = [
-    pytest.mark.slow,  # minutes on a busy 2-core machine; `make test` runs them, `-m "not slow"` skips them
-    pytest.mark.skipif(not browser_available(), reason="needs playwright and Debian's chromium"),
-]
+# In CI (`make test`): minutes on a busy 2-core machine, small settings. `slow` is kept for tests too long for CI.
+pytestmark = [pytest.mark.skipif(not browser_available(), reason="needs playwright and Debian's chromium")]
 
 
 def choose_small_settings(page, tiny=True):

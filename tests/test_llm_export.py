@@ -13,7 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # a whole headless run: minutes on a busy 2-core machine (`make test` runs it)
+# A whole headless run per model family: minutes on a busy 2-core machine, and in CI (`make test`).
 @pytest.mark.parametrize("model", [None, "tiny-llama"])
 def test_llm_dashboard_smoke_export_runs_all_seven_steps(tmp_path, model):
     out, adapters = tmp_path / "llm.html", tmp_path / "adapters"
