@@ -25,6 +25,7 @@ with app.setup:
     import gc
     import math
     import os
+    import re
     import statistics
     import sys
     import tempfile
@@ -484,7 +485,7 @@ def _(summary):
     _times = sweep_times_chart(summary)
     mo.stop(_times is None)
     _sweep = sweep_chart(summary)
-    _cross = crossover_rows(summary)
+    _cross = crossover_sentence(summary)
     _parts = [
         mo.md("### How the time grows with the size"),
         mo.md("Median time of each engine at every size of the sweep (log–log; one panel per operation)."),
@@ -493,12 +494,7 @@ def _(summary):
     if _sweep is not None:
         _parts += [
             mo.md("### Where does the GPU start to win?"),
-            mo.md(
-                f"Median speedup of cuDF over pandas for each size. **The GPU overtakes pandas at about "
-                f"{format_rows(_cross)} rows** in this run (geometric mean over the chosen operations)."
-                if _cross
-                else "In this sweep the GPU did not overtake pandas on average — try larger sizes."
-            ),
+            mo.md("Median speedup of cuDF over pandas for each size. " + (_cross or "")),
             _sweep,
         ]
     mo.vstack(_parts)
@@ -2862,6 +2858,30 @@ def crossover_rows(summary: pd.DataFrame) -> float | None:
 
 
 @app.function
+def crossover_sentence(summary: pd.DataFrame) -> str | None:
+    """Where cuDF overtook pandas in this run's size sweep, on average and per op; None without a sweep."""
+    if "speedup" not in summary:
+        return None
+    both = summary.dropna(subset=["speedup"])
+    if both["rows"].nunique() < 2:
+        return None
+    lo, hi = int(both["rows"].min()), int(both["rows"].max())
+
+    def where(part: pd.DataFrame) -> str:
+        first, last = part["rows"].min(), part["rows"].max()
+        cross = crossover_rows(part) if part["rows"].nunique() > 1 else None
+        if cross is None:
+            return f"not reached by {format_rows(last)} rows" if part["speedup"].max() < 1 else "not swept"
+        return f"below {format_rows(first)} rows" if cross <= first else f"about {format_rows(cross)} rows"
+
+    per_op = "; ".join(f"{op} {where(part)}" for op, part in both.groupby("op", sort=False))
+    return (
+        f"In this run's size sweep ({format_rows(lo)} to {format_rows(hi)} rows) the crossover, where cuDF "
+        f"overtakes pandas, was **{where(both)}** on the geometric mean over the operations (per operation: {per_op})."
+    )
+
+
+@app.function
 def fmt_ratio(x: float) -> str:
     """2.04 → '2.0×', 145.3 → '145×'."""
     return f"{x:,.1f}×" if x < 10 else f"{x:,.0f}×"
@@ -2957,13 +2977,11 @@ def takeaways_text(last: dict | None) -> str:
     top = s[s["rows"] == n]
     gpu = "speedup" in s and s["speedup"].notna().any()
     if gpu:
-        cross = crossover_rows(s)
+        cross = crossover_sentence(s)
         lines.append(
-            f"- A GPU wins when there is **enough data to fill it**: in this sweep cuDF overtook pandas at about "
-            f"**{format_rows(cross)} rows**; below that, kernel launches and synchronization cost more than the work."
-            if cross
-            else "- A GPU wins when there is **enough data to fill it**: run a *size sweep* to see where cuDF "
-            "overtakes pandas on this machine (below that, launches and synchronization cost more than the work)."
+            "- A GPU wins when there is **enough data to fill it**; below that, its fixed costs per operation "
+            "(dispatch, kernel launches, allocation, synchronization) cost more than the work. "
+            + (cross or "This run had one size, so the crossover was **not measured**: run a *size sweep*.")
         )
         at = s.dropna(subset=["speedup"])
         at = at[at["rows"] == at["rows"].max()].sort_values("speedup", ascending=False)
@@ -3420,41 +3438,88 @@ def live_gpu_panel(gpus: list[dict]):
 
 
 @app.function
+def memory_kind(name: str | None) -> str | None:
+    """The memory technology of a GPU, from its NVML name (NVIDIA datasheets); None for a card not listed."""
+    n = (name or "").upper()
+    table = (
+        (r"\bH200\b", "HBM3e"),
+        (r"\bH100\b.*\bPCIE\b", "HBM2e"),
+        (r"\bH100\b", "HBM3"),
+        (r"\bA100\b.*80GB", "HBM2e"),
+        (r"\bA100\b", "HBM2"),
+        (r"\bV100", "HBM2"),
+        (r"\b(?:L4|L40S?|A10G?|T4)\b", "GDDR6"),
+    )
+    return next((kind for pattern, kind in table if re.search(pattern, n)), None)
+
+
+@app.function
+def host_bandwidth_text(gpu_gbs: float | None) -> str:
+    """Peak DDR5 bandwidth of a CPU socket and a dual-socket host (channel arithmetic), against this card's."""
+    # channels × MT/s × 8 bytes per 64-bit channel: 8 × DDR5-4800 (Sapphire Rapids), 12 × DDR5-4800 (Genoa);
+    # a dual-socket host from 2 × 8 channels at 4400 (2 DIMMs per channel) to 2 × 12 at 4800.
+    one8, one12 = 8 * 4800 * 8 / 1e3, 12 * 4800 * 8 / 1e3
+    dual_lo, dual_hi = 2 * 8 * 4400 * 8 / 1e3, 2 * one12
+    text = (
+        f"A CPU socket's DDR5 peaks far lower: channels × transfer rate × 8 bytes gives {one8:,.0f} GB/s for "
+        f"8 channels of DDR5-4800 and {one12:,.0f} GB/s for 12, and a dual-socket GPU server about "
+        f"{dual_lo / 1e3:.2f}–{dual_hi / 1e3:.2f} TB/s (arithmetic on the platforms' channel counts and DIMM speeds"
+    )
+    if gpu_gbs:
+        text += f"; this card's peak is {gpu_gbs / dual_hi:,.1f}–{gpu_gbs / dual_lo:,.1f}× such a host's"
+    return text + (
+        "). These are peaks; measured stream rates are lower on both sides. pandas runs on one core, which "
+        "reaches only part of one socket's bandwidth (this app does not measure this host's)."
+    )
+
+
+@app.function
 def explain_why_gpu(gpus: list[dict], host: dict, last: dict | None) -> str:
     """'Why GPU-accelerated DataFrames?' with this card's numbers and, after a run, this run's."""
     bw = next((g["peak_bandwidth_gbs"] for g in gpus if g.get("peak_bandwidth_gbs")), None)
     card = gpus[0]["name"] if gpus else None
+    kind = memory_kind(card)
+    memory = f"its {kind} memory" if kind else "its memory"
+    if bw:
+        gpu_bw = f"This {card} can move **{bw:,.0f} GB/s** through {memory} (from NVML: memory clock × bus width). "
+    elif card:
+        gpu_bw = f"NVML did not report the memory clock and bus width of this {card}, so its peak is not shown. "
+    else:
+        gpu_bw = "No GPU is visible, so no card's peak can be read here. "
+    s = last["summary"] if last else None
+    if s is not None and "cudf_median_s" in s and s["cudf_median_s"].notna().any():
+        q = s.loc[s["cudf_median_s"].idxmin()]
+        floor = (
+            f"In this run cuDF's quickest operation took **{fmt_seconds(q['cudf_median_s'])}** ({q['op']}, "
+            f"{format_rows(q['rows'])} rows)."
+        )
+    else:
+        floor = (
+            "In this project's recorded runs they add up to a millisecond or more per operation (cuDF's "
+            "quickest operation at 10M rows took 2.2 ms, measured on an NVIDIA H100 80GB HBM3, 2026-11-25)."
+        )
+    cross = crossover_sentence(s) if s is not None else None
     text = [
         "**Parallelism.** pandas executes each operation on **one CPU core** (this machine has "
         f"{host['cpu_count']}). A data-center GPU runs tens of thousands of threads at once: a filter or a "
         "group-by is the same small piece of work repeated for every row, which is exactly what GPUs do well.",
         "",
         "**Memory bandwidth.** Most DataFrame operations do little arithmetic per byte, so their speed is set by "
-        "how fast memory can be read. "
-        + (
-            f"This {card} can move **{bw:,.0f} GB/s** (from NVML: memory clock × bus width), "
-            if bw
-            else "An H100's HBM3 moves about 3,350 GB/s, "
-        )
-        + "while one CPU core typically streams 10–20 GB/s and a whole server socket 200–300 GB/s.",
+        "how fast memory can be read. " + gpu_bw + host_bandwidth_text(bw),
         "",
-        "**When it helps.** Every GPU operation pays fixed costs — launching kernels, synchronizing, "
-        "allocating — of tens of microseconds. With a thousand rows that overhead is the whole time, and pandas "
-        "wins. From around **a million rows** the work dominates and the GPU pulls ahead; at 100M rows "
-        "speedups over pandas of 100× and more are common for filters, joins, sorts and group-bys over many keys.",
+        "**When it helps.** Every cuDF operation pays fixed costs: Python dispatch, launching several kernels, "
+        "allocating the output, synchronizing, often a small read back to learn the output's size. " + floor
+        + " With few rows those costs are the whole time and pandas wins; with enough rows the per-row work "
+        "dominates and the GPU pulls ahead.",
+        "\n" + (cross or "**Where cuDF overtakes pandas was not measured in this run:** run a **size sweep** "
+                 "to find the crossover on this machine."),
+        "\n**When it does not help:** small data; data that must travel to the GPU for a single cheap "
+        "operation (the copy costs more than the work — see the *with copies* column); and arbitrary Python run "
+        "row by row. cuDF compiles *simple numeric* functions given to `Series.apply` or `DataFrame.apply(axis=1)` "
+        "for the GPU with Numba (the first call pays the compile), but code that uses Python objects, library "
+        "calls or object columns cannot run on the GPU: under cudf.pandas it falls back to pandas on the CPU, "
+        "as the fallback table of a cudf.pandas run shows.",
     ]
-    if last and (cross := crossover_rows(last["summary"])):
-        text.append(
-            f"\n**Confirmed on this machine:** in your size sweep the GPU overtook pandas at about "
-            f"**{format_rows(cross)} rows**."
-        )
-    else:
-        text.append("\n_Run a **size sweep** to see where the crossover lies on this machine._")
-    text.append(
-        "\n**When it does not help:** small data, data that must travel to the GPU for a single cheap "
-        "operation (the copy costs more than the work — see the end-to-end column), and row-by-row "
-        "Python code (`apply` with a Python function), which no GPU accelerates."
-    )
     return "\n".join(text)
 
 

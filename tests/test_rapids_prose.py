@@ -1,0 +1,102 @@
+"""The RAPIDS app's explanations (issue 16): every figure comes from this run or this card, or carries its source."""
+
+import pandas as pd
+import pytest
+
+from rapids_benchmark_dashboard import (
+    crossover_sentence,
+    explain_why_gpu,
+    host_bandwidth_text,
+    memory_kind,
+    takeaways_text,
+)
+
+HOST = {"cpu_count": 16}
+
+
+def sweep(speedups_by_op: dict[str, list[float]], rows=(1_000, 10_000, 100_000)) -> pd.DataFrame:
+    frames = [
+        pd.DataFrame({"rows": list(rows), "op": op, "speedup": sp, "cudf_median_s": 0.002})
+        for op, sp in speedups_by_op.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_crossover_is_read_from_the_sweep_per_op_and_on_average():
+    text = crossover_sentence(sweep({"filter": [0.1, 1.0, 10.0], "sort": [0.01, 0.1, 1.0]}))
+    assert "1K to 100K rows" in text
+    assert "filter about 10K rows" in text and "sort about 100K rows" in text
+    assert "**about 31.6K rows**" in text  # geometric mean of the two: 10^-1.5, -0.5, 0.5 crosses at 10^4.5
+
+
+def test_a_crossover_outside_the_sweep_is_said_so_and_one_size_is_no_sweep():
+    text = crossover_sentence(sweep({"filter": [2.0, 3.0, 4.0], "sort": [0.1, 0.2, 0.5]}))
+    assert "filter below 1K rows" in text and "sort not reached by 100K rows" in text
+    assert crossover_sentence(sweep({"filter": [2.0]}, rows=(1_000,))) is None
+    assert crossover_sentence(pd.DataFrame({"rows": [1, 2], "op": ["f", "f"]})) is None
+
+
+def test_why_gpu_quotes_this_runs_crossover_or_says_it_was_not_measured():
+    s = sweep({"filter": [0.1, 1.0, 10.0]})
+    with_sweep = explain_why_gpu([], HOST, {"summary": s})
+    assert "filter about 10K rows" in with_sweep and "not measured" not in with_sweep
+    single = explain_why_gpu([], HOST, {"summary": s[s["rows"] == 100_000]})
+    assert "not measured in this run" in single
+    assert "not measured in this run" in explain_why_gpu([], HOST, None)
+    for text in (with_sweep, single):
+        assert "tens of microseconds" not in text and "million rows" not in text
+
+
+def test_takeaways_quote_the_crossover_or_say_it_was_not_measured():
+    s = sweep({"filter": [0.1, 1.0, 10.0]}).assign(
+        speedup_e2e=1.0, pandas_median_s=0.01, fastest_cpu="pandas", speedup_vs_cpu=1.0
+    )
+    assert "filter about 10K rows" in takeaways_text({"summary": s, "bench": {}})
+    top = s[s["rows"] == 100_000]
+    assert "**not measured**" in takeaways_text({"summary": top, "bench": {}})
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("NVIDIA H200", "HBM3e"),
+        ("NVIDIA H100 80GB HBM3", "HBM3"),
+        ("NVIDIA H100 PCIe", "HBM2e"),
+        ("NVIDIA A100-SXM4-80GB", "HBM2e"),
+        ("NVIDIA A100-PCIE-40GB", "HBM2"),
+        ("NVIDIA L4", "GDDR6"),
+        ("NVIDIA L40S", "GDDR6"),
+        ("Tesla T4", "GDDR6"),
+        ("NVIDIA GH200 480GB", None),  # not in the table: no name is guessed
+        ("Some Future GPU", None),
+        (None, None),
+    ],
+)
+def test_the_memory_is_named_from_the_device_name(name, kind):
+    assert memory_kind(name) == kind
+
+
+def bandwidth_paragraph(gpus) -> str:
+    text = explain_why_gpu(gpus, HOST, None)
+    return text[text.index("**Memory bandwidth"):text.index("**When it helps")]
+
+
+def test_the_bandwidth_text_names_this_cards_memory_and_no_h100_figure_on_another_card():
+    h200 = bandwidth_paragraph([{"name": "NVIDIA H200", "peak_bandwidth_gbs": 4814.0}])
+    assert "HBM3e" in h200 and "4,814 GB/s" in h200 and "H100" not in h200
+    l4 = bandwidth_paragraph([{"name": "NVIDIA L4", "peak_bandwidth_gbs": 300.0}])
+    assert "GDDR6" in l4 and "HBM" not in l4
+    unknown = bandwidth_paragraph([{"name": "Mystery GPU", "peak_bandwidth_gbs": None}])
+    assert "did not report" in unknown and "3,350" not in unknown and "HBM" not in unknown
+    assert "its memory" in bandwidth_paragraph([{"name": "Mystery GPU", "peak_bandwidth_gbs": 900.0}])
+    assert "HBM" not in bandwidth_paragraph([])
+    for text in (h200, l4, unknown):
+        assert "200–300" not in text and "10–17" not in text and "400×" not in text and "45×" not in text
+
+
+def test_host_bandwidth_is_ddr5_channel_arithmetic_and_the_ratio_uses_this_cards_peak():
+    text = host_bandwidth_text(4800.0)
+    assert "307 GB/s for 8 channels" in text and "461 GB/s for 12" in text and "0.56–0.92 TB/s" in text
+    assert "arithmetic" in text
+    assert "5.2–8.5×" in text  # 4800 / 921.6 and 4800 / 563.2
+    assert "×" not in host_bandwidth_text(None).replace("channels × transfer rate × 8", "")
