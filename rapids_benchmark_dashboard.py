@@ -3535,8 +3535,7 @@ def explain_baseline(host: dict, last: dict | None) -> str:
         "So the table shows both: **cuDF vs pandas** (what you gain if you use pandas today) and **cuDF vs the "
         "fastest CPU engine** (what the GPU itself buys). The GPU still wins because its memory is several times "
         "faster than the CPU's and it runs tens of thousands of threads. It wins *least* where the CPU engine is "
-        "already efficient and the GPU has contention — e.g. a group-by over only 100 keys, where thousands of "
-        "GPU threads update the same few accumulators.",
+        "already efficient.",
         "",
         "**Polars on the GPU.** With `cudf-polars` installed, the very same Polars code runs on the GPU with "
         '`collect(engine="gpu")`: no rewrite. Its input and output stay in host memory, so every collect '
@@ -3664,10 +3663,16 @@ def explain_operations(last: dict | None) -> str:
             "|---|---|---|---|",
             "| **filter** | evaluates the mask column by column, then copies the kept rows | one thread per row "
             "computes the mask; a stream compaction (prefix sum) gathers the kept rows | memory traffic over several passes |",
-            "| **groupby, 100 keys** | hashes each key, updates 100 accumulators sequentially | thousands of threads "
-            "update a few shared accumulators with atomics — contention on few keys limits the gain | atomics on hot keys |",
-            "| **groupby, 100k keys** | a hash table that no longer fits in cache: cache misses per row | a GPU hash "
-            "table in fast memory, many keys so little contention | random memory access |",
+            "| **groupby, 100 keys** (sum, mean, max, count of `value`; std of `value2`) | hashes each key, updates "
+            "100 groups' accumulators one row at a time; they fit in cache | since cuDF 24.12 (PR #16619) a thread "
+            "block that sees fewer than 128 distinct keys aggregates its rows in shared memory, then merges one "
+            "partial result per key into global memory; with 100 keys every block takes this path | not "
+            "established: why it is slower than the 100k-key op (more aggregations and columns among the "
+            "candidates) is a hypothesis until profiled |",
+            "| **groupby, 100k keys** (sum, count of `value`) | a hash table of 100k groups, an estimated few MB, "
+            "which can still sit in the CPU's L2/L3 caches (an estimate, not measured) | blocks see more than 127 "
+            "keys, so they update a global-memory hash set with atomics; libcudf sizes that set by the number of "
+            "input rows, not of distinct keys | hashing and random memory access |",
             "| **join** | builds a hash table on the lookup table, probes it row by row, gathers both sides | "
             "builds the hash table in GPU memory, probes all rows in parallel, gathers | random access, output size |",
             "| **sort** | comparison sort, O(n log n), on one core, then reorders every column | radix sort: a few "

@@ -100,3 +100,22 @@ def test_host_bandwidth_is_ddr5_channel_arithmetic_and_the_ratio_uses_this_cards
     assert "arithmetic" in text
     assert "5.2–8.5×" in text  # 4800 / 921.6 and 4800 / 563.2
     assert "×" not in host_bandwidth_text(None).replace("channels × transfer rate × 8", "")
+
+
+def test_the_ops_callout_gives_the_current_groupby_mechanism_and_no_contention_story():
+    from rapids_benchmark_dashboard import explain_baseline, explain_operations
+
+    text = explain_operations(None)
+    assert "shared memory" in text and "PR #16619" in text and "fewer than 128" in text
+    assert "not established" in text and "hypothesis" in text
+    assert "input rows, not of distinct keys" in text
+    baseline = explain_baseline(HOST, None)
+    for t in (text, baseline):
+        low = t.lower()
+        assert "no longer fits in cache" not in low and "100k slots" not in low
+        assert "atomics on hot keys" not in low and "same few accumulators" not in low
+
+
+def test_the_apply_limit_names_numba_udfs_and_the_cudf_pandas_fallback():
+    text = explain_why_gpu([], HOST, None)
+    assert "Numba" in text and "falls back to pandas" in text and "no GPU accelerates" not in text
