@@ -850,8 +850,8 @@ def plan_run(
             )
     if all_gpus_free_bytes and "sort" in ops and rows > DASK_SLOW_SORT_ROWS:
         message = (message + "\n\n" if message else "") + (
-            f"**Dask-cuDF's sort at {format_rows(rows)} rows will take minutes:** it moves every row between "
-            "the GPUs' worker processes over TCP — 14 s per pass at 100M rows and more than 215 s at 1B rows "
+            f"**Dask-cuDF's sort at {format_rows(rows)} rows will take minutes:** it moves about (P−1)/P of the "
+            "rows between the GPUs' worker processes over TCP — 14 s per pass at 100M rows and more than 215 s at 1B rows "
             f"on 2 × H200 (measured), and it runs {max(int(repeats), 1) + 1} times here (warm-up + repeats). "
             "Leave *sort* out for a quick run."
         )
@@ -3613,6 +3613,8 @@ def explain_cudf_pandas(last: dict | None) -> str:
 def explain_multi_gpu(gpus: list[dict], last: dict | None) -> str:
     """When several GPUs help, what a shuffle costs, and why small data gets slower."""
     total = sum(g["memory_total_gb"] for g in gpus)
+    p = max(len(gpus), 2)
+    moved = f"{p - 1}/{p} with {p} GPUs" + (" (this machine)" if len(gpus) >= 2 else "")
     text = [
         f"This machine has **{len(gpus)} GPU(s)**"
         + (f" with {total:,.0f} GB of memory together." if gpus else "."),
@@ -3624,9 +3626,12 @@ def explain_multi_gpu(gpus: list[dict], last: dict | None) -> str:
         "- **When it helps:** data that does not fit one card (the size limit becomes the sum of all GPUs' "
         "memory) and operations that are embarrassingly parallel — filters and group-bys combine small "
         "per-partition results.",
-        "- **What a shuffle costs:** a sort must sample the data to choose split points, then send every row to "
-        "the GPU that owns its range — all the data crosses NVLink or PCIe once. A join with our small lookup "
-        "table avoids that: the table (one partition) is broadcast to every worker.",
+        "- **What a shuffle costs:** a sort must sample the data to choose split points, then send each row to "
+        "the worker that owns its range. With P workers and evenly spread keys about (P−1)/P of the rows leave "
+        f"their worker ({moved}). This app starts the cluster with Dask's default TCP protocol, so each "
+        "partition travels GPU → host memory → socket → host memory → GPU; GPU-to-GPU transfers over NVLink "
+        'happen only on a UCX cluster (`LocalCUDACluster(protocol="ucx")`, with UCX installed). A join with our '
+        "small lookup table avoids the shuffle: the table (one partition) is broadcast to every worker.",
         "- **Why small data gets slower:** each step becomes a task graph; the scheduler, inter-process messages "
         "and per-partition kernel launches add milliseconds that one GPU never pays. On 10M rows one GPU usually "
         "wins; Dask pays off near and beyond one card's memory.",

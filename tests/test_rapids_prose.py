@@ -119,3 +119,14 @@ def test_the_ops_callout_gives_the_current_groupby_mechanism_and_no_contention_s
 def test_the_apply_limit_names_numba_udfs_and_the_cudf_pandas_fallback():
     text = explain_why_gpu([], HOST, None)
     assert "Numba" in text and "falls back to pandas" in text and "no GPU accelerates" not in text
+
+
+def test_the_dask_callout_says_how_much_moves_in_a_shuffle_and_by_which_path():
+    from rapids_benchmark_dashboard import explain_multi_gpu
+
+    gpu = {"name": "NVIDIA H200", "memory_total_gb": 141.0}
+    four = explain_multi_gpu([gpu] * 4, None)
+    assert "(P−1)/P" in four and "3/4 with 4 GPUs (this machine)" in four
+    assert "TCP" in four and "host memory" in four and 'protocol="ucx"' in four
+    assert "every row" not in four and "crosses NVLink or PCIe" not in four
+    assert "1/2 with 2 GPUs)" in explain_multi_gpu([gpu], None)  # one GPU: the example, not "this machine"
