@@ -3115,7 +3115,46 @@ def read_gpu_status() -> list[dict]:
         count = pynvml.nvmlDeviceGetCount()
     except Exception:
         return []
-    return [nvml_read(pynvml, pynvml.nvmlDeviceGetHandleByIndex(i), i) for i in range(count)]
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+    return [{**nvml_read(pynvml, h, i), **nvml_card_facts(pynvml, h)} for i, h in enumerate(handles)]
+
+
+@app.function
+def nvml_card_facts(pynvml, handle) -> dict:
+    """Fixed facts of one card the text quotes (slowdown temperature, compute capability); None when not offered."""
+
+    def get(fn_name, *a):
+        try:
+            return getattr(pynvml, fn_name)(handle, *a)
+        except Exception:  # NVMLError_NotSupported, or an older pynvml without the call
+            return None
+
+    cc = get("nvmlDeviceGetCudaComputeCapability")
+    slowdown = getattr(pynvml, "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN", 1)
+    return {
+        "temp_slowdown_c": get("nvmlDeviceGetTemperatureThreshold", slowdown),
+        "compute_capability": tuple(cc) if cc else None,
+    }
+
+
+@app.function
+def power_reading_text(cc: tuple | None) -> str:
+    """What NVML's power reading is on this architecture (NVML API reference for nvmlDeviceGetPowerUsage)."""
+    rule = (
+        "per the NVML API reference, Ampere GPUs other than GA100 and all newer GPUs report power averaged over "
+        "the last 1 s, while GA100 (A100) and older report an instantaneous value"
+    )
+    if not cc:
+        return f"NVML did not report this card's architecture; {rule}."
+    if tuple(cc) >= (8, 6):
+        return (
+            f"this card (compute capability {cc[0]}.{cc[1]}) reports power averaged over the last 1 s, so a "
+            f"10 ms kernel barely moves it ({rule})."
+        )
+    return (
+        f"this card (compute capability {cc[0]}.{cc[1]}) reports instantaneous power, so a short kernel shows "
+        f"only when a sample lands on it ({rule})."
+    )
 
 
 @app.function
@@ -3705,6 +3744,13 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
     """What the NVML readings mean, healthy ranges, and troubleshooting."""
     g = gpus[0] if gpus else None
     limit = f"{g['power_limit_w']:.0f} W" if g and g.get("power_limit_w") else "its power limit"
+    slowdown = (
+        f"this card starts hardware slowdown (lower clocks) at **{g['temp_slowdown_c']} °C**, its own threshold "
+        "from NVML (`nvmlDeviceGetTemperatureThreshold`, slowdown); readings well below it are healthy."
+        if g and g.get("temp_slowdown_c") is not None
+        else "this card's slowdown threshold is not reported by NVML (`nvmlDeviceGetTemperatureThreshold`); "
+        "when a card throttles for heat, its SM clock drops under load."
+    )
     peak = (
         f" In your last run the GPU held at most **{last['bench']['peak_gpu_memory_gb']:.1f} GB**."
         if last and last["bench"].get("peak_gpu_memory_gb")
@@ -3718,10 +3764,9 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
             f"- **Memory used** counts every process on the card, including the CUDA context (~0.5 GB) and "
             f"memory that allocators keep after objects are freed (an RMM pool if one is configured, PyTorch's "
             f"caching allocator), so it can stay high after a run.{peak}",
-            "- **Temperature**: data-center GPUs run comfortably at 30–80 °C; above ~85 °C they lower their clocks "
-            "(thermal throttling).",
-            f"- **Power** rises with work; this card's limit is {limit}. Short operations barely move it because NVML "
-            "averages power over a window longer than a 10 ms kernel.",
+            f"- **Temperature**: {slowdown}",
+            f"- **Power** rises with work; this card's limit is {limit}; "
+            + power_reading_text(g.get("compute_capability") if g else None),
             "- **SM clock** drops when idle and boosts under load; a clock stuck low under load means power or "
             "thermal throttling.",
             "",

@@ -130,3 +130,52 @@ def test_the_dask_callout_says_how_much_moves_in_a_shuffle_and_by_which_path():
     assert "TCP" in four and "host memory" in four and 'protocol="ucx"' in four
     assert "every row" not in four and "crosses NVLink or PCIe" not in four
     assert "1/2 with 2 GPUs)" in explain_multi_gpu([gpu], None)  # one GPU: the example, not "this machine"
+
+
+class FakeNvml:
+    NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, threshold=89, cc=(9, 0)):
+        self.threshold, self.cc = threshold, cc
+
+    def nvmlDeviceGetTemperatureThreshold(self, handle, which):
+        assert which == 1  # slowdown, not shutdown (0) or GPU max (3)
+        if self.threshold is None:
+            raise self.NVMLError("Not Supported")
+        return self.threshold
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle):
+        if self.cc is None:
+            raise self.NVMLError("Not Supported")
+        return self.cc
+
+
+def test_the_metrics_callout_quotes_the_cards_own_slowdown_threshold_or_says_not_reported():
+    from rapids_benchmark_dashboard import explain_metrics, nvml_card_facts
+
+    facts = nvml_card_facts(FakeNvml(), object())
+    assert facts == {"temp_slowdown_c": 89, "compute_capability": (9, 0)}
+    gpu = {"name": "NVIDIA H200", "power_limit_w": 700.0, **facts}
+    text = explain_metrics([gpu], None)
+    assert "**89 °C**" in text and "85 °C" not in text
+    missing = nvml_card_facts(FakeNvml(threshold=None, cc=None), object())
+    assert missing == {"temp_slowdown_c": None, "compute_capability": None}
+    assert "not reported" in explain_metrics([{**gpu, **missing}], None)
+    assert "not reported" in explain_metrics([], None)
+
+
+@pytest.mark.parametrize(
+    "cc, says",
+    [((9, 0), "averaged over the last 1 s"), ((8, 6), "averaged over the last 1 s"), ((8, 9), "averaged"),
+     ((8, 0), "instantaneous power"), ((7, 0), "instantaneous power"), (None, "did not report")],
+)
+def test_the_power_reading_is_described_by_architecture(cc, says):
+    from rapids_benchmark_dashboard import power_reading_text
+
+    verdict = power_reading_text(cc).split("per the NVML API reference")[0]  # the rule itself names both
+    assert says in verdict
+    other = "instantaneous" if "averaged" in says else "averaged"
+    assert cc is None or other not in verdict
