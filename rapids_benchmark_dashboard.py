@@ -141,6 +141,11 @@ with app.setup:
     # bench/cudf_pandas_fallbacks.py on the device; swap the name here once one is measured to fall back.
     FALLBACK_STEP = "rowwise_label"
     PROFILE_SAMPLE_ROWS = 50_000  # cudf.pandas' profiler runs on this many rows (see worker_main)
+    # RAPIDS platform support (26.x): CUDA 12 wheels from Volta, CUDA 13 wheels from Turing (CUDA 13 dropped Volta).
+    CUDF_GPU_REQUIREMENT = (
+        "compute capability 7.0 (Volta) or newer with the CUDA 12 wheels, `cudf-cu12`; "
+        "7.5 (Turing) or newer with the CUDA 13 wheels, `cudf-cu13`"
+    )
     # One machine-wide lock file shared with the fine-tuning app; tests point GPU_NOTEBOOKS_LOCK_PATH elsewhere.
     GPU_LOCK_ENV = "GPU_NOTEBOOKS_LOCK_PATH"
     DEFAULT_GPU_LOCK_PATH = os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
@@ -3225,8 +3230,7 @@ def detect_cudf(gpu_count: int, force_cpu: bool = False):
     if gpu_count == 0:
         return None, (
             "No NVIDIA GPU is visible (NVML found none, or the NVIDIA driver is not installed). "
-            "Run this app on a machine with an NVIDIA GPU (compute capability 7.0 or newer) to "
-            "compare cuDF with pandas."
+            f"Run this app on a machine with an NVIDIA GPU ({CUDF_GPU_REQUIREMENT}) to compare cuDF with pandas."
         )
     try:
         import cudf
@@ -3240,7 +3244,7 @@ def detect_cudf(gpu_count: int, force_cpu: bool = False):
         return None, (
             f"cuDF is installed but failed to import (`{type(err).__name__}: {err}`). This usually "
             "means the cuDF wheel does not match the driver's CUDA version (cu12 vs cu13) or the "
-            "GPU is too old (cuDF needs compute capability 7.0+)."
+            f"GPU is too old (cuDF needs {CUDF_GPU_REQUIREMENT})."
         )
     try:
         cudf.Series([1, 2, 3]).sum()

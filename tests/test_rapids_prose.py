@@ -179,3 +179,10 @@ def test_the_power_reading_is_described_by_architecture(cc, says):
     assert says in verdict
     other = "instantaneous" if "averaged" in says else "averaged"
     assert cc is None or other not in verdict
+
+
+def test_the_cudf_requirement_names_both_wheel_lines():
+    from rapids_benchmark_dashboard import detect_cudf
+
+    module, msg = detect_cudf(0)
+    assert "7.0 (Volta) or newer with the CUDA 12 wheels" in msg and "7.5 (Turing) or newer with the CUDA 13" in msg
