@@ -3522,9 +3522,9 @@ def explain_why_gpu(gpus: list[dict], host: dict, last: dict | None) -> str:
     bw = next((g["peak_bandwidth_gbs"] for g in gpus if g.get("peak_bandwidth_gbs")), None)
     card = gpus[0]["name"] if gpus else None
     kind = memory_kind(card)
-    memory = f"its {kind} memory" if kind else "its memory"
+    memory = f"{kind} memory" if kind else "its memory"
     if bw:
-        gpu_bw = f"This {card} can move **{bw:,.0f} GB/s** through {memory} (from NVML: memory clock × bus width). "
+        gpu_bw = f"This {card} can move **{bw:,.0f} GB/s** through {memory} (bandwidth from NVML: memory clock × bus width). "
     elif card:
         gpu_bw = f"NVML did not report the memory clock and bus width of this {card}, so its peak is not shown. "
     else:

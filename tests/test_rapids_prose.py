@@ -186,3 +186,28 @@ def test_the_cudf_requirement_names_both_wheel_lines():
 
     module, msg = detect_cudf(0)
     assert "7.0 (Volta) or newer with the CUDA 12 wheels" in msg and "7.5 (Turing) or newer with the CUDA 13" in msg
+
+
+def test_no_rapids_callout_repeats_a_claim_issue_16_found_false():
+    import rapids_benchmark_dashboard as app
+    from tests.test_docs_claims import false_claims
+
+    s = sweep({"filter": [0.1, 1.0, 10.0], "sort": [0.5, 2.0, 30.0]}).assign(
+        speedup_e2e=1.0, pandas_median_s=0.01, fastest_cpu="pandas", speedup_vs_cpu=1.0,
+        cudf_warmup_s=0.1, d2h_s=0.01,
+    )
+    last = {"summary": s, "bench": {"peak_gpu_memory_gb": 2.0}}
+    for gpus in ([], [{"name": "NVIDIA H100 80GB HBM3", "peak_bandwidth_gbs": 3352.0, "memory_total_gb": 80.0}],
+                 [{"name": "NVIDIA L4", "peak_bandwidth_gbs": 300.0, "memory_total_gb": 24.0}]):
+        for run in (None, last):
+            texts = [
+                app.explain_why_gpu(gpus, HOST, run),
+                app.explain_baseline(HOST, run),
+                app.explain_operations(run),
+                app.explain_multi_gpu(gpus, run),
+                app.explain_metrics(gpus, run),
+                app.takeaways_text(run),
+            ]
+            for text in texts:
+                assert false_claims(text) == [], text
+                assert "3,350" not in text and "85 °C" not in text and "below roughly a million" not in text
