@@ -25,6 +25,7 @@ with app.setup:
     import gc
     import math
     import os
+    import re
     import statistics
     import sys
     import tempfile
@@ -140,6 +141,11 @@ with app.setup:
     # bench/cudf_pandas_fallbacks.py on the device; swap the name here once one is measured to fall back.
     FALLBACK_STEP = "rowwise_label"
     PROFILE_SAMPLE_ROWS = 50_000  # cudf.pandas' profiler runs on this many rows (see worker_main)
+    # RAPIDS platform support (26.x): CUDA 12 wheels from Volta, CUDA 13 wheels from Turing (CUDA 13 dropped Volta).
+    CUDF_GPU_REQUIREMENT = (
+        "compute capability 7.0 (Volta) or newer with the CUDA 12 wheels, `cudf-cu12`; "
+        "7.5 (Turing) or newer with the CUDA 13 wheels, `cudf-cu13`"
+    )
     # One machine-wide lock file shared with the fine-tuning app; tests point GPU_NOTEBOOKS_LOCK_PATH elsewhere.
     GPU_LOCK_ENV = "GPU_NOTEBOOKS_LOCK_PATH"
     DEFAULT_GPU_LOCK_PATH = os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
@@ -484,7 +490,7 @@ def _(summary):
     _times = sweep_times_chart(summary)
     mo.stop(_times is None)
     _sweep = sweep_chart(summary)
-    _cross = crossover_rows(summary)
+    _cross = crossover_sentence(summary)
     _parts = [
         mo.md("### How the time grows with the size"),
         mo.md("Median time of each engine at every size of the sweep (log–log; one panel per operation)."),
@@ -493,12 +499,7 @@ def _(summary):
     if _sweep is not None:
         _parts += [
             mo.md("### Where does the GPU start to win?"),
-            mo.md(
-                f"Median speedup of cuDF over pandas for each size. **The GPU overtakes pandas at about "
-                f"{format_rows(_cross)} rows** in this run (geometric mean over the chosen operations)."
-                if _cross
-                else "In this sweep the GPU did not overtake pandas on average — try larger sizes."
-            ),
+            mo.md("Median speedup of cuDF over pandas for each size. " + (_cross or "")),
             _sweep,
         ]
     mo.vstack(_parts)
@@ -854,8 +855,8 @@ def plan_run(
             )
     if all_gpus_free_bytes and "sort" in ops and rows > DASK_SLOW_SORT_ROWS:
         message = (message + "\n\n" if message else "") + (
-            f"**Dask-cuDF's sort at {format_rows(rows)} rows will take minutes:** it moves every row between "
-            "the GPUs' worker processes over TCP — 14 s per pass at 100M rows and more than 215 s at 1B rows "
+            f"**Dask-cuDF's sort at {format_rows(rows)} rows will take minutes:** it moves about (P−1)/P of the "
+            "rows between the GPUs' worker processes over TCP — 14 s per pass at 100M rows and more than 215 s at 1B rows "
             f"on 2 × H200 (measured), and it runs {max(int(repeats), 1) + 1} times here (warm-up + repeats). "
             "Leave *sort* out for a quick run."
         )
@@ -2862,6 +2863,30 @@ def crossover_rows(summary: pd.DataFrame) -> float | None:
 
 
 @app.function
+def crossover_sentence(summary: pd.DataFrame) -> str | None:
+    """Where cuDF overtook pandas in this run's size sweep, on average and per op; None without a sweep."""
+    if "speedup" not in summary:
+        return None
+    both = summary.dropna(subset=["speedup"])
+    if both["rows"].nunique() < 2:
+        return None
+    lo, hi = int(both["rows"].min()), int(both["rows"].max())
+
+    def where(part: pd.DataFrame) -> str:
+        first, last = part["rows"].min(), part["rows"].max()
+        cross = crossover_rows(part) if part["rows"].nunique() > 1 else None
+        if cross is None:
+            return f"not reached by {format_rows(last)} rows" if part["speedup"].max() < 1 else "not swept"
+        return f"below {format_rows(first)} rows" if cross <= first else f"about {format_rows(cross)} rows"
+
+    per_op = "; ".join(f"{op} {where(part)}" for op, part in both.groupby("op", sort=False))
+    return (
+        f"In this run's size sweep ({format_rows(lo)} to {format_rows(hi)} rows) the crossover, where cuDF "
+        f"overtakes pandas, was **{where(both)}** on the geometric mean over the operations (per operation: {per_op})."
+    )
+
+
+@app.function
 def fmt_ratio(x: float) -> str:
     """2.04 → '2.0×', 145.3 → '145×'."""
     return f"{x:,.1f}×" if x < 10 else f"{x:,.0f}×"
@@ -2957,13 +2982,11 @@ def takeaways_text(last: dict | None) -> str:
     top = s[s["rows"] == n]
     gpu = "speedup" in s and s["speedup"].notna().any()
     if gpu:
-        cross = crossover_rows(s)
+        cross = crossover_sentence(s)
         lines.append(
-            f"- A GPU wins when there is **enough data to fill it**: in this sweep cuDF overtook pandas at about "
-            f"**{format_rows(cross)} rows**; below that, kernel launches and synchronization cost more than the work."
-            if cross
-            else "- A GPU wins when there is **enough data to fill it**: run a *size sweep* to see where cuDF "
-            "overtakes pandas on this machine (below that, launches and synchronization cost more than the work)."
+            "- A GPU wins when there is **enough data to fill it**; below that, its fixed costs per operation "
+            "(dispatch, kernel launches, allocation, synchronization) cost more than the work. "
+            + (cross or "This run had one size, so the crossover was **not measured**: run a *size sweep*.")
         )
         at = s.dropna(subset=["speedup"])
         at = at[at["rows"] == at["rows"].max()].sort_values("speedup", ascending=False)
@@ -3097,7 +3120,46 @@ def read_gpu_status() -> list[dict]:
         count = pynvml.nvmlDeviceGetCount()
     except Exception:
         return []
-    return [nvml_read(pynvml, pynvml.nvmlDeviceGetHandleByIndex(i), i) for i in range(count)]
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+    return [{**nvml_read(pynvml, h, i), **nvml_card_facts(pynvml, h)} for i, h in enumerate(handles)]
+
+
+@app.function
+def nvml_card_facts(pynvml, handle) -> dict:
+    """Fixed facts of one card the text quotes (slowdown temperature, compute capability); None when not offered."""
+
+    def get(fn_name, *a):
+        try:
+            return getattr(pynvml, fn_name)(handle, *a)
+        except Exception:  # NVMLError_NotSupported, or an older pynvml without the call
+            return None
+
+    cc = get("nvmlDeviceGetCudaComputeCapability")
+    slowdown = getattr(pynvml, "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN", 1)
+    return {
+        "temp_slowdown_c": get("nvmlDeviceGetTemperatureThreshold", slowdown),
+        "compute_capability": tuple(cc) if cc else None,
+    }
+
+
+@app.function
+def power_reading_text(cc: tuple | None) -> str:
+    """What NVML's power reading is on this architecture (NVML API reference for nvmlDeviceGetPowerUsage)."""
+    rule = (
+        "per the NVML API reference, Ampere GPUs other than GA100 and all newer GPUs report power averaged over "
+        "the last 1 s, while GA100 (A100) and older report an instantaneous value"
+    )
+    if not cc:
+        return f"NVML did not report this card's architecture; {rule}."
+    if tuple(cc) >= (8, 6):
+        return (
+            f"this card (compute capability {cc[0]}.{cc[1]}) reports power averaged over the last 1 s, so a "
+            f"10 ms kernel barely moves it ({rule})."
+        )
+    return (
+        f"this card (compute capability {cc[0]}.{cc[1]}) reports instantaneous power, so a short kernel shows "
+        f"only when a sample lands on it ({rule})."
+    )
 
 
 @app.function
@@ -3168,8 +3230,7 @@ def detect_cudf(gpu_count: int, force_cpu: bool = False):
     if gpu_count == 0:
         return None, (
             "No NVIDIA GPU is visible (NVML found none, or the NVIDIA driver is not installed). "
-            "Run this app on a machine with an NVIDIA GPU (compute capability 7.0 or newer) to "
-            "compare cuDF with pandas."
+            f"Run this app on a machine with an NVIDIA GPU ({CUDF_GPU_REQUIREMENT}) to compare cuDF with pandas."
         )
     try:
         import cudf
@@ -3183,7 +3244,7 @@ def detect_cudf(gpu_count: int, force_cpu: bool = False):
         return None, (
             f"cuDF is installed but failed to import (`{type(err).__name__}: {err}`). This usually "
             "means the cuDF wheel does not match the driver's CUDA version (cu12 vs cu13) or the "
-            "GPU is too old (cuDF needs compute capability 7.0+)."
+            f"GPU is too old (cuDF needs {CUDF_GPU_REQUIREMENT})."
         )
     try:
         cudf.Series([1, 2, 3]).sum()
@@ -3420,41 +3481,88 @@ def live_gpu_panel(gpus: list[dict]):
 
 
 @app.function
+def memory_kind(name: str | None) -> str | None:
+    """The memory technology of a GPU, from its NVML name (NVIDIA datasheets); None for a card not listed."""
+    n = (name or "").upper()
+    table = (
+        (r"\bH200\b", "HBM3e"),
+        (r"\bH100\b.*\bPCIE\b", "HBM2e"),
+        (r"\bH100\b", "HBM3"),
+        (r"\bA100\b.*80GB", "HBM2e"),
+        (r"\bA100\b", "HBM2"),
+        (r"\bV100", "HBM2"),
+        (r"\b(?:L4|L40S?|A10G?|T4)\b", "GDDR6"),
+    )
+    return next((kind for pattern, kind in table if re.search(pattern, n)), None)
+
+
+@app.function
+def host_bandwidth_text(gpu_gbs: float | None) -> str:
+    """Peak DDR5 bandwidth of a CPU socket and a dual-socket host (channel arithmetic), against this card's."""
+    # channels × MT/s × 8 bytes per 64-bit channel: 8 × DDR5-4800 (Sapphire Rapids), 12 × DDR5-4800 (Genoa);
+    # a dual-socket host from 2 × 8 channels at 4400 (2 DIMMs per channel) to 2 × 12 at 4800.
+    one8, one12 = 8 * 4800 * 8 / 1e3, 12 * 4800 * 8 / 1e3
+    dual_lo, dual_hi = 2 * 8 * 4400 * 8 / 1e3, 2 * one12
+    text = (
+        f"A CPU socket's DDR5 peaks far lower: channels × transfer rate × 8 bytes gives {one8:,.0f} GB/s for "
+        f"8 channels of DDR5-4800 and {one12:,.0f} GB/s for 12, and a dual-socket GPU server about "
+        f"{dual_lo / 1e3:.2f}–{dual_hi / 1e3:.2f} TB/s (arithmetic on the platforms' channel counts and DIMM speeds"
+    )
+    if gpu_gbs:
+        text += f"; this card's peak is {gpu_gbs / dual_hi:,.1f}–{gpu_gbs / dual_lo:,.1f}× such a host's"
+    return text + (
+        "). These are peaks; measured stream rates are lower on both sides. pandas runs on one core, which "
+        "reaches only part of one socket's bandwidth (this app does not measure this host's)."
+    )
+
+
+@app.function
 def explain_why_gpu(gpus: list[dict], host: dict, last: dict | None) -> str:
     """'Why GPU-accelerated DataFrames?' with this card's numbers and, after a run, this run's."""
     bw = next((g["peak_bandwidth_gbs"] for g in gpus if g.get("peak_bandwidth_gbs")), None)
     card = gpus[0]["name"] if gpus else None
+    kind = memory_kind(card)
+    memory = f"{kind} memory" if kind else "its memory"
+    if bw:
+        gpu_bw = f"This {card} can move **{bw:,.0f} GB/s** through {memory} (bandwidth from NVML: memory clock × bus width). "
+    elif card:
+        gpu_bw = f"NVML did not report the memory clock and bus width of this {card}, so its peak is not shown. "
+    else:
+        gpu_bw = "No GPU is visible, so no card's peak can be read here. "
+    s = last["summary"] if last else None
+    if s is not None and "cudf_median_s" in s and s["cudf_median_s"].notna().any():
+        q = s.loc[s["cudf_median_s"].idxmin()]
+        floor = (
+            f"In this run cuDF's quickest operation took **{fmt_seconds(q['cudf_median_s'])}** ({q['op']}, "
+            f"{format_rows(q['rows'])} rows)."
+        )
+    else:
+        floor = (
+            "In this project's recorded runs they add up to a millisecond or more per operation (cuDF's "
+            "quickest operation at 10M rows took 2.2 ms, measured on an NVIDIA H100 80GB HBM3, 2026-11-25)."
+        )
+    cross = crossover_sentence(s) if s is not None else None
     text = [
         "**Parallelism.** pandas executes each operation on **one CPU core** (this machine has "
         f"{host['cpu_count']}). A data-center GPU runs tens of thousands of threads at once: a filter or a "
         "group-by is the same small piece of work repeated for every row, which is exactly what GPUs do well.",
         "",
         "**Memory bandwidth.** Most DataFrame operations do little arithmetic per byte, so their speed is set by "
-        "how fast memory can be read. "
-        + (
-            f"This {card} can move **{bw:,.0f} GB/s** (from NVML: memory clock × bus width), "
-            if bw
-            else "An H100's HBM3 moves about 3,350 GB/s, "
-        )
-        + "while one CPU core typically streams 10–20 GB/s and a whole server socket 200–300 GB/s.",
+        "how fast memory can be read. " + gpu_bw + host_bandwidth_text(bw),
         "",
-        "**When it helps.** Every GPU operation pays fixed costs — launching kernels, synchronizing, "
-        "allocating — of tens of microseconds. With a thousand rows that overhead is the whole time, and pandas "
-        "wins. From around **a million rows** the work dominates and the GPU pulls ahead; at 100M rows "
-        "speedups over pandas of 100× and more are common for filters, joins, sorts and group-bys over many keys.",
+        "**When it helps.** Every cuDF operation pays fixed costs: Python dispatch, launching several kernels, "
+        "allocating the output, synchronizing, often a small read back to learn the output's size. " + floor
+        + " With few rows those costs are the whole time and pandas wins; with enough rows the per-row work "
+        "dominates and the GPU pulls ahead.",
+        "\n" + (cross or "**Where cuDF overtakes pandas was not measured in this run:** run a **size sweep** "
+                 "to find the crossover on this machine."),
+        "\n**When it does not help:** small data; data that must travel to the GPU for a single cheap "
+        "operation (the copy costs more than the work — see the *with copies* column); and arbitrary Python run "
+        "row by row. cuDF compiles *simple numeric* functions given to `Series.apply` or `DataFrame.apply(axis=1)` "
+        "for the GPU with Numba (the first call pays the compile), but code that uses Python objects, library "
+        "calls or object columns cannot run on the GPU: under cudf.pandas it falls back to pandas on the CPU, "
+        "as the fallback table of a cudf.pandas run shows.",
     ]
-    if last and (cross := crossover_rows(last["summary"])):
-        text.append(
-            f"\n**Confirmed on this machine:** in your size sweep the GPU overtook pandas at about "
-            f"**{format_rows(cross)} rows**."
-        )
-    else:
-        text.append("\n_Run a **size sweep** to see where the crossover lies on this machine._")
-    text.append(
-        "\n**When it does not help:** small data, data that must travel to the GPU for a single cheap "
-        "operation (the copy costs more than the work — see the end-to-end column), and row-by-row "
-        "Python code (`apply` with a Python function), which no GPU accelerates."
-    )
     return "\n".join(text)
 
 
@@ -3470,8 +3578,7 @@ def explain_baseline(host: dict, last: dict | None) -> str:
         "So the table shows both: **cuDF vs pandas** (what you gain if you use pandas today) and **cuDF vs the "
         "fastest CPU engine** (what the GPU itself buys). The GPU still wins because its memory is several times "
         "faster than the CPU's and it runs tens of thousands of threads. It wins *least* where the CPU engine is "
-        "already efficient and the GPU has contention — e.g. a group-by over only 100 keys, where thousands of "
-        "GPU threads update the same few accumulators.",
+        "already efficient.",
         "",
         "**Polars on the GPU.** With `cudf-polars` installed, the very same Polars code runs on the GPU with "
         '`collect(engine="gpu")`: no rewrite. Its input and output stay in host memory, so every collect '
@@ -3549,6 +3656,8 @@ def explain_cudf_pandas(last: dict | None) -> str:
 def explain_multi_gpu(gpus: list[dict], last: dict | None) -> str:
     """When several GPUs help, what a shuffle costs, and why small data gets slower."""
     total = sum(g["memory_total_gb"] for g in gpus)
+    p = max(len(gpus), 2)
+    moved = f"{p - 1}/{p} with {p} GPUs" + (" (this machine)" if len(gpus) >= 2 else "")
     text = [
         f"This machine has **{len(gpus)} GPU(s)**"
         + (f" with {total:,.0f} GB of memory together." if gpus else "."),
@@ -3560,9 +3669,12 @@ def explain_multi_gpu(gpus: list[dict], last: dict | None) -> str:
         "- **When it helps:** data that does not fit one card (the size limit becomes the sum of all GPUs' "
         "memory) and operations that are embarrassingly parallel — filters and group-bys combine small "
         "per-partition results.",
-        "- **What a shuffle costs:** a sort must sample the data to choose split points, then send every row to "
-        "the GPU that owns its range — all the data crosses NVLink or PCIe once. A join with our small lookup "
-        "table avoids that: the table (one partition) is broadcast to every worker.",
+        "- **What a shuffle costs:** a sort must sample the data to choose split points, then send each row to "
+        "the worker that owns its range. With P workers and evenly spread keys about (P−1)/P of the rows leave "
+        f"their worker ({moved}). This app starts the cluster with Dask's default TCP protocol, so each "
+        "partition travels GPU → host memory → socket → host memory → GPU; GPU-to-GPU transfers over NVLink "
+        'happen only on a UCX cluster (`LocalCUDACluster(protocol="ucx")`, with UCX installed). A join with our '
+        "small lookup table avoids the shuffle: the table (one partition) is broadcast to every worker.",
         "- **Why small data gets slower:** each step becomes a task graph; the scheduler, inter-process messages "
         "and per-partition kernel launches add milliseconds that one GPU never pays. On 10M rows one GPU usually "
         "wins; Dask pays off near and beyond one card's memory.",
@@ -3599,10 +3711,16 @@ def explain_operations(last: dict | None) -> str:
             "|---|---|---|---|",
             "| **filter** | evaluates the mask column by column, then copies the kept rows | one thread per row "
             "computes the mask; a stream compaction (prefix sum) gathers the kept rows | memory traffic over several passes |",
-            "| **groupby, 100 keys** | hashes each key, updates 100 accumulators sequentially | thousands of threads "
-            "update a few shared accumulators with atomics — contention on few keys limits the gain | atomics on hot keys |",
-            "| **groupby, 100k keys** | a hash table that no longer fits in cache: cache misses per row | a GPU hash "
-            "table in fast memory, many keys so little contention | random memory access |",
+            "| **groupby, 100 keys** (sum, mean, max, count of `value`; std of `value2`) | hashes each key, updates "
+            "100 groups' accumulators one row at a time; they fit in cache | since cuDF 24.12 (PR #16619) a thread "
+            "block that sees fewer than 128 distinct keys aggregates its rows in shared memory, then merges one "
+            "partial result per key into global memory; with 100 keys every block takes this path | not "
+            "established: why it is slower than the 100k-key op (more aggregations and columns among the "
+            "candidates) is a hypothesis until profiled |",
+            "| **groupby, 100k keys** (sum, count of `value`) | a hash table of 100k groups, an estimated few MB, "
+            "which can still sit in the CPU's L2/L3 caches (an estimate, not measured) | blocks see more than 127 "
+            "keys, so they update a global-memory hash set with atomics; libcudf sizes that set by the number of "
+            "input rows, not of distinct keys | hashing and random memory access |",
             "| **join** | builds a hash table on the lookup table, probes it row by row, gathers both sides | "
             "builds the hash table in GPU memory, probes all rows in parallel, gathers | random access, output size |",
             "| **sort** | comparison sort, O(n log n), on one core, then reorders every column | radix sort: a few "
@@ -3630,6 +3748,13 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
     """What the NVML readings mean, healthy ranges, and troubleshooting."""
     g = gpus[0] if gpus else None
     limit = f"{g['power_limit_w']:.0f} W" if g and g.get("power_limit_w") else "its power limit"
+    slowdown = (
+        f"this card starts hardware slowdown (lower clocks) at **{g['temp_slowdown_c']} °C**, its own threshold "
+        "from NVML (`nvmlDeviceGetTemperatureThreshold`, slowdown); readings well below it are healthy."
+        if g and g.get("temp_slowdown_c") is not None
+        else "this card's slowdown threshold is not reported by NVML (`nvmlDeviceGetTemperatureThreshold`); "
+        "when a card throttles for heat, its SM clock drops under load."
+    )
     peak = (
         f" In your last run the GPU held at most **{last['bench']['peak_gpu_memory_gb']:.1f} GB**."
         if last and last["bench"].get("peak_gpu_memory_gb")
@@ -3643,10 +3768,9 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
             f"- **Memory used** counts every process on the card, including the CUDA context (~0.5 GB) and "
             f"memory that allocators keep after objects are freed (an RMM pool if one is configured, PyTorch's "
             f"caching allocator), so it can stay high after a run.{peak}",
-            "- **Temperature**: data-center GPUs run comfortably at 30–80 °C; above ~85 °C they lower their clocks "
-            "(thermal throttling).",
-            f"- **Power** rises with work; this card's limit is {limit}. Short operations barely move it because NVML "
-            "averages power over a window longer than a 10 ms kernel.",
+            f"- **Temperature**: {slowdown}",
+            f"- **Power** rises with work; this card's limit is {limit}; "
+            + power_reading_text(g.get("compute_capability") if g else None),
             "- **SM clock** drops when idle and boosts under load; a clock stuck low under load means power or "
             "thermal throttling.",
             "",

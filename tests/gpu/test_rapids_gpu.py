@@ -42,6 +42,18 @@ def test_nvml_reports_the_card_and_its_peak_bandwidth():
     assert g["util_pct"] is not None and g["power_w"] is not None
 
 
+def test_nvml_gives_the_cards_own_slowdown_threshold_compute_capability_and_memory_kind():
+    from rapids_benchmark_dashboard import explain_metrics, explain_why_gpu, memory_kind
+
+    g = GPUS[0]
+    print(g["name"], g["temp_slowdown_c"], g["compute_capability"], memory_kind(g["name"]))
+    assert g["compute_capability"] and g["compute_capability"] >= (7, 0)
+    assert g["temp_slowdown_c"] is None or 60 <= g["temp_slowdown_c"] <= 110
+    assert "85 °C" not in explain_metrics(GPUS, None)
+    if "H200" in g["name"]:
+        assert memory_kind(g["name"]) == "HBM3e" and "HBM3e" in explain_why_gpu(GPUS, {"cpu_count": 1}, None)
+
+
 def test_the_gpu_working_factor_covers_the_measured_peak_at_10m():
     """The cap's GPU factor must exceed what a real run takes: NVML's peak above the baseline, per row."""
     import gc

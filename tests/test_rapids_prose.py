@@ -1,0 +1,213 @@
+"""The RAPIDS app's explanations (issue 16): every figure comes from this run or this card, or carries its source."""
+
+import pandas as pd
+import pytest
+
+from rapids_benchmark_dashboard import (
+    crossover_sentence,
+    explain_why_gpu,
+    host_bandwidth_text,
+    memory_kind,
+    takeaways_text,
+)
+
+HOST = {"cpu_count": 16}
+
+
+def sweep(speedups_by_op: dict[str, list[float]], rows=(1_000, 10_000, 100_000)) -> pd.DataFrame:
+    frames = [
+        pd.DataFrame({"rows": list(rows), "op": op, "speedup": sp, "cudf_median_s": 0.002})
+        for op, sp in speedups_by_op.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_crossover_is_read_from_the_sweep_per_op_and_on_average():
+    text = crossover_sentence(sweep({"filter": [0.1, 1.0, 10.0], "sort": [0.01, 0.1, 1.0]}))
+    assert "1K to 100K rows" in text
+    assert "filter about 10K rows" in text and "sort about 100K rows" in text
+    assert "**about 31.6K rows**" in text  # geometric mean of the two: 10^-1.5, -0.5, 0.5 crosses at 10^4.5
+
+
+def test_a_crossover_outside_the_sweep_is_said_so_and_one_size_is_no_sweep():
+    text = crossover_sentence(sweep({"filter": [2.0, 3.0, 4.0], "sort": [0.1, 0.2, 0.5]}))
+    assert "filter below 1K rows" in text and "sort not reached by 100K rows" in text
+    assert crossover_sentence(sweep({"filter": [2.0]}, rows=(1_000,))) is None
+    assert crossover_sentence(pd.DataFrame({"rows": [1, 2], "op": ["f", "f"]})) is None
+
+
+def test_why_gpu_quotes_this_runs_crossover_or_says_it_was_not_measured():
+    s = sweep({"filter": [0.1, 1.0, 10.0]})
+    with_sweep = explain_why_gpu([], HOST, {"summary": s})
+    assert "filter about 10K rows" in with_sweep and "not measured" not in with_sweep
+    single = explain_why_gpu([], HOST, {"summary": s[s["rows"] == 100_000]})
+    assert "not measured in this run" in single
+    assert "not measured in this run" in explain_why_gpu([], HOST, None)
+    for text in (with_sweep, single):
+        assert "tens of microseconds" not in text and "million rows" not in text
+
+
+def test_takeaways_quote_the_crossover_or_say_it_was_not_measured():
+    s = sweep({"filter": [0.1, 1.0, 10.0]}).assign(
+        speedup_e2e=1.0, pandas_median_s=0.01, fastest_cpu="pandas", speedup_vs_cpu=1.0
+    )
+    assert "filter about 10K rows" in takeaways_text({"summary": s, "bench": {}})
+    top = s[s["rows"] == 100_000]
+    assert "**not measured**" in takeaways_text({"summary": top, "bench": {}})
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("NVIDIA H200", "HBM3e"),
+        ("NVIDIA H100 80GB HBM3", "HBM3"),
+        ("NVIDIA H100 PCIe", "HBM2e"),
+        ("NVIDIA A100-SXM4-80GB", "HBM2e"),
+        ("NVIDIA A100-PCIE-40GB", "HBM2"),
+        ("NVIDIA L4", "GDDR6"),
+        ("NVIDIA L40S", "GDDR6"),
+        ("Tesla T4", "GDDR6"),
+        ("NVIDIA GH200 480GB", None),  # not in the table: no name is guessed
+        ("Some Future GPU", None),
+        (None, None),
+    ],
+)
+def test_the_memory_is_named_from_the_device_name(name, kind):
+    assert memory_kind(name) == kind
+
+
+def bandwidth_paragraph(gpus) -> str:
+    text = explain_why_gpu(gpus, HOST, None)
+    return text[text.index("**Memory bandwidth"):text.index("**When it helps")]
+
+
+def test_the_bandwidth_text_names_this_cards_memory_and_no_h100_figure_on_another_card():
+    h200 = bandwidth_paragraph([{"name": "NVIDIA H200", "peak_bandwidth_gbs": 4814.0}])
+    assert "HBM3e" in h200 and "4,814 GB/s" in h200 and "H100" not in h200
+    l4 = bandwidth_paragraph([{"name": "NVIDIA L4", "peak_bandwidth_gbs": 300.0}])
+    assert "GDDR6" in l4 and "HBM" not in l4
+    unknown = bandwidth_paragraph([{"name": "Mystery GPU", "peak_bandwidth_gbs": None}])
+    assert "did not report" in unknown and "3,350" not in unknown and "HBM" not in unknown
+    assert "its memory" in bandwidth_paragraph([{"name": "Mystery GPU", "peak_bandwidth_gbs": 900.0}])
+    assert "HBM" not in bandwidth_paragraph([])
+    for text in (h200, l4, unknown):
+        assert "200–300" not in text and "10–17" not in text and "400×" not in text and "45×" not in text
+
+
+def test_host_bandwidth_is_ddr5_channel_arithmetic_and_the_ratio_uses_this_cards_peak():
+    text = host_bandwidth_text(4800.0)
+    assert "307 GB/s for 8 channels" in text and "461 GB/s for 12" in text and "0.56–0.92 TB/s" in text
+    assert "arithmetic" in text
+    assert "5.2–8.5×" in text  # 4800 / 921.6 and 4800 / 563.2
+    assert "×" not in host_bandwidth_text(None).replace("channels × transfer rate × 8", "")
+
+
+def test_the_ops_callout_gives_the_current_groupby_mechanism_and_no_contention_story():
+    from rapids_benchmark_dashboard import explain_baseline, explain_operations
+
+    text = explain_operations(None)
+    assert "shared memory" in text and "PR #16619" in text and "fewer than 128" in text
+    assert "not established" in text and "hypothesis" in text
+    assert "input rows, not of distinct keys" in text
+    baseline = explain_baseline(HOST, None)
+    for t in (text, baseline):
+        low = t.lower()
+        assert "no longer fits in cache" not in low and "100k slots" not in low
+        assert "atomics on hot keys" not in low and "same few accumulators" not in low
+
+
+def test_the_apply_limit_names_numba_udfs_and_the_cudf_pandas_fallback():
+    text = explain_why_gpu([], HOST, None)
+    assert "Numba" in text and "falls back to pandas" in text and "no GPU accelerates" not in text
+
+
+def test_the_dask_callout_says_how_much_moves_in_a_shuffle_and_by_which_path():
+    from rapids_benchmark_dashboard import explain_multi_gpu
+
+    gpu = {"name": "NVIDIA H200", "memory_total_gb": 141.0}
+    four = explain_multi_gpu([gpu] * 4, None)
+    assert "(P−1)/P" in four and "3/4 with 4 GPUs (this machine)" in four
+    assert "TCP" in four and "host memory" in four and 'protocol="ucx"' in four
+    assert "every row" not in four and "crosses NVLink or PCIe" not in four
+    assert "1/2 with 2 GPUs)" in explain_multi_gpu([gpu], None)  # one GPU: the example, not "this machine"
+
+
+class FakeNvml:
+    NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, threshold=89, cc=(9, 0)):
+        self.threshold, self.cc = threshold, cc
+
+    def nvmlDeviceGetTemperatureThreshold(self, handle, which):
+        assert which == 1  # slowdown, not shutdown (0) or GPU max (3)
+        if self.threshold is None:
+            raise self.NVMLError("Not Supported")
+        return self.threshold
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle):
+        if self.cc is None:
+            raise self.NVMLError("Not Supported")
+        return self.cc
+
+
+def test_the_metrics_callout_quotes_the_cards_own_slowdown_threshold_or_says_not_reported():
+    from rapids_benchmark_dashboard import explain_metrics, nvml_card_facts
+
+    facts = nvml_card_facts(FakeNvml(), object())
+    assert facts == {"temp_slowdown_c": 89, "compute_capability": (9, 0)}
+    gpu = {"name": "NVIDIA H200", "power_limit_w": 700.0, **facts}
+    text = explain_metrics([gpu], None)
+    assert "**89 °C**" in text and "85 °C" not in text
+    missing = nvml_card_facts(FakeNvml(threshold=None, cc=None), object())
+    assert missing == {"temp_slowdown_c": None, "compute_capability": None}
+    assert "not reported" in explain_metrics([{**gpu, **missing}], None)
+    assert "not reported" in explain_metrics([], None)
+
+
+@pytest.mark.parametrize(
+    "cc, says",
+    [((9, 0), "averaged over the last 1 s"), ((8, 6), "averaged over the last 1 s"), ((8, 9), "averaged"),
+     ((8, 0), "instantaneous power"), ((7, 0), "instantaneous power"), (None, "did not report")],
+)
+def test_the_power_reading_is_described_by_architecture(cc, says):
+    from rapids_benchmark_dashboard import power_reading_text
+
+    verdict = power_reading_text(cc).split("per the NVML API reference")[0]  # the rule itself names both
+    assert says in verdict
+    other = "instantaneous" if "averaged" in says else "averaged"
+    assert cc is None or other not in verdict
+
+
+def test_the_cudf_requirement_names_both_wheel_lines():
+    from rapids_benchmark_dashboard import detect_cudf
+
+    module, msg = detect_cudf(0)
+    assert "7.0 (Volta) or newer with the CUDA 12 wheels" in msg and "7.5 (Turing) or newer with the CUDA 13" in msg
+
+
+def test_no_rapids_callout_repeats_a_claim_issue_16_found_false():
+    import rapids_benchmark_dashboard as app
+    from tests.test_docs_claims import false_claims
+
+    s = sweep({"filter": [0.1, 1.0, 10.0], "sort": [0.5, 2.0, 30.0]}).assign(
+        speedup_e2e=1.0, pandas_median_s=0.01, fastest_cpu="pandas", speedup_vs_cpu=1.0,
+        cudf_warmup_s=0.1, d2h_s=0.01,
+    )
+    last = {"summary": s, "bench": {"peak_gpu_memory_gb": 2.0}}
+    for gpus in ([], [{"name": "NVIDIA H100 80GB HBM3", "peak_bandwidth_gbs": 3352.0, "memory_total_gb": 80.0}],
+                 [{"name": "NVIDIA L4", "peak_bandwidth_gbs": 300.0, "memory_total_gb": 24.0}]):
+        for run in (None, last):
+            texts = [
+                app.explain_why_gpu(gpus, HOST, run),
+                app.explain_baseline(HOST, run),
+                app.explain_operations(run),
+                app.explain_multi_gpu(gpus, run),
+                app.explain_metrics(gpus, run),
+                app.takeaways_text(run),
+            ]
+            for text in texts:
+                assert false_claims(text) == [], text
+                assert "3,350" not in text and "85 °C" not in text and "below roughly a million" not in text
