@@ -121,9 +121,30 @@ with app.setup:
         "gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024},
     }
     SYNC_EVERY = 16  # fast path: loss and grad norm come back to the host once per this many steps
-    # auto compiles when a run holds at least this many (padded) tokens; see notes/BENCHMARKS.md
-    COMPILE_PAYS_AFTER_TOKENS = 20_000_000
-    COMPILE_PAYS_AFTER_STEPS = 1_000  # small batches: eager steps are launch-bound, so compiling pays sooner
+    # Measured on an NVIDIA H100 80GB HBM3, 2026-11-26 (notes/BENCHMARKS.md, "Training speed (issue 4)" and
+    # "The issue's own target set"; GPT-2 124M, LoRA r=16, FP16 + GradScaler, bench/lora_throughput.py).
+    FAST_PATH_MEASURED_ON = "NVIDIA H100 80GB HBM3, 2026-11-26"
+    # (LoRA targets, batch, length, eager fast ms/step, compiled ms/step, first compiled step in s)
+    COMPILE_MEASUREMENTS = (
+        ("attn.c_attn, attn.c_proj (24 modules)", 4, 128, 20.4, 5.1, 24.4),
+        ("attn.c_attn, attn.c_proj (24 modules)", 32, 512, 44.6, 32.75, 21.8),
+        ("c_attn, c_proj by PEFT's suffix rule (36 modules)", 4, 128, 39.4, 6.8, 30.6),
+        ("c_attn, c_proj by PEFT's suffix rule (36 modules)", 32, 512, 52.0, 37.4, 46.6),
+    )
+    # (batch, length, {implementation: tokens/s}, {implementation: peak MiB}), attention targets (24 modules)
+    THROUGHPUT_MEASUREMENTS = (
+        (4, 128, {"PEFT + Trainer": 12_646, "plain": 16_794, "fast": 25_083, "fast + compile": 100_078}, {}),
+        (
+            32,
+            512,
+            {"PEFT + Trainer": 128_188, "plain": 123_791, "fast": 367_261, "fast + compile": 500_310},
+            {"PEFT + Trainer": 21_757, "fast": 6_166, "fast + compile": 6_581},
+        ),
+    )
+    # auto compiles a run only when it is at least as long as every measured break-even above
+    # (compile_break_even: 939 to 3,190 steps; 52.3M tokens at 32 × 512), rounded up; a test checks this.
+    COMPILE_PAYS_AFTER_TOKENS = 53_000_000
+    COMPILE_PAYS_AFTER_STEPS = 3_200
     LOSS_CHUNK_BYTES = (
         2**29
     )  # FP32 probabilities of one loss chunk: 512 MiB (2,560 rows of GPT-2's vocabulary)
@@ -546,7 +567,7 @@ def _(dataset, settings):
             "Why mixed precision (FP16), and why a GradScaler": mo.md(why_fp16_text()),
             "Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why)),
             "Hyperparameter choices": mo.md(hyperparameter_text(settings, why)),
-            "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings)),
+            "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings, why)),
             "What step 5's GPU activity means: MFU, SM and Tensor Core activity, energy": mo.md(
                 why_mfu_text(why)
             ),
@@ -1779,6 +1800,7 @@ def lora_plan(config, settings):
         "c_attn_out": int(c_attn["out"].iloc[0]) if len(c_attn) else 3 * config.n_embd,
         "n_layer": config.n_layer,
         "n_embd": config.n_embd,
+        "vocab_size": config.vocab_size,
     }
 
 
@@ -1893,6 +1915,19 @@ class SpeedPlan:
     @property
     def deferred(self):
         return self.sync_every > 1
+
+
+@app.function
+def compile_break_even(eager_ms, compiled_ms, first_step_s, tokens_per_step):
+    """(steps, tokens) after which a compiled run has caught up with the eager one.
+
+    n eager steps take n·eager; compiled, the first step (compile included) then n−1 compiled steps.
+    """
+    saved_ms = eager_ms - compiled_ms
+    if saved_ms <= 0:
+        return math.inf, math.inf
+    steps = math.ceil((first_step_s * 1000 - compiled_ms) / saved_ms)
+    return steps, steps * tokens_per_step
 
 
 @app.function
@@ -4036,31 +4071,85 @@ Tensor activity, compute-bound. Energy is NVML's total-energy counter read befor
 
 
 @app.function
-def why_fast_text(settings):
-    """The speed levers, what each one removes, and the numbers measured on an H100 (notes/BENCHMARKS.md)."""
+def mib_with_units(mib):
+    """MiB as written in the benchmarks, with the same amount in GB and GiB (6,581 → 6.90 GB, 6.43 GiB)."""
+    return f"{mib:,} MiB ({mib * 2**20 / 1e9:.2f} GB, {mib / 1024:.2f} GiB)"
+
+
+@app.function
+def fast_path_measured_text():
+    """The reference figures of the fast path, each from a recorded run (card and date in the heading)."""
+    names = ("PEFT + Trainer", "plain", "fast", "fast + compile")
+
+    def cell(speeds, memory, name):
+        return f"{speeds[name]:,}" + (f", peak {mib_with_units(memory[name])}" if name in memory else "")
+
+    speed_rows = "\n".join(
+        f"| {b} × {t} | " + " | ".join(cell(speeds, memory, n) for n in names) + " |"
+        for b, t, speeds, memory in THROUGHPUT_MEASUREMENTS
+    )
+    even_rows = []
+    for targets, b, t, eager_ms, compiled_ms, first_s in COMPILE_MEASUREMENTS:
+        steps, tokens = compile_break_even(eager_ms, compiled_ms, first_s, b * t)
+        even_rows.append(
+            f"| {targets} | {b} × {t} | {eager_ms:g} | {compiled_ms:g} | {first_s:g} s | {steps:,} steps "
+            f"({fmt_count(tokens)} tokens) |"
+        )
+    even_rows = "\n".join(even_rows)
+    return f"""
+**Measured on an {FAST_PATH_MEASURED_ON}** (notes/BENCHMARKS.md; GPT-2 124M with random weights, LoRA r=16,
+FP16 + GradScaler, `bench/lora_throughput.py`). These are reference figures from that card, not this run:
+step 5 shows this run's tokens/s. Tokens/s, LoRA on the attention `c_attn`/`c_proj` (24 modules):
+
+| batch × length | PEFT + Trainer | app plain | app fast | app fast + compile |
+|---|---|---|---|---|
+{speed_rows}
+
+Compile break-even from the same runs: a compiled run catches up with the eager one after (first compiled
+step − one compiled step) ÷ (eager − compiled ms per step) steps (`compile_break_even`):
+
+| LoRA targets | batch × length | eager ms/step | compiled ms/step | first compiled step | pays after |
+|---|---|---|---|---|---|
+{even_rows}
+
+*auto* compiles only runs at least as long as the longest of these. Profiled on the same card
+(`bench/profile_step.py`, notes/BENCHMARKS.md): before the LM head was padded, its two unaligned GEMMs took
+24 ms of a 69 ms step's kernels at 32 × 512 (36 modules); padded, the eager step's kernels took 41 ms. The
+compiled step launched about 1,000 kernels per step before CUDA graphs (36 modules) and 804 inside them
+(24 modules). The start-up warm-up took 4.3 s and 4.0 s in two runs; the default demo, click to results with
+the model on disk, 3.46 s and 3.64 s (13.41 s on the plain path).
+"""
+
+
+@app.function
+def why_fast_text(settings, why):
+    """The speed levers and what each removes, with this model's and these settings' numbers."""
     plan = choose_speed_plan(settings.speed, "cuda")
+    vocab, width = why["vocab_size"], why["n_embd"]
+    padded = -(-vocab // 128) * 128
+    eager_rows, compiled_rows = lm_head_rows(padded), lm_head_rows(padded, 4 * LOSS_CHUNK_BYTES)
+    logits_bytes = settings.batch_size * settings.max_length * vocab * 4
+    head = (
+        f"GPT-2's odd vocabulary ({vocab:,}) forces cuBLAS onto slow unaligned kernels; {padded - vocab} zero rows "
+        f"(masked to −∞) make it {padded:,}, a multiple of 128"
+        if padded != vocab
+        else f"this vocabulary ({vocab:,}) is already a multiple of 128, so nothing is added"
+    )
     return f"""
 Your setting: **{plan.name}**{" (auto: compiles only long runs)" if settings.speed == "auto" else ""}. Every
 lever keeps the maths of a step: the fast and plain paths give the same loss curve within FP16 rounding
-(tested on CPU in FP32 and on an H100 in FP16).
+(tested on CPU in FP32 and on a GPU in FP16).
 
 | lever | what it removes |
 |:---|:---|
-| **loss on answer tokens only, in chunks** | the LM head multiplies every position by a 768 × 50,257 matrix; only answer tokens carry loss (14% with the built-in data), and at 32 × 512 the full FP32 logits alone would be 3.3 GB — an eager chunk of 2,560 rows holds at most 0.5 GB of FP32 probabilities, a compiled chunk (10,496 rows, FP16 throughout) about 2 GB |
-| **LM head padded to 50,304 rows** | GPT-2's odd vocabulary (50,257) forces cuBLAS onto slow unaligned kernels; zero rows (masked to −∞) make it a multiple of 128: the loss GEMMs went from 24 ms to ~4 ms per step at 32 × 512 |
+| **loss on answer tokens only, in chunks** | the LM head multiplies every position by a {width:,} × {vocab:,} matrix (this model's width × vocabulary); only answer tokens carry loss (step 4 shows this run's share as "tokens that carry loss"). At batch {settings.batch_size} × {settings.max_length} the full FP32 logits would take {fmt_bytes(logits_bytes)}; an eager chunk of {eager_rows:,} rows holds {fmt_bytes(eager_rows * padded * 4)} of FP32 probabilities, a compiled chunk takes {compiled_rows:,} rows in 16-bit ({fmt_bytes(compiled_rows * padded * 2)} per copy of its logits) |
+| **LM head padded to a multiple of 128 rows** | {head} |
 | **no padding mask** | batches are right-padded and attention is causal, so no real token ever sees padding: SDPA runs with `is_causal=True` (flash attention), and transformers' mask checks, which wait for the GPU, are skipped |
 | **fused AdamW, schedule on the GPU, read back every {SYNC_EVERY} steps** | a host sync per step (`loss.item()`) stops the CPU from queueing the next step; now the GradScaler's skip, the learning rate and the loss stay on the GPU |
 | **one-kernel GELU** | GPT-2's `gelu_new` is eight element-wise kernels; `GELU(approximate="tanh")` is the same formula in one |
-| **torch.compile + CUDA graphs** | fuses LayerNorm, dropout, GELU and residual adds; CUDA graphs replay ~1,000 kernels per step without the CPU launching each one. Compiling costs 20–45 s per run (each run's compiled model is dropped with the run to free its memory; inductor's on-disk cache shortens later compiles), so *auto* uses it only for runs of ≥ {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} tokens or ≥ {COMPILE_PAYS_AFTER_STEPS:,} steps |
-| **kernels warmed when the app opens** | the first CUDA work of a process loads every kernel it touches and sets up cuBLAS and flash attention; a one-layer GPT-2 of the same width runs the demo's steps once in the background at start-up (4 s), so the first Train click is as fast as the next |
-
-Measured on an H100 80GB HBM3 (GPT-2 124M, LoRA r=16 on the attention `c_attn`/`c_proj`, FP16 +
-GradScaler, `bench/lora_throughput.py`): PEFT + Trainer **128K** tokens/s at 32 × 512; this app plain 124K,
-fast **367K**, fast + compile **500K** (3.9×) with 6.6 GB peak instead of 21.8 GB. At 4 × 128 (launch-bound):
-12.6K → fast 25K → compiled with CUDA graphs **100K** (7.9×). With LoRA on the MLP's `c_proj` too (PEFT's
-suffix rule for `c_proj`) compiled reaches 438K. The default demo, click to results: 3.5 s with a model
-already on disk (13.4 s on the plain path).
-"""
+| **torch.compile + CUDA graphs** | fuses LayerNorm, dropout, GELU and residual adds; CUDA graphs replay a step's kernels without the CPU launching each one. Compiling is paid again by every run (each run's compiled model is dropped with the run to free its memory; inductor's on-disk cache shortens later compiles), so *auto* uses it only for runs of ≥ {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} tokens or ≥ {COMPILE_PAYS_AFTER_STEPS:,} steps, the measured break-even below |
+| **kernels warmed when the app opens** | the first CUDA work of a process loads every kernel it touches and sets up cuBLAS and flash attention; a one-layer GPT-2 of the same width runs the demo's steps once in the background at start-up, so the first Train click is as fast as the next |
+{fast_path_measured_text()}"""
 
 
 @app.function
