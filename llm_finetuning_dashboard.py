@@ -1493,7 +1493,8 @@ def resolve_precision(requested, device_type, bf16_supported=True):
                 torch.float16,
                 torch.float16,
                 True,
-                "This GPU has no BF16 support (pre-Ampere): using FP16 with GradScaler instead.",
+                "This GPU has no native BF16 (compute capability below 8.0, where torch would emulate it slowly): "
+                "using FP16 with GradScaler instead.",
             )
         return fp32
     if requested == "fp16":
@@ -1552,7 +1553,7 @@ def describe_environment():
             gpu_memory_gib=props.total_memory / 2**30,
             compute_capability=f"{props.major}.{props.minor}",
             cuda=torch.version.cuda,
-            bf16_supported=torch.cuda.is_bf16_supported(),
+            bf16_native=torch.cuda.is_bf16_supported(including_emulation=False),  # emulated BF16 is slow
         )
     nvml = nvml_module()
     if nvml is not None:
@@ -4173,7 +4174,12 @@ def why_fp16_text():
   gradient is inf/NaN), **update** (halve the scale after an overflow, grow it after a run of good steps).
 - **BF16** keeps FP32's 8-bit exponent (max {bf16.max:.2e}, smallest normal {bf16.tiny:.2e}), so gradients do not
   underflow and no scaler is needed; it pays with precision: machine epsilon {bf16.eps:.1e} vs FP16's {fp16.eps:.1e}.
-  Use BF16 on Ampere and newer GPUs when FP16 overflows; FP16 + GradScaler works everywhere.
+- **Which one when:** on Ampere and newer GPUs (compute capability 8.0 and up, native BF16 Tensor Cores) BF16
+  without a scaler is the usual default for training. FP16 + GradScaler is what Volta and Turing (7.x) run
+  fast; there BF16 is only emulated. A CPU run uses FP32 (FP16 autocast gains nothing there). This app decides
+  "native BF16" by compute capability, not by `torch.cuda.is_bf16_supported()`, whose default also says
+  yes on Volta/Turing. *auto* keeps FP16 + GradScaler for GPT-2, because the scaler is what this section
+  teaches, and picks BF16 for the Llama family where the GPU has it natively.
 - **Here:** the frozen base weights are stored in the compute dtype (half the memory); the adapter weights, their
   gradients and AdamW's moments stay in FP32, the "master copy" that small updates need.
 """
