@@ -566,7 +566,7 @@ def _(dataset, settings):
             "Why LoRA works — with this model's numbers": mo.md(why_lora_text(why, settings)),
             "Why mixed precision (FP16), and why a GradScaler": mo.md(why_fp16_text()),
             "Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why)),
-            "Hyperparameter choices": mo.md(hyperparameter_text(settings, why)),
+            "Hyperparameter choices": mo.md(hyperparameter_text(settings, why, train_example_count(dataset))),
             "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings, why)),
             "What step 5's GPU activity means: MFU, SM and Tensor Core activity, energy": mo.md(
                 why_mfu_text(why)
@@ -4206,23 +4206,36 @@ def why_conv1d_text(why):
 
 
 @app.function
-def hyperparameter_text(settings, why):
-    """'Hyperparameter choices' for the current settings."""
+def train_example_count(dataset):
+    """Rows of the training split of the data that will run (built-in set or an upload)."""
+    return 0 if dataset is None else int((dataset["split"] == "train").sum())
+
+
+@app.function
+def hyperparameter_text(settings, why, train_examples):
+    """'Hyperparameter choices' for the current settings and the data that will run."""
+    steps_per_epoch = -(-train_examples // max(settings.batch_size, 1))
     return f"""
 - **Rank r = {settings.rank}:** the capacity of the update. 8 is a common start for small tasks; doubling r doubles
-  the adapter ({why["lora_params"]:,} parameters now) and rarely helps on 160 examples.
-- **Alpha = {settings.alpha} → scaling alpha/r = {settings.alpha / settings.rank:g}:** multiplies the update. Keep
-  alpha/r fixed (e.g. alpha = 2r) when you change r, so the effective step size does not change with it.
-- **Learning rate ({settings.learning_rate or "auto"}):** LoRA tolerates larger rates than full fine-tuning
-  (1e-4 to 1e-3) because only small matrices move and B starts at zero. *auto* = 1e-3 for pretrained GPT-2
-  and 3e-3 for the tiny random model, which has to learn everything from scratch. Loss that jumps to NaN or
-  many skipped FP16 steps mean: lower it.
+  the adapter ({why["lora_params"]:,} parameters now) and rarely helps on a small set such as this one
+  ({train_examples:,} training examples).
+- **Alpha = {settings.alpha} → scaling alpha/r = {settings.alpha / settings.rank:g}:** multiplies the update. Keeping
+  alpha = 2r when r changes is a common heuristic, not a derived rule. The LoRA paper (arXiv:2106.09685) sets
+  alpha once, at the first r it tries, and keeps it when r changes; with Adam, changing alpha acts roughly like
+  changing the learning rate. rsLoRA (arXiv:2312.03732) argues for alpha/√r so that learning stays stable as r
+  grows; PEFT offers it as `LoraConfig(use_rslora=True)` (this app uses alpha/r, as PEFT does by default).
+- **Learning rate ({settings.learning_rate or "auto"}):** *auto* = 1e-3 for pretrained GPT-2 and 3e-3 for the
+  tiny random model, which has to learn everything from scratch: choices for this demo's short runs, not a rule.
+  For reference, the LoRA authors trained GPT-2 Medium with 2e-4 (r = 4, alpha = 32; `microsoft/LoRA`,
+  examples/NLG). B starts at zero, which only makes step 0 equal the base model; it does not make a larger rate
+  safe. Loss that jumps to NaN or many skipped FP16 steps mean: lower it.
 - **Warm-up ({settings.warmup_ratio:.0%} of steps), then cosine decay to 10%:** AdamW's moment estimates are noisy
   for the first steps; ramping up avoids a large early jump, decaying settles the end.
 - **Batch size {settings.batch_size}:** more sequences per step gives smoother gradients and better GPU use, but
   activation memory grows with batch × length. Out of memory? Halve it (or the sequence length).
-- **Epochs ({settings.epochs or "auto"}):** 160 training examples are small: watch the eval loss per epoch in
-  step 5; when it turns up while the train loss keeps falling, the adapter is memorising.
+- **Epochs ({settings.epochs or "auto"}):** {train_examples:,} training examples make {steps_per_epoch:,} steps per
+  epoch at batch {settings.batch_size} (fewer if some exceed the max length; step 4 counts them): watch the eval loss per epoch in step 5; when it turns up while the train
+  loss keeps falling, the adapter is memorising.
 - **Max sequence length {settings.max_length}:** an upper bound; batches are padded only to their longest example
   (dynamic padding), and prompts plus answers here are far shorter. Attention cost grows with length.
 - **Dropout {settings.dropout}:** applied to the adapter's input only; a little regularisation for small data.
