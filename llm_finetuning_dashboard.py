@@ -815,7 +815,12 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
                         "perplexity", before["perplexity"], after["perplexity"], "{:,.1f}", "decrease"
                     ),
                     metric_card(
-                        "exact match", before["exact_match"], after["exact_match"], "{:.0%}", "increase"
+                        "exact match",
+                        before["exact_match"],
+                        after["exact_match"],
+                        "{:.0%}",
+                        "increase",
+                        n=after.get("eval_items"),
                     ),
                     metric_card(
                         "answer format", before["format_match"], after["format_match"], "{:.0%}", "increase"
@@ -2476,6 +2481,8 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
             "tokens_per_s": meta["real_tokens"] / seconds,
             "padded_tokens_per_s": meta["padded_tokens"] / seconds,
             "memory_mib": device_memory(run.device)["allocated"] / 2**20,
+            # max_memory_allocated: the peak inside the steps so far (reset in step 2), not a read between steps
+            "peak_mib": device_memory(run.device)["peak"] / 2**20,
         }
 
     for epoch in range(run.settings.epochs):
@@ -2662,7 +2669,11 @@ def evaluate_run(run, eval_frame, max_new_tokens):
     if out_of_memory:
         raise out_of_memory_stop("GPU out of memory while evaluating.", 0)
     scored = score_generations(eval_frame, generations)
-    metrics.update(exact_match=scored["exact_match"].mean(), format_match=scored["format_match"].mean())
+    metrics.update(
+        exact_match=scored["exact_match"].mean(),
+        format_match=scored["format_match"].mean(),
+        eval_items=len(scored),
+    )
     return metrics, scored
 
 
@@ -3873,14 +3884,14 @@ def memory_card(history, samples):
     """Peak memory during training: torch's allocator on a GPU, the process's RSS on a CPU."""
     if history["memory_mib"].max() > 0:
         nvml_peak = (
-            f"NVML: up to {samples['memory_mib'].max() / 1024:.1f} GiB used on the GPU"
+            f" · NVML: up to {samples['memory_mib'].max() / 1024:.1f} GiB used on the GPU"
             if len(samples)
             else ""
         )
         return mo.stat(
-            f"{history['memory_mib'].max():,.0f} MiB",
-            label="torch allocated (largest read between steps; this process, under the lease)",
-            caption=nvml_peak,
+            f"{history['peak_mib'].max():,.0f} MiB",
+            label="torch peak allocated during training (this process, under the lease)",
+            caption="max_memory_allocated since step 2, peaks inside a step included" + nvml_peak,
             bordered=True,
         )
     peak = samples["memory_mib"].max() if len(samples) else float("nan")
@@ -3925,11 +3936,30 @@ def per_task_scores(before, after):
 
 
 @app.function
-def metric_card(label, before, after, fmt, better):
-    """mo.stat showing after, with before in the caption and an arrow coloured by the better direction."""
+def standard_error(p, n):
+    """One binomial standard error of a rate p measured on n items: √(p(1−p)/n) (NaN without items)."""
+    return math.sqrt(p * (1 - p) / n) if n else math.nan
+
+
+@app.function
+def metric_card(label, before, after, fmt, better, n=None):
+    """mo.stat showing after, with before in the caption and an arrow coloured by the better direction.
+
+    `n`: the rate was measured on n items; the card then shows ±1 standard error with both values.
+    """
     if math.isnan(after) or math.isnan(before):
         return mo.stat("n/a", label=label, caption="uploaded data has no fixed answer format", bordered=True)
     direction = None if after == before else ("increase" if after > before else "decrease")
+    if n:
+        return mo.stat(
+            f"{fmt.format(after)} ± {fmt.format(standard_error(after, n))}",
+            label=label,
+            caption=f"before: {fmt.format(before)} ± {fmt.format(standard_error(before, n))} · ±1 s.e. = "
+            f"√(p(1−p)/n), n = {n}",
+            direction=direction,
+            target_direction=better,
+            bordered=True,
+        )
     return mo.stat(
         fmt.format(after),
         label=label,
@@ -3970,7 +4000,14 @@ def summary_cards(before, after, click_to_result, peak_memory, release_report, r
     cards = [
         mo.stat(f"{click_to_result:.1f} s", label="click → result", caption="steps 1–7", bordered=True),
         metric_card("eval loss", before["eval_loss"], after["eval_loss"], "{:.3f}", "decrease"),
-        metric_card("exact match", before["exact_match"], after["exact_match"], "{:.0%}", "increase"),
+        metric_card(
+            "exact match",
+            before["exact_match"],
+            after["exact_match"],
+            "{:.0%}",
+            "increase",
+            n=after.get("eval_items"),
+        ),
     ]
     if run.device.type == "cuda":
         cards += [
