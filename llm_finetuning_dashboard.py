@@ -3890,8 +3890,9 @@ def memory_card(history, samples):
         )
         return mo.stat(
             f"{history['peak_mib'].max():,.0f} MiB",
-            label="torch peak allocated during training (this process, under the lease)",
-            caption="max_memory_allocated since step 2, peaks inside a step included" + nvml_peak,
+            label="torch peak allocated (this process, under the lease)",
+            caption="max_memory_allocated since step 2: peaks inside a step and the evaluation before "
+            "training included" + nvml_peak,
             bordered=True,
         )
     peak = samples["memory_mib"].max() if len(samples) else float("nan")
