@@ -121,9 +121,30 @@ with app.setup:
         "gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024},
     }
     SYNC_EVERY = 16  # fast path: loss and grad norm come back to the host once per this many steps
-    # auto compiles when a run holds at least this many (padded) tokens; see notes/BENCHMARKS.md
-    COMPILE_PAYS_AFTER_TOKENS = 20_000_000
-    COMPILE_PAYS_AFTER_STEPS = 1_000  # small batches: eager steps are launch-bound, so compiling pays sooner
+    # Measured on an NVIDIA H100 80GB HBM3, 2026-11-26 (notes/BENCHMARKS.md, "Training speed (issue 4)" and
+    # "The issue's own target set"; GPT-2 124M, LoRA r=16, FP16 + GradScaler, bench/lora_throughput.py).
+    FAST_PATH_MEASURED_ON = "NVIDIA H100 80GB HBM3, 2026-11-26"
+    # (LoRA targets, batch, length, eager fast ms/step, compiled ms/step, first compiled step in s)
+    COMPILE_MEASUREMENTS = (
+        ("attn.c_attn, attn.c_proj (24 modules)", 4, 128, 20.4, 5.1, 24.4),
+        ("attn.c_attn, attn.c_proj (24 modules)", 32, 512, 44.6, 32.75, 21.8),
+        ("c_attn, c_proj by PEFT's suffix rule (36 modules)", 4, 128, 39.4, 6.8, 30.6),
+        ("c_attn, c_proj by PEFT's suffix rule (36 modules)", 32, 512, 52.0, 37.4, 46.6),
+    )
+    # (batch, length, {implementation: tokens/s}, {implementation: peak MiB}), attention targets (24 modules)
+    THROUGHPUT_MEASUREMENTS = (
+        (4, 128, {"PEFT + Trainer": 12_646, "plain": 16_794, "fast": 25_083, "fast + compile": 100_078}, {}),
+        (
+            32,
+            512,
+            {"PEFT + Trainer": 128_188, "plain": 123_791, "fast": 367_261, "fast + compile": 500_310},
+            {"PEFT + Trainer": 21_757, "fast": 6_166, "fast + compile": 6_581},
+        ),
+    )
+    # auto compiles a run only when it is at least as long as every measured break-even above
+    # (compile_break_even: 939 to 3,190 steps; 52.3M tokens at 32 × 512), rounded up; a test checks this.
+    COMPILE_PAYS_AFTER_TOKENS = 53_000_000
+    COMPILE_PAYS_AFTER_STEPS = 3_200
     LOSS_CHUNK_BYTES = (
         2**29
     )  # FP32 probabilities of one loss chunk: 512 MiB (2,560 rows of GPT-2's vocabulary)
@@ -545,8 +566,8 @@ def _(dataset, settings):
             "Why LoRA works — with this model's numbers": mo.md(why_lora_text(why, settings)),
             "Why mixed precision (FP16), and why a GradScaler": mo.md(why_fp16_text()),
             "Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why)),
-            "Hyperparameter choices": mo.md(hyperparameter_text(settings, why)),
-            "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings)),
+            "Hyperparameter choices": mo.md(hyperparameter_text(settings, why, train_example_count(dataset))),
+            "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings, why)),
             "What step 5's GPU activity means: MFU, SM and Tensor Core activity, energy": mo.md(
                 why_mfu_text(why)
             ),
@@ -794,7 +815,12 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
                         "perplexity", before["perplexity"], after["perplexity"], "{:,.1f}", "decrease"
                     ),
                     metric_card(
-                        "exact match", before["exact_match"], after["exact_match"], "{:.0%}", "increase"
+                        "exact match",
+                        before["exact_match"],
+                        after["exact_match"],
+                        "{:.0%}",
+                        "increase",
+                        n=after.get("eval_items"),
                     ),
                     metric_card(
                         "answer format", before["format_match"], after["format_match"], "{:.0%}", "increase"
@@ -1472,7 +1498,8 @@ def resolve_precision(requested, device_type, bf16_supported=True):
                 torch.float16,
                 torch.float16,
                 True,
-                "This GPU has no BF16 support (pre-Ampere): using FP16 with GradScaler instead.",
+                "This GPU has no native BF16 (compute capability below 8.0, where torch would emulate it slowly): "
+                "using FP16 with GradScaler instead.",
             )
         return fp32
     if requested == "fp16":
@@ -1531,7 +1558,7 @@ def describe_environment():
             gpu_memory_gib=props.total_memory / 2**30,
             compute_capability=f"{props.major}.{props.minor}",
             cuda=torch.version.cuda,
-            bf16_supported=torch.cuda.is_bf16_supported(),
+            bf16_native=torch.cuda.is_bf16_supported(including_emulation=False),  # emulated BF16 is slow
         )
     nvml = nvml_module()
     if nvml is not None:
@@ -1779,6 +1806,7 @@ def lora_plan(config, settings):
         "c_attn_out": int(c_attn["out"].iloc[0]) if len(c_attn) else 3 * config.n_embd,
         "n_layer": config.n_layer,
         "n_embd": config.n_embd,
+        "vocab_size": config.vocab_size,
     }
 
 
@@ -1893,6 +1921,19 @@ class SpeedPlan:
     @property
     def deferred(self):
         return self.sync_every > 1
+
+
+@app.function
+def compile_break_even(eager_ms, compiled_ms, first_step_s, tokens_per_step):
+    """(steps, tokens) after which a compiled run has caught up with the eager one.
+
+    n eager steps take n·eager; compiled, the first step (compile included) then n−1 compiled steps.
+    """
+    saved_ms = eager_ms - compiled_ms
+    if saved_ms <= 0:
+        return math.inf, math.inf
+    steps = math.ceil((first_step_s * 1000 - compiled_ms) / saved_ms)
+    return steps, steps * tokens_per_step
 
 
 @app.function
@@ -2440,6 +2481,8 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
             "tokens_per_s": meta["real_tokens"] / seconds,
             "padded_tokens_per_s": meta["padded_tokens"] / seconds,
             "memory_mib": device_memory(run.device)["allocated"] / 2**20,
+            # max_memory_allocated: the peak inside the steps so far (reset in step 2), not a read between steps
+            "peak_mib": device_memory(run.device)["peak"] / 2**20,
         }
 
     for epoch in range(run.settings.epochs):
@@ -2626,7 +2669,11 @@ def evaluate_run(run, eval_frame, max_new_tokens):
     if out_of_memory:
         raise out_of_memory_stop("GPU out of memory while evaluating.", 0)
     scored = score_generations(eval_frame, generations)
-    metrics.update(exact_match=scored["exact_match"].mean(), format_match=scored["format_match"].mean())
+    metrics.update(
+        exact_match=scored["exact_match"].mean(),
+        format_match=scored["format_match"].mean(),
+        eval_items=len(scored),
+    )
     return metrics, scored
 
 
@@ -3837,14 +3884,15 @@ def memory_card(history, samples):
     """Peak memory during training: torch's allocator on a GPU, the process's RSS on a CPU."""
     if history["memory_mib"].max() > 0:
         nvml_peak = (
-            f"NVML: up to {samples['memory_mib'].max() / 1024:.1f} GiB used on the GPU"
+            f" · NVML: up to {samples['memory_mib'].max() / 1024:.1f} GiB used on the GPU"
             if len(samples)
             else ""
         )
         return mo.stat(
-            f"{history['memory_mib'].max():,.0f} MiB",
-            label="torch allocated (largest read between steps; this process, under the lease)",
-            caption=nvml_peak,
+            f"{history['peak_mib'].max():,.0f} MiB",
+            label="torch peak allocated (this process, under the lease)",
+            caption="max_memory_allocated since step 2: peaks inside a step and the evaluation before "
+            "training included" + nvml_peak,
             bordered=True,
         )
     peak = samples["memory_mib"].max() if len(samples) else float("nan")
@@ -3889,11 +3937,30 @@ def per_task_scores(before, after):
 
 
 @app.function
-def metric_card(label, before, after, fmt, better):
-    """mo.stat showing after, with before in the caption and an arrow coloured by the better direction."""
+def standard_error(p, n):
+    """One binomial standard error of a rate p measured on n items: √(p(1−p)/n) (NaN without items)."""
+    return math.sqrt(p * (1 - p) / n) if n else math.nan
+
+
+@app.function
+def metric_card(label, before, after, fmt, better, n=None):
+    """mo.stat showing after, with before in the caption and an arrow coloured by the better direction.
+
+    `n`: the rate was measured on n items; the card then shows ±1 standard error with both values.
+    """
     if math.isnan(after) or math.isnan(before):
         return mo.stat("n/a", label=label, caption="uploaded data has no fixed answer format", bordered=True)
     direction = None if after == before else ("increase" if after > before else "decrease")
+    if n:
+        return mo.stat(
+            f"{fmt.format(after)} ± {fmt.format(standard_error(after, n))}",
+            label=label,
+            caption=f"before: {fmt.format(before)} ± {fmt.format(standard_error(before, n))} · ±1 s.e. = "
+            f"√(p(1−p)/n), n = {n}",
+            direction=direction,
+            target_direction=better,
+            bordered=True,
+        )
     return mo.stat(
         fmt.format(after),
         label=label,
@@ -3934,7 +4001,14 @@ def summary_cards(before, after, click_to_result, peak_memory, release_report, r
     cards = [
         mo.stat(f"{click_to_result:.1f} s", label="click → result", caption="steps 1–7", bordered=True),
         metric_card("eval loss", before["eval_loss"], after["eval_loss"], "{:.3f}", "decrease"),
-        metric_card("exact match", before["exact_match"], after["exact_match"], "{:.0%}", "increase"),
+        metric_card(
+            "exact match",
+            before["exact_match"],
+            after["exact_match"],
+            "{:.0%}",
+            "increase",
+            n=after.get("eval_items"),
+        ),
     ]
     if run.device.type == "cuda":
         cards += [
@@ -4036,31 +4110,85 @@ Tensor activity, compute-bound. Energy is NVML's total-energy counter read befor
 
 
 @app.function
-def why_fast_text(settings):
-    """The speed levers, what each one removes, and the numbers measured on an H100 (notes/BENCHMARKS.md)."""
+def mib_with_units(mib):
+    """MiB as written in the benchmarks, with the same amount in GB and GiB (6,581 → 6.90 GB, 6.43 GiB)."""
+    return f"{mib:,} MiB ({mib * 2**20 / 1e9:.2f} GB, {mib / 1024:.2f} GiB)"
+
+
+@app.function
+def fast_path_measured_text():
+    """The reference figures of the fast path, each from a recorded run (card and date in the heading)."""
+    names = ("PEFT + Trainer", "plain", "fast", "fast + compile")
+
+    def cell(speeds, memory, name):
+        return f"{speeds[name]:,}" + (f", peak {mib_with_units(memory[name])}" if name in memory else "")
+
+    speed_rows = "\n".join(
+        f"| {b} × {t} | " + " | ".join(cell(speeds, memory, n) for n in names) + " |"
+        for b, t, speeds, memory in THROUGHPUT_MEASUREMENTS
+    )
+    even_rows = []
+    for targets, b, t, eager_ms, compiled_ms, first_s in COMPILE_MEASUREMENTS:
+        steps, tokens = compile_break_even(eager_ms, compiled_ms, first_s, b * t)
+        even_rows.append(
+            f"| {targets} | {b} × {t} | {eager_ms:g} | {compiled_ms:g} | {first_s:g} s | {steps:,} steps "
+            f"({fmt_count(tokens)} tokens) |"
+        )
+    even_rows = "\n".join(even_rows)
+    return f"""
+**Measured on an {FAST_PATH_MEASURED_ON}** (notes/BENCHMARKS.md; GPT-2 124M with random weights, LoRA r=16,
+FP16 + GradScaler, `bench/lora_throughput.py`). These are reference figures from that card, not this run:
+step 5 shows this run's tokens/s. Tokens/s, LoRA on the attention `c_attn`/`c_proj` (24 modules):
+
+| batch × length | PEFT + Trainer | app plain | app fast | app fast + compile |
+|---|---|---|---|---|
+{speed_rows}
+
+Compile break-even from the same runs: a compiled run catches up with the eager one after (first compiled
+step − one compiled step) ÷ (eager − compiled ms per step) steps (`compile_break_even`):
+
+| LoRA targets | batch × length | eager ms/step | compiled ms/step | first compiled step | pays after |
+|---|---|---|---|---|---|
+{even_rows}
+
+*auto* compiles only runs at least as long as the longest of these. Profiled on the same card
+(`bench/profile_step.py`, notes/BENCHMARKS.md): before the LM head was padded, its two unaligned GEMMs took
+24 ms of a 69 ms step's kernels at 32 × 512 (36 modules); padded, the eager step's kernels took 41 ms. The
+compiled step launched about 1,000 kernels per step before CUDA graphs (36 modules) and 804 inside them
+(24 modules). The start-up warm-up took 4.3 s and 4.0 s in two runs; the default demo, click to results with
+the model on disk, 3.46 s and 3.64 s (13.41 s on the plain path).
+"""
+
+
+@app.function
+def why_fast_text(settings, why):
+    """The speed levers and what each removes, with this model's and these settings' numbers."""
     plan = choose_speed_plan(settings.speed, "cuda")
+    vocab, width = why["vocab_size"], why["n_embd"]
+    padded = -(-vocab // 128) * 128
+    eager_rows, compiled_rows = lm_head_rows(padded), lm_head_rows(padded, 4 * LOSS_CHUNK_BYTES)
+    logits_bytes = settings.batch_size * settings.max_length * vocab * 4
+    head = (
+        f"GPT-2's odd vocabulary ({vocab:,}) forces cuBLAS onto slow unaligned kernels; {padded - vocab} zero rows "
+        f"(masked to −∞) make it {padded:,}, a multiple of 128"
+        if padded != vocab
+        else f"this vocabulary ({vocab:,}) is already a multiple of 128, so nothing is added"
+    )
     return f"""
 Your setting: **{plan.name}**{" (auto: compiles only long runs)" if settings.speed == "auto" else ""}. Every
 lever keeps the maths of a step: the fast and plain paths give the same loss curve within FP16 rounding
-(tested on CPU in FP32 and on an H100 in FP16).
+(tested on CPU in FP32 and on a GPU in FP16).
 
 | lever | what it removes |
 |:---|:---|
-| **loss on answer tokens only, in chunks** | the LM head multiplies every position by a 768 × 50,257 matrix; only answer tokens carry loss (14% with the built-in data), and at 32 × 512 the full FP32 logits alone would be 3.3 GB — an eager chunk of 2,560 rows holds at most 0.5 GB of FP32 probabilities, a compiled chunk (10,496 rows, FP16 throughout) about 2 GB |
-| **LM head padded to 50,304 rows** | GPT-2's odd vocabulary (50,257) forces cuBLAS onto slow unaligned kernels; zero rows (masked to −∞) make it a multiple of 128: the loss GEMMs went from 24 ms to ~4 ms per step at 32 × 512 |
+| **loss on answer tokens only, in chunks** | the LM head multiplies every position by a {width:,} × {vocab:,} matrix (this model's width × vocabulary); only answer tokens carry loss (step 4 shows this run's share as "tokens that carry loss"). At batch {settings.batch_size} × {settings.max_length} the full FP32 logits would take {fmt_bytes(logits_bytes)}; an eager chunk of {eager_rows:,} rows holds {fmt_bytes(eager_rows * padded * 4)} of FP32 probabilities, a compiled chunk takes {compiled_rows:,} rows in 16-bit ({fmt_bytes(compiled_rows * padded * 2)} per copy of its logits) |
+| **LM head padded to a multiple of 128 rows** | {head} |
 | **no padding mask** | batches are right-padded and attention is causal, so no real token ever sees padding: SDPA runs with `is_causal=True` (flash attention), and transformers' mask checks, which wait for the GPU, are skipped |
 | **fused AdamW, schedule on the GPU, read back every {SYNC_EVERY} steps** | a host sync per step (`loss.item()`) stops the CPU from queueing the next step; now the GradScaler's skip, the learning rate and the loss stay on the GPU |
 | **one-kernel GELU** | GPT-2's `gelu_new` is eight element-wise kernels; `GELU(approximate="tanh")` is the same formula in one |
-| **torch.compile + CUDA graphs** | fuses LayerNorm, dropout, GELU and residual adds; CUDA graphs replay ~1,000 kernels per step without the CPU launching each one. Compiling costs 20–45 s per run (each run's compiled model is dropped with the run to free its memory; inductor's on-disk cache shortens later compiles), so *auto* uses it only for runs of ≥ {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} tokens or ≥ {COMPILE_PAYS_AFTER_STEPS:,} steps |
-| **kernels warmed when the app opens** | the first CUDA work of a process loads every kernel it touches and sets up cuBLAS and flash attention; a one-layer GPT-2 of the same width runs the demo's steps once in the background at start-up (4 s), so the first Train click is as fast as the next |
-
-Measured on an H100 80GB HBM3 (GPT-2 124M, LoRA r=16 on the attention `c_attn`/`c_proj`, FP16 +
-GradScaler, `bench/lora_throughput.py`): PEFT + Trainer **128K** tokens/s at 32 × 512; this app plain 124K,
-fast **367K**, fast + compile **500K** (3.9×) with 6.6 GB peak instead of 21.8 GB. At 4 × 128 (launch-bound):
-12.6K → fast 25K → compiled with CUDA graphs **100K** (7.9×). With LoRA on the MLP's `c_proj` too (PEFT's
-suffix rule for `c_proj`) compiled reaches 438K. The default demo, click to results: 3.5 s with a model
-already on disk (13.4 s on the plain path).
-"""
+| **torch.compile + CUDA graphs** | fuses LayerNorm, dropout, GELU and residual adds; CUDA graphs replay a step's kernels without the CPU launching each one. Compiling is paid again by every run (each run's compiled model is dropped with the run to free its memory; inductor's on-disk cache shortens later compiles), so *auto* uses it only for runs of ≥ {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} tokens or ≥ {COMPILE_PAYS_AFTER_STEPS:,} steps, the measured break-even below |
+| **kernels warmed when the app opens** | the first CUDA work of a process loads every kernel it touches and sets up cuBLAS and flash attention; a one-layer GPT-2 of the same width runs the demo's steps once in the background at start-up, so the first Train click is as fast as the next |
+{fast_path_measured_text()}"""
 
 
 @app.function
@@ -4084,7 +4212,12 @@ def why_fp16_text():
   gradient is inf/NaN), **update** (halve the scale after an overflow, grow it after a run of good steps).
 - **BF16** keeps FP32's 8-bit exponent (max {bf16.max:.2e}, smallest normal {bf16.tiny:.2e}), so gradients do not
   underflow and no scaler is needed; it pays with precision: machine epsilon {bf16.eps:.1e} vs FP16's {fp16.eps:.1e}.
-  Use BF16 on Ampere and newer GPUs when FP16 overflows; FP16 + GradScaler works everywhere.
+- **Which one when:** on Ampere and newer GPUs (compute capability 8.0 and up, native BF16 Tensor Cores) BF16
+  without a scaler is the usual default for training. FP16 + GradScaler is what Volta and Turing (7.x) run
+  fast; there BF16 is only emulated. A CPU run uses FP32 (FP16 autocast gains nothing there). This app decides
+  "native BF16" by compute capability, not by `torch.cuda.is_bf16_supported()`, whose default also says
+  yes on Volta/Turing. *auto* keeps FP16 + GradScaler for GPT-2, because the scaler is what this section
+  teaches, and picks BF16 for the Llama family where the GPU has it natively.
 - **Here:** the frozen base weights are stored in the compute dtype (half the memory); the adapter weights, their
   gradients and AdamW's moments stay in FP32, the "master copy" that small updates need.
 """
@@ -4111,23 +4244,36 @@ def why_conv1d_text(why):
 
 
 @app.function
-def hyperparameter_text(settings, why):
-    """'Hyperparameter choices' for the current settings."""
+def train_example_count(dataset):
+    """Rows of the training split of the data that will run (built-in set or an upload)."""
+    return 0 if dataset is None else int((dataset["split"] == "train").sum())
+
+
+@app.function
+def hyperparameter_text(settings, why, train_examples):
+    """'Hyperparameter choices' for the current settings and the data that will run."""
+    steps_per_epoch = -(-train_examples // max(settings.batch_size, 1))
     return f"""
 - **Rank r = {settings.rank}:** the capacity of the update. 8 is a common start for small tasks; doubling r doubles
-  the adapter ({why["lora_params"]:,} parameters now) and rarely helps on 160 examples.
-- **Alpha = {settings.alpha} → scaling alpha/r = {settings.alpha / settings.rank:g}:** multiplies the update. Keep
-  alpha/r fixed (e.g. alpha = 2r) when you change r, so the effective step size does not change with it.
-- **Learning rate ({settings.learning_rate or "auto"}):** LoRA tolerates larger rates than full fine-tuning
-  (1e-4 to 1e-3) because only small matrices move and B starts at zero. *auto* = 1e-3 for pretrained GPT-2
-  and 3e-3 for the tiny random model, which has to learn everything from scratch. Loss that jumps to NaN or
-  many skipped FP16 steps mean: lower it.
+  the adapter ({why["lora_params"]:,} parameters now) and rarely helps on a small set such as this one
+  ({train_examples:,} training examples).
+- **Alpha = {settings.alpha} → scaling alpha/r = {settings.alpha / settings.rank:g}:** multiplies the update. Keeping
+  alpha = 2r when r changes is a common heuristic, not a derived rule. The LoRA paper (arXiv:2106.09685) sets
+  alpha once, at the first r it tries, and keeps it when r changes; with Adam, changing alpha acts roughly like
+  changing the learning rate. rsLoRA (arXiv:2312.03732) argues for alpha/√r so that learning stays stable as r
+  grows; PEFT offers it as `LoraConfig(use_rslora=True)` (this app uses alpha/r, as PEFT does by default).
+- **Learning rate ({settings.learning_rate or "auto"}):** *auto* = 1e-3 for pretrained GPT-2 and 3e-3 for the
+  tiny random model, which has to learn everything from scratch: choices for this demo's short runs, not a rule.
+  For reference, the LoRA authors trained GPT-2 Medium with 2e-4 (r = 4, alpha = 32; `microsoft/LoRA`,
+  examples/NLG). B starts at zero, which only makes step 0 equal the base model; it does not make a larger rate
+  safe. Loss that jumps to NaN or many skipped FP16 steps mean: lower it.
 - **Warm-up ({settings.warmup_ratio:.0%} of steps), then cosine decay to 10%:** AdamW's moment estimates are noisy
   for the first steps; ramping up avoids a large early jump, decaying settles the end.
 - **Batch size {settings.batch_size}:** more sequences per step gives smoother gradients and better GPU use, but
   activation memory grows with batch × length. Out of memory? Halve it (or the sequence length).
-- **Epochs ({settings.epochs or "auto"}):** 160 training examples are small: watch the eval loss per epoch in
-  step 5; when it turns up while the train loss keeps falling, the adapter is memorising.
+- **Epochs ({settings.epochs or "auto"}):** {train_examples:,} training examples make {steps_per_epoch:,} steps per
+  epoch at batch {settings.batch_size} (fewer if some exceed the max length; step 4 counts them): watch the eval loss per epoch in step 5; when it turns up while the train
+  loss keeps falling, the adapter is memorising.
 - **Max sequence length {settings.max_length}:** an upper bound; batches are padded only to their longest example
   (dynamic padding), and prompts plus answers here are far shorter. Attention cost grows with length.
 - **Dropout {settings.dropout}:** applied to the adapter's input only; a little regularisation for small data.

@@ -215,3 +215,23 @@ def test_a_hub_dataset_without_network_gets_a_clear_message(monkeypatch):
     assert frame is None and "cannot be reached" in errors[0] and "built-in set still works" in errors[0]
     frame, errors, _ = app.load_hub_dataset("  ", "instruction", "output")
     assert frame is None and "no dataset id" in errors[0]
+
+
+def test_hyperparameter_text_counts_the_examples_of_the_data_that_runs(data):
+    from transformers import GPT2Config
+
+    import llm_finetuning_dashboard as app
+
+    settings = TrainSettings(batch_size=16)
+    why = app.lora_plan(GPT2Config(n_layer=1, n_embd=64, n_head=4), settings)
+    upload, errors, _ = validate_upload("data.csv", csv_bytes(GOOD_ROWS))
+    assert errors == []
+    count = app.train_example_count(upload)
+    assert count == (upload["split"] == "train").sum() == 24  # 30 rows, a fifth held out
+    text = app.hyperparameter_text(settings, why, count)
+    assert "24 training examples" in text and "2 steps per" in text and "160" not in text
+    builtin = app.hyperparameter_text(settings, why, app.train_example_count(data))
+    assert "160 training examples" in builtin and "10 steps per" in builtin
+    # the alpha and learning-rate claims carry their sources, not a rule of thumb
+    assert "heuristic" in text and "use_rslora" in text and "2e-4" in text and "10×" not in text
+    assert app.train_example_count(None) == 0

@@ -116,6 +116,41 @@ def test_speed_plan_choice_and_explanations():
     assert not cpu.compile and "CPU" in cpu.note
 
 
+def test_compile_thresholds_cover_every_measured_break_even_and_no_more():
+    # worked example (44.6 ms eager, 32.75 ms compiled, 21.8 s first step): (21,800 - 32.75) / 11.85 = 1,837
+    assert app.compile_break_even(44.6, 32.75, 21.8, 32 * 512) == (1837, 1837 * 32 * 512)
+    assert app.compile_break_even(10.0, 12.0, 5.0, 512)[0] == float("inf")  # compiling slower: never pays
+    evens = [
+        app.compile_break_even(eager, compiled, first, b * t)
+        for _, b, t, eager, compiled, first in app.COMPILE_MEASUREMENTS
+    ]
+    longest_steps, longest_tokens = max(s for s, _ in evens), max(k for _, k in evens)
+    # at least every measured break-even, rounded up by less than 100 steps / 1M tokens
+    assert longest_steps <= app.COMPILE_PAYS_AFTER_STEPS < longest_steps + 100
+    assert longest_tokens <= COMPILE_PAYS_AFTER_TOKENS < longest_tokens + 1_000_000
+    # auto follows them: 1,000 steps at 32 x 512 (16M tokens) do not repay a compile, 3,200 steps do
+    b32 = 32 * 512
+    assert not choose_speed_plan("auto", "cuda", padded_tokens=1_000 * b32, steps=1_000).compile
+    assert choose_speed_plan("auto", "cuda", padded_tokens=3_200 * b32, steps=3_200).compile
+
+
+def test_why_fast_panel_takes_its_numbers_from_the_config_and_labels_the_reference_card():
+    from transformers import GPT2Config
+
+    settings = app.TrainSettings(batch_size=8, max_length=64, target_modules=app.ALL_TARGETS)
+    medium = app.lora_plan(GPT2Config(n_layer=2, n_head=16, n_embd=1024), settings)
+    text = app.why_fast_text(settings, medium)
+    levers, measured = text.split("**Measured on an " + app.FAST_PATH_MEASURED_ON)
+    assert "1,024 × 50,257" in levers and "768" not in levers
+    assert "batch 8 × 64" in levers and app.fmt_bytes(8 * 64 * 50_257 * 4) in levers
+    # no measured figure in the part that changes with the settings
+    for figure in ("14%", "128K", "367", "500", "6.6 GB", "21.8", "24 ms", "20–45 s", "1,000"):
+        assert figure not in levers, figure
+    assert "6,581 MiB (6.90 GB, 6.43 GiB)" in measured and "500,310" in measured
+    tiny_vocab = app.lora_plan(GPT2Config(n_layer=1, n_embd=64, n_head=4, vocab_size=256), settings)
+    assert "already a multiple of 128" in app.why_fast_text(settings, tiny_vocab)
+
+
 def test_fast_path_reads_back_in_groups_and_times_every_step():
     run = tiny_run("fast", epochs=1)
     records = [r for r in train_steps(run) if r["kind"] == "train"]

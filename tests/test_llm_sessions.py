@@ -291,6 +291,24 @@ def test_bf16_is_native_from_compute_capability_8_only(monkeypatch):
     assert not app.bf16_native(CPU)
 
 
+def test_bf16_decision_ignores_torch_emulated_bf16_and_the_text_says_which_precision_when(monkeypatch):
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: True
+    )  # Turing says yes
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    llama = app.TrainSettings(model_source="tiny-llama", precision="auto")
+    assert app.choose_precision(llama, cuda)[0] == "fp16"
+    assert resolve_precision("bf16", "cuda", app.bf16_native(cuda)).name == "FP16 + GradScaler"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert app.choose_precision(llama, cuda)[0] == "bf16"
+    plan = resolve_precision("bf16", "cuda", app.bf16_native(cuda))
+    assert plan.name == "BF16" and not plan.use_grad_scaler
+    text = app.why_fp16_text()
+    assert "works everywhere" not in text
+    assert "Ampere" in text and "Volta and Turing" in text and "CPU run uses FP32" in text
+
+
 def test_out_of_memory_is_recognised_by_its_type_never_by_its_message():
     def typed():
         raise torch.OutOfMemoryError("anything")

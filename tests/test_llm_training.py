@@ -376,3 +376,24 @@ def test_an_interrupted_training_cell_releases_the_run():
     assert run.model is None and run.optimizer is None and run.train_loader is None
     # the traceback's frames were cleared *before* the release, so what they held could go back with it
     assert alive_at_release == [False]
+
+
+def test_exact_match_is_shown_with_one_standard_error(trained):
+    assert app.standard_error(0.5, 40) == pytest.approx(0.0791, abs=1e-4)  # √(0.25 / 40)
+    assert app.standard_error(0.0, 40) == 0.0 and app.standard_error(1.0, 12) == 0.0
+    assert app.standard_error(0.2, 100) == pytest.approx(0.04)
+    assert pd.isna(app.standard_error(0.5, 0))
+    _, _, before, after, scored = trained
+    assert after["eval_items"] == before["eval_items"] == len(scored) == 40
+    html = app.metric_card("exact match", 0.25, 0.5, "{:.0%}", "increase", n=after["eval_items"]).text
+    assert "50% ± 8%" in html and "25% ± 7%" in html and "n = 40" in html
+    assert "±" not in app.metric_card("eval loss", 2.0, 1.0, "{:.3f}", "decrease").text
+
+
+def test_memory_card_shows_the_peak_inside_steps_not_a_read_between_them():
+    history = pd.DataFrame({"memory_mib": [100.0, 120.0], "peak_mib": [300.0, 350.0]})
+    samples = pd.DataFrame({"memory_mib": [2048.0]})
+    html = app.memory_card(history, samples).text
+    assert "350 MiB" in html and "120 MiB" not in html and "max_memory_allocated" in html
+    cpu = app.memory_card(pd.DataFrame({"memory_mib": [0.0], "peak_mib": [0.0]}), samples).text
+    assert "RSS" in cpu

@@ -45,7 +45,7 @@ def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2, spe
         **({"dropout": 0.0} if no_dropout else {}),
     )
     set_seed(settings.seed)
-    plan = resolve_precision(precision, "cuda", torch.cuda.is_bf16_supported())
+    plan = resolve_precision(precision, "cuda", app.bf16_native(torch.device("cuda")))
     data = builtin_examples()
     tokenizer = build_offline_tokenizer(tokenizer_corpus(data))
     baseline = device_memory(device)["allocated"]  # before the model exists, as the app measures it
@@ -134,7 +134,8 @@ def test_out_of_memory_is_caught_and_memory_freed():
 
 
 @pytest.mark.skipif(
-    torch.cuda.is_available() and not torch.cuda.is_bf16_supported(), reason="no BF16 on this GPU"
+    torch.cuda.is_available() and not torch.cuda.is_bf16_supported(including_emulation=False),
+    reason="no native BF16 on this GPU",
 )
 def test_bf16_runs_without_a_scaler():
     run, _ = gpt2_124m_run(precision="bf16", epochs=1)
