@@ -33,6 +33,7 @@ from llm_finetuning_dashboard import (  # noqa: E402
     FineTuneRun,
     TrainSettings,
     answer_token_budget,
+    bf16_native,
     build_offline_tokenizer,
     builtin_examples,
     device_memory,
@@ -91,9 +92,7 @@ def run_pipeline(name, config, args, device, output_root, speed="auto"):
         speed=speed,
     )
     set_seed(settings.seed)  # step 1
-    plan = resolve_precision(
-        settings.precision, device.type, device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
+    plan = resolve_precision(settings.precision, device.type, bf16_native(device))
     base_frame = builtin_examples()
     phases, mark = {}, time.perf_counter()
 
