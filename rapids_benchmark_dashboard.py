@@ -3771,7 +3771,7 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
             "- **Utilization (%)** is the share of the last sample period in which *at least one kernel* was running. "
             "It is not how much of the GPU was busy: one tiny kernel running all the time shows 100%. Low values "
             "during a benchmark mean the GPU waited for the CPU (Python overhead, copies, pandas).",
-            f"- **Memory used** counts every process on the card, including the CUDA context (~0.5 GB) and "
+            f"- **Memory used** counts every process on the card, including each process's CUDA context (its size depends on the card, driver and libraries) and "
             f"memory that allocators keep after objects are freed (an RMM pool if one is configured, PyTorch's "
             f"caching allocator), so it can stay high after a run.{peak}",
             f"- **Temperature**: {slowdown}",
