@@ -1237,13 +1237,18 @@ def tiny_gpt2_config(vocab_size, initializer_range=TINY_INIT_RANGE):
 
 
 @app.function
-def offline_gpt2(tokenizer, config=None, seed=0):
-    """A randomly initialised GPT2LMHeadModel (tiny by default) whose special ids match `tokenizer`."""
-    config = config or tiny_gpt2_config(len(tokenizer))
+def random_model(model_class, tokenizer, config, seed=0):
+    """`model_class(config)` randomly initialised from `seed`, its vocabulary and special ids fitted to `tokenizer`."""
     config.vocab_size = max(config.vocab_size, len(tokenizer))
     config.bos_token_id = config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(config)
+    return model_class(config)
+
+
+@app.function
+def offline_gpt2(tokenizer, config=None, seed=0):
+    """A randomly initialised GPT2LMHeadModel (tiny by default) whose special ids match `tokenizer`."""
+    return random_model(GPT2LMHeadModel, tokenizer, config or tiny_gpt2_config(len(tokenizer)), seed)
 
 
 @app.function
@@ -1270,11 +1275,7 @@ def tiny_llama_config(vocab_size, initializer_range=TINY_INIT_RANGE):
 @app.function
 def offline_llama(tokenizer, config=None, seed=0):
     """A randomly initialised LlamaForCausalLM (tiny by default) whose special ids match `tokenizer`."""
-    config = config or tiny_llama_config(len(tokenizer))
-    config.vocab_size = max(config.vocab_size, len(tokenizer))
-    config.bos_token_id = config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return random_model(LlamaForCausalLM, tokenizer, config or tiny_llama_config(len(tokenizer)), seed)
 
 
 @app.function
