@@ -149,6 +149,19 @@ with app.setup:
     # One machine-wide lock file shared with the fine-tuning app; tests point GPU_NOTEBOOKS_LOCK_PATH elsewhere.
     GPU_LOCK_ENV = "GPU_NOTEBOOKS_LOCK_PATH"
     DEFAULT_GPU_LOCK_PATH = os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
+    GPM_FIELDS = {  # GpmSampler's sample keys → pynvml's NVML_GPM_METRIC_* names (shared with the fine-tuning app)
+        "sm_active_pct": "NVML_GPM_METRIC_SM_UTIL",
+        "sm_occupancy_pct": "NVML_GPM_METRIC_SM_OCCUPANCY",
+        "tensor_active_pct": "NVML_GPM_METRIC_ANY_TENSOR_UTIL",
+        "hmma_active_pct": "NVML_GPM_METRIC_HMMA_TENSOR_UTIL",
+        "dram_bw_pct": "NVML_GPM_METRIC_DRAM_BW_UTIL",
+        "pcie_rx_bytes_s": "NVML_GPM_METRIC_PCIE_RX_PER_SEC",
+        "pcie_tx_bytes_s": "NVML_GPM_METRIC_PCIE_TX_PER_SEC",
+    }
+    GPM_HZ = 10.0  # GPM windows per second and GPU (one window = the mean between two GPM samples)
+    # An op's GPM figures count only when its timed repeats fill at least this share of the windows they
+    # touch; below it the windows mostly hold other work (warm-up, checks, idle) and the op is marked short.
+    GPM_MIN_COVER = 0.5
 
 
 @app.cell(hide_code=True)
@@ -183,6 +196,7 @@ def _(cli):
     dask_ok, dask_message = detect_dask(len(gpus) if cudf_module is not None else 0)
     duckdb_module, duckdb_message = detect_duckdb()
     host = read_host_status()
+    gpm_line = gpm_status_line(gpus)
     return (
         cudf_message,
         cudf_module,
@@ -190,6 +204,7 @@ def _(cli):
         dask_ok,
         duckdb_message,
         duckdb_module,
+        gpm_line,
         gpus,
         host,
         polars_gpu,
@@ -249,13 +264,13 @@ def _():
 
 
 @app.cell(hide_code=True)
-def _(gpus, live_refresh):
+def _(gpm_line, gpus, live_refresh):
     live_refresh
     _now = read_gpu_status() if gpus else []
     mo.vstack(
         [
             mo.hstack([mo.md("### Live GPU status"), live_refresh], justify="space-between"),
-            live_gpu_panel(_now)
+            live_gpu_panel(_now, gpm_line)
             if _now
             else mo.md("_No NVIDIA GPU visible to NVML, so there is nothing live to show._"),
         ]
@@ -515,7 +530,12 @@ def _(bench):
                 f"### GPU timeline ({len(bench['samples'])} NVML samples, "
                 f"{bench['sample_rate_hz']:.0f} Hz) — shaded: when each engine ran an operation"
             ),
-            timeline_chart(pd.DataFrame(bench["samples"]), pd.DataFrame(bench["spans"])),
+            timeline_chart(pd.DataFrame(bench["samples"]), pd.DataFrame(bench["spans"]), gpm_frame(bench)),
+            mo.md(
+                f"_GPM: {len(bench['gpm_samples'])} windows, {bench['gpm_rate_hz']:.1f} per second per GPU._"
+                if bench["gpm_samples"]
+                else f"_GPM metrics are not on this timeline: {bench['gpm_reason']}_"
+            ),
         ]
     )
     return
@@ -1195,6 +1215,8 @@ class Timing:
     times: list[float]
     warmup_s: float | None
     result: Any = field(default=None, repr=False)
+    starts: list[float] = field(default_factory=list)  # perf_counter at each timed repeat's start
+    counter: tuple = (None, None)  # read_counter() just before the first timed repeat and after the last
 
     @property
     def median(self) -> float:
@@ -1217,11 +1239,13 @@ def time_operation(
     warmup: Callable[[], Any] | None = None,
     on_repeat: Callable[[int], None] | None = None,
     min_warmup_s: float = 0.0,
+    read_counter: Callable[[], Any] | None = None,
 ) -> Timing:
     """One uncounted warm-up, then `repeats` timed calls; the device is synchronized before each clock stops.
 
     With `min_warmup_s` the warm-up call repeats until that much time has passed: a GPU that sat idle
     while pandas ran has dropped to idle clocks, and a 2 ms kernel timed before it boosts runs slow.
+    `read_counter` (NVML's energy counter) is read right before the first timed call and after the last.
     """
     t0 = time.perf_counter()
     warm = (warmup or run)()
@@ -1232,16 +1256,20 @@ def time_operation(
         extra = (warmup or run)()
         sync()
         del extra
-    times, result = [], None
+    times, starts, result, after = [], [], None, None
+    before = read_counter() if read_counter else None
     for i in range(repeats):
         result = None  # free the previous repeat's result before the next one allocates its own
         t0 = time.perf_counter()
         result = run()
         sync()
         times.append(time.perf_counter() - t0)
+        starts.append(t0)
+        if read_counter and i == repeats - 1:  # before the last progress tick
+            after = read_counter()
         if on_repeat:
             on_repeat(i)
-    return Timing(times=times, warmup_s=warmup_s, result=result)
+    return Timing(times=times, warmup_s=warmup_s, result=result, starts=starts, counter=(before, after))
 
 
 @app.class_definition
@@ -2143,6 +2171,7 @@ def finish_record(
         "load_kind": eng.load_kind,
         "h2d_s": load_s if eng.load_kind == HOST_TO_GPU else math.nan,
         "d2h_s": 0.0,
+        "energy_j": op_energy_j(timing),
         "match": None,
         "checked_by": "",
         "detail": "reference",
@@ -2167,6 +2196,13 @@ def finish_record(
     else:
         rec["detail"] = "not checked: pandas, the reference, has no result for this op and size"
     return rec
+
+
+@app.function
+def op_energy_j(timing: Timing) -> float | None:
+    """Joules per call of an op: NVML's energy counter across its timed repeats, divided by their number."""
+    joules = energy_joules(*timing.counter)
+    return None if joules is None or not timing.times else joules / len(timing.times)
 
 
 @app.function
@@ -2382,6 +2418,7 @@ def run_benchmark(
                             f"{label} · repeat {i + 1}/{repeats}", g
                         ),
                         min_warmup_s=GPU_MIN_WARMUP_S if eng.on_gpu else 0.0,
+                        read_counter=functools.partial(read_energy_mj, eng.gpus) if eng.on_gpu else None,
                     )
                     spans.append(
                         {
@@ -2391,6 +2428,9 @@ def run_benchmark(
                             "rows": n,
                             "start": start,
                             "end": clock(),
+                            "gpus": eng.gpus,
+                            # the timed repeats alone, for the GPM windows (perf_counter, as start and end)
+                            "repeats": [(t, t + d) for t, d in zip(timing.starts, timing.times, strict=True)],
                         }
                     )
                     rec = finish_record(
@@ -2468,9 +2508,13 @@ def progress_total(plan: dict, engines: list[Engine]) -> int:
 def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
     """run_benchmark with a live progress bar and the NVML sampler running around it."""
     total = max(progress_total(plan, engines), 1)
+    gpus = engine_gpus(engines)
     sampler = GpuSampler(interval_s=0.1)
+    gpm = GpmSampler(device_indices=gpus) if gpus != [] else None
     t_start = time.perf_counter()
     sampler.start()
+    if gpm is not None:
+        gpm.start()
     try:
         with mo.status.progress_bar(
             total=total, title="Benchmarking", show_eta=True, remove_on_exit=True
@@ -2487,18 +2531,39 @@ def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
                 bar.update(increment=total - done[0], subtitle="done")
     finally:
         sampler.stop()
+        if gpm is not None:
+            gpm.stop()
     out["wall_s"] = time.perf_counter() - t_start
     out["samples"] = sampler.samples_relative_to(sampler.t0)
     out["sample_rate_hz"] = sampler.rate_hz()
     for s in out["spans"]:
         s["start"] -= sampler.t0
         s["end"] -= sampler.t0
+        s["repeats"] = [(a - sampler.t0, b - sampler.t0) for a, b in s.get("repeats", [])]
+    out.update(gpm_outcome(gpm, sampler.t0))
+    if out["gpm_samples"]:
+        attach_gpm(out["records"], out["spans"], out["gpm_samples"], origin=gpm.t0 - sampler.t0)
     out["peak_bandwidth_gbs"] = (
         max((g.get("peak_bandwidth_gbs") or 0 for g in read_gpu_status()), default=0) or None
     )
     out["plan"] = plan
     out["peak_gpu_memory_gb"] = sampler.peak_memory_gb()
     return out
+
+
+@app.function
+def gpm_outcome(gpm, t0: float) -> dict:
+    """A run's GPM samples on the classic sampler's clock (t seconds after `t0`), their rate, or why none."""
+    if gpm is None:
+        return {"gpm_samples": [], "gpm_rate_hz": 0.0, "gpm_reason": "a CPU-only run: no GPU to read."}
+    if not gpm.available:
+        return {"gpm_samples": [], "gpm_rate_hz": 0.0, "gpm_reason": gpm.unavailable_reason}
+    shift = gpm.t0 - t0
+    return {
+        "gpm_samples": [{**s, "t": s["t"] + shift} for s in gpm.samples],
+        "gpm_rate_hz": gpm.rate_hz(),
+        "gpm_reason": "",
+    }
 
 
 @app.function
@@ -2511,21 +2576,17 @@ def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = No
     if not records:
         return pd.DataFrame(columns=["rows", "op", "match", "check", "detail"])
     rec = pd.DataFrame(records)
+    telemetry = ["energy_j", *GPM_FIELDS, "gpm_note"]  # GPU ops only; absent from other records
+    for key in telemetry:
+        if key not in rec:
+            rec[key] = None
     cpu_engines = list(dict.fromkeys(rec.loc[~rec["on_gpu"].astype(bool), "engine"]))
     rows = []
     for (n, op), grp in rec.groupby(["rows", "op"], sort=False):
         row, checks, unchecked = {"rows": n, "op": op}, [], []
         for r in grp.itertuples():
-            for key in (
-                "median_s",
-                "min_s",
-                "max_s",
-                "warmup_s",
-                "load_s",
-                "h2d_s",
-                "d2h_s",
-                "bytes_touched",
-            ):
+            keys = ["median_s", "min_s", "max_s", "warmup_s", "load_s", "h2d_s", "d2h_s", "bytes_touched"]
+            for key in keys + (telemetry if r.on_gpu else []):
                 row[f"{r.engine}_{key}"] = getattr(r, key)
             if r.match is not None:
                 checks.append((r.engine, bool(r.match), r.detail, r.checked_by))
@@ -3117,28 +3178,64 @@ def bandwidth_table(summary: pd.DataFrame, peak_gbs: float | None) -> pd.DataFra
 
 
 @app.function
-def read_gpu_status() -> list[dict]:
-    """Per-GPU facts and current readings from NVML; an empty list when there is no NVIDIA GPU."""
+def nvml_module():
+    """The pynvml module from nvidia-ml-py, or None when it is not installed."""
     try:
         import pynvml
+    except ImportError:
+        return None
+    return pynvml
 
-        pynvml.nvmlInit()
-        count = pynvml.nvmlDeviceGetCount()
-    except Exception:
+
+@app.function
+def read_nvml(nvml, read, *args):
+    """One NVML reading `read(*args)` of the binding `nvml`, or None when the card, driver or binding does not
+    provide it: NVML's own errors only (a programming error still raises)."""
+    error = getattr(nvml, "NVMLError", OSError)
+    try:
+        return read(*args)
+    except (error, AttributeError, NotImplementedError):  # not supported here / a binding without it
+        return None
+
+
+@app.function
+def nvml_ready(nvml):
+    """True when NVML starts (a driver is there); nvmlInit returns nothing, so success is "it did not raise"."""
+    if nvml is None:
+        return False
+    try:
+        nvml.nvmlInit()
+    except getattr(nvml, "NVMLError", OSError):
+        return False
+    return True
+
+
+@app.function
+def nvml_handles(nvml) -> list:
+    """(index, handle) of every GPU NVML sees; [] without NVML, a driver or a GPU."""
+    if not nvml_ready(nvml):
         return []
-    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-    return [{**nvml_read(pynvml, h, i), **nvml_card_facts(pynvml, h)} for i, h in enumerate(handles)]
+    handles = [
+        (i, read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, i))
+        for i in range(read_nvml(nvml, nvml.nvmlDeviceGetCount) or 0)
+    ]
+    return [(i, h) for i, h in handles if h is not None]
+
+
+@app.function
+def read_gpu_status() -> list[dict]:
+    """Per-GPU facts and current readings from NVML; an empty list when there is no NVIDIA GPU."""
+    nvml = nvml_module()
+    return [{**nvml_read(nvml, h, i), **nvml_card_facts(nvml, h)} for i, h in nvml_handles(nvml)]
 
 
 @app.function
 def nvml_card_facts(pynvml, handle) -> dict:
     """Fixed facts of one card the text quotes (slowdown temperature, compute capability); None when not offered."""
 
-    def get(fn_name, *a):
-        try:
-            return getattr(pynvml, fn_name)(handle, *a)
-        except Exception:  # NVMLError_NotSupported, or an older pynvml without the call
-            return None
+    def get(name, *a):  # an older binding may lack the call: None, as when the card does not offer it
+        fn = getattr(pynvml, name, None)
+        return None if fn is None else read_nvml(pynvml, fn, handle, *a)
 
     cc = get("nvmlDeviceGetCudaComputeCapability")
     slowdown = getattr(pynvml, "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN", 1)
@@ -3170,35 +3267,78 @@ def power_reading_text(cc: tuple | None) -> str:
 
 @app.function
 def nvml_read(pynvml, handle, index: int) -> dict:
-    """One GPU's readings; a reading this driver does not offer is None."""
+    """One GPU's readings; a reading this card or driver does not offer (NVML raising or giving None) is None."""
 
-    def get(fn, *a):
-        try:
-            return fn(handle, *a)
-        except Exception:
-            return None
+    def get(name, *a):
+        fn = getattr(pynvml, name, None)
+        return None if fn is None else read_nvml(pynvml, fn, handle, *a)
 
-    mem = get(pynvml.nvmlDeviceGetMemoryInfo)
-    util = get(pynvml.nvmlDeviceGetUtilizationRates)
-    power = get(pynvml.nvmlDeviceGetPowerUsage)
-    limit = get(pynvml.nvmlDeviceGetEnforcedPowerLimit)
-    mem_clock = get(pynvml.nvmlDeviceGetMaxClockInfo, pynvml.NVML_CLOCK_MEM)
-    bus = get(pynvml.nvmlDeviceGetMemoryBusWidth)
-    name = get(pynvml.nvmlDeviceGetName)
+    mem = get("nvmlDeviceGetMemoryInfo")
+    util = get("nvmlDeviceGetUtilizationRates")
+    power = get("nvmlDeviceGetPowerUsage")
+    limit = get("nvmlDeviceGetEnforcedPowerLimit")
+    clock_sm, clock_mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
+    events = get("nvmlDeviceGetCurrentClocksEventReasons")
+    name = get("nvmlDeviceGetName")
     return {
         "index": index,
         "name": name.decode() if isinstance(name, bytes) else (name or "NVIDIA GPU"),
         "memory_total_gb": mem.total / 1e9 if mem else 0.0,
         "memory_used_gb": mem.used / 1e9 if mem else None,
         "memory_free_bytes": mem.free if mem else None,
-        "util_pct": util.gpu if util else None,
-        "mem_util_pct": util.memory if util else None,
-        "temp_c": get(pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU),
+        "util_pct": getattr(util, "gpu", None),
+        "mem_util_pct": getattr(util, "memory", None),
+        "temp_c": get("nvmlDeviceGetTemperature", getattr(pynvml, "NVML_TEMPERATURE_GPU", 0)),
         "power_w": power / 1000 if power is not None else None,
         "power_limit_w": limit / 1000 if limit is not None else None,
-        "sm_clock_mhz": get(pynvml.nvmlDeviceGetClockInfo, pynvml.NVML_CLOCK_SM),
-        "peak_bandwidth_gbs": peak_bandwidth_gbs(mem_clock, bus),
+        "sm_clock_mhz": get("nvmlDeviceGetClockInfo", clock_sm),
+        "mem_clock_mhz": get("nvmlDeviceGetClockInfo", clock_mem),
+        "clock_events": ", ".join(decode_clock_event_reasons(events)) or "none",
+        "peak_bandwidth_gbs": peak_bandwidth_gbs(
+            get("nvmlDeviceGetMaxClockInfo", clock_mem), get("nvmlDeviceGetMemoryBusWidth")
+        ),
     }
+
+
+@app.function
+def decode_clock_event_reasons(mask):
+    """NVML's clock-event (throttle) reason bits as words; [] when nothing holds the clocks down."""
+    if mask is None:
+        return ["not reported"]
+    words = {  # nvmlClocksEventReason* bits, from nvml.h
+        0x1: "idle",
+        0x2: "application clocks setting",
+        0x4: "software power cap",
+        0x8: "hardware slowdown",
+        0x10: "sync boost",
+        0x20: "software thermal slowdown",
+        0x40: "hardware thermal slowdown",
+        0x80: "hardware power brake",
+        0x100: "display clock setting",
+    }
+    reasons = [word for bit, word in words.items() if mask & bit]
+    unknown = mask & ~sum(words)
+    return reasons + ([f"other (0x{unknown:x})"] if unknown else [])
+
+
+@app.function
+def energy_joules(start_mj, end_mj):
+    """Joules between two readings of NVML's total-energy counter (millijoules); None if either is missing."""
+    if start_mj is None or end_mj is None or end_mj < start_mj:  # no counter, or it was reset
+        return None
+    return (end_mj - start_mj) / 1000.0
+
+
+@app.function
+def read_energy_mj(gpus: tuple[int, ...] | None) -> float | None:
+    """NVML's total energy counter summed over `gpus` (None: every GPU), in mJ; None if any GPU lacks it."""
+    nvml = nvml_module()
+    handles = dict(nvml_handles(nvml))
+    wanted = sorted(handles) if gpus is None else list(gpus)
+    if not wanted or any(g not in handles for g in wanted):
+        return None
+    readings = [read_nvml(nvml, nvml.nvmlDeviceGetTotalEnergyConsumption, handles[g]) for g in wanted]
+    return None if any(r is None for r in readings) else float(sum(readings))
 
 
 @app.function
@@ -3319,23 +3459,27 @@ def lock_waited_text(waited_s: float, has_gpu: bool) -> str:
 
 @app.class_definition
 class GpuSampler:
-    """Background thread recording NVML readings of every GPU at a fixed interval (10 Hz by default)."""
+    """Background thread recording NVML's classic readings of every GPU at a fixed interval (10 Hz by default)."""
 
-    def __init__(self, interval_s: float = 0.1):
+    FIELDS = (
+        "util_pct",
+        "memory_used_gb",
+        "temp_c",
+        "power_w",
+        "sm_clock_mhz",
+        "mem_clock_mhz",
+        "clock_events",
+    )
+
+    def __init__(self, interval_s: float = 0.1, device_indices: list[int] | None = None):
         self.interval_s = interval_s
         self.samples: list[dict] = []
         self.t0 = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="nvml-sampler")
-        self._handles = []
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        except Exception:
-            self._nvml = None
+        self._nvml = nvml_module()
+        handles = nvml_handles(self._nvml)
+        self._handles = [(i, h) for i, h in handles if device_indices is None or i in device_indices]
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
@@ -3350,19 +3494,9 @@ class GpuSampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             t = time.perf_counter()
-            for i, h in enumerate(self._handles):
+            for i, h in self._handles:
                 r = nvml_read(self._nvml, h, i)
-                self.samples.append(
-                    {
-                        "t": t,
-                        "gpu": i,
-                        "util_pct": r["util_pct"],
-                        "memory_used_gb": r["memory_used_gb"],
-                        "temp_c": r["temp_c"],
-                        "power_w": r["power_w"],
-                        "sm_clock_mhz": r["sm_clock_mhz"],
-                    }
-                )
+                self.samples.append({"t": t, "gpu": i, **{k: r[k] for k in self.FIELDS}})
             self._stop.wait(max(self.interval_s - (time.perf_counter() - t), 0))
 
     def latest_text(self, gpus: tuple[int, ...] | None = None) -> str:
@@ -3388,6 +3522,210 @@ class GpuSampler:
 
 
 @app.function
+def gpm_support(nvml, handle):
+    """(True, "") when NVML's GPM metrics answer for this GPU (Hopper and newer), else (False, why in a line)."""
+    if nvml is None:
+        return False, "GPM metrics need nvidia-ml-py (pynvml), which is not installed."
+    if not hasattr(nvml, "nvmlGpmQueryDeviceSupport"):
+        return False, "this nvidia-ml-py has no GPM interface: upgrade nvidia-ml-py."
+    support = read_nvml(nvml, nvml.nvmlGpmQueryDeviceSupport, handle)
+    if support is None or not getattr(support, "isSupportedDevice", 0):
+        return False, "this GPU or driver has no GPM counters (NVML GPM needs Hopper or newer)."
+    return True, ""
+
+
+@app.function
+def pcie_bytes_per_s(value, unit):
+    """A GPM PCIe reading in bytes/s, from the unit NVML reports with it (MiB/s today)."""
+    if value is None:
+        return None
+    unit = (unit or "MiB/sec").lower()
+    scale = 2**20 if "mib" in unit else 1e6 if "mb" in unit else 2**10 if "kib" in unit else 1.0
+    return value * scale
+
+
+@app.function
+def gpm_read(nvml, handle, previous, current):
+    """GPM metrics between two samples as {field: value or None}; `current` is filled here."""
+    fields = {field: getattr(nvml, name, None) for field, name in GPM_FIELDS.items()}
+    if read_nvml(nvml, nvml.nvmlGpmSampleGet, handle, current) is None:
+        return dict.fromkeys(GPM_FIELDS)
+    request = nvml.c_nvmlGpmMetricsGet_t()
+    request.version = nvml.NVML_GPM_METRICS_GET_VERSION
+    wanted = [(field, metric_id) for field, metric_id in fields.items() if metric_id is not None]
+    request.numMetrics = len(wanted)
+    request.sample1, request.sample2 = previous, current
+    for slot, (_, metric_id) in enumerate(wanted):
+        request.metrics[slot].metricId = metric_id
+    values = dict.fromkeys(GPM_FIELDS)
+    if read_nvml(nvml, nvml.nvmlGpmMetricsGet, request) is None:
+        return values
+    for slot, (field, _) in enumerate(wanted):
+        metric = request.metrics[slot]
+        if metric.nvmlReturn != 0:  # this metric is not available on this GPU
+            continue
+        value = float(metric.value)
+        if field.startswith("pcie_"):
+            unit = metric.metricInfo.unit
+            value = pcie_bytes_per_s(value, unit.decode() if isinstance(unit, bytes) else unit)
+        values[field] = value
+    return values
+
+
+@app.class_definition
+class GpmSampler:
+    """NVML GPM metrics (SM activity and occupancy, Tensor Core activity, DRAM bandwidth, PCIe) for each GPU.
+
+    GPM counters exist on Hopper and newer: each reading is the average between two GPM samples, so a
+    sample every 1/hz seconds gives that window's mean (sample "t" is the window's end, seconds after
+    start(); `t0` is start()'s perf_counter). Elsewhere `available` is False and `unavailable_reason` says
+    why in one line; the classic GpuSampler keeps working either way. Same design and names as the
+    fine-tuning dashboard's sampler: start(), stop(), samples, available, unavailable_reason.
+    """
+
+    def __init__(self, device_indices=None, hz=GPM_HZ):
+        self.interval, self.samples = 1.0 / hz, []
+        self.available, self.unavailable_reason = False, ""
+        self.t0 = time.perf_counter()
+        self._nvml, self._gpus, self._stop = nvml_module(), [], threading.Event()
+        self._thread = None
+        nvml = self._nvml
+        if nvml is None:
+            self.unavailable_reason = gpm_support(None, None)[1]
+            return
+        if not nvml_ready(nvml):
+            self.unavailable_reason = "NVML could not start here (no NVIDIA driver)."
+            return
+        count = read_nvml(nvml, nvml.nvmlDeviceGetCount) or 0
+        reasons = []
+        for index in range(count) if device_indices is None else device_indices:
+            handle = read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, index)
+            ok, why = gpm_support(nvml, handle) if handle is not None else (False, "no NVML handle.")
+            if ok:
+                self._gpus.append({"gpu": index, "handle": handle})
+            else:
+                reasons.append(why)
+        self.available = bool(self._gpus)
+        if not self.available:
+            self.unavailable_reason = reasons[0] if reasons else "NVML sees no GPU."
+
+    def _sample_pair(self):
+        return [
+            read_nvml(self._nvml, self._nvml.nvmlGpmSampleAlloc),
+            read_nvml(self._nvml, self._nvml.nvmlGpmSampleAlloc),
+        ]
+
+    def start(self):
+        """Take the first sample of every GPU and start sampling in a background thread."""
+        if not self.available:
+            return self
+        for gpu in self._gpus:
+            gpu["pair"] = self._sample_pair()
+            read_nvml(self._nvml, self._nvml.nvmlGpmSampleGet, gpu["handle"], gpu["pair"][0])
+        self.t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="gpm-sampler")
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            t = time.perf_counter() - self.t0
+            for gpu in self._gpus:
+                previous, current = gpu["pair"]
+                values = gpm_read(self._nvml, gpu["handle"], previous, current)
+                gpu["pair"] = [current, previous]  # this sample is the next window's start
+                self.samples.append({"t": t, "gpu": gpu["gpu"], **values})
+
+    def stop(self):
+        """Stop sampling and free the GPM samples."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for gpu in self._gpus:
+            for sample in gpu.pop("pair", []):
+                if sample is not None:
+                    read_nvml(self._nvml, self._nvml.nvmlGpmSampleFree, sample)
+        return self
+
+    def frame(self):
+        """Samples so far as a DataFrame (t in seconds, one row per GPU and window)."""
+        return pd.DataFrame(list(self.samples), columns=["t", "gpu", *GPM_FIELDS])
+
+    def means(self):
+        """Mean of each metric over the samples (None where no reading came)."""
+        frame = self.frame()
+        return {f: (None if frame[f].isna().all() else float(frame[f].mean())) for f in GPM_FIELDS}
+
+    def rate_hz(self) -> float:
+        """GPM windows per second and GPU so far."""
+        if len(self.samples) < 2 or not self._gpus:
+            return 0.0
+        return len(self.samples) / len(self._gpus) / max(self.samples[-1]["t"], 1e-9)
+
+
+@app.function
+def engine_gpus(engines) -> list[int] | None:
+    """The GPUs a run's engines use (None: every GPU, as Dask-cuDF does; []: a CPU-only run)."""
+    if any(e.on_gpu and e.gpus is None for e in engines):
+        return None
+    return sorted({g for e in engines if e.on_gpu for g in e.gpus})
+
+
+@app.function
+def gpm_windows(samples: list[dict], origin: float = 0.0) -> list[dict]:
+    """Each GPM sample as the window it averages: from the GPU's previous sample (or `origin`, the sampler's
+    start) to its t."""
+    last, out = {}, []
+    for s in sorted(samples, key=lambda s: s["t"]):
+        out.append({**s, "start": last.get(s["gpu"], origin), "end": s["t"]})
+        last[s["gpu"]] = s["t"]
+    return out
+
+
+@app.function
+def gpm_span_means(
+    windows: list[dict], spans: list[tuple[float, float]], gpus, min_cover: float = GPM_MIN_COVER
+) -> dict:
+    """Mean of each GPM metric over an op's timed spans, each window weighted by its overlap with them.
+
+    Returns {field: value or None, "gpm_note": ""}. "gpm_note" is "short" when the spans fill less than
+    `min_cover` of the windows they touch (the op is shorter than a window: its figures would mostly be
+    other work's, so none are given) and "no GPM window" when no window overlaps them at all.
+    """
+    empty = {**dict.fromkeys(GPM_FIELDS), "gpm_note": "no GPM window"}
+    touched = []
+    for w in windows:
+        if gpus is not None and w["gpu"] not in gpus:
+            continue
+        overlap = sum(max(0.0, min(w["end"], b) - max(w["start"], a)) for a, b in spans)
+        if overlap > 0:
+            touched.append((w, overlap))
+    if not touched:
+        return empty
+    covered = sum(o for _, o in touched) / sum(w["end"] - w["start"] for w, _ in touched)
+    if covered < min_cover:
+        return {**dict.fromkeys(GPM_FIELDS), "gpm_note": "short"}
+    out = {"gpm_note": ""}
+    for field_name in GPM_FIELDS:
+        pairs = [(w[field_name], o) for w, o in touched if w.get(field_name) is not None]
+        weight = sum(o for _, o in pairs)
+        out[field_name] = sum(v * o for v, o in pairs) / weight if weight else None
+    return out
+
+
+@app.function
+def attach_gpm(records: list[dict], spans: list[dict], samples: list[dict], origin: float = 0.0) -> None:
+    """Give each GPU op's record the GPM means over its timed repeats (see gpm_span_means); in place."""
+    windows = gpm_windows(samples, origin)
+    by_key = {(s["engine"], s["op"], s["rows"]): s for s in spans}
+    for rec in records:
+        span = by_key.get((rec["engine"], rec["op"], rec["rows"]))
+        if not rec.get("on_gpu") or span is None or not span.get("repeats"):
+            continue
+        rec.update(gpm_span_means(windows, span["repeats"], span.get("gpus")))
+
+
+@app.function
 def reading(value, fmt: str = "{}", unit: str = "") -> str:
     """One NVML reading as text; '—' for a reading this card or driver does not offer (None)."""
     return "—" if value is None else f"{fmt.format(value)}{unit}"
@@ -3395,95 +3733,158 @@ def reading(value, fmt: str = "{}", unit: str = "") -> str:
 
 @app.function
 def gpu_reading_text(sample: dict) -> str:
-    """'GPU 0 37% · 4.1 GB · 212 W', with '—' for missing readings."""
+    """'GPU 0 37% · 4.1 GB · 212 W', with '—' for missing readings, and what holds the clocks when anything does."""
+    held = sample.get("clock_events")
     return (
         f"GPU {sample['gpu']} {reading(sample.get('util_pct'), '{}', '%')} · "
         f"{reading(sample.get('memory_used_gb'), '{:.1f}', ' GB')} · {reading(sample.get('power_w'), '{:.0f}', ' W')}"
+        + ("" if held in (None, "none", "idle", "not reported") else f" · clocks held by {held}")
     )
 
 
 @app.function
-def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame):
-    """NVML metrics over time, one panel per metric, each op's span shaded in its engine's colour."""
-    metrics = {
+def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame, gpm: pd.DataFrame | None = None):
+    """NVML metrics over time, one panel per metric (classic, clocks, then GPM), each op's span shaded."""
+    classic = {
         "util_pct": "utilization (%)",
         "memory_used_gb": "memory used (GB)",
         "power_w": "power (W)",
         "temp_c": "temperature (°C)",
         "sm_clock_mhz": "SM clock (MHz)",
+        "mem_clock_mhz": "memory clock (MHz)",
     }
+    gpm_panels = {
+        "sm_active_pct": "SM active (%, GPM)",
+        "tensor_active_pct": "Tensor Cores active (%, GPM)",
+        "dram_bw_pct": "DRAM bandwidth (%, GPM)",
+        "pcie_gbs": "PCIe RX + TX (GB/s, GPM)",
+    }
+    if gpm is not None and len(gpm):
+        gpm = gpm.assign(
+            pcie_gbs=(gpm["pcie_rx_bytes_s"].astype(float) + gpm["pcie_tx_bytes_s"].astype(float)) / 1e9
+        )
     shaded = (
-        spans.assign(engine=spans["engine"].map(lambda e: ENGINE_LABELS.get(e, e))) if len(spans) else spans
+        spans[["engine", "op", "rows", "start", "end"]].assign(
+            engine=spans["engine"].map(lambda e: ENGINE_LABELS.get(e, e))
+        )
+        if len(spans)
+        else spans
     )
+    # labelFlush keeps the last tick's label inside the chart instead of cut at its edge.
+    x = alt.X("t:Q", title="seconds since start", axis=alt.Axis(labelFlush=True))
+    wanted = [(samples, c, t) for c, t in classic.items() if c in samples and samples[c].notna().any()]
+    if gpm is not None and len(gpm):
+        wanted += [(gpm, c, t) for c, t in gpm_panels.items() if gpm[c].notna().any()]
     panels = []
-    for i, (col, title) in enumerate(metrics.items()):
+    for i, (data, col, title) in enumerate(wanted):
         legend = {} if i == 0 else {"legend": None}
         line = (
-            alt.Chart(samples)
+            alt.Chart(data)
             .mark_line()
+            .encode(x=x, y=alt.Y(f"{col}:Q", title=title), color=alt.Color("gpu:N", title="GPU", **legend))
+        )
+        panels.append(shade_spans(line, shaded, legend).properties(width=640, height=90))
+    if "clock_events" in samples and samples["clock_events"].notna().any():
+        events = samples[["t", "gpu", "clock_events"]].dropna()
+        strip = (
+            alt.Chart(events)
+            .mark_tick(thickness=3)
             .encode(
-                # labelFlush keeps the last tick's label inside the chart instead of cut at its edge.
-                x=alt.X("t:Q", title="seconds since start", axis=alt.Axis(labelFlush=True)),
-                y=alt.Y(f"{col}:Q", title=title),
-                color=alt.Color("gpu:N", title="GPU", **legend),
+                x=x,
+                y=alt.Y("clock_events:N", title="clocks held by"),
+                color=alt.Color("gpu:N", legend=None),
+                tooltip=["t", "gpu", "clock_events"],
             )
         )
-        layer = line
-        if len(shaded):
-            shade = (
-                alt.Chart(shaded)
-                .mark_rect(opacity=0.25)
-                .encode(
-                    x="start:Q",
-                    x2="end:Q",
-                    color=alt.Color(
-                        "engine:N", sort=list(ENGINE_LABELS.values()), title="engine running", **legend
-                    ),
-                    tooltip=[
-                        "engine",
-                        "op",
-                        "rows",
-                        alt.Tooltip("start:Q", format=".2f"),
-                        alt.Tooltip("end:Q", format=".2f"),
-                    ],
-                )
-            )
-            layer = alt.layer(shade, line).resolve_scale(color="independent")
-        panels.append(layer.properties(width=640, height=90))
+        panels.append(strip.properties(width=640))
     return alt.vconcat(*panels)
 
 
 @app.function
-def live_gpu_panel(gpus: list[dict]):
-    """Cards with each GPU's current utilization, memory, temperature, power and clock."""
+def gpm_frame(bench: dict) -> pd.DataFrame | None:
+    """A run's GPM samples as a frame for the timeline; None when GPM did not run."""
+    samples = bench.get("gpm_samples") or []
+    return pd.DataFrame(samples, columns=["t", "gpu", *GPM_FIELDS]) if samples else None
+
+
+@app.function
+def shade_spans(line, shaded: pd.DataFrame, legend: dict):
+    """`line` over a shaded rectangle for each op's span, coloured by engine (unchanged without spans)."""
+    if not len(shaded):
+        return line
+    shade = (
+        alt.Chart(shaded)
+        .mark_rect(opacity=0.25)
+        .encode(
+            x="start:Q",
+            x2="end:Q",
+            color=alt.Color("engine:N", sort=list(ENGINE_LABELS.values()), title="engine running", **legend),
+            tooltip=[
+                "engine",
+                "op",
+                "rows",
+                alt.Tooltip("start:Q", format=".2f"),
+                alt.Tooltip("end:Q", format=".2f"),
+            ],
+        )
+    )
+    return alt.layer(shade, line).resolve_scale(color="independent")
+
+
+@app.function
+def live_gpu_panel(gpus: list[dict], gpm_line: str = ""):
+    """Cards with each GPU's utilization, memory, temperature, power, clocks and what holds the clocks down."""
     rows = []
     for g in gpus:
         rows.append(
             mo.hstack(
                 [
                     mo.stat(
-                        value=reading(g["util_pct"], "{}", "%"),
+                        value=reading(g.get("util_pct"), "{}", "%"),
                         label=f"GPU {g['index']} utilization",
                         bordered=True,
                     ),
                     mo.stat(
-                        value=f"{reading(g['memory_used_gb'], '{:.1f}')} / {g['memory_total_gb']:.0f} GB",
+                        value=f"{reading(g.get('memory_used_gb'), '{:.1f}')} / {g.get('memory_total_gb') or 0:.0f} GB",
                         label="memory",
                         bordered=True,
                     ),
-                    mo.stat(value=reading(g["temp_c"], "{}", " °C"), label="temperature", bordered=True),
+                    mo.stat(value=reading(g.get("temp_c"), "{}", " °C"), label="temperature", bordered=True),
                     mo.stat(
-                        value=f"{reading(g['power_w'], '{:.0f}')} / {reading(g['power_limit_w'], '{:.0f}')} W",
+                        value=f"{reading(g.get('power_w'), '{:.0f}')} / {reading(g.get('power_limit_w'), '{:.0f}')} W",
                         label="power / limit",
                         bordered=True,
                     ),
-                    mo.stat(value=reading(g["sm_clock_mhz"], "{}", " MHz"), label="SM clock", bordered=True),
+                    mo.stat(
+                        value=f"{reading(g.get('sm_clock_mhz'), '{:,}')} / {reading(g.get('mem_clock_mhz'), '{:,}')} MHz",
+                        label="SM / memory clock",
+                        caption=f"clocks held by: {g.get('clock_events') or 'not reported'}",
+                        bordered=True,
+                    ),
                 ],
                 wrap=True,
                 justify="start",
             )
         )
+    if gpm_line:
+        rows.append(mo.md(f"_{gpm_line}_"))
     return mo.vstack(rows)
+
+
+@app.function
+def gpm_status_line(gpus: list[dict]) -> str:
+    """One line: the GPM metrics each run samples on this card, or why this card or driver has none."""
+    if not gpus:
+        return ""
+    nvml = nvml_module()
+    handles = dict(nvml_handles(nvml))
+    ok, why = gpm_support(nvml, handles.get(gpus[0]["index"])) if handles else (False, "NVML sees no GPU.")
+    if ok:
+        return (
+            f"GPM (SM and Tensor Core activity, DRAM bandwidth, PCIe) is sampled during each run, "
+            f"{GPM_HZ:.0f} windows per second per GPU; the classic readings above are what NVML's utilization shows."
+        )
+    return f"GPM metrics are not available: {why} The classic readings above still work."
 
 
 @app.function
@@ -3532,7 +3933,9 @@ def explain_why_gpu(gpus: list[dict], host: dict, last: dict | None) -> str:
     if bw:
         gpu_bw = f"This {card} can move **{bw:,.0f} GB/s** through {memory} (bandwidth from NVML: memory clock × bus width). "
     elif card:
-        gpu_bw = f"NVML did not report the memory clock and bus width of this {card}, so its peak is not shown. "
+        gpu_bw = (
+            f"NVML did not report the memory clock and bus width of this {card}, so its peak is not shown. "
+        )
     else:
         gpu_bw = "No GPU is visible, so no card's peak can be read here. "
     s = last["summary"] if last else None
@@ -3557,11 +3960,16 @@ def explain_why_gpu(gpus: list[dict], host: dict, last: dict | None) -> str:
         "how fast memory can be read. " + gpu_bw + host_bandwidth_text(bw),
         "",
         "**When it helps.** Every cuDF operation pays fixed costs: Python dispatch, launching several kernels, "
-        "allocating the output, synchronizing, often a small read back to learn the output's size. " + floor
+        "allocating the output, synchronizing, often a small read back to learn the output's size. "
+        + floor
         + " With few rows those costs are the whole time and pandas wins; with enough rows the per-row work "
         "dominates and the GPU pulls ahead.",
-        "\n" + (cross or "**Where cuDF overtakes pandas was not measured in this run:** run a **size sweep** "
-                 "to find the crossover on this machine."),
+        "\n"
+        + (
+            cross
+            or "**Where cuDF overtakes pandas was not measured in this run:** run a **size sweep** "
+            "to find the crossover on this machine."
+        ),
         "\n**When it does not help:** small data; data that must travel to the GPU for a single cheap "
         "operation (the copy costs more than the work — see the *with copies* column); and arbitrary Python run "
         "row by row. cuDF compiles *simple numeric* functions given to `Series.apply` or `DataFrame.apply(axis=1)` "
