@@ -162,6 +162,14 @@ with app.setup:
     # An op's GPM figures count only when its timed repeats fill at least this share of the windows they
     # touch; below it the windows mostly hold other work (warm-up, checks, idle) and the op is marked short.
     GPM_MIN_COVER = 0.5
+    # The roofline labels' thresholds (the app's choice, not measurements): an op within this many times its
+    # time on FLOOR_ROWS rows is overhead-bound; one whose achieved bandwidth (bytes_touched ÷ median) is at
+    # least this share of the card's measured device-to-device copy rate is memory-bound.
+    OVERHEAD_BOUND_TIMES = 2.0
+    MEMORY_BOUND_SHARE = 0.5
+    FLOOR_ROWS = (
+        1_000  # the per-op floor: each op timed on this many rows, where fixed costs are all there is
+    )
 
 
 @app.cell(hide_code=True)
@@ -425,6 +433,8 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
             bench["cudf_pandas_profiles"] = _cp["profiles"]
         # Once per run, under the lock: this machine's raw host→GPU copy rates, beside from_pandas's.
         bench["copy_probe"] = copy_bandwidth_probe() if cudf_module is not None else None
+        # and this card's achievable (device-to-device) bandwidth and cuDF's per-op floor, for the roofline
+        bench.update(card_probes(engines, plan["ops"]))
     bench["waited_s"] = _lease["waited_s"]
     mo.output.replace(
         mo.md(
@@ -437,7 +447,7 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
 
 @app.cell
 def _(bench):
-    summary = summarize_records(bench["records"], bench["peak_bandwidth_gbs"])
+    summary = summarize_records(bench["records"], bench["peak_bandwidth_gbs"], bench["achievable_gbs"])
     mo.vstack([mo.callout(mo.md(text), kind=kind) for kind, text in check_messages(summary, bench["errors"])])
     return (summary,)
 
@@ -543,18 +553,30 @@ def _(bench):
 
 @app.cell(hide_code=True)
 def _(bench, summary):
-    _bw = bandwidth_table(summary, bench["peak_bandwidth_gbs"])
-    mo.stop(_bw is None)
+    _telemetry = op_telemetry_table(summary)
+    mo.stop(_telemetry is None)
     mo.vstack(
         [
             mo.md(
-                f"### Achieved memory bandwidth (peak of this card: **{bench['peak_bandwidth_gbs']:,.0f} GB/s**)\n\n"
-                "Bytes each operation must at least read and write, divided by its median time — a lower "
-                "bound on real traffic. No DataFrame operation reaches the peak: each runs several kernels "
-                "(mask, prefix sum, gather; hash build and probe; radix passes) with launches and "
-                "synchronizations between them, and gathers read memory in random order. The share of "
-                "peak shows how far each op is from a pure memory stream."
+                f"### What the GPU did in each operation ({format_rows(int(summary['rows'].max()))} rows)\n\n"
+                "NVML's GPM counters over each operation's timed repeats: **SM active** (share of time the "
+                "streaming multiprocessors had work), **DRAM bandwidth** (share of the memory's peak), "
+                "**Tensor active**, **PCIe** traffic, and the **energy** one call took."
             ),
+            mo.ui.table(_telemetry, selection=None, show_column_summaries=False, page_size=15),
+            mo.callout(mo.md(telemetry_text(bench)), kind="neutral"),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(bench, summary):
+    _bw = bandwidth_table(summary, bench["peak_bandwidth_gbs"], bench["achievable_gbs"], bench["floor_s"])
+    mo.stop(_bw is None)
+    mo.vstack(
+        [
+            mo.md(bandwidth_intro(bench)),
             mo.ui.table(_bw, selection=None, show_column_summaries=False),
         ]
     )
@@ -1146,7 +1168,15 @@ def partition_nbytes(frame, index: bool = True) -> int:
 
 @app.function
 def bytes_touched(op: str, df, result) -> int:
-    """Lower bound on memory traffic: the input columns the op reads plus the result it writes."""
+    """The byte model: bytes an op must at least move through GPU memory, for its achieved bandwidth.
+
+    filter, group-bys, join, sort: the input columns the op reads (columns_read), once, plus the result it
+    writes, once. Reads (read_parquet, read_csv) and the pipeline: the frame they return, written once (the
+    file's bytes cross the disk and PCIe, not counted). Real ops move more (several passes, scratch, gathers
+    in random order), so the achieved bandwidth is a lower bound.
+    """
+    if op in FILE_OPS:
+        return frame_nbytes(result)
     return frame_nbytes(df[columns_read(op)], index=False) + frame_nbytes(result)
 
 
@@ -2165,7 +2195,7 @@ def finish_record(
         "warmup_s": timing.warmup_s,
         "repeats": repeats,
         "rows_out": len(result),
-        "bytes_touched": frame_nbytes(result) if op in FILE_OPS else bytes_touched(op, dev_df, result),
+        "bytes_touched": bytes_touched(op, dev_df, result),
         "on_gpu": eng.on_gpu,
         "load_s": load_s,
         "load_kind": eng.load_kind,
@@ -2567,7 +2597,9 @@ def gpm_outcome(gpm, t0: float) -> dict:
 
 
 @app.function
-def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = None) -> pd.DataFrame:
+def summarize_records(
+    records: list[dict], peak_bandwidth_gbs: float | None = None, achievable_gbs: float | None = None
+) -> pd.DataFrame:
     """One row per (size, op): each engine's times and checks, speedups vs pandas and vs the fastest CPU engine.
 
     A size where pandas or every CPU engine is missing (beyond host RAM: Dask alone) keeps its row, with
@@ -2619,6 +2651,8 @@ def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = No
         out["bandwidth_gbs"] = out["gpu_bytes"] / out["cudf_median_s"] / 1e9
         if peak_bandwidth_gbs:
             out["bandwidth_pct"] = 100 * out["bandwidth_gbs"] / peak_bandwidth_gbs
+        if achievable_gbs:
+            out["bandwidth_achievable_pct"] = 100 * out["bandwidth_gbs"] / achievable_gbs
     if "cudf_pandas_median_s" in out:
         out["cudf_pandas_speedup"] = pandas_s / out["cudf_pandas_median_s"]
         if "cudf_median_s" in out:  # how close zero code change gets to hand-written cuDF (1× = as fast)
@@ -2743,6 +2777,10 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
         out["host→GPU copy"] = summary["h2d_s"].map(fmt_seconds)
         out["GPU→host copy"] = summary["d2h_s"].map(fmt_seconds)
         out["cuDF vs pandas, with copies"] = times("speedup_e2e")
+    if "cudf_energy_j" in summary and summary["cudf_energy_j"].notna().any():
+        out["cuDF energy per call"] = summary["cudf_energy_j"].map(
+            lambda j: "—" if j is None or j != j else f"{j:,.3f} J"
+        )
     if "polars_gpu_speedup" in summary:
         out["Polars GPU vs pandas"] = times("polars_gpu_speedup")
     if "dask_vs_cudf" in summary:
@@ -3136,6 +3174,93 @@ def copy_bandwidth_probe(nbytes: int = 256 * 2**20, repeats: int = 5) -> dict | 
 
 
 @app.function
+def d2d_bandwidth_probe(gpus: list[int] | None, nbytes: int = 512 * 2**20, repeats: int = 10) -> dict:
+    """Each GPU's achievable memory bandwidth: a device-to-device copy, read + write bytes ÷ time (GB/s).
+
+    `gpus` None: every GPU CuPy sees. CUDA events time `repeats` copies after one warm-up copy; a GPU whose
+    two buffers do not fit gets None.
+    """
+    import cupy
+
+    out = {}
+    for gpu in range(cupy.cuda.runtime.getDeviceCount()) if gpus is None else gpus:
+        with cupy.cuda.Device(gpu):
+            try:
+                src = cupy.ones(nbytes, dtype=cupy.uint8)
+                dst = cupy.empty_like(src)
+            except cupy.cuda.memory.OutOfMemoryError:
+                out[gpu] = None
+                continue
+            dst.data.copy_from_device_async(src.data, nbytes)  # warm-up
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record()
+            for _ in range(repeats):
+                dst.data.copy_from_device_async(src.data, nbytes)
+            end.record()
+            end.synchronize()
+            seconds = cupy.cuda.get_elapsed_time(start, end) / 1e3
+            out[gpu] = 2 * nbytes * repeats / seconds / 1e9
+            del src, dst
+    return out
+
+
+@app.function
+def overhead_floor_probe(engine: Engine, ops: list[str], rows: int = FLOOR_ROWS, repeats: int = 5) -> dict:
+    """Median seconds of each in-memory op on `rows` rows with `engine`: its fixed per-op cost on this machine."""
+    df, lookup = generate_data(rows)
+    dev_df, dev_lookup = engine.to_device(df), engine.to_device(lookup)
+    floor = {}
+    for op in [o for o in ops if o in OPS]:
+        fn = engine.ops[op] if engine.ops else get_op(op)
+        timing = time_operation(
+            functools.partial(fn, engine.lib, dev_df, dev_lookup), repeats, sync=engine.sync
+        )
+        floor[op] = timing.median
+    return floor
+
+
+@app.function
+def card_probes(engines: list[Engine], ops: list[str]) -> dict:
+    """Once per run, under the lock: each GPU's achievable bandwidth and cuDF's per-op floor on FLOOR_ROWS rows."""
+    cudf_engine = next((e for e in engines if e.name == "cudf"), None)
+    if cudf_engine is None:
+        return {"achievable_gbs_by_gpu": {}, "achievable_gbs": None, "floor_s": {}}
+    by_gpu = d2d_bandwidth_probe(engine_gpus(engines))
+    return {
+        "achievable_gbs_by_gpu": by_gpu,
+        "achievable_gbs": by_gpu.get(cudf_engine.gpus[0]),
+        "floor_s": overhead_floor_probe(cudf_engine, ops),
+    }
+
+
+@app.function
+def roofline_bound(
+    median_s: float | None,
+    floor_s: float | None,
+    achieved_gbs: float | None,
+    achievable_gbs: float | None,
+    dram_bw_pct: float | None = None,
+) -> str:
+    """Where an op sits for its roofline: overhead-bound, memory-bound or below the memory roof.
+
+    DataFrame ops do a few operations per byte, so their roof is memory bandwidth, not compute. An op
+    within OVERHEAD_BOUND_TIMES of its floor (its time on FLOOR_ROWS rows) is paying fixed costs; one at
+    MEMORY_BOUND_SHARE or more of the achievable copy rate by the byte model — or whose GPM DRAM bandwidth
+    reads that high — is memory-bound; between the two it moves more bytes than the model counts (passes,
+    scratch) or waits on random access.
+    """
+    if not median_s or median_s != median_s:
+        return "—"
+    if floor_s and median_s <= OVERHEAD_BOUND_TIMES * floor_s:
+        return "overhead-bound"
+    if achieved_gbs is None or achievable_gbs is None or achieved_gbs != achieved_gbs:
+        return "not placed: no achievable bandwidth measured"
+    if achieved_gbs >= MEMORY_BOUND_SHARE * achievable_gbs or (dram_bw_pct or 0) >= 100 * MEMORY_BOUND_SHARE:
+        return "memory-bound"
+    return "below the memory roof"
+
+
+@app.function
 def copy_text(probe: dict, summary: pd.DataFrame) -> str:
     """The copy probe beside from_pandas's rate in this run, and what the difference costs."""
     text = (
@@ -3159,22 +3284,128 @@ def copy_text(probe: dict, summary: pd.DataFrame) -> str:
 
 
 @app.function
-def bandwidth_table(summary: pd.DataFrame, peak_gbs: float | None) -> pd.DataFrame | None:
-    """Achieved bandwidth per op at the largest size, as GB/s and % of the card's peak."""
+def bandwidth_table(
+    summary: pd.DataFrame,
+    peak_gbs: float | None,
+    achievable_gbs: float | None = None,
+    floor_s: dict | None = None,
+) -> pd.DataFrame | None:
+    """cuDF's achieved bandwidth per op at the largest size: GB/s, share of achievable and of theoretical,
+    its time against its floor on FLOOR_ROWS rows, and where that puts it (roofline_bound)."""
     if "bandwidth_gbs" not in summary:
         return None
-    top = summary[summary["rows"] == summary["rows"].max()]
+    floor_s = floor_s or {}
+    top = summary[(summary["rows"] == summary["rows"].max()) & summary["cudf_median_s"].notna()]
+    top = top[top["op"] != "pipeline"]  # its result is the small answer: the byte model says nothing there
+    dram = top["cudf_dram_bw_pct"] if "cudf_dram_bw_pct" in top else pd.Series(None, index=top.index)
+    floors = top["op"].map(lambda op: floor_s.get(op))
     out = pd.DataFrame(
         {
             "operation": top["op"],
-            "bytes touched": (top["gpu_bytes"] / 1e9).map(lambda x: f"{x:,.2f} GB"),
+            "bytes (byte model)": (top["gpu_bytes"] / 1e9).map(lambda x: f"{x:,.2f} GB"),
             "cuDF median": top["cudf_median_s"].map(fmt_seconds),
             "achieved": top["bandwidth_gbs"].map(lambda x: f"{x:,.0f} GB/s"),
         }
     )
+    if achievable_gbs:
+        out["% of achievable"] = top["bandwidth_achievable_pct"].map(lambda x: f"{x:.1f}%")
     if peak_gbs:
-        out["% of peak"] = top["bandwidth_pct"].map(lambda x: f"{x:.1f}%")
+        out["% of theoretical"] = top["bandwidth_pct"].map(lambda x: f"{x:.1f}%")
+    if floor_s:
+        out[f"floor ({format_rows(FLOOR_ROWS)} rows)"] = floors.map(fmt_seconds)
+        out["× floor"] = [
+            f"{m / f:,.1f}×" if f else "—" for m, f in zip(top["cudf_median_s"], floors, strict=True)
+        ]
+    out["bound"] = [
+        roofline_bound(m, f, b, achievable_gbs, d)
+        for m, f, b, d in zip(top["cudf_median_s"], floors, top["bandwidth_gbs"], dram, strict=True)
+    ]
     return out
+
+
+@app.function
+def bandwidth_intro(bench: dict) -> str:
+    """The heading and reading guide of the bandwidth table, with this card's theoretical and achievable rates."""
+    peak, got = bench.get("peak_bandwidth_gbs"), bench.get("achievable_gbs")
+    rates = []
+    if got:
+        rates.append(f"achievable **{got:,.0f} GB/s** (a device-to-device copy measured in this run)")
+    if peak:
+        rates.append(f"theoretical **{peak:,.0f} GB/s** (NVML's memory clock × bus width)")
+    return (
+        "### Achieved memory bandwidth, and where each operation sits\n\n"
+        + (f"This card: {' and '.join(rates)}. " if rates else "")
+        + "**Achieved** is the op's byte model (`bytes_touched`: the columns it reads once plus the result it "
+        "writes once) ÷ its median time — a lower bound on real traffic. **Floor** is the same op on "
+        f"{FLOOR_ROWS:,} rows in this run, where fixed costs (Python dispatch, kernel launches, allocation, "
+        "synchronization) are all there is. **Bound**: within `OVERHEAD_BOUND_TIMES` "
+        f"({OVERHEAD_BOUND_TIMES:g}×) of its floor an op is *overhead-bound*; at `MEMORY_BOUND_SHARE` "
+        f"({MEMORY_BOUND_SHARE:.0%}) or more of the achievable rate (or of DRAM bandwidth by GPM) it is "
+        "*memory-bound*; between the two it is *below the memory roof*: it makes several passes, uses scratch "
+        "or reads in random order, so it moves more bytes than the model counts."
+    )
+
+
+@app.function
+def gpm_cell(value, note, fmt: str = "{:.1f}%") -> str:
+    """One GPM figure of an op: the value, 'short' (under one window), or '—'."""
+    if note == "short":
+        return "shorter than a GPM window"
+    if value is None or value != value:
+        return "—"
+    return fmt.format(value)
+
+
+@app.function
+def op_telemetry_table(summary: pd.DataFrame) -> pd.DataFrame | None:
+    """What the GPU did in each GPU engine's op at the largest size: GPM means over its repeats, joules per call."""
+    top = summary[summary["rows"] == summary["rows"].max()]
+    rows = []
+    for eng, label in ENGINE_LABELS.items():
+        if f"{eng}_energy_j" not in top:
+            continue
+        for r in top.to_dict("records"):
+            median = r.get(f"{eng}_median_s")
+            if median is None or median != median:
+                continue
+            note, energy = r.get(f"{eng}_gpm_note"), r.get(f"{eng}_energy_j")
+            rx, tx = r.get(f"{eng}_pcie_rx_bytes_s"), r.get(f"{eng}_pcie_tx_bytes_s")
+            rows.append(
+                {
+                    "operation": r["op"],
+                    "engine": label,
+                    "median": fmt_seconds(median),
+                    "SM active": gpm_cell(r.get(f"{eng}_sm_active_pct"), note),
+                    "DRAM bandwidth": gpm_cell(r.get(f"{eng}_dram_bw_pct"), note),
+                    "Tensor active": gpm_cell(r.get(f"{eng}_tensor_active_pct"), note),
+                    "PCIe RX / TX": "shorter than a GPM window"
+                    if note == "short"
+                    else f"{gpm_cell(rx and rx / 1e9, note, '{:,.1f}')} / {gpm_cell(tx and tx / 1e9, note, '{:,.1f}')} GB/s",
+                    "energy per call": "—" if energy is None or energy != energy else f"{energy:,.3f} J",
+                }
+            )
+    return pd.DataFrame(rows) if rows else None
+
+
+@app.function
+def telemetry_text(bench: dict) -> str:
+    """How each op's GPM figures and energy are taken, and what a 'shorter than a GPM window' op means."""
+    gpm = (
+        f"GPM sampled {bench['gpm_rate_hz']:.1f} windows per second per GPU in this run."
+        if bench.get("gpm_samples")
+        else f"GPM did not run: {bench.get('gpm_reason') or 'no GPU'} — only the energy column can be filled."
+    )
+    return (
+        "**How these are taken.** Each GPM window is the average between two GPM samples "
+        f"(`GPM_HZ` = {GPM_HZ:.0f} per second). An op's figure is the mean over the windows that overlap its "
+        "**timed repeats** (not its warm-up or result check), each window weighted by how much of it the "
+        "repeats cover. When the repeats fill less than `GPM_MIN_COVER` "
+        f"({GPM_MIN_COVER:.0%}) of the windows they touch, the op is shorter than a window and its figures "
+        "would mostly be other work's: it reads *shorter than a GPM window* instead of a made-up number (run "
+        "more rows or more repeats to see it). **Energy per call** is NVML's total-energy counter "
+        "(`nvmlDeviceGetTotalEnergyConsumption`) read just before the first timed repeat and after the last, "
+        f"divided by the repeats; it includes the card's draw in the short gaps between repeats. {gpm}"
+    )
 
 
 @app.function

@@ -408,3 +408,90 @@ def test_records_without_telemetry_keep_the_summary_whole():
         worker.pop(key, None)
     summary = summarize_records(out["records"] + [worker])
     assert summary["cudf_pandas_energy_j"].isna().all() and summary["cudf_pandas_gpm_note"].isna().all()
+
+
+# ---------------------------------------------------------------- byte model, achievable bandwidth, roofline
+
+
+def test_the_byte_model_counts_read_columns_and_result_for_ops_and_the_frame_for_reads():
+    df, lookup = app.generate_data(2_000)
+    result = app.get_op("filter")(pd, df, lookup)
+    columns = ["key_few", "key_many", "value", "value2", "category"]
+    expected = sum(int(df[c].memory_usage(index=False)) for c in columns) + app.frame_nbytes(result)
+    assert app.bytes_touched("filter", df, result) == expected
+    assert app.bytes_touched("read_parquet", None, df) == app.frame_nbytes(df)
+
+
+def test_achieved_bandwidth_is_a_share_of_achievable_and_of_theoretical():
+    recs = [
+        {**r, "bytes_touched": 2e9}
+        for r in run_benchmark([2_000], ["sort"], make_engines(None), 1)["records"]
+    ]
+    gpu = {**recs[0], "engine": "cudf", "on_gpu": True, "median_s": 0.001, "bytes_touched": 2e9}
+    summary = summarize_records(recs + [gpu], peak_bandwidth_gbs=4_000.0, achievable_gbs=2_000.0)
+    row = summary.iloc[0]
+    assert row["bandwidth_gbs"] == pytest.approx(2_000.0)  # 2 GB in 1 ms
+    assert row["bandwidth_achievable_pct"] == pytest.approx(100.0) and row["bandwidth_pct"] == pytest.approx(
+        50.0
+    )
+    table = app.bandwidth_table(summary, 4_000.0, 2_000.0, {"sort": 0.0002})
+    assert list(table.iloc[0][["% of achievable", "% of theoretical", "× floor", "bound"]]) == [
+        "100.0%",
+        "50.0%",
+        "5.0×",
+        "memory-bound",
+    ]
+    assert "% of achievable" not in app.bandwidth_table(summary, 4_000.0).columns  # no probe: not shown
+
+
+@pytest.mark.parametrize(
+    "median, floor, achieved, achievable, dram, bound",
+    [
+        (0.0015, 0.001, 10.0, 4_000.0, None, "overhead-bound"),  # 1.5× its floor
+        (0.02, 0.001, 2_500.0, 4_000.0, None, "memory-bound"),  # 62% of achievable
+        (0.02, 0.001, 400.0, 4_000.0, 70.0, "memory-bound"),  # GPM: DRAM busy, more bytes than the model
+        (0.02, 0.001, 400.0, 4_000.0, 10.0, "below the memory roof"),
+        (0.02, None, 400.0, 4_000.0, None, "below the memory roof"),  # no floor: placed by bandwidth alone
+        (0.02, 0.001, 400.0, None, None, "not placed: no achievable bandwidth measured"),
+        (float("nan"), 0.001, 400.0, 4_000.0, None, "—"),
+    ],
+)
+def test_each_op_is_placed_on_the_roofline_from_its_floor_and_bandwidth(
+    median, floor, achieved, achievable, dram, bound
+):
+    assert app.roofline_bound(median, floor, achieved, achievable, dram) == bound
+
+
+def test_the_floor_probe_times_each_in_memory_op_on_a_thousand_rows():
+    pandas_engine = make_engines(None)[0]
+    floor = app.overhead_floor_probe(pandas_engine, ["filter", "sort", "read_csv"], repeats=2)
+    assert set(floor) == {"filter", "sort"} and all(0 < v < 60 for v in floor.values())
+    assert app.card_probes(make_engines(None), ["filter"]) == {
+        "achievable_gbs_by_gpu": {},
+        "achievable_gbs": None,
+        "floor_s": {},
+    }
+
+
+def test_the_telemetry_table_shows_gpm_figures_short_ops_and_energy():
+    base = {"rows": 10, "op": "sort", "cudf_median_s": 0.2, "cudf_energy_j": 1.5, "cudf_gpm_note": ""}
+    gpm = {
+        "cudf_sm_active_pct": 61.0,
+        "cudf_dram_bw_pct": 72.5,
+        "cudf_tensor_active_pct": 0.0,
+        "cudf_pcie_rx_bytes_s": 2e9,
+        "cudf_pcie_tx_bytes_s": None,
+    }
+    short = {**base, "op": "filter", "cudf_energy_j": None, "cudf_gpm_note": "short", **dict.fromkeys(gpm)}
+    table = app.op_telemetry_table(pd.DataFrame([{**base, **gpm}, short]))
+    first, second = table.iloc[0], table.iloc[1]
+    assert (first["SM active"], first["DRAM bandwidth"], first["energy per call"]) == (
+        "61.0%",
+        "72.5%",
+        "1.500 J",
+    )
+    assert first["PCIe RX / TX"] == "2.0 / — GB/s"
+    assert second["SM active"] == "shorter than a GPM window" and second["energy per call"] == "—"
+    assert app.op_telemetry_table(pd.DataFrame([{"rows": 10, "op": "sort", "pandas_median_s": 1.0}])) is None
+    text = app.telemetry_text({"gpm_samples": [], "gpm_reason": "this GPU or driver has no GPM counters."})
+    assert "no GPM counters" in text and "timed repeats" in text
