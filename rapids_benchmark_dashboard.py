@@ -158,6 +158,9 @@ with app.setup:
         "pcie_rx_bytes_s": "NVML_GPM_METRIC_PCIE_RX_PER_SEC",
         "pcie_tx_bytes_s": "NVML_GPM_METRIC_PCIE_TX_PER_SEC",
     }
+    PROBE_SECONDS = 1.5  # each workload of the "what utilization hides" probe
+    # its buffers: two 8192² FP16 matrices and two 512 MiB copy buffers (arithmetic)
+    PROBE_BYTES = 2 * 8192**2 * 2 + 2 * 512 * 2**20
     GPM_HZ = 10.0  # GPM windows per second and GPU (one window = the mean between two GPM samples)
     # An op's GPM figures count only when its timed repeats fill at least this share of the windows they
     # touch; below it the windows mostly hold other work (warm-up, checks, idle) and the op is marked short.
@@ -281,6 +284,44 @@ def _(gpm_line, gpus, live_refresh):
             live_gpu_panel(_now, gpm_line)
             if _now
             else mo.md("_No NVIDIA GPU visible to NVML, so there is nothing live to show._"),
+        ]
+    )
+    return
+
+
+@app.cell
+def _():
+    probe_button = mo.ui.run_button(label="Measure what utilization hides (a few seconds)", kind="neutral")
+    return (probe_button,)
+
+
+@app.cell(hide_code=True)
+def _(cli, gpus, probe_button):
+    # No user code runs here, so `marimo run` viewers may press it; the GPU lock keeps two runs apart.
+    mo.stop(not gpus, mo.md("_What utilization hides: needs an NVIDIA GPU._"))
+    mo.stop(
+        not (probe_button.value or cli["probe"]),
+        mo.vstack(
+            [
+                mo.md(
+                    "### What utilization hides\n\nNVML's classic *utilization* only says a kernel was "
+                    "running. Three workloads on this GPU — tiny kernels, a large matrix multiply, a memory "
+                    f"copy — side by side with what the GPM counters say, {PROBE_SECONDS:g} s each under the GPU lock:"
+                ),
+                probe_button,
+            ]
+        ),
+    )
+    with gpu_lock(on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(True)), kind="info"))):
+        with mo.status.spinner("Tiny kernels, a matmul and a copy on GPU 0, with both samplers…"):
+            probe_rows, probe_error = run_utilization_probe()
+    mo.vstack(
+        [
+            mo.md("### What utilization hides — measured on this GPU"),
+            mo.callout(
+                mo.md(probe_error or utilization_probe_text(probe_rows, gpm_unavailable_reason(0))),
+                kind="warn" if probe_error else "info",
+            ),
         ]
     )
     return
@@ -705,7 +746,7 @@ def _():
 
 @app.function
 def parse_cli_args(args: dict) -> dict:
-    """Headless flags: `-- --smoke` (tiny, all ops, sweep) or `-- --run --rows N --repeats R --ops a,b --sweep --cpu`."""
+    """Headless flags: `-- --smoke` (tiny, all ops, sweep) or `-- --run --rows N --repeats R --ops a,b --sweep --cpu --probe`."""
 
     def _int(name):
         raw = args.get(name)
@@ -722,6 +763,7 @@ def parse_cli_args(args: dict) -> dict:
         "cpu": "cpu" in args,
         "dask": "dask" in args,
         "allow_user_code": "allow-user-code" in args,
+        "probe": "probe" in args,  # run the "what utilization hides" probe headless too
     }
 
 
@@ -3957,6 +3999,161 @@ def attach_gpm(records: list[dict], spans: list[dict], samples: list[dict], orig
 
 
 @app.function
+def probe_workloads(gpu: int = 0) -> tuple[dict, Callable[[], None]]:
+    """The three workloads of utilization_probe on `gpu` (CuPy), as {name: one call}, and a device sync.
+
+    A stream of tiny one-element kernels (launch-bound), an 8192² FP16 matrix multiply (cuBLAS, Tensor
+    Cores) and a 512 MiB device-to-device copy (memory-bound): PROBE_BYTES of GPU memory.
+    """
+    import cupy
+
+    with cupy.cuda.Device(gpu):
+        tiny = cupy.zeros(1, dtype=cupy.float32)
+        a = cupy.random.standard_normal((8192, 8192), dtype=cupy.float32).astype(cupy.float16)
+        c = cupy.empty_like(a)
+        src = cupy.ones(512 * 2**20, dtype=cupy.uint8)
+        dst = cupy.empty_like(src)
+
+    def tiny_kernels():
+        for _ in range(100):
+            cupy.add(tiny, 1, out=tiny)
+
+    def matmul():
+        cupy.matmul(a, a, out=c)
+
+    def copy():
+        dst.data.copy_from_device_async(src.data, src.nbytes)
+
+    def sync():
+        with cupy.cuda.Device(gpu):
+            cupy.cuda.runtime.deviceSynchronize()
+
+    return {"tiny kernels": tiny_kernels, "FP16 matmul 8192²": matmul, "device-to-device copy": copy}, sync
+
+
+@app.function
+def probe_row(workload: str, classic: list[dict], gpm: list[dict], seconds: float) -> dict:
+    """One workload's medians: classic utilization and GPM (the first GPM window, which holds the start, left out)."""
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    windows = gpm[1:] if len(gpm) > 1 else gpm
+    return {
+        "workload": workload,
+        "classic_util_pct": median(s.get("util_pct") for s in classic),
+        "sm_active_pct": median(w.get("sm_active_pct") for w in windows),
+        "tensor_active_pct": median(w.get("tensor_active_pct") for w in windows),
+        "dram_bw_pct": median(w.get("dram_bw_pct") for w in windows),
+        "seconds": seconds,
+    }
+
+
+@app.function
+def utilization_probe(
+    gpu: int = 0,
+    seconds: float = PROBE_SECONDS,
+    workloads: dict | None = None,
+    sync: Callable[[], None] | None = None,
+) -> list[dict]:
+    """What classic utilization and GPM say about three workloads on this GPU, `seconds` each (take the GPU lock).
+
+    Returns one dict per workload: workload, classic_util_pct, sm_active_pct, tensor_active_pct,
+    dram_bw_pct (medians over the run; None where NVML gave nothing), seconds.
+    """
+    if workloads is None:
+        workloads, sync = probe_workloads(gpu)
+    sync = sync or (lambda: None)
+    rows = []
+    for name, work in workloads.items():
+        work()  # first call outside the window: allocation, kernel loading
+        sync()
+        classic = GpuSampler(interval_s=0.1, device_indices=[gpu])
+        gpm = GpmSampler(device_indices=[gpu])
+        classic.start()
+        gpm.start()
+        t0, calls = time.perf_counter(), 0
+        try:
+            while time.perf_counter() - t0 < seconds:
+                work()
+                calls += 1
+                if calls % 50 == 0:  # keep the queue of launched work short, so the window is this work's
+                    sync()
+            sync()
+        finally:
+            classic.stop()
+            gpm.stop()
+        rows.append(probe_row(name, classic.samples, gpm.samples, time.perf_counter() - t0))
+    return rows
+
+
+@app.function
+def run_utilization_probe() -> tuple[list[dict], str | None]:
+    """utilization_probe on GPU 0, or ([], why) when CuPy is missing or the GPU has no memory for it."""
+    try:
+        import cupy
+    except ImportError:
+        return [], "The probe runs its kernels with CuPy, which is not installed here (it comes with cuDF)."
+    try:
+        return utilization_probe(0), None
+    except cupy.cuda.memory.OutOfMemoryError as err:
+        return (
+            [],
+            f"The probe needs about {PROBE_BYTES / 1e9:.1f} GB of free GPU memory: {describe_error(err)}",
+        )
+
+
+@app.function
+def utilization_probe_text(rows: list[dict], gpm_reason: str = "") -> str:
+    """The 'what utilization hides' callout, written from this GPU's probe: a table and what each row shows."""
+
+    def pct(v):
+        return "—" if v is None else f"{v:.1f}%"
+
+    lines = [
+        "| workload | classic utilization | SM active (GPM) | Tensor active (GPM) | DRAM bandwidth (GPM) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['workload']} ({r['seconds']:.1f} s) | {pct(r['classic_util_pct'])} | {pct(r['sm_active_pct'])} | "
+        f"{pct(r['tensor_active_pct'])} | {pct(r['dram_bw_pct'])} |"
+        for r in rows
+    ]
+    lines.append("")
+    if all(r["sm_active_pct"] is None for r in rows):
+        lines.append(
+            "GPM gave no readings on this card: only classic utilization is shown, and it cannot tell these "
+            "three apart by how busy the GPU really was. " + gpm_reason
+        )
+        return "\n".join(lines)
+    for r in rows:
+        util, sm, tensor, dram = (
+            r[k] for k in ("classic_util_pct", "sm_active_pct", "tensor_active_pct", "dram_bw_pct")
+        )
+        if util is None or sm is None:
+            continue
+        if tensor is not None and tensor >= 100 * MEMORY_BOUND_SHARE:
+            why = f"Tensor Cores active {tensor:.0f}% of the time: compute-bound, the one case of the three where the card's math units are the limit"
+        elif dram is not None and dram >= 100 * MEMORY_BOUND_SHARE:
+            why = f"DRAM bandwidth at {dram:.0f}% of its peak: memory-bound, as most DataFrame operations are"
+        elif sm < 10 and util >= 20:
+            why = (
+                f"the SMs were active only {sm:.1f}% of the time: a kernel was *running* during {util:.0f}% of "
+                "the samples, but each used one thread — launch-bound, like a DataFrame op on a few rows"
+            )
+        else:
+            why = f"SMs active {sm:.0f}%"
+        lines.append(f"- **{r['workload']}**: classic utilization {util:.0f}%; {why}.")
+    lines.append(
+        "\nClassic utilization is the share of time *any* kernel ran, so it cannot separate these: read SM "
+        "activity for how much of the GPU worked, DRAM bandwidth for memory-bound work and Tensor activity for "
+        "matrix math."
+    )
+    return "\n".join(lines)
+
+
+@app.function
 def reading(value, fmt: str = "{}", unit: str = "") -> str:
     """One NVML reading as text; '—' for a reading this card or driver does not offer (None)."""
     return "—" if value is None else f"{fmt.format(value)}{unit}"
@@ -4103,14 +4300,22 @@ def live_gpu_panel(gpus: list[dict], gpm_line: str = ""):
 
 
 @app.function
+def gpm_unavailable_reason(gpu: int) -> str:
+    """Why NVML's GPM metrics cannot be read on `gpu`, in one line; "" when they can."""
+    nvml = nvml_module()
+    handles = dict(nvml_handles(nvml))
+    if gpu not in handles:
+        return gpm_support(None, None)[1] if nvml is None else f"NVML sees no GPU {gpu}."
+    return gpm_support(nvml, handles[gpu])[1]
+
+
+@app.function
 def gpm_status_line(gpus: list[dict]) -> str:
     """One line: the GPM metrics each run samples on this card, or why this card or driver has none."""
     if not gpus:
         return ""
-    nvml = nvml_module()
-    handles = dict(nvml_handles(nvml))
-    ok, why = gpm_support(nvml, handles.get(gpus[0]["index"])) if handles else (False, "NVML sees no GPU.")
-    if ok:
+    why = gpm_unavailable_reason(gpus[0]["index"])
+    if not why:
         return (
             f"GPM (SM and Tensor Core activity, DRAM bandwidth, PCIe) is sampled during each run, "
             f"{GPM_HZ:.0f} windows per second per GPU; the classic readings above are what NVML's utilization shows."

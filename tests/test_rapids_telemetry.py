@@ -495,3 +495,88 @@ def test_the_telemetry_table_shows_gpm_figures_short_ops_and_energy():
     assert app.op_telemetry_table(pd.DataFrame([{"rows": 10, "op": "sort", "pandas_median_s": 1.0}])) is None
     text = app.telemetry_text({"gpm_samples": [], "gpm_reason": "this GPU or driver has no GPM counters."})
     assert "no GPM counters" in text and "timed repeats" in text
+
+
+# ---------------------------------------------------------------- "what utilization hides"
+
+PROBE_KEYS = {"workload", "classic_util_pct", "sm_active_pct", "tensor_active_pct", "dram_bw_pct", "seconds"}
+
+
+def test_the_utilization_probe_runs_each_workload_with_both_samplers(monkeypatch):
+    nvml = fake_nvml(values={"NVML_GPM_METRIC_SM_UTIL": 12.5})
+    monkeypatch.setattr(app, "nvml_module", lambda: nvml)
+    calls = {"a": 0, "b": 0}
+    workloads = {
+        "a": lambda: calls.__setitem__("a", calls["a"] + 1),
+        "b": lambda: calls.__setitem__("b", calls["b"] + 1),
+    }
+    synced = []
+    rows = app.utilization_probe(0, seconds=0.4, workloads=workloads, sync=lambda: synced.append(1))
+    assert [r["workload"] for r in rows] == ["a", "b"] and all(set(r) == PROBE_KEYS for r in rows)
+    assert calls["a"] > 1 and calls["b"] > 1 and synced
+    assert all(r["classic_util_pct"] == 77 and r["sm_active_pct"] == 12.5 for r in rows)
+    assert all(r["seconds"] >= 0.4 for r in rows)
+
+
+def test_the_probe_without_gpm_gives_none_and_the_callout_says_so(monkeypatch):
+    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(supported=False))
+    rows = app.utilization_probe(0, seconds=0.2, workloads={"x": lambda: None})
+    assert rows[0]["sm_active_pct"] is None and rows[0]["classic_util_pct"] == 77
+    text = app.utilization_probe_text(rows, app.gpm_unavailable_reason(0))
+    assert "GPM gave no readings" in text and "Hopper" in text
+
+
+def test_probe_rows_are_medians_without_the_first_gpm_window():
+    gpm = [{"sm_active_pct": 99.0}, {"sm_active_pct": 10.0}, {"sm_active_pct": 20.0}, {"sm_active_pct": None}]
+    row = app.probe_row("w", [{"util_pct": 30}, {"util_pct": None}, {"util_pct": 10}], gpm, 1.5)
+    assert row["sm_active_pct"] == 15.0 and row["classic_util_pct"] == 20 and row["dram_bw_pct"] is None
+
+
+def test_the_callout_reads_each_workload_from_its_numbers():
+    rows = [  # shaped like the H200 probe in notes/BENCHMARKS.md
+        {
+            "workload": "tiny kernels",
+            "classic_util_pct": 28.0,
+            "sm_active_pct": 0.0,
+            "tensor_active_pct": 0.0,
+            "dram_bw_pct": 0.0,
+            "seconds": 1.5,
+        },
+        {
+            "workload": "matmul",
+            "classic_util_pct": 100.0,
+            "sm_active_pct": 96.4,
+            "tensor_active_pct": 93.5,
+            "dram_bw_pct": 16.2,
+            "seconds": 1.5,
+        },
+        {
+            "workload": "copy",
+            "classic_util_pct": 100.0,
+            "sm_active_pct": 98.7,
+            "tensor_active_pct": 0.0,
+            "dram_bw_pct": 88.4,
+            "seconds": 1.5,
+        },
+    ]
+    text = app.utilization_probe_text(rows)
+    lines = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("- **")}
+    assert "launch-bound" in lines["tiny kernels"] and "28%" in lines["tiny kernels"]
+    assert "compute-bound" in lines["matmul"] and "94%" in lines["matmul"]
+    assert "memory-bound" in lines["copy"] and "88%" in lines["copy"]
+    assert "| tiny kernels (1.5 s) | 28.0% | 0.0% |" in text
+
+
+def test_without_cupy_the_probe_says_why(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_cupy(name, *a, **k):
+        if name == "cupy":
+            raise ImportError("no cupy")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    rows, why = app.run_utilization_probe()
+    assert rows == [] and "CuPy" in why
