@@ -4595,7 +4595,8 @@ def explain_operations(last: dict | None) -> str:
 
 @app.function
 def explain_metrics(gpus: list[dict], last: dict | None) -> str:
-    """What the NVML readings mean, healthy ranges, and troubleshooting."""
+    """What each NVML reading and GPM metric measures, over what window, how to read them together, and the
+    roofline framing of this run's ops."""
     g = gpus[0] if gpus else None
     limit = f"{g['power_limit_w']:.0f} W" if g and g.get("power_limit_w") else "its power limit"
     slowdown = (
@@ -4603,32 +4604,124 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
         "from NVML (`nvmlDeviceGetTemperatureThreshold`, slowdown); readings well below it are healthy."
         if g and g.get("temp_slowdown_c") is not None
         else "this card's slowdown threshold is not reported by NVML (`nvmlDeviceGetTemperatureThreshold`); "
-        "when a card throttles for heat, its SM clock drops under load."
+        "when a card throttles for heat, its SM clock drops under load and the clock-event reasons say thermal."
     )
     peak = (
         f" In your last run the GPU held at most **{last['bench']['peak_gpu_memory_gb']:.1f} GB**."
         if last and last["bench"].get("peak_gpu_memory_gb")
         else ""
     )
+    no_gpm = gpm_unavailable_reason(g.get("index", 0)) if g else ""
     return "\n".join(
         [
-            "- **Utilization (%)** is the share of the last sample period in which *at least one kernel* was running. "
-            "It is not how much of the GPU was busy: one tiny kernel running all the time shows 100%. Low values "
-            "during a benchmark mean the GPU waited for the CPU (Python overhead, copies, pandas).",
-            f"- **Memory used** counts every process on the card, including each process's CUDA context (its size depends on the card, driver and libraries) and "
-            f"memory that allocators keep after objects are freed (an RMM pool if one is configured, PyTorch's "
-            f"caching allocator), so it can stay high after a run.{peak}",
+            "The app reads two kinds of counters. NVML's **classic** readings come every 0.1 s from "
+            "`GpuSampler`; NVML's **GPM** metrics (Hopper and newer) come from `GpmSampler` as windows, each the "
+            f"average between two GPM samples, `GPM_HZ` = {GPM_HZ:.0f} per second. "
+            + (f"On this card GPM is not available: {no_gpm}" if no_gpm else "")
+            + gpm_ranges_text(last),
+            "",
+            "| metric | what it measures | window | for DataFrame work |",
+            "|---|---|---|---|",
+            "| **utilization** (classic) | share of the sample period in which *one or more kernels* ran "
+            "(NVML API reference, `nvmlUtilization_t`) | NVML's own period, 1/6 s to 1 s by product (NVML API "
+            "reference) | says only that *something* ran: one tiny kernel all the time reads 100% |",
+            "| **SM active** (GPM) | share of the streaming multiprocessors that were busy (pynvml's "
+            "`NVML_GPM_METRIC_SM_UTIL`) | one GPM window | high on large ops, near zero when kernels are tiny |",
+            "| **SM occupancy** (GPM) | warps active against the SMs' theoretical maximum | one GPM window | "
+            "lower than SM active: memory-bound kernels rarely fill every warp slot |",
+            "| **Tensor active** (GPM) | share of time the SMs ran any Tensor Core instruction | one GPM window | "
+            "near zero: no operation here is matrix math |",
+            "| **DRAM bandwidth** (GPM) | memory bandwidth used against the theoretical maximum | one GPM window | "
+            "the number to watch: most DataFrame ops are bounded by memory |",
+            "| **PCIe RX / TX** (GPM) | bytes per second into / out of the GPU over PCIe (NVML reports MiB/s) | "
+            "one GPM window | high only while data moves between host and GPU (`from_pandas`, `to_pandas`) |",
+            "| **SM / memory clock**, **clock-event reasons** (classic) | the clocks now, and NVML's reasons "
+            "holding them down (idle, software power cap, thermal slowdown, …) | instantaneous | a clock held by "
+            "power cap or thermal during a run slows every op |",
+            "",
+            "**Reading them together:**",
+            "- **Low SM active, high utilization → launch-bound.** Kernels run back to back but each is tiny: "
+            "the time goes to Python dispatch and launches. A DataFrame op on a few thousand rows looks like this; "
+            "more rows per call (or fewer, larger operations) is the fix.",
+            "- **High DRAM bandwidth, moderate SM active → memory-bound.** The op streams memory; the only roof "
+            "is the card's bandwidth. Large filters, sorts and joins should look like this.",
+            "- **High Tensor active → compute-bound** on matrix math: what training does, not DataFrames.",
+            "- **High PCIe, SM active near zero → copy-bound.** The GPU waits for data from the host: keep "
+            "data on the GPU between operations, read files straight into GPU memory.",
+            "Press **Measure what utilization hides** (section 1) to see all four patterns on this card.",
+            "",
+            "**The roofline, for DataFrame operations.** A roofline places each operation under two limits: the "
+            "compute roof and the memory roof. DataFrame ops do a few operations per byte they move, so their "
+            "roof is memory bandwidth, and below a certain size another limit shows: the fixed cost every call "
+            "pays (dispatch, launches, allocation, synchronization). Each op is therefore *overhead-bound* (near "
+            "its floor), *memory-bound* (near the memory roof) or in between. " + roofline_text(last),
+            "",
+            f"- **Memory used** counts every process on the card, including each process's CUDA context (its size "
+            "depends on the card, driver and libraries) and memory that allocators keep after objects are freed "
+            f"(an RMM pool if one is configured, PyTorch's caching allocator), so it can stay high after a run.{peak}",
             f"- **Temperature**: {slowdown}",
             f"- **Power** rises with work; this card's limit is {limit}; "
             + power_reading_text(g.get("compute_capability") if g else None),
-            "- **SM clock** drops when idle and boosts under load; a clock stuck low under load means power or "
-            "thermal throttling.",
             "",
             "**Troubleshooting:** no readings → the NVIDIA driver or `nvidia-ml-py` is missing; memory already high "
-            "before you start → another process (another notebook?) holds memory; utilization low while cuDF runs → "
-            "the data is too small to fill the GPU.",
+            "before you start → another process (another notebook?) holds memory; SM active low while cuDF runs → "
+            "the data is too small to fill the GPU (launch-bound); clocks held by *software power cap* → the card "
+            "is at its power limit.",
         ]
     )
+
+
+@app.function
+def gpm_ranges_text(last: dict | None) -> str:
+    """' In your last run, cuDF's operations read SM active a–b% and DRAM bandwidth c–d% …', or ''."""
+    summary = last["summary"] if last else None
+    if summary is None or "cudf_sm_active_pct" not in summary:
+        return ""
+    top = summary[summary["rows"] == summary["rows"].max()]
+    parts = []
+    for col, name in (("cudf_sm_active_pct", "SM active"), ("cudf_dram_bw_pct", "DRAM bandwidth")):
+        values = pd.to_numeric(top[col], errors="coerce").dropna() if col in top else pd.Series(dtype=float)
+        if len(values):
+            parts.append(f"{name} {values.min():.0f}–{values.max():.0f}%")
+    short = int((top.get("cudf_gpm_note", pd.Series(dtype=object)) == "short").sum())
+    text = f" In your last run cuDF's operations at {format_rows(int(top['rows'].iloc[0]))} rows read " + (
+        " and ".join(parts) if parts else "no GPM figure"
+    )
+    return text + (f" ({short} too short for a GPM window)." if short else ".")
+
+
+@app.function
+def roofline_text(last: dict | None) -> str:
+    """Each cuDF op of the last run placed on the roofline: its floor, achieved bandwidth and bound, from this run."""
+    if not last or "cudf_median_s" not in last["summary"]:
+        return "Run the benchmark with cuDF to place each operation from this run's measurements."
+    bench, summary = last["bench"], last["summary"]
+    floor, got = bench.get("floor_s") or {}, bench.get("achievable_gbs")
+    parts = []
+    if floor:
+        lo, hi = min(floor.values()), max(floor.values())
+        parts.append(
+            f"In this run the floor — each op on {FLOOR_ROWS:,} rows — was **{fmt_seconds(lo)}–{fmt_seconds(hi)}** "
+            "per call."
+        )
+    else:
+        parts.append("This run measured no floor (it runs after a cuDF benchmark, under the GPU lock).")
+    if got:
+        parts.append(f"The memory roof: a device-to-device copy reached **{got:,.0f} GB/s** on this card.")
+    table = bandwidth_table(summary, bench.get("peak_bandwidth_gbs"), got, floor)
+    if table is not None and len(table):
+        parts.append(
+            "At the largest size: "
+            + "; ".join(
+                f"**{r['operation']}** {r['cuDF median']}, {r['achieved']}"
+                + (f" ({r['% of achievable']} of achievable)" if "% of achievable" in r else "")
+                + (f", {r['× floor']} its floor" if "× floor" in r else "")
+                + f" → *{r['bound']}*"
+                for r in table.to_dict("records")
+            )
+            + "."
+        )
+    return " ".join(parts)
 
 
 @app.function
