@@ -186,8 +186,9 @@ def _():
     **synchronized** before the clock stops, and the copies between host and GPU timed **separately**.
     Every cuDF result is compared with pandas' and marked ✓ or ✗.
 
-    While it runs, an NVML sampler records what the GPU is doing ten times a second, so you can see each
-    operation as a burst of utilization and power on the timeline below. No GPU? The app still runs the
+    While it runs, NVML samplers record what the GPU is doing ten times a second — utilization, power and
+    clocks, and on Hopper and newer GPUs what the SMs, Tensor Cores, memory and PCIe really did (GPM) — so you
+    can see each operation on the timeline below, with its energy and bandwidth beside its result. No GPU? The app still runs the
     whole pandas benchmark and tells you what is missing.
     """)
     return
@@ -296,33 +297,30 @@ def _():
 
 
 @app.cell(hide_code=True)
-def _(cli, gpus, probe_button):
-    # No user code runs here, so `marimo run` viewers may press it; the GPU lock keeps two runs apart.
-    mo.stop(not gpus, mo.md("_What utilization hides: needs an NVIDIA GPU._"))
-    mo.stop(
-        not (probe_button.value or cli["probe"]),
-        mo.vstack(
-            [
-                mo.md(
-                    "### What utilization hides\n\nNVML's classic *utilization* only says a kernel was "
-                    "running. Three workloads on this GPU — tiny kernels, a large matrix multiply, a memory "
-                    f"copy — side by side with what the GPM counters say, {PROBE_SECONDS:g} s each under the GPU lock:"
-                ),
-                probe_button,
-            ]
-        ),
-    )
-    with gpu_lock(on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(True)), kind="info"))):
-        with mo.status.spinner("Tiny kernels, a matmul and a copy on GPU 0, with both samplers…"):
-            probe_rows, probe_error = run_utilization_probe()
+def _(gpus, probe_button):
     mo.vstack(
         [
-            mo.md("### What utilization hides — measured on this GPU"),
-            mo.callout(
-                mo.md(probe_error or utilization_probe_text(probe_rows, gpm_unavailable_reason(0))),
-                kind="warn" if probe_error else "info",
+            mo.md(
+                "### What utilization hides\n\nNVML's classic *utilization* only says a kernel was running. "
+                "Three workloads on this GPU — tiny kernels, a large matrix multiply, a memory copy — side by "
+                f"side with what the GPM counters say, {PROBE_SECONDS:g} s each under the GPU lock:"
             ),
+            probe_button,
         ]
+    ) if gpus else mo.md("_What utilization hides: needs an NVIDIA GPU._")
+    return
+
+
+@app.cell(hide_code=True)
+def _(cli, gpus, probe_button):
+    # No user code runs here, so `marimo run` viewers may press it; the GPU lock keeps two runs apart.
+    mo.stop(not gpus or not (probe_button.value or cli["probe"]))
+    with gpu_lock(on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(True)), kind="info"))):
+        with mo.status.spinner("Tiny kernels, a matmul and a copy on GPU 0, with both samplers…"):
+            _rows, _error = run_utilization_probe()
+    mo.callout(
+        mo.md(_error or utilization_probe_text(_rows, gpm_unavailable_reason(0))),
+        kind="warn" if _error else "info",
     )
     return
 
@@ -4621,14 +4619,14 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
             + gpm_ranges_text(last),
             "",
             "| metric | what it measures | window | for DataFrame work |",
-            "|---|---|---|---|",
+            "|:---|:---|:---|:---|",
             "| **utilization** (classic) | share of the sample period in which *one or more kernels* ran "
             "(NVML API reference, `nvmlUtilization_t`) | NVML's own period, 1/6 s to 1 s by product (NVML API "
             "reference) | says only that *something* ran: one tiny kernel all the time reads 100% |",
             "| **SM active** (GPM) | share of the streaming multiprocessors that were busy (pynvml's "
             "`NVML_GPM_METRIC_SM_UTIL`) | one GPM window | high on large ops, near zero when kernels are tiny |",
             "| **SM occupancy** (GPM) | warps active against the SMs' theoretical maximum | one GPM window | "
-            "lower than SM active: memory-bound kernels rarely fill every warp slot |",
+            "how full the busy SMs are: a kernel can keep every SM busy with few warps each |",
             "| **Tensor active** (GPM) | share of time the SMs ran any Tensor Core instruction | one GPM window | "
             "near zero: no operation here is matrix math |",
             "| **DRAM bandwidth** (GPM) | memory bandwidth used against the theoretical maximum | one GPM window | "
@@ -4644,11 +4642,12 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
             "the time goes to Python dispatch and launches. A DataFrame op on a few thousand rows looks like this; "
             "more rows per call (or fewer, larger operations) is the fix.",
             "- **High DRAM bandwidth, moderate SM active → memory-bound.** The op streams memory; the only roof "
-            "is the card's bandwidth. Large filters, sorts and joins should look like this.",
+            "is the card's bandwidth. Large streaming ops (a filter's passes, a sort's) are expected to look like this; "
+            "the tables above say whether this run's did.",
             "- **High Tensor active → compute-bound** on matrix math: what training does, not DataFrames.",
             "- **High PCIe, SM active near zero → copy-bound.** The GPU waits for data from the host: keep "
             "data on the GPU between operations, read files straight into GPU memory.",
-            "Press **Measure what utilization hides** (section 1) to see all four patterns on this card.",
+            "Press **Measure what utilization hides** (section 1) to see the first three on this card.",
             "",
             "**The roofline, for DataFrame operations.** A roofline places each operation under two limits: the "
             "compute roof and the memory roof. DataFrame ops do a few operations per byte they move, so their "
