@@ -580,3 +580,26 @@ def test_without_cupy_the_probe_says_why(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_cupy)
     rows, why = app.run_utilization_probe()
     assert rows == [] and "CuPy" in why
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"nvmlDeviceGetTotalEnergyConsumption": raises, "nvmlGpmMetricsGet": raises},
+        {"nvmlDeviceGetUtilizationRates": lambda h: None, "nvmlGpmSampleGet": raises},
+        {"nvmlDeviceGetTotalEnergyConsumption": lambda h: None, "nvmlDeviceGetClockInfo": raises},
+    ],
+)
+def test_a_run_with_readings_missing_completes_and_its_tables_build(monkeypatch, broken):
+    nvml = fake_nvml(**broken)
+    monkeypatch.setattr(app, "nvml_module", lambda: nvml)
+    standin = Engine("cudf", pd, on_gpu=True, to_device=lambda f: f.copy(), gpus=(0,))
+    plan = {"sizes": [2_000], "rows": 2_000, "ops": ["sort"], "repeats": 2}
+    out = app.run_with_progress(plan, make_engines(None) + [standin])
+    assert not out["errors"] and out["records"]
+    summary = summarize_records(out["records"], out["peak_bandwidth_gbs"])
+    table = app.op_telemetry_table(summary)
+    assert table is not None and len(table) == 1
+    last = {"summary": summary, "bench": {**out, "floor_s": {}, "achievable_gbs": None}}
+    app.explain_metrics(app.read_gpu_status(), last)
+    timeline_chart(pd.DataFrame(out["samples"]), pd.DataFrame(out["spans"]), app.gpm_frame(out)).to_dict()
