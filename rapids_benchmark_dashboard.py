@@ -149,6 +149,30 @@ with app.setup:
     # One machine-wide lock file shared with the fine-tuning app; tests point GPU_NOTEBOOKS_LOCK_PATH elsewhere.
     GPU_LOCK_ENV = "GPU_NOTEBOOKS_LOCK_PATH"
     DEFAULT_GPU_LOCK_PATH = os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
+    GPM_FIELDS = {  # GpmSampler's sample keys → pynvml's NVML_GPM_METRIC_* names (shared with the fine-tuning app)
+        "sm_active_pct": "NVML_GPM_METRIC_SM_UTIL",
+        "sm_occupancy_pct": "NVML_GPM_METRIC_SM_OCCUPANCY",
+        "tensor_active_pct": "NVML_GPM_METRIC_ANY_TENSOR_UTIL",
+        "hmma_active_pct": "NVML_GPM_METRIC_HMMA_TENSOR_UTIL",
+        "dram_bw_pct": "NVML_GPM_METRIC_DRAM_BW_UTIL",
+        "pcie_rx_bytes_s": "NVML_GPM_METRIC_PCIE_RX_PER_SEC",
+        "pcie_tx_bytes_s": "NVML_GPM_METRIC_PCIE_TX_PER_SEC",
+    }
+    PROBE_SECONDS = 1.5  # each workload of the "what utilization hides" probe
+    # its buffers: two 8192² FP16 matrices and two 512 MiB copy buffers (arithmetic)
+    PROBE_BYTES = 2 * 8192**2 * 2 + 2 * 512 * 2**20
+    GPM_HZ = 10.0  # GPM windows per second and GPU (one window = the mean between two GPM samples)
+    # An op's GPM figures count only when its timed repeats fill at least this share of the windows they
+    # touch; below it the windows mostly hold other work (warm-up, checks, idle) and the op is marked short.
+    GPM_MIN_COVER = 0.5
+    # The roofline labels' thresholds (the app's choice, not measurements): an op within this many times its
+    # time on FLOOR_ROWS rows is overhead-bound; one whose achieved bandwidth (bytes_touched ÷ median) is at
+    # least this share of the card's measured device-to-device copy rate is memory-bound.
+    OVERHEAD_BOUND_TIMES = 2.0
+    MEMORY_BOUND_SHARE = 0.5
+    FLOOR_ROWS = (
+        1_000  # the per-op floor: each op timed on this many rows, where fixed costs are all there is
+    )
 
 
 @app.cell(hide_code=True)
@@ -162,8 +186,9 @@ def _():
     **synchronized** before the clock stops, and the copies between host and GPU timed **separately**.
     Every cuDF result is compared with pandas' and marked ✓ or ✗.
 
-    While it runs, an NVML sampler records what the GPU is doing ten times a second, so you can see each
-    operation as a burst of utilization and power on the timeline below. No GPU? The app still runs the
+    While it runs, NVML samplers record what the GPU is doing ten times a second — utilization, power and
+    clocks, and on Hopper and newer GPUs what the SMs, Tensor Cores, memory and PCIe really did (GPM) — so you
+    can see each operation on the timeline below, with its energy and bandwidth beside its result. No GPU? The app still runs the
     whole pandas benchmark and tells you what is missing.
     """)
     return
@@ -183,6 +208,7 @@ def _(cli):
     dask_ok, dask_message = detect_dask(len(gpus) if cudf_module is not None else 0)
     duckdb_module, duckdb_message = detect_duckdb()
     host = read_host_status()
+    gpm_line = gpm_status_line(gpus)
     return (
         cudf_message,
         cudf_module,
@@ -190,6 +216,7 @@ def _(cli):
         dask_ok,
         duckdb_message,
         duckdb_module,
+        gpm_line,
         gpus,
         host,
         polars_gpu,
@@ -249,16 +276,51 @@ def _():
 
 
 @app.cell(hide_code=True)
-def _(gpus, live_refresh):
+def _(gpm_line, gpus, live_refresh):
     live_refresh
     _now = read_gpu_status() if gpus else []
     mo.vstack(
         [
             mo.hstack([mo.md("### Live GPU status"), live_refresh], justify="space-between"),
-            live_gpu_panel(_now)
+            live_gpu_panel(_now, gpm_line)
             if _now
             else mo.md("_No NVIDIA GPU visible to NVML, so there is nothing live to show._"),
         ]
+    )
+    return
+
+
+@app.cell
+def _():
+    probe_button = mo.ui.run_button(label="Measure what utilization hides (a few seconds)", kind="neutral")
+    return (probe_button,)
+
+
+@app.cell(hide_code=True)
+def _(gpus, probe_button):
+    mo.vstack(
+        [
+            mo.md(
+                "### What utilization hides\n\nNVML's classic *utilization* only says a kernel was running. "
+                "Three workloads on this GPU — tiny kernels, a large matrix multiply, a memory copy — side by "
+                f"side with what the GPM counters say, {PROBE_SECONDS:g} s each under the GPU lock:"
+            ),
+            probe_button,
+        ]
+    ) if gpus else mo.md("_What utilization hides: needs an NVIDIA GPU._")
+    return
+
+
+@app.cell(hide_code=True)
+def _(cli, gpus, probe_button):
+    # No user code runs here, so `marimo run` viewers may press it; the GPU lock keeps two runs apart.
+    mo.stop(not gpus or not (probe_button.value or cli["probe"]))
+    with gpu_lock(on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(True)), kind="info"))):
+        with mo.status.spinner("Tiny kernels, a matmul and a copy on GPU 0, with both samplers…"):
+            _rows, _error = run_utilization_probe()
+    mo.callout(
+        mo.md(_error or utilization_probe_text(_rows, gpm_unavailable_reason(0))),
+        kind="warn" if _error else "info",
     )
     return
 
@@ -410,6 +472,8 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
             bench["cudf_pandas_profiles"] = _cp["profiles"]
         # Once per run, under the lock: this machine's raw host→GPU copy rates, beside from_pandas's.
         bench["copy_probe"] = copy_bandwidth_probe() if cudf_module is not None else None
+        # and this card's achievable (device-to-device) bandwidth and cuDF's per-op floor, for the roofline
+        bench.update(card_probes(engines, plan["ops"]))
     bench["waited_s"] = _lease["waited_s"]
     mo.output.replace(
         mo.md(
@@ -422,7 +486,7 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
 
 @app.cell
 def _(bench):
-    summary = summarize_records(bench["records"], bench["peak_bandwidth_gbs"])
+    summary = summarize_records(bench["records"], bench["peak_bandwidth_gbs"], bench["achievable_gbs"])
     mo.vstack([mo.callout(mo.md(text), kind=kind) for kind, text in check_messages(summary, bench["errors"])])
     return (summary,)
 
@@ -515,7 +579,12 @@ def _(bench):
                 f"### GPU timeline ({len(bench['samples'])} NVML samples, "
                 f"{bench['sample_rate_hz']:.0f} Hz) — shaded: when each engine ran an operation"
             ),
-            timeline_chart(pd.DataFrame(bench["samples"]), pd.DataFrame(bench["spans"])),
+            timeline_chart(pd.DataFrame(bench["samples"]), pd.DataFrame(bench["spans"]), gpm_frame(bench)),
+            mo.md(
+                f"_GPM: {len(bench['gpm_samples'])} windows, {bench['gpm_rate_hz']:.1f} per second per GPU._"
+                if bench["gpm_samples"]
+                else f"_GPM metrics are not on this timeline: {bench['gpm_reason']}_"
+            ),
         ]
     )
     return
@@ -523,18 +592,30 @@ def _(bench):
 
 @app.cell(hide_code=True)
 def _(bench, summary):
-    _bw = bandwidth_table(summary, bench["peak_bandwidth_gbs"])
-    mo.stop(_bw is None)
+    _telemetry = op_telemetry_table(summary)
+    mo.stop(_telemetry is None)
     mo.vstack(
         [
             mo.md(
-                f"### Achieved memory bandwidth (peak of this card: **{bench['peak_bandwidth_gbs']:,.0f} GB/s**)\n\n"
-                "Bytes each operation must at least read and write, divided by its median time — a lower "
-                "bound on real traffic. No DataFrame operation reaches the peak: each runs several kernels "
-                "(mask, prefix sum, gather; hash build and probe; radix passes) with launches and "
-                "synchronizations between them, and gathers read memory in random order. The share of "
-                "peak shows how far each op is from a pure memory stream."
+                f"### What the GPU did in each operation ({format_rows(int(summary['rows'].max()))} rows)\n\n"
+                "NVML's GPM counters over each operation's timed repeats: **SM active** (share of time the "
+                "streaming multiprocessors had work), **DRAM bandwidth** (share of the memory's peak), "
+                "**Tensor active**, **PCIe** traffic, and the **energy** one call took."
             ),
+            mo.ui.table(_telemetry, selection=None, show_column_summaries=False, page_size=15),
+            mo.callout(mo.md(telemetry_text(bench)), kind="neutral"),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(bench, summary):
+    _bw = bandwidth_table(summary, bench["peak_bandwidth_gbs"], bench["achievable_gbs"], bench["floor_s"])
+    mo.stop(_bw is None)
+    mo.vstack(
+        [
+            mo.md(bandwidth_intro(bench)),
             mo.ui.table(_bw, selection=None, show_column_summaries=False),
         ]
     )
@@ -663,7 +744,7 @@ def _():
 
 @app.function
 def parse_cli_args(args: dict) -> dict:
-    """Headless flags: `-- --smoke` (tiny, all ops, sweep) or `-- --run --rows N --repeats R --ops a,b --sweep --cpu`."""
+    """Headless flags: `-- --smoke` (tiny, all ops, sweep) or `-- --run --rows N --repeats R --ops a,b --sweep --cpu --probe`."""
 
     def _int(name):
         raw = args.get(name)
@@ -680,6 +761,7 @@ def parse_cli_args(args: dict) -> dict:
         "cpu": "cpu" in args,
         "dask": "dask" in args,
         "allow_user_code": "allow-user-code" in args,
+        "probe": "probe" in args,  # run the "what utilization hides" probe headless too
     }
 
 
@@ -1126,7 +1208,15 @@ def partition_nbytes(frame, index: bool = True) -> int:
 
 @app.function
 def bytes_touched(op: str, df, result) -> int:
-    """Lower bound on memory traffic: the input columns the op reads plus the result it writes."""
+    """The byte model: bytes an op must at least move through GPU memory, for its achieved bandwidth.
+
+    filter, group-bys, join, sort: the input columns the op reads (columns_read), once, plus the result it
+    writes, once. Reads (read_parquet, read_csv) and the pipeline: the frame they return, written once (the
+    file's bytes cross the disk and PCIe, not counted). Real ops move more (several passes, scratch, gathers
+    in random order), so the achieved bandwidth is a lower bound.
+    """
+    if op in FILE_OPS:
+        return frame_nbytes(result)
     return frame_nbytes(df[columns_read(op)], index=False) + frame_nbytes(result)
 
 
@@ -1195,6 +1285,8 @@ class Timing:
     times: list[float]
     warmup_s: float | None
     result: Any = field(default=None, repr=False)
+    starts: list[float] = field(default_factory=list)  # perf_counter at each timed repeat's start
+    counter: tuple = (None, None)  # read_counter() just before the first timed repeat and after the last
 
     @property
     def median(self) -> float:
@@ -1217,11 +1309,13 @@ def time_operation(
     warmup: Callable[[], Any] | None = None,
     on_repeat: Callable[[int], None] | None = None,
     min_warmup_s: float = 0.0,
+    read_counter: Callable[[], Any] | None = None,
 ) -> Timing:
     """One uncounted warm-up, then `repeats` timed calls; the device is synchronized before each clock stops.
 
     With `min_warmup_s` the warm-up call repeats until that much time has passed: a GPU that sat idle
     while pandas ran has dropped to idle clocks, and a 2 ms kernel timed before it boosts runs slow.
+    `read_counter` (NVML's energy counter) is read right before the first timed call and after the last.
     """
     t0 = time.perf_counter()
     warm = (warmup or run)()
@@ -1232,16 +1326,20 @@ def time_operation(
         extra = (warmup or run)()
         sync()
         del extra
-    times, result = [], None
+    times, starts, result, after = [], [], None, None
+    before = read_counter() if read_counter else None
     for i in range(repeats):
         result = None  # free the previous repeat's result before the next one allocates its own
         t0 = time.perf_counter()
         result = run()
         sync()
         times.append(time.perf_counter() - t0)
+        starts.append(t0)
+        if read_counter and i == repeats - 1:  # before the last progress tick
+            after = read_counter()
         if on_repeat:
             on_repeat(i)
-    return Timing(times=times, warmup_s=warmup_s, result=result)
+    return Timing(times=times, warmup_s=warmup_s, result=result, starts=starts, counter=(before, after))
 
 
 @app.class_definition
@@ -2137,12 +2235,13 @@ def finish_record(
         "warmup_s": timing.warmup_s,
         "repeats": repeats,
         "rows_out": len(result),
-        "bytes_touched": frame_nbytes(result) if op in FILE_OPS else bytes_touched(op, dev_df, result),
+        "bytes_touched": bytes_touched(op, dev_df, result),
         "on_gpu": eng.on_gpu,
         "load_s": load_s,
         "load_kind": eng.load_kind,
         "h2d_s": load_s if eng.load_kind == HOST_TO_GPU else math.nan,
         "d2h_s": 0.0,
+        "energy_j": op_energy_j(timing),
         "match": None,
         "checked_by": "",
         "detail": "reference",
@@ -2167,6 +2266,13 @@ def finish_record(
     else:
         rec["detail"] = "not checked: pandas, the reference, has no result for this op and size"
     return rec
+
+
+@app.function
+def op_energy_j(timing: Timing) -> float | None:
+    """Joules per call of an op: NVML's energy counter across its timed repeats, divided by their number."""
+    joules = energy_joules(*timing.counter)
+    return None if joules is None or not timing.times else joules / len(timing.times)
 
 
 @app.function
@@ -2382,6 +2488,7 @@ def run_benchmark(
                             f"{label} · repeat {i + 1}/{repeats}", g
                         ),
                         min_warmup_s=GPU_MIN_WARMUP_S if eng.on_gpu else 0.0,
+                        read_counter=functools.partial(read_energy_mj, eng.gpus) if eng.on_gpu else None,
                     )
                     spans.append(
                         {
@@ -2391,6 +2498,9 @@ def run_benchmark(
                             "rows": n,
                             "start": start,
                             "end": clock(),
+                            "gpus": eng.gpus,
+                            # the timed repeats alone, for the GPM windows (perf_counter, as start and end)
+                            "repeats": [(t, t + d) for t, d in zip(timing.starts, timing.times, strict=True)],
                         }
                     )
                     rec = finish_record(
@@ -2468,9 +2578,13 @@ def progress_total(plan: dict, engines: list[Engine]) -> int:
 def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
     """run_benchmark with a live progress bar and the NVML sampler running around it."""
     total = max(progress_total(plan, engines), 1)
+    gpus = engine_gpus(engines)
     sampler = GpuSampler(interval_s=0.1)
+    gpm = GpmSampler(device_indices=gpus) if gpus != [] else None
     t_start = time.perf_counter()
     sampler.start()
+    if gpm is not None:
+        gpm.start()
     try:
         with mo.status.progress_bar(
             total=total, title="Benchmarking", show_eta=True, remove_on_exit=True
@@ -2487,12 +2601,18 @@ def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
                 bar.update(increment=total - done[0], subtitle="done")
     finally:
         sampler.stop()
+        if gpm is not None:
+            gpm.stop()
     out["wall_s"] = time.perf_counter() - t_start
     out["samples"] = sampler.samples_relative_to(sampler.t0)
     out["sample_rate_hz"] = sampler.rate_hz()
     for s in out["spans"]:
         s["start"] -= sampler.t0
         s["end"] -= sampler.t0
+        s["repeats"] = [(a - sampler.t0, b - sampler.t0) for a, b in s.get("repeats", [])]
+    out.update(gpm_outcome(gpm, sampler.t0))
+    if out["gpm_samples"]:
+        attach_gpm(out["records"], out["spans"], out["gpm_samples"], origin=gpm.t0 - sampler.t0)
     out["peak_bandwidth_gbs"] = (
         max((g.get("peak_bandwidth_gbs") or 0 for g in read_gpu_status()), default=0) or None
     )
@@ -2502,7 +2622,24 @@ def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
 
 
 @app.function
-def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = None) -> pd.DataFrame:
+def gpm_outcome(gpm, t0: float) -> dict:
+    """A run's GPM samples on the classic sampler's clock (t seconds after `t0`), their rate, or why none."""
+    if gpm is None:
+        return {"gpm_samples": [], "gpm_rate_hz": 0.0, "gpm_reason": "a CPU-only run: no GPU to read."}
+    if not gpm.available:
+        return {"gpm_samples": [], "gpm_rate_hz": 0.0, "gpm_reason": gpm.unavailable_reason}
+    shift = gpm.t0 - t0
+    return {
+        "gpm_samples": [{**s, "t": s["t"] + shift} for s in gpm.samples],
+        "gpm_rate_hz": gpm.rate_hz(),
+        "gpm_reason": "",
+    }
+
+
+@app.function
+def summarize_records(
+    records: list[dict], peak_bandwidth_gbs: float | None = None, achievable_gbs: float | None = None
+) -> pd.DataFrame:
     """One row per (size, op): each engine's times and checks, speedups vs pandas and vs the fastest CPU engine.
 
     A size where pandas or every CPU engine is missing (beyond host RAM: Dask alone) keeps its row, with
@@ -2511,21 +2648,17 @@ def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = No
     if not records:
         return pd.DataFrame(columns=["rows", "op", "match", "check", "detail"])
     rec = pd.DataFrame(records)
+    telemetry = ["energy_j", *GPM_FIELDS, "gpm_note"]  # GPU ops only; absent from other records
+    for key in telemetry:
+        if key not in rec:
+            rec[key] = None
     cpu_engines = list(dict.fromkeys(rec.loc[~rec["on_gpu"].astype(bool), "engine"]))
     rows = []
     for (n, op), grp in rec.groupby(["rows", "op"], sort=False):
         row, checks, unchecked = {"rows": n, "op": op}, [], []
         for r in grp.itertuples():
-            for key in (
-                "median_s",
-                "min_s",
-                "max_s",
-                "warmup_s",
-                "load_s",
-                "h2d_s",
-                "d2h_s",
-                "bytes_touched",
-            ):
+            keys = ["median_s", "min_s", "max_s", "warmup_s", "load_s", "h2d_s", "d2h_s", "bytes_touched"]
+            for key in keys + (telemetry if r.on_gpu else []):
                 row[f"{r.engine}_{key}"] = getattr(r, key)
             if r.match is not None:
                 checks.append((r.engine, bool(r.match), r.detail, r.checked_by))
@@ -2558,6 +2691,8 @@ def summarize_records(records: list[dict], peak_bandwidth_gbs: float | None = No
         out["bandwidth_gbs"] = out["gpu_bytes"] / out["cudf_median_s"] / 1e9
         if peak_bandwidth_gbs:
             out["bandwidth_pct"] = 100 * out["bandwidth_gbs"] / peak_bandwidth_gbs
+        if achievable_gbs:
+            out["bandwidth_achievable_pct"] = 100 * out["bandwidth_gbs"] / achievable_gbs
     if "cudf_pandas_median_s" in out:
         out["cudf_pandas_speedup"] = pandas_s / out["cudf_pandas_median_s"]
         if "cudf_median_s" in out:  # how close zero code change gets to hand-written cuDF (1× = as fast)
@@ -2682,6 +2817,10 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
         out["host→GPU copy"] = summary["h2d_s"].map(fmt_seconds)
         out["GPU→host copy"] = summary["d2h_s"].map(fmt_seconds)
         out["cuDF vs pandas, with copies"] = times("speedup_e2e")
+    if "cudf_energy_j" in summary and summary["cudf_energy_j"].notna().any():
+        out["cuDF energy per call"] = summary["cudf_energy_j"].map(
+            lambda j: "—" if j is None or j != j else f"{j:,.3f} J"
+        )
     if "polars_gpu_speedup" in summary:
         out["Polars GPU vs pandas"] = times("polars_gpu_speedup")
     if "dask_vs_cudf" in summary:
@@ -3075,6 +3214,93 @@ def copy_bandwidth_probe(nbytes: int = 256 * 2**20, repeats: int = 5) -> dict | 
 
 
 @app.function
+def d2d_bandwidth_probe(gpus: list[int] | None, nbytes: int = 512 * 2**20, repeats: int = 10) -> dict:
+    """Each GPU's achievable memory bandwidth: a device-to-device copy, read + write bytes ÷ time (GB/s).
+
+    `gpus` None: every GPU CuPy sees. CUDA events time `repeats` copies after one warm-up copy; a GPU whose
+    two buffers do not fit gets None.
+    """
+    import cupy
+
+    out = {}
+    for gpu in range(cupy.cuda.runtime.getDeviceCount()) if gpus is None else gpus:
+        with cupy.cuda.Device(gpu):
+            try:
+                src = cupy.ones(nbytes, dtype=cupy.uint8)
+                dst = cupy.empty_like(src)
+            except cupy.cuda.memory.OutOfMemoryError:
+                out[gpu] = None
+                continue
+            dst.data.copy_from_device_async(src.data, nbytes)  # warm-up
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record()
+            for _ in range(repeats):
+                dst.data.copy_from_device_async(src.data, nbytes)
+            end.record()
+            end.synchronize()
+            seconds = cupy.cuda.get_elapsed_time(start, end) / 1e3
+            out[gpu] = 2 * nbytes * repeats / seconds / 1e9
+            del src, dst
+    return out
+
+
+@app.function
+def overhead_floor_probe(engine: Engine, ops: list[str], rows: int = FLOOR_ROWS, repeats: int = 5) -> dict:
+    """Median seconds of each in-memory op on `rows` rows with `engine`: its fixed per-op cost on this machine."""
+    df, lookup = generate_data(rows)
+    dev_df, dev_lookup = engine.to_device(df), engine.to_device(lookup)
+    floor = {}
+    for op in [o for o in ops if o in OPS]:
+        fn = engine.ops[op] if engine.ops else get_op(op)
+        timing = time_operation(
+            functools.partial(fn, engine.lib, dev_df, dev_lookup), repeats, sync=engine.sync
+        )
+        floor[op] = timing.median
+    return floor
+
+
+@app.function
+def card_probes(engines: list[Engine], ops: list[str]) -> dict:
+    """Once per run, under the lock: each GPU's achievable bandwidth and cuDF's per-op floor on FLOOR_ROWS rows."""
+    cudf_engine = next((e for e in engines if e.name == "cudf"), None)
+    if cudf_engine is None:
+        return {"achievable_gbs_by_gpu": {}, "achievable_gbs": None, "floor_s": {}}
+    by_gpu = d2d_bandwidth_probe(engine_gpus(engines))
+    return {
+        "achievable_gbs_by_gpu": by_gpu,
+        "achievable_gbs": by_gpu.get(cudf_engine.gpus[0]),
+        "floor_s": overhead_floor_probe(cudf_engine, ops),
+    }
+
+
+@app.function
+def roofline_bound(
+    median_s: float | None,
+    floor_s: float | None,
+    achieved_gbs: float | None,
+    achievable_gbs: float | None,
+    dram_bw_pct: float | None = None,
+) -> str:
+    """Where an op sits for its roofline: overhead-bound, memory-bound or below the memory roof.
+
+    DataFrame ops do a few operations per byte, so their roof is memory bandwidth, not compute. An op
+    within OVERHEAD_BOUND_TIMES of its floor (its time on FLOOR_ROWS rows) is paying fixed costs; one at
+    MEMORY_BOUND_SHARE or more of the achievable copy rate by the byte model — or whose GPM DRAM bandwidth
+    reads that high — is memory-bound; between the two it moves more bytes than the model counts (passes,
+    scratch) or waits on random access.
+    """
+    if not median_s or median_s != median_s:
+        return "—"
+    if floor_s and median_s <= OVERHEAD_BOUND_TIMES * floor_s:
+        return "overhead-bound"
+    if achieved_gbs is None or achievable_gbs is None or achieved_gbs != achieved_gbs:
+        return "not placed: no achievable bandwidth measured"
+    if achieved_gbs >= MEMORY_BOUND_SHARE * achievable_gbs or (dram_bw_pct or 0) >= 100 * MEMORY_BOUND_SHARE:
+        return "memory-bound"
+    return "below the memory roof"
+
+
+@app.function
 def copy_text(probe: dict, summary: pd.DataFrame) -> str:
     """The copy probe beside from_pandas's rate in this run, and what the difference costs."""
     text = (
@@ -3098,47 +3324,189 @@ def copy_text(probe: dict, summary: pd.DataFrame) -> str:
 
 
 @app.function
-def bandwidth_table(summary: pd.DataFrame, peak_gbs: float | None) -> pd.DataFrame | None:
-    """Achieved bandwidth per op at the largest size, as GB/s and % of the card's peak."""
+def bandwidth_table(
+    summary: pd.DataFrame,
+    peak_gbs: float | None,
+    achievable_gbs: float | None = None,
+    floor_s: dict | None = None,
+) -> pd.DataFrame | None:
+    """cuDF's achieved bandwidth per op at the largest size: GB/s, share of achievable and of theoretical,
+    its time against its floor on FLOOR_ROWS rows, and where that puts it (roofline_bound)."""
     if "bandwidth_gbs" not in summary:
         return None
-    top = summary[summary["rows"] == summary["rows"].max()]
+    floor_s = floor_s or {}
+    top = summary[(summary["rows"] == summary["rows"].max()) & summary["cudf_median_s"].notna()]
+    top = top[top["op"] != "pipeline"]  # its result is the small answer: the byte model says nothing there
+    dram = top["cudf_dram_bw_pct"] if "cudf_dram_bw_pct" in top else pd.Series(None, index=top.index)
+    floors = top["op"].map(lambda op: floor_s.get(op))
     out = pd.DataFrame(
         {
             "operation": top["op"],
-            "bytes touched": (top["gpu_bytes"] / 1e9).map(lambda x: f"{x:,.2f} GB"),
+            "bytes (byte model)": (top["gpu_bytes"] / 1e9).map(lambda x: f"{x:,.2f} GB"),
             "cuDF median": top["cudf_median_s"].map(fmt_seconds),
             "achieved": top["bandwidth_gbs"].map(lambda x: f"{x:,.0f} GB/s"),
         }
     )
+    if achievable_gbs:
+        out["% of achievable"] = top["bandwidth_achievable_pct"].map(lambda x: f"{x:.1f}%")
     if peak_gbs:
-        out["% of peak"] = top["bandwidth_pct"].map(lambda x: f"{x:.1f}%")
+        out["% of theoretical"] = top["bandwidth_pct"].map(lambda x: f"{x:.1f}%")
+    if floor_s:
+        out[f"floor ({format_rows(FLOOR_ROWS)} rows)"] = floors.map(fmt_seconds)
+        out["× floor"] = [
+            f"{m / f:,.1f}×" if f else "—" for m, f in zip(top["cudf_median_s"], floors, strict=True)
+        ]
+    out["bound"] = [
+        roofline_bound(m, f, b, achievable_gbs, d)
+        for m, f, b, d in zip(top["cudf_median_s"], floors, top["bandwidth_gbs"], dram, strict=True)
+    ]
     return out
+
+
+@app.function
+def bandwidth_intro(bench: dict) -> str:
+    """The heading and reading guide of the bandwidth table, with this card's theoretical and achievable rates."""
+    peak, got = bench.get("peak_bandwidth_gbs"), bench.get("achievable_gbs")
+    rates = []
+    if got:
+        rates.append(f"achievable **{got:,.0f} GB/s** (a device-to-device copy measured in this run)")
+    if peak:
+        rates.append(f"theoretical **{peak:,.0f} GB/s** (NVML's memory clock × bus width)")
+    return (
+        "### Achieved memory bandwidth, and where each operation sits\n\n"
+        + (f"This card: {' and '.join(rates)}. " if rates else "")
+        + "**Achieved** is the op's byte model (`bytes_touched`: the columns it reads once plus the result it "
+        "writes once) ÷ its median time — a lower bound on real traffic. **Floor** is the same op on "
+        f"{FLOOR_ROWS:,} rows in this run, where fixed costs (Python dispatch, kernel launches, allocation, "
+        "synchronization) are all there is. **Bound**: within `OVERHEAD_BOUND_TIMES` "
+        f"({OVERHEAD_BOUND_TIMES:g}×) of its floor an op is *overhead-bound*; at `MEMORY_BOUND_SHARE` "
+        f"({MEMORY_BOUND_SHARE:.0%}) or more of the achievable rate (or of DRAM bandwidth by GPM) it is "
+        "*memory-bound*; between the two it is *below the memory roof*: it makes several passes, uses scratch "
+        "or reads in random order, so it moves more bytes than the model counts."
+    )
+
+
+@app.function
+def gpm_cell(value, note, fmt: str = "{:.1f}%") -> str:
+    """One GPM figure of an op: the value, 'short' (under one window), or '—'."""
+    if note == "short":
+        return "shorter than a GPM window"
+    if value is None or value != value:
+        return "—"
+    return fmt.format(value)
+
+
+@app.function
+def op_telemetry_table(summary: pd.DataFrame) -> pd.DataFrame | None:
+    """What the GPU did in each GPU engine's op at the largest size: GPM means over its repeats, joules per call."""
+    top = summary[summary["rows"] == summary["rows"].max()]
+    rows = []
+    for eng, label in ENGINE_LABELS.items():
+        if f"{eng}_energy_j" not in top:
+            continue
+        for r in top.to_dict("records"):
+            median = r.get(f"{eng}_median_s")
+            if median is None or median != median:
+                continue
+            note, energy = r.get(f"{eng}_gpm_note"), r.get(f"{eng}_energy_j")
+            rx, tx = r.get(f"{eng}_pcie_rx_bytes_s"), r.get(f"{eng}_pcie_tx_bytes_s")
+            rows.append(
+                {
+                    "operation": r["op"],
+                    "engine": label,
+                    "median": fmt_seconds(median),
+                    "SM active": gpm_cell(r.get(f"{eng}_sm_active_pct"), note),
+                    "DRAM bandwidth": gpm_cell(r.get(f"{eng}_dram_bw_pct"), note),
+                    "Tensor active": gpm_cell(r.get(f"{eng}_tensor_active_pct"), note),
+                    "PCIe RX / TX": "shorter than a GPM window"
+                    if note == "short"
+                    else f"{gpm_cell(rx and rx / 1e9, note, '{:,.1f}')} / {gpm_cell(tx and tx / 1e9, note, '{:,.1f}')} GB/s",
+                    "energy per call": "—" if energy is None or energy != energy else f"{energy:,.3f} J",
+                }
+            )
+    return pd.DataFrame(rows) if rows else None
+
+
+@app.function
+def telemetry_text(bench: dict) -> str:
+    """How each op's GPM figures and energy are taken, and what a 'shorter than a GPM window' op means."""
+    gpm = (
+        f"GPM sampled {bench['gpm_rate_hz']:.1f} windows per second per GPU in this run."
+        if bench.get("gpm_samples")
+        else f"GPM did not run: {bench.get('gpm_reason') or 'no GPU'} — only the energy column can be filled."
+    )
+    return (
+        "**How these are taken.** Each GPM window is the average between two GPM samples "
+        f"(`GPM_HZ` = {GPM_HZ:.0f} per second). An op's figure is the mean over the windows that overlap its "
+        "**timed repeats** (not its warm-up or result check), each window weighted by how much of it the "
+        "repeats cover. When the repeats fill less than `GPM_MIN_COVER` "
+        f"({GPM_MIN_COVER:.0%}) of the windows they touch, the op is shorter than a window and its figures "
+        "would mostly be other work's: it reads *shorter than a GPM window* instead of a made-up number (run "
+        "more rows or more repeats to see it). **Energy per call** is NVML's total-energy counter "
+        "(`nvmlDeviceGetTotalEnergyConsumption`) read just before the first timed repeat and after the last, "
+        f"divided by the repeats; it includes the card's draw in the short gaps between repeats. {gpm}"
+    )
+
+
+@app.function
+def nvml_module():
+    """The pynvml module from nvidia-ml-py, or None when it is not installed."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    return pynvml
+
+
+@app.function
+def read_nvml(nvml, read, *args):
+    """One NVML reading `read(*args)` of the binding `nvml`, or None when the card, driver or binding does not
+    provide it: NVML's own errors only (a programming error still raises)."""
+    error = getattr(nvml, "NVMLError", OSError)
+    try:
+        return read(*args)
+    except (error, AttributeError, NotImplementedError):  # not supported here / a binding without it
+        return None
+
+
+@app.function
+def nvml_ready(nvml):
+    """True when NVML starts (a driver is there); nvmlInit returns nothing, so success is "it did not raise"."""
+    if nvml is None:
+        return False
+    try:
+        nvml.nvmlInit()
+    except getattr(nvml, "NVMLError", OSError):
+        return False
+    return True
+
+
+@app.function
+def nvml_handles(nvml) -> list:
+    """(index, handle) of every GPU NVML sees; [] without NVML, a driver or a GPU."""
+    if not nvml_ready(nvml):
+        return []
+    handles = [
+        (i, read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, i))
+        for i in range(read_nvml(nvml, nvml.nvmlDeviceGetCount) or 0)
+    ]
+    return [(i, h) for i, h in handles if h is not None]
 
 
 @app.function
 def read_gpu_status() -> list[dict]:
     """Per-GPU facts and current readings from NVML; an empty list when there is no NVIDIA GPU."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        count = pynvml.nvmlDeviceGetCount()
-    except Exception:
-        return []
-    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-    return [{**nvml_read(pynvml, h, i), **nvml_card_facts(pynvml, h)} for i, h in enumerate(handles)]
+    nvml = nvml_module()
+    return [{**nvml_read(nvml, h, i), **nvml_card_facts(nvml, h)} for i, h in nvml_handles(nvml)]
 
 
 @app.function
 def nvml_card_facts(pynvml, handle) -> dict:
     """Fixed facts of one card the text quotes (slowdown temperature, compute capability); None when not offered."""
 
-    def get(fn_name, *a):
-        try:
-            return getattr(pynvml, fn_name)(handle, *a)
-        except Exception:  # NVMLError_NotSupported, or an older pynvml without the call
-            return None
+    def get(name, *a):  # an older binding may lack the call: None, as when the card does not offer it
+        fn = getattr(pynvml, name, None)
+        return None if fn is None else read_nvml(pynvml, fn, handle, *a)
 
     cc = get("nvmlDeviceGetCudaComputeCapability")
     slowdown = getattr(pynvml, "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN", 1)
@@ -3170,35 +3538,78 @@ def power_reading_text(cc: tuple | None) -> str:
 
 @app.function
 def nvml_read(pynvml, handle, index: int) -> dict:
-    """One GPU's readings; a reading this driver does not offer is None."""
+    """One GPU's readings; a reading this card or driver does not offer (NVML raising or giving None) is None."""
 
-    def get(fn, *a):
-        try:
-            return fn(handle, *a)
-        except Exception:
-            return None
+    def get(name, *a):
+        fn = getattr(pynvml, name, None)
+        return None if fn is None else read_nvml(pynvml, fn, handle, *a)
 
-    mem = get(pynvml.nvmlDeviceGetMemoryInfo)
-    util = get(pynvml.nvmlDeviceGetUtilizationRates)
-    power = get(pynvml.nvmlDeviceGetPowerUsage)
-    limit = get(pynvml.nvmlDeviceGetEnforcedPowerLimit)
-    mem_clock = get(pynvml.nvmlDeviceGetMaxClockInfo, pynvml.NVML_CLOCK_MEM)
-    bus = get(pynvml.nvmlDeviceGetMemoryBusWidth)
-    name = get(pynvml.nvmlDeviceGetName)
+    mem = get("nvmlDeviceGetMemoryInfo")
+    util = get("nvmlDeviceGetUtilizationRates")
+    power = get("nvmlDeviceGetPowerUsage")
+    limit = get("nvmlDeviceGetEnforcedPowerLimit")
+    clock_sm, clock_mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
+    events = get("nvmlDeviceGetCurrentClocksEventReasons")
+    name = get("nvmlDeviceGetName")
     return {
         "index": index,
         "name": name.decode() if isinstance(name, bytes) else (name or "NVIDIA GPU"),
         "memory_total_gb": mem.total / 1e9 if mem else 0.0,
         "memory_used_gb": mem.used / 1e9 if mem else None,
         "memory_free_bytes": mem.free if mem else None,
-        "util_pct": util.gpu if util else None,
-        "mem_util_pct": util.memory if util else None,
-        "temp_c": get(pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU),
+        "util_pct": getattr(util, "gpu", None),
+        "mem_util_pct": getattr(util, "memory", None),
+        "temp_c": get("nvmlDeviceGetTemperature", getattr(pynvml, "NVML_TEMPERATURE_GPU", 0)),
         "power_w": power / 1000 if power is not None else None,
         "power_limit_w": limit / 1000 if limit is not None else None,
-        "sm_clock_mhz": get(pynvml.nvmlDeviceGetClockInfo, pynvml.NVML_CLOCK_SM),
-        "peak_bandwidth_gbs": peak_bandwidth_gbs(mem_clock, bus),
+        "sm_clock_mhz": get("nvmlDeviceGetClockInfo", clock_sm),
+        "mem_clock_mhz": get("nvmlDeviceGetClockInfo", clock_mem),
+        "clock_events": ", ".join(decode_clock_event_reasons(events)) or "none",
+        "peak_bandwidth_gbs": peak_bandwidth_gbs(
+            get("nvmlDeviceGetMaxClockInfo", clock_mem), get("nvmlDeviceGetMemoryBusWidth")
+        ),
     }
+
+
+@app.function
+def decode_clock_event_reasons(mask):
+    """NVML's clock-event (throttle) reason bits as words; [] when nothing holds the clocks down."""
+    if mask is None:
+        return ["not reported"]
+    words = {  # nvmlClocksEventReason* bits, from nvml.h
+        0x1: "idle",
+        0x2: "application clocks setting",
+        0x4: "software power cap",
+        0x8: "hardware slowdown",
+        0x10: "sync boost",
+        0x20: "software thermal slowdown",
+        0x40: "hardware thermal slowdown",
+        0x80: "hardware power brake",
+        0x100: "display clock setting",
+    }
+    reasons = [word for bit, word in words.items() if mask & bit]
+    unknown = mask & ~sum(words)
+    return reasons + ([f"other (0x{unknown:x})"] if unknown else [])
+
+
+@app.function
+def energy_joules(start_mj, end_mj):
+    """Joules between two readings of NVML's total-energy counter (millijoules); None if either is missing."""
+    if start_mj is None or end_mj is None or end_mj < start_mj:  # no counter, or it was reset
+        return None
+    return (end_mj - start_mj) / 1000.0
+
+
+@app.function
+def read_energy_mj(gpus: tuple[int, ...] | None) -> float | None:
+    """NVML's total energy counter summed over `gpus` (None: every GPU), in mJ; None if any GPU lacks it."""
+    nvml = nvml_module()
+    handles = dict(nvml_handles(nvml))
+    wanted = sorted(handles) if gpus is None else list(gpus)
+    if not wanted or any(g not in handles for g in wanted):
+        return None
+    readings = [read_nvml(nvml, nvml.nvmlDeviceGetTotalEnergyConsumption, handles[g]) for g in wanted]
+    return None if any(r is None for r in readings) else float(sum(readings))
 
 
 @app.function
@@ -3319,23 +3730,27 @@ def lock_waited_text(waited_s: float, has_gpu: bool) -> str:
 
 @app.class_definition
 class GpuSampler:
-    """Background thread recording NVML readings of every GPU at a fixed interval (10 Hz by default)."""
+    """Background thread recording NVML's classic readings of every GPU at a fixed interval (10 Hz by default)."""
 
-    def __init__(self, interval_s: float = 0.1):
+    FIELDS = (
+        "util_pct",
+        "memory_used_gb",
+        "temp_c",
+        "power_w",
+        "sm_clock_mhz",
+        "mem_clock_mhz",
+        "clock_events",
+    )
+
+    def __init__(self, interval_s: float = 0.1, device_indices: list[int] | None = None):
         self.interval_s = interval_s
         self.samples: list[dict] = []
         self.t0 = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="nvml-sampler")
-        self._handles = []
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        except Exception:
-            self._nvml = None
+        self._nvml = nvml_module()
+        handles = nvml_handles(self._nvml)
+        self._handles = [(i, h) for i, h in handles if device_indices is None or i in device_indices]
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
@@ -3350,19 +3765,9 @@ class GpuSampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             t = time.perf_counter()
-            for i, h in enumerate(self._handles):
+            for i, h in self._handles:
                 r = nvml_read(self._nvml, h, i)
-                self.samples.append(
-                    {
-                        "t": t,
-                        "gpu": i,
-                        "util_pct": r["util_pct"],
-                        "memory_used_gb": r["memory_used_gb"],
-                        "temp_c": r["temp_c"],
-                        "power_w": r["power_w"],
-                        "sm_clock_mhz": r["sm_clock_mhz"],
-                    }
-                )
+                self.samples.append({"t": t, "gpu": i, **{k: r[k] for k in self.FIELDS}})
             self._stop.wait(max(self.interval_s - (time.perf_counter() - t), 0))
 
     def latest_text(self, gpus: tuple[int, ...] | None = None) -> str:
@@ -3388,6 +3793,365 @@ class GpuSampler:
 
 
 @app.function
+def gpm_support(nvml, handle):
+    """(True, "") when NVML's GPM metrics answer for this GPU (Hopper and newer), else (False, why in a line)."""
+    if nvml is None:
+        return False, "GPM metrics need nvidia-ml-py (pynvml), which is not installed."
+    if not hasattr(nvml, "nvmlGpmQueryDeviceSupport"):
+        return False, "this nvidia-ml-py has no GPM interface: upgrade nvidia-ml-py."
+    support = read_nvml(nvml, nvml.nvmlGpmQueryDeviceSupport, handle)
+    if support is None or not getattr(support, "isSupportedDevice", 0):
+        return False, "this GPU or driver has no GPM counters (NVML GPM needs Hopper or newer)."
+    return True, ""
+
+
+@app.function
+def pcie_bytes_per_s(value, unit):
+    """A GPM PCIe reading in bytes/s, from the unit NVML reports with it (MiB/s today)."""
+    if value is None:
+        return None
+    unit = (unit or "MiB/sec").lower()
+    scale = 2**20 if "mib" in unit else 1e6 if "mb" in unit else 2**10 if "kib" in unit else 1.0
+    return value * scale
+
+
+@app.function
+def gpm_read(nvml, handle, previous, current):
+    """GPM metrics between two samples as {field: value or None}; `current` is filled here."""
+    fields = {field: getattr(nvml, name, None) for field, name in GPM_FIELDS.items()}
+    if read_nvml(nvml, nvml.nvmlGpmSampleGet, handle, current) is None:
+        return dict.fromkeys(GPM_FIELDS)
+    request = nvml.c_nvmlGpmMetricsGet_t()
+    request.version = nvml.NVML_GPM_METRICS_GET_VERSION
+    wanted = [(field, metric_id) for field, metric_id in fields.items() if metric_id is not None]
+    request.numMetrics = len(wanted)
+    request.sample1, request.sample2 = previous, current
+    for slot, (_, metric_id) in enumerate(wanted):
+        request.metrics[slot].metricId = metric_id
+    values = dict.fromkeys(GPM_FIELDS)
+    if read_nvml(nvml, nvml.nvmlGpmMetricsGet, request) is None:
+        return values
+    for slot, (field, _) in enumerate(wanted):
+        metric = request.metrics[slot]
+        if metric.nvmlReturn != 0:  # this metric is not available on this GPU
+            continue
+        value = float(metric.value)
+        if field.startswith("pcie_"):
+            unit = metric.metricInfo.unit
+            value = pcie_bytes_per_s(value, unit.decode() if isinstance(unit, bytes) else unit)
+        values[field] = value
+    return values
+
+
+@app.class_definition
+class GpmSampler:
+    """NVML GPM metrics (SM activity and occupancy, Tensor Core activity, DRAM bandwidth, PCIe) for each GPU.
+
+    GPM counters exist on Hopper and newer: each reading is the average between two GPM samples, so a
+    sample every 1/hz seconds gives that window's mean (sample "t" is the window's end, seconds after
+    start(); `t0` is start()'s perf_counter). Elsewhere `available` is False and `unavailable_reason` says
+    why in one line; the classic GpuSampler keeps working either way. Same design and names as the
+    fine-tuning dashboard's sampler: start(), stop(), samples, available, unavailable_reason.
+    """
+
+    def __init__(self, device_indices=None, hz=GPM_HZ):
+        self.interval, self.samples = 1.0 / hz, []
+        self.available, self.unavailable_reason = False, ""
+        self.t0 = time.perf_counter()
+        self._nvml, self._gpus, self._stop = nvml_module(), [], threading.Event()
+        self._thread = None
+        nvml = self._nvml
+        if nvml is None:
+            self.unavailable_reason = gpm_support(None, None)[1]
+            return
+        if not nvml_ready(nvml):
+            self.unavailable_reason = "NVML could not start here (no NVIDIA driver)."
+            return
+        count = read_nvml(nvml, nvml.nvmlDeviceGetCount) or 0
+        reasons = []
+        for index in range(count) if device_indices is None else device_indices:
+            handle = read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, index)
+            ok, why = gpm_support(nvml, handle) if handle is not None else (False, "no NVML handle.")
+            if ok:
+                self._gpus.append({"gpu": index, "handle": handle})
+            else:
+                reasons.append(why)
+        self.available = bool(self._gpus)
+        if not self.available:
+            self.unavailable_reason = reasons[0] if reasons else "NVML sees no GPU."
+
+    def _sample_pair(self):
+        return [
+            read_nvml(self._nvml, self._nvml.nvmlGpmSampleAlloc),
+            read_nvml(self._nvml, self._nvml.nvmlGpmSampleAlloc),
+        ]
+
+    def start(self):
+        """Take the first sample of every GPU and start sampling in a background thread."""
+        if not self.available:
+            return self
+        for gpu in self._gpus:
+            gpu["pair"] = self._sample_pair()
+            read_nvml(self._nvml, self._nvml.nvmlGpmSampleGet, gpu["handle"], gpu["pair"][0])
+        self.t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="gpm-sampler")
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            t = time.perf_counter() - self.t0
+            for gpu in self._gpus:
+                previous, current = gpu["pair"]
+                values = gpm_read(self._nvml, gpu["handle"], previous, current)
+                gpu["pair"] = [current, previous]  # this sample is the next window's start
+                self.samples.append({"t": t, "gpu": gpu["gpu"], **values})
+
+    def stop(self):
+        """Stop sampling and free the GPM samples."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for gpu in self._gpus:
+            for sample in gpu.pop("pair", []):
+                if sample is not None:
+                    read_nvml(self._nvml, self._nvml.nvmlGpmSampleFree, sample)
+        return self
+
+    def frame(self):
+        """Samples so far as a DataFrame (t in seconds, one row per GPU and window)."""
+        return pd.DataFrame(list(self.samples), columns=["t", "gpu", *GPM_FIELDS])
+
+    def means(self):
+        """Mean of each metric over the samples (None where no reading came)."""
+        frame = self.frame()
+        return {f: (None if frame[f].isna().all() else float(frame[f].mean())) for f in GPM_FIELDS}
+
+    def rate_hz(self) -> float:
+        """GPM windows per second and GPU so far."""
+        if len(self.samples) < 2 or not self._gpus:
+            return 0.0
+        return len(self.samples) / len(self._gpus) / max(self.samples[-1]["t"], 1e-9)
+
+
+@app.function
+def engine_gpus(engines) -> list[int] | None:
+    """The GPUs a run's engines use (None: every GPU, as Dask-cuDF does; []: a CPU-only run)."""
+    if any(e.on_gpu and e.gpus is None for e in engines):
+        return None
+    return sorted({g for e in engines if e.on_gpu for g in e.gpus})
+
+
+@app.function
+def gpm_windows(samples: list[dict], origin: float = 0.0) -> list[dict]:
+    """Each GPM sample as the window it averages: from the GPU's previous sample (or `origin`, the sampler's
+    start) to its t."""
+    last, out = {}, []
+    for s in sorted(samples, key=lambda s: s["t"]):
+        out.append({**s, "start": last.get(s["gpu"], origin), "end": s["t"]})
+        last[s["gpu"]] = s["t"]
+    return out
+
+
+@app.function
+def gpm_span_means(
+    windows: list[dict], spans: list[tuple[float, float]], gpus, min_cover: float = GPM_MIN_COVER
+) -> dict:
+    """Mean of each GPM metric over an op's timed spans, each window weighted by its overlap with them.
+
+    Returns {field: value or None, "gpm_note": ""}. "gpm_note" is "short" when the spans fill less than
+    `min_cover` of the windows they touch (the op is shorter than a window: its figures would mostly be
+    other work's, so none are given) and "no GPM window" when no window overlaps them at all.
+    """
+    empty = {**dict.fromkeys(GPM_FIELDS), "gpm_note": "no GPM window"}
+    touched = []
+    for w in windows:
+        if gpus is not None and w["gpu"] not in gpus:
+            continue
+        overlap = sum(max(0.0, min(w["end"], b) - max(w["start"], a)) for a, b in spans)
+        if overlap > 0:
+            touched.append((w, overlap))
+    if not touched:
+        return empty
+    covered = sum(o for _, o in touched) / sum(w["end"] - w["start"] for w, _ in touched)
+    if covered < min_cover:
+        return {**dict.fromkeys(GPM_FIELDS), "gpm_note": "short"}
+    out = {"gpm_note": ""}
+    for field_name in GPM_FIELDS:
+        pairs = [(w[field_name], o) for w, o in touched if w.get(field_name) is not None]
+        weight = sum(o for _, o in pairs)
+        out[field_name] = sum(v * o for v, o in pairs) / weight if weight else None
+    return out
+
+
+@app.function
+def attach_gpm(records: list[dict], spans: list[dict], samples: list[dict], origin: float = 0.0) -> None:
+    """Give each GPU op's record the GPM means over its timed repeats (see gpm_span_means); in place."""
+    windows = gpm_windows(samples, origin)
+    by_key = {(s["engine"], s["op"], s["rows"]): s for s in spans}
+    for rec in records:
+        span = by_key.get((rec["engine"], rec["op"], rec["rows"]))
+        if not rec.get("on_gpu") or span is None or not span.get("repeats"):
+            continue
+        rec.update(gpm_span_means(windows, span["repeats"], span.get("gpus")))
+
+
+@app.function
+def probe_workloads(gpu: int = 0) -> tuple[dict, Callable[[], None]]:
+    """The three workloads of utilization_probe on `gpu` (CuPy), as {name: one call}, and a device sync.
+
+    A stream of tiny one-element kernels (launch-bound), an 8192² FP16 matrix multiply (cuBLAS, Tensor
+    Cores) and a 512 MiB device-to-device copy (memory-bound): PROBE_BYTES of GPU memory.
+    """
+    import cupy
+
+    with cupy.cuda.Device(gpu):
+        tiny = cupy.zeros(1, dtype=cupy.float32)
+        a = cupy.random.standard_normal((8192, 8192), dtype=cupy.float32).astype(cupy.float16)
+        c = cupy.empty_like(a)
+        src = cupy.ones(512 * 2**20, dtype=cupy.uint8)
+        dst = cupy.empty_like(src)
+
+    def tiny_kernels():
+        for _ in range(100):
+            cupy.add(tiny, 1, out=tiny)
+
+    def matmul():
+        cupy.matmul(a, a, out=c)
+
+    def copy():
+        dst.data.copy_from_device_async(src.data, src.nbytes)
+
+    def sync():
+        with cupy.cuda.Device(gpu):
+            cupy.cuda.runtime.deviceSynchronize()
+
+    return {"tiny kernels": tiny_kernels, "FP16 matmul 8192²": matmul, "device-to-device copy": copy}, sync
+
+
+@app.function
+def probe_row(workload: str, classic: list[dict], gpm: list[dict], seconds: float) -> dict:
+    """One workload's medians: classic utilization and GPM (the first GPM window, which holds the start, left out)."""
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    windows = gpm[1:] if len(gpm) > 1 else gpm
+    return {
+        "workload": workload,
+        "classic_util_pct": median(s.get("util_pct") for s in classic),
+        "sm_active_pct": median(w.get("sm_active_pct") for w in windows),
+        "tensor_active_pct": median(w.get("tensor_active_pct") for w in windows),
+        "dram_bw_pct": median(w.get("dram_bw_pct") for w in windows),
+        "seconds": seconds,
+    }
+
+
+@app.function
+def utilization_probe(
+    gpu: int = 0,
+    seconds: float = PROBE_SECONDS,
+    workloads: dict | None = None,
+    sync: Callable[[], None] | None = None,
+) -> list[dict]:
+    """What classic utilization and GPM say about three workloads on this GPU, `seconds` each (take the GPU lock).
+
+    Returns one dict per workload: workload, classic_util_pct, sm_active_pct, tensor_active_pct,
+    dram_bw_pct (medians over the run; None where NVML gave nothing), seconds.
+    """
+    if workloads is None:
+        workloads, sync = probe_workloads(gpu)
+    sync = sync or (lambda: None)
+    rows = []
+    for name, work in workloads.items():
+        work()  # first call outside the window: allocation, kernel loading
+        sync()
+        classic = GpuSampler(interval_s=0.1, device_indices=[gpu])
+        gpm = GpmSampler(device_indices=[gpu])
+        classic.start()
+        gpm.start()
+        t0, calls = time.perf_counter(), 0
+        try:
+            while time.perf_counter() - t0 < seconds:
+                work()
+                calls += 1
+                if calls % 50 == 0:  # keep the queue of launched work short, so the window is this work's
+                    sync()
+            sync()
+        finally:
+            classic.stop()
+            gpm.stop()
+        rows.append(probe_row(name, classic.samples, gpm.samples, time.perf_counter() - t0))
+    return rows
+
+
+@app.function
+def run_utilization_probe() -> tuple[list[dict], str | None]:
+    """utilization_probe on GPU 0, or ([], why) when CuPy is missing or the GPU has no memory for it."""
+    try:
+        import cupy
+    except ImportError:
+        return [], "The probe runs its kernels with CuPy, which is not installed here (it comes with cuDF)."
+    try:
+        return utilization_probe(0), None
+    except cupy.cuda.memory.OutOfMemoryError as err:
+        return (
+            [],
+            f"The probe needs about {PROBE_BYTES / 1e9:.1f} GB of free GPU memory: {describe_error(err)}",
+        )
+
+
+@app.function
+def utilization_probe_text(rows: list[dict], gpm_reason: str = "") -> str:
+    """The 'what utilization hides' callout, written from this GPU's probe: a table and what each row shows."""
+
+    def pct(v):
+        return "—" if v is None else f"{v:.1f}%"
+
+    lines = [
+        "| workload | classic utilization | SM active (GPM) | Tensor active (GPM) | DRAM bandwidth (GPM) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['workload']} ({r['seconds']:.1f} s) | {pct(r['classic_util_pct'])} | {pct(r['sm_active_pct'])} | "
+        f"{pct(r['tensor_active_pct'])} | {pct(r['dram_bw_pct'])} |"
+        for r in rows
+    ]
+    lines.append("")
+    if all(r["sm_active_pct"] is None for r in rows):
+        lines.append(
+            "GPM gave no readings on this card: only classic utilization is shown, and it cannot tell these "
+            "three apart by how busy the GPU really was. " + gpm_reason
+        )
+        return "\n".join(lines)
+    for r in rows:
+        util, sm, tensor, dram = (
+            r[k] for k in ("classic_util_pct", "sm_active_pct", "tensor_active_pct", "dram_bw_pct")
+        )
+        if util is None or sm is None:
+            continue
+        if tensor is not None and tensor >= 100 * MEMORY_BOUND_SHARE:
+            why = f"Tensor Cores active {tensor:.0f}% of the time: compute-bound, the one case of the three where the card's math units are the limit"
+        elif dram is not None and dram >= 100 * MEMORY_BOUND_SHARE:
+            why = f"DRAM bandwidth at {dram:.0f}% of its peak: memory-bound, as most DataFrame operations are"
+        elif sm < 10 and util >= 20:
+            why = (
+                f"the SMs were active only {sm:.1f}% of the time: a kernel was *running* during {util:.0f}% of "
+                "the samples, but each used one thread — launch-bound, like a DataFrame op on a few rows"
+            )
+        else:
+            why = f"SMs active {sm:.0f}%"
+        lines.append(f"- **{r['workload']}**: classic utilization {util:.0f}%; {why}.")
+    lines.append(
+        "\nClassic utilization is the share of time *any* kernel ran, so it cannot separate these: read SM "
+        "activity for how much of the GPU worked, DRAM bandwidth for memory-bound work and Tensor activity for "
+        "matrix math."
+    )
+    return "\n".join(lines)
+
+
+@app.function
 def reading(value, fmt: str = "{}", unit: str = "") -> str:
     """One NVML reading as text; '—' for a reading this card or driver does not offer (None)."""
     return "—" if value is None else f"{fmt.format(value)}{unit}"
@@ -3395,95 +4159,166 @@ def reading(value, fmt: str = "{}", unit: str = "") -> str:
 
 @app.function
 def gpu_reading_text(sample: dict) -> str:
-    """'GPU 0 37% · 4.1 GB · 212 W', with '—' for missing readings."""
+    """'GPU 0 37% · 4.1 GB · 212 W', with '—' for missing readings, and what holds the clocks when anything does."""
+    held = sample.get("clock_events")
     return (
         f"GPU {sample['gpu']} {reading(sample.get('util_pct'), '{}', '%')} · "
         f"{reading(sample.get('memory_used_gb'), '{:.1f}', ' GB')} · {reading(sample.get('power_w'), '{:.0f}', ' W')}"
+        + ("" if held in (None, "none", "idle", "not reported") else f" · clocks held by {held}")
     )
 
 
 @app.function
-def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame):
-    """NVML metrics over time, one panel per metric, each op's span shaded in its engine's colour."""
-    metrics = {
+def timeline_chart(samples: pd.DataFrame, spans: pd.DataFrame, gpm: pd.DataFrame | None = None):
+    """NVML metrics over time, one panel per metric (classic, clocks, then GPM), each op's span shaded."""
+    classic = {
         "util_pct": "utilization (%)",
         "memory_used_gb": "memory used (GB)",
         "power_w": "power (W)",
         "temp_c": "temperature (°C)",
         "sm_clock_mhz": "SM clock (MHz)",
+        "mem_clock_mhz": "memory clock (MHz)",
     }
+    gpm_panels = {
+        "sm_active_pct": "SM active (%, GPM)",
+        "tensor_active_pct": "Tensor Cores active (%, GPM)",
+        "dram_bw_pct": "DRAM bandwidth (%, GPM)",
+        "pcie_gbs": "PCIe RX + TX (GB/s, GPM)",
+    }
+    if gpm is not None and len(gpm):
+        gpm = gpm.assign(
+            pcie_gbs=(gpm["pcie_rx_bytes_s"].astype(float) + gpm["pcie_tx_bytes_s"].astype(float)) / 1e9
+        )
     shaded = (
-        spans.assign(engine=spans["engine"].map(lambda e: ENGINE_LABELS.get(e, e))) if len(spans) else spans
+        spans[["engine", "op", "rows", "start", "end"]].assign(
+            engine=spans["engine"].map(lambda e: ENGINE_LABELS.get(e, e))
+        )
+        if len(spans)
+        else spans
     )
+    # labelFlush keeps the last tick's label inside the chart instead of cut at its edge.
+    x = alt.X("t:Q", title="seconds since start", axis=alt.Axis(labelFlush=True))
+    wanted = [(samples, c, t) for c, t in classic.items() if c in samples and samples[c].notna().any()]
+    if gpm is not None and len(gpm):
+        wanted += [(gpm, c, t) for c, t in gpm_panels.items() if gpm[c].notna().any()]
     panels = []
-    for i, (col, title) in enumerate(metrics.items()):
+    for i, (data, col, title) in enumerate(wanted):
         legend = {} if i == 0 else {"legend": None}
         line = (
-            alt.Chart(samples)
+            alt.Chart(data)
             .mark_line()
+            .encode(x=x, y=alt.Y(f"{col}:Q", title=title), color=alt.Color("gpu:N", title="GPU", **legend))
+        )
+        panels.append(shade_spans(line, shaded, legend).properties(width=640, height=90))
+    if "clock_events" in samples and samples["clock_events"].notna().any():
+        events = samples[["t", "gpu", "clock_events"]].dropna()
+        strip = (
+            alt.Chart(events)
+            .mark_tick(thickness=3)
             .encode(
-                # labelFlush keeps the last tick's label inside the chart instead of cut at its edge.
-                x=alt.X("t:Q", title="seconds since start", axis=alt.Axis(labelFlush=True)),
-                y=alt.Y(f"{col}:Q", title=title),
-                color=alt.Color("gpu:N", title="GPU", **legend),
+                x=x,
+                y=alt.Y("clock_events:N", title="clocks held by"),
+                color=alt.Color("gpu:N", legend=None),
+                tooltip=["t", "gpu", "clock_events"],
             )
         )
-        layer = line
-        if len(shaded):
-            shade = (
-                alt.Chart(shaded)
-                .mark_rect(opacity=0.25)
-                .encode(
-                    x="start:Q",
-                    x2="end:Q",
-                    color=alt.Color(
-                        "engine:N", sort=list(ENGINE_LABELS.values()), title="engine running", **legend
-                    ),
-                    tooltip=[
-                        "engine",
-                        "op",
-                        "rows",
-                        alt.Tooltip("start:Q", format=".2f"),
-                        alt.Tooltip("end:Q", format=".2f"),
-                    ],
-                )
-            )
-            layer = alt.layer(shade, line).resolve_scale(color="independent")
-        panels.append(layer.properties(width=640, height=90))
+        panels.append(strip.properties(width=640))
     return alt.vconcat(*panels)
 
 
 @app.function
-def live_gpu_panel(gpus: list[dict]):
-    """Cards with each GPU's current utilization, memory, temperature, power and clock."""
+def gpm_frame(bench: dict) -> pd.DataFrame | None:
+    """A run's GPM samples as a frame for the timeline; None when GPM did not run."""
+    samples = bench.get("gpm_samples") or []
+    return pd.DataFrame(samples, columns=["t", "gpu", *GPM_FIELDS]) if samples else None
+
+
+@app.function
+def shade_spans(line, shaded: pd.DataFrame, legend: dict):
+    """`line` over a shaded rectangle for each op's span, coloured by engine (unchanged without spans)."""
+    if not len(shaded):
+        return line
+    shade = (
+        alt.Chart(shaded)
+        .mark_rect(opacity=0.25)
+        .encode(
+            x="start:Q",
+            x2="end:Q",
+            color=alt.Color("engine:N", sort=list(ENGINE_LABELS.values()), title="engine running", **legend),
+            tooltip=[
+                "engine",
+                "op",
+                "rows",
+                alt.Tooltip("start:Q", format=".2f"),
+                alt.Tooltip("end:Q", format=".2f"),
+            ],
+        )
+    )
+    return alt.layer(shade, line).resolve_scale(color="independent")
+
+
+@app.function
+def live_gpu_panel(gpus: list[dict], gpm_line: str = ""):
+    """Cards with each GPU's utilization, memory, temperature, power, clocks and what holds the clocks down."""
     rows = []
     for g in gpus:
         rows.append(
             mo.hstack(
                 [
                     mo.stat(
-                        value=reading(g["util_pct"], "{}", "%"),
+                        value=reading(g.get("util_pct"), "{}", "%"),
                         label=f"GPU {g['index']} utilization",
                         bordered=True,
                     ),
                     mo.stat(
-                        value=f"{reading(g['memory_used_gb'], '{:.1f}')} / {g['memory_total_gb']:.0f} GB",
+                        value=f"{reading(g.get('memory_used_gb'), '{:.1f}')} / {g.get('memory_total_gb') or 0:.0f} GB",
                         label="memory",
                         bordered=True,
                     ),
-                    mo.stat(value=reading(g["temp_c"], "{}", " °C"), label="temperature", bordered=True),
+                    mo.stat(value=reading(g.get("temp_c"), "{}", " °C"), label="temperature", bordered=True),
                     mo.stat(
-                        value=f"{reading(g['power_w'], '{:.0f}')} / {reading(g['power_limit_w'], '{:.0f}')} W",
+                        value=f"{reading(g.get('power_w'), '{:.0f}')} / {reading(g.get('power_limit_w'), '{:.0f}')} W",
                         label="power / limit",
                         bordered=True,
                     ),
-                    mo.stat(value=reading(g["sm_clock_mhz"], "{}", " MHz"), label="SM clock", bordered=True),
+                    mo.stat(
+                        value=f"{reading(g.get('sm_clock_mhz'), '{:,}')} / {reading(g.get('mem_clock_mhz'), '{:,}')} MHz",
+                        label="SM / memory clock",
+                        caption=f"clocks held by: {g.get('clock_events') or 'not reported'}",
+                        bordered=True,
+                    ),
                 ],
                 wrap=True,
                 justify="start",
             )
         )
+    if gpm_line:
+        rows.append(mo.md(f"_{gpm_line}_"))
     return mo.vstack(rows)
+
+
+@app.function
+def gpm_unavailable_reason(gpu: int) -> str:
+    """Why NVML's GPM metrics cannot be read on `gpu`, in one line; "" when they can."""
+    nvml = nvml_module()
+    handles = dict(nvml_handles(nvml))
+    if gpu not in handles:
+        return gpm_support(None, None)[1] if nvml is None else f"NVML sees no GPU {gpu}."
+    return gpm_support(nvml, handles[gpu])[1]
+
+
+@app.function
+def gpm_status_line(gpus: list[dict]) -> str:
+    """One line: the GPM metrics each run samples on this card, or why this card or driver has none."""
+    if not gpus:
+        return ""
+    why = gpm_unavailable_reason(gpus[0]["index"])
+    if not why:
+        return (
+            f"GPM (SM and Tensor Core activity, DRAM bandwidth, PCIe) is sampled during each run, "
+            f"{GPM_HZ:.0f} windows per second per GPU; the classic readings above are what NVML's utilization shows."
+        )
+    return f"GPM metrics are not available: {why} The classic readings above still work."
 
 
 @app.function
@@ -3532,7 +4367,9 @@ def explain_why_gpu(gpus: list[dict], host: dict, last: dict | None) -> str:
     if bw:
         gpu_bw = f"This {card} can move **{bw:,.0f} GB/s** through {memory} (bandwidth from NVML: memory clock × bus width). "
     elif card:
-        gpu_bw = f"NVML did not report the memory clock and bus width of this {card}, so its peak is not shown. "
+        gpu_bw = (
+            f"NVML did not report the memory clock and bus width of this {card}, so its peak is not shown. "
+        )
     else:
         gpu_bw = "No GPU is visible, so no card's peak can be read here. "
     s = last["summary"] if last else None
@@ -3557,11 +4394,16 @@ def explain_why_gpu(gpus: list[dict], host: dict, last: dict | None) -> str:
         "how fast memory can be read. " + gpu_bw + host_bandwidth_text(bw),
         "",
         "**When it helps.** Every cuDF operation pays fixed costs: Python dispatch, launching several kernels, "
-        "allocating the output, synchronizing, often a small read back to learn the output's size. " + floor
+        "allocating the output, synchronizing, often a small read back to learn the output's size. "
+        + floor
         + " With few rows those costs are the whole time and pandas wins; with enough rows the per-row work "
         "dominates and the GPU pulls ahead.",
-        "\n" + (cross or "**Where cuDF overtakes pandas was not measured in this run:** run a **size sweep** "
-                 "to find the crossover on this machine."),
+        "\n"
+        + (
+            cross
+            or "**Where cuDF overtakes pandas was not measured in this run:** run a **size sweep** "
+            "to find the crossover on this machine."
+        ),
         "\n**When it does not help:** small data; data that must travel to the GPU for a single cheap "
         "operation (the copy costs more than the work — see the *with copies* column); and arbitrary Python run "
         "row by row. cuDF compiles *simple numeric* functions given to `Series.apply` or `DataFrame.apply(axis=1)` "
@@ -3751,7 +4593,8 @@ def explain_operations(last: dict | None) -> str:
 
 @app.function
 def explain_metrics(gpus: list[dict], last: dict | None) -> str:
-    """What the NVML readings mean, healthy ranges, and troubleshooting."""
+    """What each NVML reading and GPM metric measures, over what window, how to read them together, and the
+    roofline framing of this run's ops."""
     g = gpus[0] if gpus else None
     limit = f"{g['power_limit_w']:.0f} W" if g and g.get("power_limit_w") else "its power limit"
     slowdown = (
@@ -3759,32 +4602,125 @@ def explain_metrics(gpus: list[dict], last: dict | None) -> str:
         "from NVML (`nvmlDeviceGetTemperatureThreshold`, slowdown); readings well below it are healthy."
         if g and g.get("temp_slowdown_c") is not None
         else "this card's slowdown threshold is not reported by NVML (`nvmlDeviceGetTemperatureThreshold`); "
-        "when a card throttles for heat, its SM clock drops under load."
+        "when a card throttles for heat, its SM clock drops under load and the clock-event reasons say thermal."
     )
     peak = (
         f" In your last run the GPU held at most **{last['bench']['peak_gpu_memory_gb']:.1f} GB**."
         if last and last["bench"].get("peak_gpu_memory_gb")
         else ""
     )
+    no_gpm = gpm_unavailable_reason(g.get("index", 0)) if g else ""
     return "\n".join(
         [
-            "- **Utilization (%)** is the share of the last sample period in which *at least one kernel* was running. "
-            "It is not how much of the GPU was busy: one tiny kernel running all the time shows 100%. Low values "
-            "during a benchmark mean the GPU waited for the CPU (Python overhead, copies, pandas).",
-            f"- **Memory used** counts every process on the card, including each process's CUDA context (its size depends on the card, driver and libraries) and "
-            f"memory that allocators keep after objects are freed (an RMM pool if one is configured, PyTorch's "
-            f"caching allocator), so it can stay high after a run.{peak}",
+            "The app reads two kinds of counters. NVML's **classic** readings come every 0.1 s from "
+            "`GpuSampler`; NVML's **GPM** metrics (Hopper and newer) come from `GpmSampler` as windows, each the "
+            f"average between two GPM samples, `GPM_HZ` = {GPM_HZ:.0f} per second. "
+            + (f"On this card GPM is not available: {no_gpm}" if no_gpm else "")
+            + gpm_ranges_text(last),
+            "",
+            "| metric | what it measures | window | for DataFrame work |",
+            "|:---|:---|:---|:---|",
+            "| **utilization** (classic) | share of the sample period in which *one or more kernels* ran "
+            "(NVML API reference, `nvmlUtilization_t`) | NVML's own period, 1/6 s to 1 s by product (NVML API "
+            "reference) | says only that *something* ran: one tiny kernel all the time reads 100% |",
+            "| **SM active** (GPM) | share of the streaming multiprocessors that were busy (pynvml's "
+            "`NVML_GPM_METRIC_SM_UTIL`) | one GPM window | high on large ops, near zero when kernels are tiny |",
+            "| **SM occupancy** (GPM) | warps active against the SMs' theoretical maximum | one GPM window | "
+            "how full the busy SMs are: a kernel can keep every SM busy with few warps each |",
+            "| **Tensor active** (GPM) | share of time the SMs ran any Tensor Core instruction | one GPM window | "
+            "near zero: no operation here is matrix math |",
+            "| **DRAM bandwidth** (GPM) | memory bandwidth used against the theoretical maximum | one GPM window | "
+            "the number to watch: most DataFrame ops are bounded by memory |",
+            "| **PCIe RX / TX** (GPM) | bytes per second into / out of the GPU over PCIe (NVML reports MiB/s) | "
+            "one GPM window | high only while data moves between host and GPU (`from_pandas`, `to_pandas`) |",
+            "| **SM / memory clock**, **clock-event reasons** (classic) | the clocks now, and NVML's reasons "
+            "holding them down (idle, software power cap, thermal slowdown, …) | instantaneous | a clock held by "
+            "power cap or thermal during a run slows every op |",
+            "",
+            "**Reading them together:**",
+            "- **Low SM active, high utilization → launch-bound.** Kernels run back to back but each is tiny: "
+            "the time goes to Python dispatch and launches. A DataFrame op on a few thousand rows looks like this; "
+            "more rows per call (or fewer, larger operations) is the fix.",
+            "- **High DRAM bandwidth, moderate SM active → memory-bound.** The op streams memory; the only roof "
+            "is the card's bandwidth. Large streaming ops (a filter's passes, a sort's) are expected to look like this; "
+            "the tables above say whether this run's did.",
+            "- **High Tensor active → compute-bound** on matrix math: what training does, not DataFrames.",
+            "- **High PCIe, SM active near zero → copy-bound.** The GPU waits for data from the host: keep "
+            "data on the GPU between operations, read files straight into GPU memory.",
+            "Press **Measure what utilization hides** (section 1) to see the first three on this card.",
+            "",
+            "**The roofline, for DataFrame operations.** A roofline places each operation under two limits: the "
+            "compute roof and the memory roof. DataFrame ops do a few operations per byte they move, so their "
+            "roof is memory bandwidth, and below a certain size another limit shows: the fixed cost every call "
+            "pays (dispatch, launches, allocation, synchronization). Each op is therefore *overhead-bound* (near "
+            "its floor), *memory-bound* (near the memory roof) or in between. " + roofline_text(last),
+            "",
+            f"- **Memory used** counts every process on the card, including each process's CUDA context (its size "
+            "depends on the card, driver and libraries) and memory that allocators keep after objects are freed "
+            f"(an RMM pool if one is configured, PyTorch's caching allocator), so it can stay high after a run.{peak}",
             f"- **Temperature**: {slowdown}",
             f"- **Power** rises with work; this card's limit is {limit}; "
             + power_reading_text(g.get("compute_capability") if g else None),
-            "- **SM clock** drops when idle and boosts under load; a clock stuck low under load means power or "
-            "thermal throttling.",
             "",
             "**Troubleshooting:** no readings → the NVIDIA driver or `nvidia-ml-py` is missing; memory already high "
-            "before you start → another process (another notebook?) holds memory; utilization low while cuDF runs → "
-            "the data is too small to fill the GPU.",
+            "before you start → another process (another notebook?) holds memory; SM active low while cuDF runs → "
+            "the data is too small to fill the GPU (launch-bound); clocks held by *software power cap* → the card "
+            "is at its power limit.",
         ]
     )
+
+
+@app.function
+def gpm_ranges_text(last: dict | None) -> str:
+    """' In your last run, cuDF's operations read SM active a–b% and DRAM bandwidth c–d% …', or ''."""
+    summary = last["summary"] if last else None
+    if summary is None or "cudf_sm_active_pct" not in summary:
+        return ""
+    top = summary[summary["rows"] == summary["rows"].max()]
+    parts = []
+    for col, name in (("cudf_sm_active_pct", "SM active"), ("cudf_dram_bw_pct", "DRAM bandwidth")):
+        values = pd.to_numeric(top[col], errors="coerce").dropna() if col in top else pd.Series(dtype=float)
+        if len(values):
+            parts.append(f"{name} {values.min():.0f}–{values.max():.0f}%")
+    short = int((top.get("cudf_gpm_note", pd.Series(dtype=object)) == "short").sum())
+    text = f" In your last run cuDF's operations at {format_rows(int(top['rows'].iloc[0]))} rows read " + (
+        " and ".join(parts) if parts else "no GPM figure"
+    )
+    return text + (f" ({short} too short for a GPM window)." if short else ".")
+
+
+@app.function
+def roofline_text(last: dict | None) -> str:
+    """Each cuDF op of the last run placed on the roofline: its floor, achieved bandwidth and bound, from this run."""
+    if not last or "cudf_median_s" not in last["summary"]:
+        return "Run the benchmark with cuDF to place each operation from this run's measurements."
+    bench, summary = last["bench"], last["summary"]
+    floor, got = bench.get("floor_s") or {}, bench.get("achievable_gbs")
+    parts = []
+    if floor:
+        lo, hi = min(floor.values()), max(floor.values())
+        parts.append(
+            f"In this run the floor — each op on {FLOOR_ROWS:,} rows — was **{fmt_seconds(lo)}–{fmt_seconds(hi)}** "
+            "per call."
+        )
+    else:
+        parts.append("This run measured no floor (it runs after a cuDF benchmark, under the GPU lock).")
+    if got:
+        parts.append(f"The memory roof: a device-to-device copy reached **{got:,.0f} GB/s** on this card.")
+    table = bandwidth_table(summary, bench.get("peak_bandwidth_gbs"), got, floor)
+    if table is not None and len(table):
+        parts.append(
+            "At the largest size: "
+            + "; ".join(
+                f"**{r['operation']}** {r['cuDF median']}, {r['achieved']}"
+                + (f" ({r['% of achievable']} of achievable)" if "% of achievable" in r else "")
+                + (f", {r['× floor']} its floor" if "× floor" in r else "")
+                + f" → *{r['bound']}*"
+                for r in table.to_dict("records")
+            )
+            + "."
+        )
+    return " ".join(parts)
 
 
 @app.function

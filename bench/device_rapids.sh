@@ -5,7 +5,7 @@ set -uo pipefail
 status=0
 source bench/device_setup.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-stage=${1:-all}   # a, b, all, full, files, cudf_pandas
+stage=${1:-all}   # a, b, all, full, files, cudf_pandas, telemetry
 if [ "$stage" = all ] || [ "$stage" = a ]; then
   date -u
   python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_gpu.py 2>&1 | tee "$OUT/rapids_gpu_tests.log" || status=1
@@ -41,5 +41,12 @@ if [ "$stage" = cudf_pandas ]; then   # issue 13: cudf.pandas engine, fallbacks,
   python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_cudf_pandas_gpu.py 2>&1 | tail -40 | tee "$OUT/cudf_pandas_gpu_tests.log" || status=1
   /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
     -o "$OUT/rapids_10m_cudf_pandas.html" -- --run --rows 10000000 --repeats 3 2>&1 | tail -2 | tee "$OUT/rapids_export_cudf_pandas.log" || status=1
+fi
+if [ "$stage" = telemetry ]; then   # issue 14: GPM, energy, achievable bandwidth, roofline, the utilization probe
+  date -u
+  python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_rapids_telemetry_gpu.py 2>&1 | tail -60 | tee "$OUT/rapids_telemetry_gpu_tests.log" || status=1
+  python3 bench/rapids_sampler_overhead.py --rows 10000000 --rounds 6 --repeats 10 2>&1 | tee "$OUT/rapids_sampler_overhead.log" || status=1
+  /usr/bin/time -f "export wall %e s, max RSS %M KB" python3 -m marimo export html rapids_benchmark_dashboard.py \
+    -o "$OUT/rapids_10m_telemetry.html" -- --run --rows 10000000 --repeats 5 --probe 2>&1 | tail -2 | tee "$OUT/rapids_export_telemetry.log" || status=1
 fi
 exit "$status"

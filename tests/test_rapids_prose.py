@@ -78,7 +78,7 @@ def test_the_memory_is_named_from_the_device_name(name, kind):
 
 def bandwidth_paragraph(gpus) -> str:
     text = explain_why_gpu(gpus, HOST, None)
-    return text[text.index("**Memory bandwidth"):text.index("**When it helps")]
+    return text[text.index("**Memory bandwidth") : text.index("**When it helps")]
 
 
 def test_the_bandwidth_text_names_this_cards_memory_and_no_h100_figure_on_another_card():
@@ -169,8 +169,14 @@ def test_the_metrics_callout_quotes_the_cards_own_slowdown_threshold_or_says_not
 
 @pytest.mark.parametrize(
     "cc, says",
-    [((9, 0), "averaged over the last 1 s"), ((8, 6), "averaged over the last 1 s"), ((8, 9), "averaged"),
-     ((8, 0), "instantaneous power"), ((7, 0), "instantaneous power"), (None, "did not report")],
+    [
+        ((9, 0), "averaged over the last 1 s"),
+        ((8, 6), "averaged over the last 1 s"),
+        ((8, 9), "averaged"),
+        ((8, 0), "instantaneous power"),
+        ((7, 0), "instantaneous power"),
+        (None, "did not report"),
+    ],
 )
 def test_the_power_reading_is_described_by_architecture(cc, says):
     from rapids_benchmark_dashboard import power_reading_text
@@ -185,7 +191,10 @@ def test_the_cudf_requirement_names_both_wheel_lines():
     from rapids_benchmark_dashboard import detect_cudf
 
     module, msg = detect_cudf(0)
-    assert "7.0 (Volta) or newer with the CUDA 12 wheels" in msg and "7.5 (Turing) or newer with the CUDA 13" in msg
+    assert (
+        "7.0 (Volta) or newer with the CUDA 12 wheels" in msg
+        and "7.5 (Turing) or newer with the CUDA 13" in msg
+    )
 
 
 def test_no_rapids_callout_repeats_a_claim_issue_16_found_false():
@@ -193,12 +202,19 @@ def test_no_rapids_callout_repeats_a_claim_issue_16_found_false():
     from tests.test_docs_claims import false_claims
 
     s = sweep({"filter": [0.1, 1.0, 10.0], "sort": [0.5, 2.0, 30.0]}).assign(
-        speedup_e2e=1.0, pandas_median_s=0.01, fastest_cpu="pandas", speedup_vs_cpu=1.0,
-        cudf_warmup_s=0.1, d2h_s=0.01,
+        speedup_e2e=1.0,
+        pandas_median_s=0.01,
+        fastest_cpu="pandas",
+        speedup_vs_cpu=1.0,
+        cudf_warmup_s=0.1,
+        d2h_s=0.01,
     )
     last = {"summary": s, "bench": {"peak_gpu_memory_gb": 2.0}}
-    for gpus in ([], [{"name": "NVIDIA H100 80GB HBM3", "peak_bandwidth_gbs": 3352.0, "memory_total_gb": 80.0}],
-                 [{"name": "NVIDIA L4", "peak_bandwidth_gbs": 300.0, "memory_total_gb": 24.0}]):
+    for gpus in (
+        [],
+        [{"name": "NVIDIA H100 80GB HBM3", "peak_bandwidth_gbs": 3352.0, "memory_total_gb": 80.0}],
+        [{"name": "NVIDIA L4", "peak_bandwidth_gbs": 300.0, "memory_total_gb": 24.0}],
+    ):
         for run in (None, last):
             texts = [
                 app.explain_why_gpu(gpus, HOST, run),
@@ -211,3 +227,55 @@ def test_no_rapids_callout_repeats_a_claim_issue_16_found_false():
             for text in texts:
                 assert false_claims(text) == [], text
                 assert "3,350" not in text and "85 °C" not in text and "below roughly a million" not in text
+
+
+def metrics_run():
+    """A last run with cuDF at 10M rows: medians, bytes, GPM figures, the floor and the copy probe."""
+    summary = pd.DataFrame(
+        {
+            "rows": [10_000_000] * 2,
+            "op": ["filter", "groupby_many"],
+            "cudf_median_s": [0.004, 0.0025],
+            "gpu_bytes": [8e9, 1e9],
+            "cudf_sm_active_pct": [71.0, None],
+            "cudf_dram_bw_pct": [64.0, None],
+            "cudf_gpm_note": ["", "short"],
+        }
+    )
+    summary["bandwidth_gbs"] = summary["gpu_bytes"] / summary["cudf_median_s"] / 1e9
+    summary["bandwidth_pct"] = 100 * summary["bandwidth_gbs"] / 4_800.0
+    summary["bandwidth_achievable_pct"] = 100 * summary["bandwidth_gbs"] / 4_000.0
+    bench = {
+        "peak_bandwidth_gbs": 4_800.0,
+        "achievable_gbs": 4_000.0,
+        "floor_s": {"filter": 0.0011, "groupby_many": 0.0019},
+    }
+    return {"summary": summary, "bench": bench}
+
+
+def test_the_metrics_callout_explains_each_pattern_and_places_this_runs_ops_on_the_roofline():
+    from rapids_benchmark_dashboard import explain_metrics, roofline_text
+
+    gpu = {
+        "index": 0,
+        "name": "NVIDIA H200",
+        "power_limit_w": 700.0,
+        "temp_slowdown_c": 89,
+        "compute_capability": (9, 0),
+    }
+    text = explain_metrics([gpu], metrics_run())
+    for pattern in ("launch-bound", "memory-bound", "compute-bound", "copy-bound", "1/6 s to 1 s"):
+        assert pattern in text, pattern
+    assert "SM active 71–71% and DRAM bandwidth 64–64% (1 too short for a GPM window)" in text
+    roof = roofline_text(metrics_run())
+    assert "**1.1 ms–1.9 ms**" in roof and "**4,000 GB/s**" in roof
+    # filter: 8 GB in 4 ms = 2,000 GB/s = 50% of achievable, 3.6× its floor → memory-bound;
+    # groupby_many: 2.5 ms is 1.3× its 1.9 ms floor → overhead-bound
+    assert "**filter** 4.0 ms, 2,000 GB/s (50.0% of achievable), 3.6× its floor → *memory-bound*" in roof
+    assert (
+        "**groupby_many** 2.5 ms, 400 GB/s (10.0% of achievable), 1.3× its floor → *overhead-bound*" in roof
+    )
+    assert "Run the benchmark with cuDF" in roofline_text(None)
+    no_floor = metrics_run()
+    no_floor["bench"] = {"peak_bandwidth_gbs": 4_800.0}
+    assert "measured no floor" in roofline_text(no_floor)
