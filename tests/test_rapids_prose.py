@@ -279,3 +279,26 @@ def test_the_metrics_callout_explains_each_pattern_and_places_this_runs_ops_on_t
     no_floor = metrics_run()
     no_floor["bench"] = {"peak_bandwidth_gbs": 4_800.0}
     assert "measured no floor" in roofline_text(no_floor)
+
+
+def test_csv_against_parquet_size_is_this_runs_files_not_a_fixed_ratio(tmp_path, monkeypatch):
+    """The ops callout quoted "2–3× larger" from nowhere; now the ratio comes from the files this run wrote."""
+    from rapids_benchmark_dashboard import (
+        csv_parquet_size_text,
+        explain_operations,
+        make_engines,
+        run_benchmark,
+    )
+
+    assert "×" not in csv_parquet_size_text(None)
+    assert "2–3×" not in explain_operations(None)
+    import rapids_benchmark_dashboard as app
+
+    monkeypatch.setattr(app, "data_cache_dir", lambda: str(tmp_path))
+    ops = ["read_parquet", "read_csv"]
+    bench = run_benchmark([20_000], ops, make_engines(None), repeats=1)
+    (gen,) = bench["generation"]
+    csv, parquet = gen["file_bytes"]["csv"], gen["file_bytes"]["parquet"]
+    assert csv > 0 and parquet > 0
+    text = explain_operations({"bench": bench, "summary": pd.DataFrame({"rows": [20_000]})})
+    assert f"{csv / parquet:.1f}×" in text and "20K rows" in text
