@@ -4736,6 +4736,12 @@ def roofline_text(last: dict | None) -> str:
             )
             + "."
         )
+        parts.append(
+            f"The labels follow this app's rule of thumb, a convention rather than a measurement: within "
+            f"{OVERHEAD_BOUND_TIMES:g}× of its floor an op is *overhead-bound*; at {MEMORY_BOUND_SHARE:.0%} or more "
+            "of the achievable copy rate (or of GPM's DRAM bandwidth) *memory-bound*; in between it moves more bytes "
+            "than the byte model counts, or waits on random access."
+        )
     return " ".join(parts)
 
 

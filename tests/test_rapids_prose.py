@@ -275,6 +275,7 @@ def test_the_metrics_callout_explains_each_pattern_and_places_this_runs_ops_on_t
     assert (
         "**groupby_many** 2.5 ms, 400 GB/s (10.0% of achievable), 1.3× its floor → *overhead-bound*" in roof
     )
+    assert "a convention rather than a measurement: within 2× of its floor" in roof  # the rule is named
     assert "Run the benchmark with cuDF" in roofline_text(None)
     no_floor = metrics_run()
     no_floor["bench"] = {"peak_bandwidth_gbs": 4_800.0}
