@@ -181,6 +181,22 @@ with app.setup:
         (("V100",), {"fp16": 125.0, "bf16": None}),
         (("T4",), {"fp16": 65.0, "bf16": None}),
     )
+    # Peak memory bandwidth in TB/s from NVIDIA's datasheets, matched like DENSE_PEAK_TFLOPS (first match wins):
+    # with those peaks it gives a card's roofline ridge point. Datasheet figures, not measurements.
+    MEMORY_BANDWIDTH_TBS = (
+        (("H200 NVL",), 4.8),
+        (("H200",), 4.8),
+        (("H100 PCIe",), 2.0),
+        (("H100 NVL",), 3.9),
+        (("H100",), 3.35),  # SXM5
+        (("A100-SXM4-80GB",), 2.039),
+        (("A100 80GB PCIe",), 1.935),
+        (("A100",), 1.555),  # the 40 GB cards
+        (("L40S",), 0.864),
+        (("L4",), 0.3),
+        (("V100",), 0.9),
+        (("T4",), 0.32),
+    )
     ADAPTERS_KEPT = 5  # adapter folders one server process keeps; older ones it wrote are deleted
     UPLOAD_MAX_CHARS = 2_000
     UPLOAD_MIN_ROWS = 10
@@ -372,22 +388,8 @@ with app.setup:
 
 
 @app.cell(hide_code=True)
-def _():
-    mo.md(r"""
-    # Fine-tune GPT-2 with LoRA in FP16 — seven visible steps
-
-    This app teaches GPT-2 a handful of small tasks with **fixed answer formats** ("Answer: 43",
-    "GARDEN", "positive", "3000 m", …) by training a **LoRA adapter**: two thin matrices beside each
-    chosen weight matrix, about 1% of the model's parameters, while the base model stays frozen in FP16.
-    It then measures what changed — eval loss, perplexity, exact match and answer-format match on
-    held-out prompts, **before vs after** — and saves the adapter in **PEFT's own format**.
-
-    Each of the seven steps below is its own cell and shows what it did and how long it took. With an
-    NVIDIA GPU it trains in FP16 with a GradScaler; on a CPU it explains its fallback and still runs.
-    Without network access it offers a **tiny offline GPT-2** that needs no download. Llama-family models
-    (SmolLM2, Qwen2.5, Llama 3.2, or a tiny offline Llama) run through the same seven steps, in BF16 where
-    the GPU has it natively.
-    """)
+def _(settings, why):
+    mo.md(intro_text(why, settings.model_source))
     return
 
 
@@ -554,19 +556,52 @@ def _(data_errors, data_warnings, dataset, settings):
 
 
 @app.cell(hide_code=True)
-def _(dataset, settings):
+def _(dataset, environment, settings):
+    # The offline tokenizer's vocabulary sizes the tiny models; every other config is known without loading.
     _vocab = (
-        len(build_offline_tokenizer(tokenizer_corpus(dataset))) if settings.model_source == "tiny" else None
+        len(build_offline_tokenizer(tokenizer_corpus(dataset)))
+        if settings.model_source in ("tiny", "tiny-llama")
+        else None
     )
     _config = planned_config(settings, _vocab)
-    mo.stop(_config is None, mo.md("_Explanations with numbers appear for GPT-2-family models._"))
-    why = lora_plan(_config, settings)
+    why = None if _config is None else lora_plan(_config, settings)
+    planned = planned_run(settings, environment)
+    return planned, why
+
+
+@app.cell(hide_code=True)
+def _(dataset, planned, settings, why):
+    mo.stop(
+        why is None,
+        mo.md(
+            "_Explanations with numbers appear once the model's config is known (GPT-2 or "
+            "Llama family, on disk or built in)._"
+        ),
+    )
+    _tokens = settings.batch_size * settings.max_length  # before a run: the most one batch can hold
+    _plan, _speed = planned["plan"], planned["speed"]
+    _memory = training_memory_text(why, settings, _plan, _speed, _tokens, _tokens)
+    _estimated = sum(training_memory(why, _plan, _speed, _tokens, _tokens).values())
+    _conv1d = {"Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why))}
     mo.accordion(
         {
             "Why LoRA works — with this model's numbers": mo.md(why_lora_text(why, settings)),
             "Why mixed precision (FP16), and why a GradScaler": mo.md(why_fp16_text()),
-            "Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why)),
+            **(_conv1d if why["architecture"] == "gpt2" else {}),
             "Hyperparameter choices": mo.md(hyperparameter_text(settings, why, train_example_count(dataset))),
+            f"Where training memory goes at {settings.batch_size} × {settings.max_length}, and what "
+            "checkpointing and accumulation trade": mo.md(_memory),
+            'TF32: what `set_float32_matmul_precision("high")` changes, and for this run': mo.md(
+                tf32_text(_plan, planned["device_type"], planned["compute_capability"])
+            ),
+            "QLoRA: the next memory lever (a pointer)": mo.md(
+                qlora_text(why, _plan, settings.model_source, _estimated)
+            ),
+            "Compute-, memory- or overhead-bound: this run on the roofline": mo.md(
+                roofline_text(
+                    why, _plan, _speed, planned["device_type"], planned["device_name"], _tokens, _tokens
+                )
+            ),
             "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings, why)),
             "What step 5's GPU activity means: MFU, SM and Tensor Core activity, energy": mo.md(
                 why_mfu_text(why)
@@ -574,7 +609,7 @@ def _(dataset, settings):
         },
         multiple=True,
     )
-    return (why,)
+    return
 
 
 @app.cell(hide_code=True)
@@ -652,6 +687,7 @@ def _(run):
     )
     trainable_params, total_params = parameter_counts(run.model)
     parameter_groups = parameter_breakdown(run.model)
+    run_facts = run_model_facts(run)  # read now: step 7 frees the model
     _kinds = lora_table["type"].str.split(" ").str[0].value_counts().to_dict()
     mo.vstack(
         [
@@ -671,7 +707,7 @@ def _(run):
             ),
         ]
     )
-    return lora_table, parameter_groups, total_params, trainable_params
+    return lora_table, parameter_groups, run_facts, total_params, trainable_params
 
 
 @app.cell
@@ -783,6 +819,33 @@ def _(dataset, run, token_stats):
         sampler,
         stop_reason,
     )
+
+
+@app.cell(hide_code=True)
+def _(history, run, run_facts, stop_reason, token_stats):
+    mo.stop(stop_reason is not None or history.empty, None)
+    _measured = {
+        "device_type": run.device.type,
+        "peak": float(history["peak_mib"].max()) * 2**20 if run.device.type == "cuda" else None,
+        "baseline": run.memory_baseline,
+    }
+    _train = token_stats["train"]
+    mo.accordion(
+        {
+            "This run's memory: the estimate against what torch measured": mo.md(
+                training_memory_text(
+                    run_facts,
+                    run.settings,
+                    run.plan,
+                    run.speed,
+                    _train["max_batch_tokens"],
+                    _train["max_batch_loss_tokens"],
+                    measured=_measured,
+                )
+            )
+        }
+    )
+    return
 
 
 @app.cell
@@ -1771,43 +1834,95 @@ def parameter_breakdown(model):
 
 @app.function
 def planned_config(settings, tokenizer_vocab=None):
-    """The GPT-2 config a run will use, known without downloading weights (None if unknown)."""
+    """The GPT-2 or Llama-family config a run will use, known without downloading weights (None if unknown).
+
+    Hub models count only when their config is already in the local cache (no network is asked).
+    """
     if settings.model_source in GPT2_FAMILY:
         return GPT2Config(**GPT2_FAMILY[settings.model_source])
     if settings.model_source == "tiny":
         return tiny_gpt2_config(tokenizer_vocab or 1024)
+    if settings.model_source == "tiny-llama":
+        return tiny_llama_config(tokenizer_vocab or 1024)
+    source = settings.local_dir if settings.model_source == "local" else settings.model_source
     try:
-        config = AutoConfig.from_pretrained(settings.local_dir, local_files_only=True)
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError):
         return None
-    return config if isinstance(config, GPT2Config) else None
+    return config if architecture(config) is not None else None
 
 
 @app.function
 def lora_plan(config, settings):
     """Parameter and memory arithmetic for LoRA vs full fine-tuning, from a model built on the meta device."""
+    gpt2 = architecture(config) == "gpt2"
     with torch.device("meta"):
-        model = GPT2LMHeadModel(config)
+        model = (GPT2LMHeadModel if gpt2 else LlamaForCausalLM)(config)
     _, base_total = parameter_counts(model)
-    wrapped = inject_lora(model, settings.target_modules, settings.rank, settings.alpha)
+    matmul, linear = matmul_weight_count(model)
+    targets = architecture_targets(model, settings.target_modules)
+    wrapped = inject_lora(model, targets, settings.rank, settings.alpha)
     lora_total = int(wrapped["LoRA params"].sum())
     weight_bytes = {"fp16": 2, "bf16": 2, "fp32": 4, "auto": 2}[settings.precision]  # auto: 16-bit on a GPU
     # Full fine-tuning with AdamW: FP32 weights + grads + two moments = 16 bytes per parameter.
     full_bytes = 16 * base_total
     lora_bytes = weight_bytes * base_total + 16 * lora_total
-    c_attn = wrapped[wrapped["module"].str.endswith("attn.c_attn")]
+    example = "attn.c_attn" if gpt2 else "q_proj"  # the layer "Why LoRA works" takes as its example
+    c_attn = wrapped[wrapped["module"].str.endswith(example)]
     return {
+        "architecture": "gpt2" if gpt2 else "llama",
+        "example_layer": example.split(".")[-1],
+        "shape": model_shape(config),
+        "matmul_params": matmul,
+        "linear_params": linear,
+        "weight_bytes": weight_bytes,
         "base_params": base_total,
         "lora_params": lora_total,
         "layers": len(wrapped),
         "trainable_pct": 100 * lora_total / (base_total + lora_total),
         "full_ft_bytes": full_bytes,
         "lora_bytes": lora_bytes,
-        "c_attn_in": int(c_attn["in"].iloc[0]) if len(c_attn) else config.n_embd,
-        "c_attn_out": int(c_attn["out"].iloc[0]) if len(c_attn) else 3 * config.n_embd,
-        "n_layer": config.n_layer,
-        "n_embd": config.n_embd,
+        "c_attn_in": int(c_attn["in"].iloc[0]) if len(c_attn) else config.hidden_size,
+        "c_attn_out": int(c_attn["out"].iloc[0]) if len(c_attn) else 3 * config.hidden_size,
+        "n_layer": config.num_hidden_layers,  # GPT2Config maps these names to n_layer / n_embd
+        "n_embd": config.hidden_size,
         "vocab_size": config.vocab_size,
+    }
+
+
+@app.function
+def matmul_weight_count(model):
+    """(matmul weights, frozen linear weights) of a model: Linear/Conv1D layers, LM head included once in the
+    first (a tied head is still a matmul), embeddings and the head excluded from the second."""
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    head = model.get_output_embeddings()
+    layers = [
+        layer
+        for name, layer in model.named_modules()
+        if isinstance(layer, (nn.Linear, Conv1D)) and not name.endswith((".lora_A", ".lora_B"))
+    ]
+    untied = sum(layer.weight.numel() for layer in layers if id(layer.weight) not in embedding_ids)
+    tied_head = head.weight.numel() if head is not None and id(head.weight) in embedding_ids else 0
+    linear = untied - (head.weight.numel() if head is not None and not tied_head else 0)
+    return untied + tied_head, linear
+
+
+@app.function
+def model_shape(config):
+    """Layers, width, key/value width, MLP width and vocabulary of a GPT-2 or Llama-family config."""
+    d, heads = config.hidden_size, config.num_attention_heads
+    if architecture(config) == "gpt2":
+        kv, mlp = d, getattr(config, "n_inner", None) or 4 * d
+    else:
+        head_dim = getattr(config, "head_dim", None) or d // heads
+        kv, mlp = config.num_key_value_heads * head_dim, config.intermediate_size
+    return {
+        "architecture": architecture(config),
+        "n_layer": config.num_hidden_layers,
+        "d_model": d,
+        "kv_width": kv,
+        "mlp_width": mlp,
+        "vocab": config.vocab_size,
     }
 
 
@@ -1866,17 +1981,21 @@ def make_loader(examples, batch_size, pad_id, shuffle, seed=0, pin=False, multip
 @app.function
 def token_statistics(loader):
     """Tokens the batches hold: padded total, real (non-pad) tokens, and those that carry loss."""
-    padded = real = loss = 0
+    padded = real = loss = max_batch = max_batch_loss = 0
     lengths = []
     for batch in loader:
         padded += batch["input_ids"].numel()
         real += int(batch["attention_mask"].sum())
         loss += int((batch["labels"] != -100).sum())
+        max_batch = max(max_batch, batch["input_ids"].numel())
+        max_batch_loss = max(max_batch_loss, int((batch["labels"] != -100).sum()))
         lengths.extend(batch["attention_mask"].sum(dim=1).tolist())
     return {
         "padded_tokens": padded,
         "real_tokens": real,
         "loss_tokens": loss,
+        "max_batch_tokens": max_batch,  # the largest batch as padded: what one step's activations hold
+        "max_batch_loss_tokens": max_batch_loss,
         "loss_share_of_real": loss / max(real, 1),
         "loss_share_of_padded": loss / max(padded, 1),
         "padding_share": 1 - real / max(padded, 1),
@@ -3430,21 +3549,9 @@ def lora_flops_per_token(matmul_params, n_layer, seq_len, d_model, lora_params):
 def run_flops_per_token(run, seq_len):
     """lora_flops_per_token for the run's model: its matmul weights, layers, width and adapters."""
     config = run.model.config
-    n_layer = getattr(config, "n_layer", None) or config.num_hidden_layers
-    d_model = getattr(config, "n_embd", None) or config.hidden_size
     lora = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    embedding_ids = {id(m.weight) for m in run.model.modules() if isinstance(m, nn.Embedding)}
-    matmul = sum(
-        layer.weight.numel()
-        for layer in run.model.modules()
-        if isinstance(layer, (nn.Linear, Conv1D))
-        and not layer.weight.requires_grad
-        and id(layer.weight) not in embedding_ids
-    )
-    head = run.model.get_output_embeddings()
-    if head is not None and id(head.weight) in embedding_ids:  # a tied head is still a matmul
-        matmul += head.weight.numel()
-    return lora_flops_per_token(matmul, n_layer, seq_len, d_model, lora)
+    matmul, _ = matmul_weight_count(run.model)
+    return lora_flops_per_token(matmul, config.num_hidden_layers, seq_len, config.hidden_size, lora)
 
 
 @app.function
@@ -3934,7 +4041,17 @@ def per_task_scores(before, after):
             "format after %": 100 * after["format_match"].astype(float),
         }
     )
-    return frame.groupby("task", sort=False).mean().round(0).reset_index()
+    grouped = frame.groupby("task", sort=False)
+    scores = grouped.mean().round(0)
+    scores.insert(0, "n", grouped.size())
+    # ±1 s.e. of the exact-match rate after training (a task of n items moves in steps of 100/n points)
+    after = grouped["exact match after %"].mean() / 100
+    scores.insert(
+        3,
+        "± 1 s.e. after",
+        [round(100 * standard_error(p, n), 0) for p, n in zip(after, scores["n"], strict=True)],
+    )
+    return scores.reset_index()
 
 
 @app.function
@@ -4049,7 +4166,7 @@ task needs has **low rank**: write $\\Delta W = B A$ with $A \\in \\mathbb{{R}}^
 $B \\in \\mathbb{{R}}^{{d_\\text{{out}} \\times r}}$, train only $A$ and $B$, keep $W$ frozen. The layer
 computes $y = W x + \\frac{{\\alpha}}{{r}} B A x$.
 
-- For this model's `c_attn` ({d_in} → {d_out}): a full $\\Delta W$ has {d_in} × {d_out} = **{full:,}** numbers; with
+- For this model's `{why.get("example_layer", "c_attn")}` ({d_in} → {d_out}): a full $\\Delta W$ has {d_in} × {d_out} = **{full:,}** numbers; with
   r = {r} LoRA trains {r} × ({d_in} + {d_out}) = **{low:,}** — {full / low:.0f}× fewer.
 - Over the {why["layers"]} wrapped layers: **{why["lora_params"]:,}** trainable parameters beside
   {why["base_params"]:,} frozen ones = **{why["trainable_pct"]:.3f}%** of the total.
@@ -4278,6 +4395,341 @@ def hyperparameter_text(settings, why, train_examples):
 - **Max sequence length {settings.max_length}:** an upper bound; batches are padded only to their longest example
   (dynamic padding), and prompts plus answers here are far shorter. Attention cost grows with length.
 - **Dropout {settings.dropout}:** applied to the adapter's input only; a little regularisation for small data.
+"""
+
+
+@app.function
+def intro_text(why, model_source):
+    """The title cell: the adapter's share of the parameters computed for the planned model, never a fixed figure."""
+    share = (
+        f"**{why['trainable_pct']:.2f}%** of the parameters for `{model_source}` with the settings below"
+        if why is not None
+        else "a small share of the parameters (step 3 counts it for the model that loads)"
+    )
+    return f"""
+# Fine-tune GPT-2 with LoRA in FP16 — seven visible steps
+
+This app teaches GPT-2 a handful of small tasks with **fixed answer formats** ("Answer: 43",
+"GARDEN", "positive", "3000 m", …) by training a **LoRA adapter**: two thin matrices beside each
+chosen weight matrix, {share}, while the base model stays frozen in FP16.
+It then measures what changed — eval loss, perplexity, exact match and answer-format match on
+held-out prompts, **before vs after** — and saves the adapter in **PEFT's own format**.
+
+Each of the seven steps below is its own cell and shows what it did and how long it took. With an
+NVIDIA GPU it trains in FP16 with a GradScaler; on a CPU it explains its fallback and still runs.
+Without network access it offers a **tiny offline GPT-2** that needs no download. Llama-family models
+(SmolLM2, Qwen2.5, Llama 3.2, or a tiny offline Llama) run through the same seven steps, in BF16 where
+the GPU has it natively.
+"""
+
+
+@app.function
+def planned_run(settings, environment):
+    """The precision and speed plans a Train click would resolve to on this machine, before it loads anything."""
+    device = torch.device("cuda" if environment["cuda_available"] else "cpu")
+    precision, _ = choose_precision(settings, device)
+    return {
+        "plan": resolve_precision(precision, device.type, bf16_native(device)),
+        "speed": choose_speed_plan(settings.speed, device.type),
+        "device_type": device.type,
+        "device_name": environment.get("gpu") or f"CPU ({environment['cpu_cores']} cores)",
+        "compute_capability": tuple(int(x) for x in environment.get("compute_capability", "0.0").split(".")),
+    }
+
+
+@app.function
+def run_model_facts(run):
+    """The numbers the memory, QLoRA and roofline texts need, read from the run's model (it is freed in step 7)."""
+    trainable, total = parameter_counts(run.model)
+    matmul, linear = matmul_weight_count(run.model)
+    return {
+        "shape": model_shape(run.model.config),
+        "base_params": total - trainable,
+        "lora_params": trainable,
+        "matmul_params": matmul,
+        "linear_params": linear,
+    }
+
+
+@app.function
+def activation_values_per_token(shape, fast_gelu=True):
+    """Values one layer keeps per token for the backward pass: an estimate from the architecture.
+
+    GPT-2: both LayerNorms' inputs and outputs, q, k and v, the attention output, and the MLP's activations
+    before and after GELU (8·d + 2·d_mlp). Llama: both RMSNorms' inputs and outputs, q, k and v (k and v at
+    the key/value width), the attention output, and SwiGLU's gate, up, SiLU(gate) and product
+    (6·d + 2·d_kv + 4·d_mlp). GPT-2's own `gelu_new` (eight element-wise kernels; the plain path keeps it)
+    keeps three more MLP-wide tensors. Flash attention keeps no T × T scores. Dropout masks and LoRA's
+    r-wide intermediates are left out. A CPU test counts what autograd really saves against this.
+    """
+    d, kv, m = shape["d_model"], shape["kv_width"], shape["mlp_width"]
+    if shape["architecture"] == "gpt2":
+        return 8 * d + 2 * m + (0 if fast_gelu else 3 * m)
+    return 6 * d + 2 * kv + 4 * m
+
+
+@app.function
+def training_memory(facts, plan, speed, tokens, loss_rows):
+    """Estimated bytes of one training step by part, for `tokens` positions per batch (`loss_rows` carry loss)."""
+    shape, lora = facts["shape"], facts["lora_params"]
+    vocab, width = shape["vocab"], shape["d_model"]
+    weight_bytes = plan.param_dtype.itemsize
+    compute_bytes = (plan.autocast_dtype or plan.param_dtype).itemsize
+    per_token = activation_values_per_token(shape, speed.fast_gelu)
+    if (
+        speed.fused_loss
+    ):  # one chunk's logits and FP32 probabilities, the stored input gradient, the padded head
+        padded = -(-vocab // 128) * 128
+        rows = min(loss_rows, lm_head_rows(padded))
+        logits = rows * padded * (compute_bytes + 4) + loss_rows * width * 4 + padded * width * compute_bytes
+    else:  # the full logits, then an FP32 copy at the loss positions and cross-entropy's saved log-softmax
+        logits = tokens * vocab * compute_bytes + 2 * loss_rows * vocab * 4
+    return {
+        "frozen base weights": facts["base_params"] * weight_bytes,
+        "LoRA weights (FP32)": 4 * lora,
+        "LoRA gradients (FP32)": 4 * lora,
+        "AdamW moments (FP32, two per weight)": 8 * lora,
+        "activations kept for backward": shape["n_layer"] * tokens * per_token * compute_bytes,
+        "logits and loss": logits,
+    }
+
+
+@app.function
+def memory_levers(facts, parts, plan, speed, tokens, seq_len, batch_size):
+    """What gradient checkpointing and gradient accumulation would do to this step's memory and time."""
+    shape = facts["shape"]
+    compute_bytes = (plan.autocast_dtype or plan.param_dtype).itemsize
+    per_layer = tokens * activation_values_per_token(shape, speed.fast_gelu) * compute_bytes
+    # Checkpointing every block keeps each block's input only and recomputes one block at a time in backward.
+    checkpointed = shape["n_layer"] * tokens * shape["d_model"] * compute_bytes + per_layer
+    attention = shape["n_layer"] * seq_len * shape["d_model"]
+    forward = 2 * facts["matmul_params"] + 2 * attention
+    step = lora_flops_per_token(facts["matmul_params"], shape["n_layer"], seq_len, shape["d_model"], 0)
+    step += 6 * facts["lora_params"]
+    k = 4 if batch_size >= 4 else batch_size
+    return {
+        "activations": parts["activations kept for backward"],
+        "checkpointed_activations": checkpointed,
+        "extra_flops_share": forward / step,  # one more forward on top of forward + backward
+        "accumulation_steps": k,
+        "micro_batch": batch_size // k,
+        "accumulated_activations": (parts["activations kept for backward"] + parts["logits and loss"]) / k,
+    }
+
+
+@app.function
+def training_memory_text(facts, settings, plan, speed, tokens, loss_rows, measured=None):
+    """Where one training step's memory goes, estimated from the config; after a CUDA run, the measured peak.
+
+    `measured`: None before a run; after one {"device_type", "peak", "baseline"} (peak None on a CPU).
+    """
+    parts = training_memory(facts, plan, speed, tokens, loss_rows)
+    total = sum(parts.values())
+    rows = "\n".join(f"| {name} | {fmt_bytes(n)} | {100 * n / total:.0f}% |" for name, n in parts.items())
+    levers = memory_levers(facts, parts, plan, speed, tokens, settings.max_length, settings.batch_size)
+    if measured is None:
+        scope = f"batch {settings.batch_size} × max length {settings.max_length}, the most a batch can hold"
+        compared = "After a run on a CUDA GPU, step 5 puts torch's measured peak beside this estimate."
+    elif measured.get("peak"):
+        scope = "the largest batch this run built"
+        added = max(measured["peak"] - measured["baseline"], 1)
+        compared = (
+            f"**Measured** (torch `max_memory_allocated`, this process from step 2 on, the evaluation before "
+            f"training included): **{fmt_bytes(measured['peak'])}**, of which {fmt_bytes(measured['baseline'])} the "
+            f"process held before this run; the estimate is **{total / added:.2f}×** what this run added. The gap "
+            "is what the estimate leaves out: norm outputs autocast keeps in FP32, dropout masks, the "
+            "evaluation's own tensors, the allocator's rounding, and tensors that briefly overlap."
+        )
+    else:
+        scope = "the largest batch this run built"
+        compared = "Not measured: torch's allocator statistics exist on CUDA only; this run was on a CPU."
+    return f"""
+_Estimated from the model's config for **{tokens:,} token positions per batch** ({scope}), {loss_rows:,} of them
+carrying loss, in {plan.name}, on the **{speed.name}** path. Estimates, not measurements._
+
+| part | bytes | share |
+|---|---|---|
+{rows}
+| **total (estimated)** | **{fmt_bytes(total)}** | |
+
+LoRA shrinks the optimizer's part to the adapters ({fmt_bytes(16 * facts["lora_params"])} for weights, gradients and
+AdamW's two moments together); the activations grow with batch × length × layers × width and stay. Per layer
+and token the backward needs about {activation_values_per_token(facts["shape"], speed.fast_gelu):,} values
+(`activation_values_per_token` lists them).
+
+{compared}
+
+- **Gradient checkpointing** (`torch.utils.checkpoint`; not offered by this app) keeps only each block's input
+  and recomputes the block in backward: activations {fmt_bytes(levers["activations"])} →
+  **{fmt_bytes(levers["checkpointed_activations"])}**, for one extra forward pass, about
+  **{100 * levers["extra_flops_share"]:.0f}% more FLOPs** per step here (forward ÷ forward + backward with a frozen
+  base, from `lora_flops_per_token`; full fine-tuning pays about a third, since its backward also computes weight
+  gradients).
+- **Gradient accumulation** (not offered either) runs the batch of {settings.batch_size} as
+  {levers["accumulation_steps"]} micro-batches of {levers["micro_batch"]} and steps the optimizer once: the same
+  update, activations and logits {fmt_bytes(parts["activations kept for backward"] + parts["logits and loss"])} →
+  **{fmt_bytes(levers["accumulated_activations"])}**, the same FLOPs, {levers["accumulation_steps"]} smaller
+  passes in a row per step (smaller matmuls use the GPU less well).
+"""
+
+
+@app.function
+def dtype_name(dtype):
+    """torch.float16 → 'FP16' (BF16, FP32 likewise)."""
+    return {torch.float16: "FP16", torch.bfloat16: "BF16", torch.float32: "FP32"}.get(dtype, str(dtype))
+
+
+@app.function
+def tf32_text(plan, device_type, compute_capability=(0, 0), current=None):
+    """What `torch.set_float32_matmul_precision("high")` changes (sourced), and whether it touches this run."""
+    current = current or torch.get_float32_matmul_precision()
+    if device_type != "cuda":
+        here = "This run is on a **CPU**: the flag affects CUDA only, so it changes nothing here."
+    elif plan.autocast_dtype is not None:
+        here = (
+            f"This run is **{plan.name}**: its matmuls run in {dtype_name(plan.autocast_dtype)} "
+            "under autocast (the chunked loss casts to it as well), on the Tensor Cores already. TF32 changes "
+            "FP32 matmuls only, so the flag would not change this run."
+        )
+    elif compute_capability >= (8, 0):
+        here = (
+            'This run is **FP32 on a GPU with TF32 Tensor Cores**: `"high"` would move its matmuls onto them, '
+            "faster at TF32's 10-bit mantissa. The app leaves PyTorch's default, so they run in full FP32."
+        )
+    else:
+        here = (
+            f"This run is **FP32 on a GPU of compute capability {compute_capability[0]}.{compute_capability[1]}**: "
+            "TF32 Tensor Cores start with Ampere (8.0), so the flag changes nothing on this card."
+        )
+    return f"""
+`torch.set_float32_matmul_precision("high")` lets **FP32** matrix multiplications compute internally in
+TF32 (FP32's 8-bit exponent with 10 explicitly stored mantissa bits) where a fast TF32 algorithm exists; the
+result stays FP32. The default is `"highest"` (full FP32), and the flag affects CUDA only (PyTorch docs,
+`torch.set_float32_matmul_precision`). TF32 Tensor Cores exist on Ampere and later GPUs (PyTorch docs, CUDA
+semantics, "TensorFloat-32 (TF32) on Ampere (and later) devices").
+
+This process's setting now: `"{current}"`; the app never changes it. {here}
+"""
+
+
+@app.function
+def qlora_bytes(facts, weight_bytes):
+    """(base weights now, the same base with its linear layers in 4-bit NF4) in bytes.
+
+    NF4 stores 4 bits per weight plus its block's constant: QLoRA's double quantization brings that constant
+    to 8/64 + 32/(64·256) = 0.127 bits per weight (blocks of 64 weights, constants in blocks of 256).
+    Embeddings, the LM head, norms and biases stay in 16-bit.
+    """
+    now = facts["base_params"] * weight_bytes
+    nf4 = facts["linear_params"] * (4 + 8 / 64 + 32 / (64 * 256)) / 8
+    return now, nf4 + (facts["base_params"] - facts["linear_params"]) * 2
+
+
+@app.function
+def qlora_text(facts, plan, model_name, estimated_total):
+    """QLoRA as the next memory lever: a pointer, with this model's base-weight bytes now and in 4-bit."""
+    now, nf4 = qlora_bytes(facts, plan.param_dtype.itemsize)
+    return f"""
+**QLoRA** (Dettmers et al. 2023, arXiv:2305.14314) keeps the frozen base in **4-bit NormalFloat (NF4)**,
+quantises the quantisation constants too (double quantization), and pages optimizer state to CPU memory at
+spikes; gradients flow through the 4-bit base into 16-bit LoRA adapters. **This app does not implement it**
+(in the PEFT ecosystem it takes bitsandbytes and a CUDA GPU).
+
+For `{model_name}` the frozen base takes **{fmt_bytes(now)}** stored in {dtype_name(plan.param_dtype)}. With its
+{fmt_count(facts["linear_params"])} linear-layer weights in NF4 (4 bits + 0.127 bits of constants each) and the
+rest (embeddings, norms, biases) in 16-bit it would take **{fmt_bytes(nf4)}**, {now / nf4:.1f}× less
+(arithmetic, `qlora_bytes`). That is {100 * (now - nf4) / max(estimated_total, 1):.0f}% of this step's estimated
+{fmt_bytes(estimated_total)} (the memory section above): QLoRA pays when the base model is what does not fit;
+when activations dominate, checkpointing, a smaller batch or a shorter length are the levers.
+"""
+
+
+@app.function
+def memory_bandwidth(device_name):
+    """(bytes/s, source) of the card's peak memory bandwidth from MEMORY_BANDWIDTH_TBS, or (None, why)."""
+    for names, tbs in MEMORY_BANDWIDTH_TBS:
+        if any(re.search(rf"\b{re.escape(name)}\b", device_name or "") for name in names):
+            return tbs * 1e12, f"{names[0]} datasheet memory bandwidth"
+    return None, f"`{device_name}` is not in the app's small table of datasheet bandwidths"
+
+
+@app.function
+def largest_matmul(facts, tokens, loss_rows, fused_loss):
+    """(name, M, K, N) of the step's largest matmul by FLOPs: the MLP's or attention's projections over
+    `tokens` rows, or the LM head (on the fast path over the `loss_rows` only, one chunk at most)."""
+    shape = facts["shape"]
+    d, kv, m, vocab = shape["d_model"], shape["kv_width"], shape["mlp_width"], shape["vocab"]
+    head_rows = min(loss_rows, lm_head_rows(-(-vocab // 128) * 128)) if fused_loss else tokens
+    fused_qkv = shape["architecture"] == "gpt2"
+    candidates = [
+        (
+            "attention q, k, v (fused c_attn)" if fused_qkv else "attention q_proj",
+            tokens,
+            d,
+            d + 2 * kv if fused_qkv else d,
+        ),
+        ("MLP up-projection", tokens, d, m),
+        ("MLP down-projection", tokens, m, d),
+        ("LM head" + (" (one loss chunk)" if fused_loss else ""), head_rows, d, vocab),
+    ]
+    return max(candidates, key=lambda c: c[1] * c[2] * c[3])
+
+
+@app.function
+def arithmetic_intensity(m, k, n, element_bytes):
+    """FLOPs per byte of an [m × k] · [k × n] matmul that reads both inputs and writes the output once."""
+    return 2 * m * k * n / (element_bytes * (m * k + k * n + m * n))
+
+
+@app.function
+def roofline_text(facts, plan, speed, device_type, device_name, tokens, loss_rows):
+    """Compute-, memory- or overhead-bound: this run's largest matmul against the card's ridge point."""
+    name, m, k, n = largest_matmul(facts, tokens, loss_rows, speed.fused_loss)
+    dtype = plan.autocast_dtype or plan.param_dtype
+    element_bytes = dtype.itemsize
+    intensity = arithmetic_intensity(m, k, n, element_bytes)
+    flops = 2 * m * k * n
+    head = (
+        f"This run's largest matmul is the **{name}**: [{m:,} × {k:,}] · [{k:,} × {n:,}] in "
+        f"{dtype_name(dtype)}, {flops / 1e9:,.2f} GFLOP over {fmt_bytes(element_bytes * (m * k + k * n + m * n))} "
+        f"read and written: **{intensity:,.0f} FLOPs per byte** (arithmetic intensity; {m:,} rows = "
+        f"{'one loss chunk' if 'chunk' in name else 'the token positions of one batch, at most'})."
+    )
+    if device_type != "cuda":
+        place = (
+            "This is a CPU run: the app has no roofline for CPUs, so it **cannot place** this matmul on one."
+        )
+    else:
+        peak, peak_source = dense_peak_flops(device_name, dtype)
+        bandwidth, bandwidth_source = memory_bandwidth(device_name)
+        if peak is None or bandwidth is None:
+            place = f"The app **cannot place** it on this card's roofline: {peak_source if peak is None else bandwidth_source}."
+        else:
+            ridge = peak / bandwidth
+            side = "above" if intensity >= ridge else "below"
+            regime = "compute-bound (Tensor Cores)" if intensity >= ridge else "memory-bound (HBM bandwidth)"
+            place = (
+                f"On this **{device_name}** the ridge point is {peak / 1e12:,.0f} TFLOPS ÷ {bandwidth / 1e12:g} TB/s = "
+                f"**{ridge:,.0f} FLOPs per byte** ({peak_source}; {bandwidth_source}: datasheet figures, not measured). "
+                f"The matmul sits "
+                f"{side} it: **{regime}** if the GPU is kept fed. At the peak it would take "
+                f"**{flops / peak * 1e6:,.1f} µs**."
+            )
+    return f"""
+The roofline model: an operation doing $F$ FLOPs while moving $B$ bytes cannot run faster than
+$\\max(F/\\text{{peak FLOP/s}},\\ B/\\text{{bandwidth}})$. Its **arithmetic intensity** $F/B$ against the card's
+**ridge point** (peak FLOP/s ÷ bandwidth) says which roof limits it: above the ridge **compute-bound**, below
+**memory-bound**. A third regime has no roof: **overhead-bound**, when each kernel is so short that launching it,
+Python and host syncs take longer than the work.
+
+{head}
+
+{place}
+
+The element-wise work between the matmuls (norms, GELU/SiLU, residual adds, dropout) does about one FLOP per
+byte: memory-bound on every card. And a step is hundreds of kernels: when each takes a few microseconds the
+CPU's launches set the pace (overhead-bound), which is what the fast path's deferred read-backs and CUDA graphs
+attack. Step 5's MFU and GPM SM / Tensor Core / DRAM activity say which regime this run was really in.
 """
 
 

@@ -370,3 +370,20 @@ def test_the_llama_fast_step_does_not_wait_for_the_gpu():
         torch.cuda.set_sync_debug_mode(0)
     assert all(torch.isfinite(s[0]) for s in stats)
     run.release()
+
+
+@pytest.mark.parametrize("speed", ["plain", "fast"])
+def test_the_memory_estimate_lands_near_the_measured_peak_at_32_x_512(speed):
+    """The memory panel's estimate (from the config) against torch's measured peak, one epoch at 32 × 512."""
+    run, _ = gpt2_124m_run(speed=speed, epochs=1, batch_size=32, max_length=512)
+    stats = app.token_statistics(run.train_loader)
+    torch.cuda.reset_peak_memory_stats()
+    train_records(run)
+    added = torch.cuda.max_memory_allocated() - run.memory_baseline
+    parts = app.training_memory(
+        app.run_model_facts(run), run.plan, run.speed, stats["max_batch_tokens"], stats["max_batch_loss_tokens"]
+    )
+    estimate = sum(parts.values())
+    print(f"{speed}: estimated {estimate / 2**20:,.0f} MiB, measured {added / 2**20:,.0f} MiB, {parts}")
+    assert 0.5 < estimate / added < 2.0
+    run.release()
