@@ -120,6 +120,7 @@ with app.setup:
         "distilgpt2": {"n_layer": 6, "n_head": 12, "n_embd": 768},
         "gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024},
     }
+    TORCH_VERSION = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
     SYNC_EVERY = 16  # fast path: loss and grad norm come back to the host once per this many steps
     # Measured on an NVIDIA H100 80GB HBM3, 2026-11-26 (notes/BENCHMARKS.md, "Training speed (issue 4)" and
     # "The issue's own target set"; GPT-2 124M, LoRA r=16, FP16 + GradScaler, bench/lora_throughput.py).
@@ -511,10 +512,11 @@ def _(environment):
 
 @app.cell
 def _(settings, settings_controls, train_button):
+    _note = model_availability_note(settings)  # None: nothing to say (an offline model or a local folder)
     mo.vstack(
         [
             settings_controls,
-            model_availability_note(settings),
+            *([_note] if _note is not None else []),
             mo.hstack([train_button], justify="start"),
         ]
     )
@@ -723,7 +725,7 @@ def _(dataset, lora_table, run):
         [
             step_done(
                 4,
-                "data tokenized; loaders, optimizer, scheduler and scaler ready",
+                "data tokenized; loaders, optimizer, learning-rate schedule and scaler ready",
                 time.perf_counter() - _started,
                 f"{token_stats['train_examples']} train / {token_stats['eval_examples']} eval examples "
                 f"({token_stats['dropped']} dropped: prompt longer than max length) · {token_stats['steps_per_epoch']} "
@@ -1013,12 +1015,19 @@ def _():
     `@app.class_definition`), so the tests and `bench/` import them directly:
     `from llm_finetuning_dashboard import inject_lora, train_steps, ...`.
 
-    Where to find things: the seven steps' bodies are `load_step`, `inject_step`, `prepare_step`,
-    `train_step_body`, `evaluate_step`, `save_step`; **the loss** is `fast_loss` (the chunked LM-head loss,
-    default) with `causal_lm_loss` as its plain reference; **the learning rate** is `lr_factor` (warm-up then
-    cosine; `device_schedule` puts it on the GPU for the fast path); **the host syncs** are in `train_steps`
-    (the one `.tolist()` per group of `SYNC_EVERY` steps) and `train_one_step` (`loss.item()` on the plain
-    path); **the GPU lease** is `GpuLease`; **telemetry** is `GpuSampler`, `GpmSampler`, `mfu`.
+    Where to find things (search the name; the training core has its own heading below):
+
+    | what | where |
+    |---|---|
+    | the seven steps' bodies | `load_step`, `inject_step`, `prepare_step`, `train_step_body`, `evaluate_step`, `save_step` |
+    | **where the loss is computed** | `batch_loss`, the one entry point: the chunked LM-head loss (`ChunkedLMHeadLoss`) on the fast path, `causal_lm_loss` (plain cross-entropy) as its reference on the plain path |
+    | **where the learning rate is set** | `lr_at` (warm-up, then cosine): `plain_train_step` sets it each step; `device_schedule` puts the same values on the GPU for `fast_train_step` |
+    | **where the step syncs with the host** | comments marked `HOST SYNC`: `plain_train_step` (`loss.item()`, the clipped norm), `train_steps` (the plain path's `synchronize`; the fast path's one `.tolist()` per `SYNC_EVERY` steps) |
+    | the training loop | `train_steps` (sections: forward/backward/update, termination, timing and logging, evaluation) |
+    | which speed levers run | `SpeedPlan` (`mode` "plain" or "fast"), `choose_speed_plan`, `apply_speed_plan` |
+    | GradScaler internals | `scaler_readings`, the only place that touches them |
+    | the GPU lease, telemetry | `GpuLease`; `GpuSampler`, `GpmSampler`, `mfu`, `utilization_probe` |
+    | the learner texts | `why_*_text`, `training_memory_text`, `tf32_text`, `qlora_text`, `roofline_text` |
     """)
     return
 
@@ -1427,7 +1436,7 @@ def default_choices(cuda_available):
 @app.function
 def model_availability_note(settings):
     """Beside the model picker, before Train: will the chosen hub model load, or fall back to the tiny one?"""
-    if settings.model_source in ("tiny", "local"):
+    if settings.model_source in ("tiny", "tiny-llama", "local"):
         return None  # nothing to download
     if model_cached(settings.model_source):
         return mo.md(f"_`{settings.model_source}` is in the local cache: no download needed._")
@@ -2004,9 +2013,24 @@ def token_statistics(loader):
     }
 
 
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    ### Library · the training core
+
+    In reading order: the loss (`causal_lm_loss`, the reference; `ChunkedLMHeadLoss` and `batch_loss`, the one
+    entry point), the learning rate (`lr_at`), the speed plan (`SpeedPlan`, `choose_speed_plan`,
+    `apply_speed_plan`), the run object (`FineTuneRun`, `prepare_training`), the two step functions
+    (`plain_train_step`, `fast_train_step`, one record type: `step_record`) and the loop (`train_steps`).
+    """)
+    return
+
+
 @app.function
 def causal_lm_loss(logits, labels, reduction="mean"):
-    """Next-token cross-entropy on positions whose (shifted) label is not -100, computed in FP32."""
+    """Next-token cross-entropy on positions whose (shifted) label is not -100, computed in FP32.
+
+    The reference loss: the plain path trains with it, and the tests check `batch_loss` against it."""
     shifted_labels = labels[:, 1:]
     keep = shifted_labels != -100
     # Select the loss positions first: the FP32 copy then covers response tokens only, not the whole batch.
@@ -2015,28 +2039,53 @@ def causal_lm_loss(logits, labels, reduction="mean"):
 
 
 @app.function
-def lr_factor(step, warmup_steps, total_steps, min_ratio=0.1):
-    """Linear warm-up to 1, then cosine decay to `min_ratio` at the last step."""
+def lr_at(step, base_lr, warmup_steps, total_steps, min_ratio=0.1):
+    """THE learning rate of the app: the rate for optimizer step `step` (0-based, applied steps only).
+
+    Linear warm-up to `base_lr` over `warmup_steps`, then cosine decay to `min_ratio` × `base_lr` at the last
+    step. The plain step sets it on the optimizer each step; the fast path precomputes the same values
+    on the device (`device_schedule`), so reading it there needs no host sync.
+    """
     if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 @app.class_definition
 @dataclass(frozen=True)
 class SpeedPlan:
-    """Which speed levers a run uses. Every lever leaves the maths of a training step unchanged."""
+    """Which speed levers a run uses. Every lever leaves the maths of a training step unchanged.
+
+    `mode` is the one switch that only works as a whole: "fast" = the chunked LM-head loss, fused AdamW
+    with the schedule on the device, and read-backs every SYNC_EVERY steps (each needs the others: the
+    deferred read-back needs the device schedule, which needs the fused optimizer's tensor learning rate).
+    The other levers are independent and may be dropped one by one (`apply_speed_plan` does for Llama
+    or eager attention).
+    """
 
     name: str = "plain"
-    fused_loss: bool = False  # LM head + cross-entropy in row chunks, only at positions that carry loss
+    mode: str = "plain"  # "plain" (the reference loop) or "fast"
     causal_only: bool = False  # right padding + causal attention: no padding mask, so SDPA can use flash
-    fused_optimizer: bool = False  # AdamW(fused=True) with the schedule on the device: no host sync
-    sync_every: int = 1  # read loss / grad norm back every k steps (1: after every step)
     fast_gelu: bool = False  # GPT-2's tanh-GELU as one kernel instead of eight
     compile: bool = False  # torch.compile the transformer blocks
     compile_mode: str = "default"
     note: str = ""
+
+    @property
+    def fused_loss(self):
+        """LM head + cross-entropy in row chunks, only at positions that carry loss."""
+        return self.mode == "fast"
+
+    @property
+    def fused_optimizer(self):
+        """AdamW(fused=True) with the learning rate on the device: no host sync to set it."""
+        return self.mode == "fast"
+
+    @property
+    def sync_every(self):
+        """Read loss and grad norm back every this many steps (1: after every step)."""
+        return SYNC_EVERY if self.mode == "fast" else 1
 
     @property
     def deferred(self):
@@ -2063,10 +2112,8 @@ def choose_speed_plan(requested, device_type, padded_tokens=0, steps=0):
         return SpeedPlan(note="The reference loop: full logits, padding mask, a host sync after every step.")
     eager = SpeedPlan(
         name="fast",
-        fused_loss=True,
+        mode="fast",
         causal_only=True,
-        fused_optimizer=True,
-        sync_every=SYNC_EVERY,
         fast_gelu=True,
         note="Chunked LM-head loss on answer tokens only, flash attention, fused AdamW, "
         f"loss read back every {SYNC_EVERY} steps, one-kernel GELU.",
@@ -2177,25 +2224,39 @@ class ChunkedLMHeadLoss(torch.autograd.Function):
 
 @app.class_definition
 class CausalLMBody(nn.Module):
-    """GPT-2's transformer for right-padded causal training: embeddings → blocks → final LayerNorm.
+    """The model's transformer for right-padded causal training: embeddings → blocks → final norm, no mask.
 
-    With no mask, every block's SDPA call runs with is_causal=True (flash attention). Calling the blocks
-    directly also skips transformers' mask building, whose packed-sequence and padding checks each wait
-    for the GPU. Right padding makes this exact: a causal token never looks at the padding after it.
+    GPT-2: token + position embeddings, its blocks, ln_f. Llama family: token embeddings, RoPE's cos/sin
+    once, its decoder layers, the final RMSNorm. With no mask every SDPA call runs with is_causal=True
+    (flash attention). Calling the blocks directly also skips transformers' mask building, whose
+    packed-sequence and padding checks each wait for the GPU. Right padding makes this exact: a causal
+    token never looks at the padding after it.
     """
 
-    def __init__(self, transformer):
+    def __init__(self, model):
         super().__init__()
-        self.transformer = transformer
+        self.gpt2 = architecture(model) == "gpt2"
+        self.transformer = model.transformer if self.gpt2 else model.model
 
     def forward(self, input_ids):
         t = self.transformer
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        hidden = t.drop(t.wte(input_ids) + t.wpe(positions))
-        for block in t.h:
-            out = block(hidden)
+        if self.gpt2:
+            hidden, extra = t.drop(t.wte(input_ids) + t.wpe(positions)), {}
+            blocks, norm = t.h, t.ln_f
+        else:
+            hidden = t.embed_tokens(input_ids)
+            position_ids = positions.unsqueeze(0)
+            extra = {
+                "attention_mask": None,
+                "position_ids": position_ids,
+                "position_embeddings": t.rotary_emb(hidden, position_ids=position_ids),
+            }
+            blocks, norm = t.layers, t.norm
+        for block in blocks:
+            out = block(hidden, **extra)
             hidden = out[0] if isinstance(out, tuple) else out
-        return t.ln_f(hidden)
+        return norm(hidden)
 
 
 @app.function
@@ -2219,13 +2280,19 @@ def lm_head_rows(vocab_size, budget_bytes=LOSS_CHUNK_BYTES):
 
 
 @app.function
-def fast_loss(run, batch, eager=False):
-    """Mean next-token loss through the fast path: hidden states at loss positions only → chunked LM head.
+def batch_loss(run, batch, eager=False):
+    """THE loss of the app: mean next-token cross-entropy over a batch's answer tokens, on the run's device.
 
-    `eager` skips the compiled body (evaluation runs in eval mode, which would trigger a second compile).
+    Fast path (the default): hidden states at the loss positions only → the chunked LM head
+    (`ChunkedLMHeadLoss`), never the full logits. Plain path, the reference: full logits with the padding
+    mask → `causal_lm_loss` (F.cross_entropy); a test checks that both give the same number. `eager`
+    skips the compiled body (evaluation runs in eval mode, which would trigger a second compile).
     """
+    if not run.speed.fused_loss:
+        logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return causal_lm_loss(logits, batch["labels"])
     if run.speed.causal_only:
-        body = CausalLMBody(run.model.transformer) if eager or run.body is None else run.body
+        body = CausalLMBody(run.model) if eager or run.body is None else run.body
         hidden = body(batch["input_ids"])
     else:
         hidden = run.model.base_model(
@@ -2258,17 +2325,9 @@ def to_device(batch, device, with_positions=False):
 @app.function
 def apply_speed_plan(run):
     """Prepare the levers of the run's SpeedPlan: one-kernel GELU, padded LM head, compiled body and loss."""
-    if architecture(run.model) != "gpt2":
-        # The Llama family runs the fast path through its own forward (mask kept) and is not compiled yet.
-        run.speed = replace(
-            run.speed,
-            causal_only=False,
-            fast_gelu=False,
-            compile=False,
-            name=run.speed.name.replace(" + compile", ""),
-            note=run.speed.note
-            + " (Llama family: its own forward with the padding mask; no torch.compile yet.)",
-        )
+    if architecture(run.model) != "gpt2" and run.speed.fast_gelu:
+        # The Llama family has SwiGLU, no GELU to replace; its blocks run through CausalLMBody like GPT-2's.
+        run.speed = replace(run.speed, fast_gelu=False)
     if run.speed.fast_gelu:
         for block in run.model.transformer.h:
             if type(block.mlp.act).__name__ == "NewGELUActivation":
@@ -2290,7 +2349,7 @@ def apply_speed_plan(run):
         run.lm_weight = torch.zeros((rows, weight.shape[1]), dtype=dtype, device=weight.device)
         run.lm_weight[: weight.shape[0]] = weight
     if run.speed.compile:
-        run.body = torch.compile(CausalLMBody(run.model.transformer), mode=run.speed.compile_mode)
+        run.body = torch.compile(CausalLMBody(run.model), mode=run.speed.compile_mode)
         run.loss_chunk = torch.compile(loss_chunk_fusable, dynamic=True)
 
 
@@ -2298,7 +2357,7 @@ def apply_speed_plan(run):
 def device_schedule(run, warmup):
     """The warm-up/cosine learning rates as a tensor on the device, indexed by the count of applied steps."""
     base = run.settings.learning_rate
-    rates = [base * lr_factor(step, warmup, run.total_steps) for step in range(max(run.total_steps, 1))]
+    rates = [lr_at(step, base, warmup, run.total_steps) for step in range(max(run.total_steps, 1))]
     return torch.tensor(rates, dtype=torch.float32, device=run.device)
 
 
@@ -2316,16 +2375,17 @@ class FineTuneRun:
     train_loader: object = None
     eval_loader: object = None
     optimizer: object = None
-    scheduler: object = None
     scaler: object = None
     total_steps: int = 0
+    warmup_steps: int = 0  # lr_at's warm-up
     memory_baseline: int = 0
     speed: SpeedPlan | None = None  # chosen in prepare_training from settings.speed
     body: object = None  # the compiled transformer when the SpeedPlan compiles
     loss_chunk: object = None  # the compiled loss chunk when the SpeedPlan compiles
     lm_weight: object = None  # fast path: the LM head padded to a multiple of 128 rows
     lr_schedule: object = None  # fast path: learning rate per applied step, on the device
-    applied_steps: object = None  # fast path: optimizer steps not skipped by the scaler, on the device
+    # optimizer steps not skipped (lr_at's step): an int on the plain path, a 0-d device tensor on the fast path
+    applied_steps: object = None
     lease: object = None  # the GpuLease this run holds from step 2 until release()
     generator: object = None  # this run's own random numbers: LoRA's A init and LoRA dropout
 
@@ -2334,7 +2394,7 @@ class FineTuneRun:
         the GPU lease back (the memory is read before another viewer can allocate)."""
         before = device_memory(self.device)
         compiled = self.body is not None
-        self.model = self.optimizer = self.scheduler = self.scaler = self.body = None
+        self.model = self.optimizer = self.scaler = self.body = None
         self.loss_chunk = self.lm_weight = None
         self.lr_schedule = self.applied_steps = None
         self.train_loader = self.eval_loader = None
@@ -2412,7 +2472,7 @@ def prepare_training(run, train_frame, eval_frame):
         train_stats = token_statistics(run.train_loader)  # step 4 shows the padding that really runs
     apply_speed_plan(run)
     adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
-    warmup = round(s.warmup_ratio * run.total_steps)
+    warmup = run.warmup_steps = round(s.warmup_ratio * run.total_steps)
     if run.speed.fused_optimizer:
         # One fused kernel per step; the learning rate lives on the device, so GradScaler skips need no sync.
         run.lr_schedule = device_schedule(run, warmup)
@@ -2420,17 +2480,15 @@ def prepare_training(run, train_frame, eval_frame):
         run.optimizer = torch.optim.AdamW(
             adapter_parameters, lr=run.lr_schedule[0].clone(), weight_decay=0.0, fused=True
         )
-        run.scheduler = None
         # Without FP16 a scale-1 scaler still guards: it skips any step whose gradients hold inf/NaN.
         run.scaler = torch.amp.GradScaler(
             device=run.device.type,
             **({} if run.plan.use_grad_scaler else {"init_scale": 1.0, "growth_interval": 2**30}),
         )
     else:
+        # The plain step sets the learning rate itself from lr_at(applied steps) before each update.
+        run.applied_steps = 0
         run.optimizer = torch.optim.AdamW(adapter_parameters, lr=s.learning_rate, weight_decay=0.0)
-        run.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            run.optimizer, lambda step: lr_factor(step, warmup, run.total_steps)
-        )
         run.scaler = torch.amp.GradScaler(device=run.device.type, enabled=run.plan.use_grad_scaler)
     return {
         "train": train_stats,
@@ -2489,19 +2547,31 @@ def out_of_memory_stop(reason, step):
 
 @app.function
 def train_one_step(run, batch, adapter_parameters, max_grad_norm):
-    """One optimizer step. Plain path: returns step facts as numbers. Fast path: a tensor still on the device."""
-    if run.speed is not None and run.speed.deferred:
-        return fast_train_step(run, batch, adapter_parameters, max_grad_norm)
-    lr = run.optimizer.param_groups[0]["lr"]
-    batch = {key: value.to(run.device, non_blocking=True) for key, value in batch.items()}
+    """One optimizer step of the run's plan: `fast_train_step` or `plain_train_step`.
+
+    Both return the same step record, a 5-vector [loss, grad norm, loss scale, skipped, learning rate]:
+    on the host for the plain step, still on the device for the fast one (`train_steps` reads it back).
+    """
+    step = fast_train_step if run.speed is not None and run.speed.deferred else plain_train_step
+    return step(run, batch, adapter_parameters, max_grad_norm)
+
+
+@app.function
+def plain_train_step(run, batch, adapter_parameters, max_grad_norm):
+    """The reference step: full logits with the padding mask, every number read back as soon as it exists."""
+    # learning rate: set by hand before the update; a step the scaler skips does not advance it
+    lr = lr_at(run.applied_steps, run.settings.learning_rate, run.warmup_steps, run.total_steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    batch = to_device(batch, run.device)
     with autocast_context(run):
-        logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    loss = causal_lm_loss(logits, batch["labels"])
-    loss_value = loss.item()
+        loss = batch_loss(run, batch)
+    loss_value = loss.item()  # HOST SYNC: the loss before backward, so a NaN never reaches the adapter
     if not math.isfinite(loss_value):
-        return {"loss": loss_value, "finite": False}
+        return step_record(loss_value, math.nan, 1.0, True, lr)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)  # gradients back to true scale before clipping
+    # HOST SYNC: the clipped norm (and, with FP16, the scale) come back to decide on the step here
     grad_norm = torch.nn.utils.clip_grad_norm_(adapter_parameters, max_grad_norm).item()
     scale_before = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
     if run.scaler.is_enabled():
@@ -2513,37 +2583,54 @@ def train_one_step(run, batch, adapter_parameters, max_grad_norm):
         if not skipped:
             run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    if not skipped:
-        run.scheduler.step()
-    return {
-        "loss": loss_value,
-        "finite": True,
-        "grad_norm": grad_norm,
-        "scale": scale_before,
-        "skipped": skipped,
-        "lr": lr,
-    }
+    run.applied_steps += 0 if skipped else 1
+    return step_record(loss_value, grad_norm, scale_before, skipped, lr)
+
+
+@app.function
+def step_record(loss, grad_norm, scale, skipped, lr):
+    """The record both step functions return: [loss, grad norm, loss scale, skipped (0/1), lr] on the host."""
+    return torch.tensor([loss, grad_norm, scale, float(skipped), lr], dtype=torch.float64)
+
+
+@app.function
+def scaler_readings(scaler, optimizer, grad_norm):
+    """(loss scale, found inf/NaN) after `scaler.unscale_(optimizer)`, as device tensors: no host sync.
+
+    The only place the app touches GradScaler internals. Its public `get_scale()` returns a Python float
+    (a sync) and nothing public reports the inf/NaN check; the private `_get_scale_async` and
+    `_found_inf_per_device` do, checked by name and torch version (present from 2.4, the app's minimum,
+    to 2.13 at least). Without them: `get_scale()` (one sync) and a non-finite clipped norm as the check
+    (inf/NaN gradients make the norm inf/NaN).
+    """
+    private = ("_get_scale_async", "_found_inf_per_device")
+    if TORCH_VERSION >= (2, 4) and all(hasattr(scaler, name) for name in private):
+        found_inf = sum(scaler._found_inf_per_device(optimizer).values())
+        return scaler._get_scale_async().detach().clone(), (found_inf > 0).float()
+    scale = torch.tensor(scaler.get_scale() if scaler.is_enabled() else 1.0, device=grad_norm.device)
+    return scale, (~torch.isfinite(grad_norm)).float()
 
 
 @app.function
 def fast_train_step(run, batch, adapter_parameters, max_grad_norm):
-    """The same update as the plain step with nothing read back: returns [loss, grad norm, scale, skipped, lr].
+    """The same update as the plain step with nothing read back: returns the step record on the device.
 
     The scaler's inf/NaN check, the skip and the learning-rate schedule all stay on the device, so the CPU
-    queues step after step while the GPU works; `train_steps` reads the numbers every few steps.
+    queues step after step while the GPU works; `train_steps` reads the records every SYNC_EVERY steps.
+    No line here waits for the GPU (tests/gpu checks it with torch.cuda.set_sync_debug_mode("error")).
     """
-    batch = to_device(batch, run.device, with_positions=True)
+    batch = to_device(batch, run.device, with_positions=True)  # loss positions found on the host: no sync
     if run.speed.compile and run.speed.compile_mode != "default":  # the modes that use CUDA graphs
         torch.compiler.cudagraph_mark_step_begin()
     with autocast_context(run):
-        loss = fast_loss(run, batch)
+        loss = batch_loss(run, batch)
     scaler = run.scaler
     scaler.scale(loss).backward()
-    scale = scaler._get_scale_async().detach().clone()
     scaler.unscale_(run.optimizer)
-    found_inf = sum(scaler._found_inf_per_device(run.optimizer).values())
     grad_norm = torch.nn.utils.clip_grad_norm_(adapter_parameters, max_grad_norm)
-    # index_select, not schedule[tensor]: indexing with a 0-d tensor would read it back to the host
+    scale, skipped = scaler_readings(scaler, run.optimizer, grad_norm)
+    # learning rate: lr_at's value for this applied step, picked on the device (index_select, not
+    # schedule[tensor]: indexing with a 0-d tensor would read it back to the host)
     where = run.applied_steps.clamp(max=len(run.lr_schedule) - 1).reshape(1)
     lr = run.lr_schedule.index_select(0, where).squeeze(0)
     run.optimizer.param_groups[0]["lr"].copy_(lr)
@@ -2551,58 +2638,62 @@ def fast_train_step(run, batch, adapter_parameters, max_grad_norm):
     # The FP16 scaler backs off on overflow; the scale-1 guard of BF16/FP32 stays at 1 (a device tensor: no sync).
     scaler.update(None if run.plan.use_grad_scaler else run.applied_steps.new_ones((), dtype=torch.float32))
     run.optimizer.zero_grad(set_to_none=True)
-    skipped = (found_inf > 0).float()
     run.applied_steps += 1 - skipped.long()
     return torch.stack([loss.detach().float(), grad_norm.float(), scale.float(), skipped, lr.float()])
 
 
 @app.function
 def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
-    """Run every epoch, yielding one record per optimizer step and one per end-of-epoch evaluation.
+    """THE training loop: every epoch, one record per optimizer step and one per end-of-epoch evaluation.
 
-    The fast path reads its steps back in groups (the first step alone: it carries the warm-up and any
-    compile), so per-step seconds are the group's wall time divided by its steps.
+    The fast path reads its step records back in groups of SYNC_EVERY (the first step alone: it carries the
+    warm-up and any compile), so per-step seconds are the group's wall time divided by its steps. Where the
+    host waits for the GPU: the plain step's `.item()`s and the `synchronize` after it; on the fast path
+    only the one `.tolist()` per group below.
     """
     adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
     step, skipped_in_row = 0, 0
-    deferred = run.speed is not None and run.speed.deferred
+    sync_every = run.speed.sync_every if run.speed is not None else 1
     synchronize = torch.cuda.synchronize if run.device.type == "cuda" else (lambda *_: None)
 
-    def record(epoch, meta, facts, seconds):
+    def record(epoch, meta, values, seconds):
+        """One step's record, after the termination checks (a NaN loss, too many skipped steps)."""
         nonlocal step, skipped_in_row
-        if not facts["finite"]:
+        loss, grad_norm, scale, skipped, lr = values
+        if not math.isfinite(loss):
             raise TrainingStopped(
-                f"The loss became {facts['loss']} at step {step + 1}: training stopped before it "
+                f"The loss became {loss} at step {step + 1}: training stopped before it "
                 "could corrupt the adapter.",
                 "Lower the learning rate, use BF16 or FP32, or keep GradScaler on with FP16.",
                 step,
             )
-        skipped_in_row = skipped_in_row + 1 if facts["skipped"] else 0
+        skipped_in_row = skipped_in_row + 1 if skipped else 0
         if skipped_in_row >= max_skipped_in_row:
             raise TrainingStopped(
                 f"GradScaler skipped {skipped_in_row} steps in a row (gradients overflow even at scale "
-                f"{facts['scale']:.3g}).",
+                f"{scale:.3g}).",
                 "Lower the learning rate or switch to BF16/FP32.",
                 step,
             )
         step += 1
+        memory = device_memory(run.device)
         return {
             "kind": "train",
             "step": step,
             "epoch": epoch + 1,
-            "loss": facts["loss"],
-            "lr": facts["lr"],
-            "grad_norm": facts["grad_norm"],
-            "loss_scale": facts["scale"],
-            "skipped": facts["skipped"],
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "loss_scale": scale,
+            "skipped": bool(skipped),
             "seconds": seconds,
             "real_tokens": meta["real_tokens"],
             "padded_tokens": meta["padded_tokens"],
             "tokens_per_s": meta["real_tokens"] / seconds,
             "padded_tokens_per_s": meta["padded_tokens"] / seconds,
-            "memory_mib": device_memory(run.device)["allocated"] / 2**20,
+            "memory_mib": memory["allocated"] / 2**20,
             # max_memory_allocated: the peak inside the steps so far (reset in step 2), not a read between steps
-            "peak_mib": device_memory(run.device)["peak"] / 2**20,
+            "peak_mib": memory["peak"] / 2**20,
         }
 
     for epoch in range(run.settings.epochs):
@@ -2610,14 +2701,17 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
         pending, started = [], time.perf_counter()
         for index, batch in enumerate(run.train_loader):
             meta = {
-                "real_tokens": int(batch["attention_mask"].sum()),
+                "real_tokens": int(batch["attention_mask"].sum()),  # counted on the host copy: no sync
                 "padded_tokens": batch["input_ids"].numel(),
             }
-            facts, out_of_memory = catch_out_of_memory(
+            # --- forward, backward, update (the learning rate is set inside the step, from lr_at) ---
+            stats, out_of_memory = catch_out_of_memory(
                 train_one_step, run, batch, adapter_parameters, max_grad_norm
             )
-            if not (out_of_memory or deferred):
+            if not out_of_memory and sync_every == 1:
+                # HOST SYNC (plain path): wait for the step's last kernels, so its time is its own
                 _, out_of_memory = catch_out_of_memory(synchronize, run.device)
+            # --- termination: out of memory (NaN and skipped steps stop in `record`) ---
             if out_of_memory:
                 # The failed step's tensors died with its frame; hand the cached blocks back to the driver.
                 step += len(pending)  # steps queued before the failure were applied; count them
@@ -2628,21 +2722,18 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
                     f"{run.settings.max_length} tokens).",
                     step,
                 )
-            if not deferred:
-                yield record(epoch, meta, facts, time.perf_counter() - started)
-                started = time.perf_counter()
-                continue
-            pending.append((meta, facts))
+            # --- timing and logging: a group of steps at a time on the fast path, every step on the plain ---
+            pending.append((meta, stats))
             last = index == len(run.train_loader) - 1
-            if step == 0 or len(pending) >= run.speed.sync_every or last:
-                values = torch.stack([facts for _, facts in pending]).tolist()  # the one host sync
-                seconds = (time.perf_counter() - started) / len(pending)
-                group, pending = pending, []
-                for (meta, _), (loss, grad_norm, scale, skipped, lr) in zip(group, values, strict=True):
-                    facts = {"loss": loss, "finite": math.isfinite(loss), "grad_norm": grad_norm}
-                    facts |= {"scale": scale, "skipped": skipped > 0, "lr": lr}
-                    yield record(epoch, meta, facts, seconds)
-                started = time.perf_counter()
+            if len(pending) < sync_every and step > 0 and not last:
+                continue  # the fast path queues more steps before reading any back
+            values = torch.stack([stats for _, stats in pending]).tolist()  # HOST SYNC (fast path): the one
+            seconds = (time.perf_counter() - started) / len(pending)
+            group, pending = pending, []
+            for (meta, _), row in zip(group, values, strict=True):
+                yield record(epoch, meta, row, seconds)
+            started = time.perf_counter()
+        # --- end of epoch: evaluation on the held-out split ---
         metrics, out_of_memory = catch_out_of_memory(evaluate_loss, run)
         if out_of_memory:
             raise out_of_memory_stop(f"GPU out of memory while evaluating after epoch {epoch + 1}.", step)
@@ -2660,13 +2751,7 @@ def evaluate_loss(run):
         n = int((batch["labels"][:, 1:] != -100).sum())
         batch = to_device(batch, run.device, with_positions=fast)
         with autocast_context(run):
-            if fast:
-                total += fast_loss(run, batch, eager=True).item() * n
-            else:
-                logits = run.model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-                total += causal_lm_loss(logits, batch["labels"], reduction="sum").item()
+            total += batch_loss(run, batch, eager=True).item() * n  # mean over the batch's n loss tokens
         count += n
     loss = total / max(count, 1)
     return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
@@ -2921,6 +3006,14 @@ def merge_check(run, prompts):
         layer.merged = False
     keep = inputs["attention_mask"].bool()
     return (separate[keep] - merged[keep]).abs().max().item()
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    ### Library · the GPU lease, the seven steps' bodies, telemetry
+    """)
+    return
 
 
 @app.function
@@ -4144,6 +4237,14 @@ def summary_cards(before, after, click_to_result, peak_memory, release_report, r
             ),
         ]
     return mo.hstack(cards, widths="equal")
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    ### Library · the texts and charts
+    """)
+    return
 
 
 @app.function

@@ -124,7 +124,7 @@ def test_the_activation_estimate_matches_what_autograd_really_saves_on_a_cpu(arc
     ids = torch.randint(0, len(tokenizer), (batch, length), generator=torch.Generator().manual_seed(0))
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
         if arch == "gpt2":
-            app.CausalLMBody(model.transformer)(ids)
+            app.CausalLMBody(model)(ids)
         else:
             model.model(input_ids=ids)
     shape = model_shape(model.config)
