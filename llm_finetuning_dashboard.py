@@ -971,6 +971,64 @@ def _(device_samples, eval_records, history, parameter_groups, sampler, stop_rea
 
 @app.cell(hide_code=True)
 def _():
+    probe_button = mo.ui.run_button(
+        label="Measure what utilization hides (about 5 s)",
+        tooltip="Three short workloads on this GPU, under the GPU lease",
+    )
+    mo.vstack(
+        [
+            mo.md(r"""
+    ## What GPU utilization hides — measured on this GPU
+
+    NVML's classic *utilization* is the share of time **any** kernel was running, however little of the GPU
+    it used. NVML's GPM counters (Hopper and newer) say what the SMs, Tensor Cores and memory really did.
+    The button runs three workloads for about 1.5 s each — a stream of one-element kernels, a large matmul,
+    a device-to-device copy — and samples both while each runs.
+    """),
+            probe_button,
+        ]
+    )
+    return (probe_button,)
+
+
+@app.cell
+def _(environment, probe_button):
+    mo.stop(not probe_button.value, mo.md("_Press the button to measure; nothing runs until then._"))
+    _reason = utilization_probe_unavailable(environment)
+    mo.stop(_reason is not None, mo.md(f"_{_reason}_\n\n{utilization_reference_text()}"))
+    _device = torch.device("cuda", torch.cuda.current_device())
+    with gpu_turn(wait=False) as _held:
+        mo.stop(
+            not _held,
+            mo.callout(
+                mo.md(
+                    "**The GPU is busy** (a training run or the benchmark app holds it). Press again when it is "
+                    "free: measured beside another run, the workloads would mix."
+                ),
+                kind="warn",
+            ),
+        )
+        _gpm = GpmSampler([nvml_device_index(_device)])
+        with mo.status.spinner(title="Running three workloads on the GPU…"):
+            probe_rows = utilization_probe(_device)
+    mo.vstack(
+        [
+            mo.ui.table(pd.DataFrame(probe_rows).round(1), selection=None, pagination=False),
+            mo.callout(
+                mo.md(
+                    utilization_probe_text(probe_rows, "" if _gpm.available else _gpm.unavailable_reason)
+                    + "\n\n"
+                    + utilization_reference_text()
+                ),
+                kind="info",
+            ),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _():
     mo.md(r"""
     ## How it all works
 
@@ -3804,6 +3862,167 @@ def read_energy_mj(device):
         return None
     handle = read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, nvml_device_index(device))
     return None if handle is None else read_nvml(nvml, nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+
+
+@app.function
+def median_or_none(values):
+    """Median of the readings that came (None where a reading was missing); None when none came."""
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(pd.Series(present, dtype="float64").median()) if present else None
+
+
+@app.function
+def probe_workloads(device, matmul_size=8192, copy_bytes=2**30):
+    """The utilization probe's three workloads as (name, setup) pairs; setup() allocates and returns one
+    iteration (a callable), so only one workload's tensors exist at a time."""
+    dtype = (
+        torch.bfloat16 if bf16_native(device) else torch.float16 if device.type == "cuda" else torch.float32
+    )
+
+    def tiny_kernels():
+        x = torch.zeros(1, device=device)
+
+        def iteration():
+            for _ in range(1_000):  # one-element kernels: each is almost all launch, no work
+                x.add_(1.0)
+
+        return iteration
+
+    def matmul():
+        a, b = (torch.randn(matmul_size, matmul_size, device=device, dtype=dtype) for _ in range(2))
+        out = torch.empty_like(a)
+        return lambda: torch.mm(a, b, out=out)
+
+    def copy():
+        source = torch.empty(copy_bytes // 4, device=device, dtype=torch.float32)
+        target = torch.empty_like(source)
+        return lambda: target.copy_(source)
+
+    return [
+        ("a stream of tiny kernels (1 element each)", tiny_kernels),
+        (f"{dtype_name(dtype)} matmul {matmul_size:,} × {matmul_size:,}", matmul),
+        (f"device-to-device copy of {fmt_bytes(copy_bytes)}", copy),
+    ]
+
+
+@app.function
+def utilization_probe(device, seconds=1.5, matmul_size=8192, copy_bytes=2**30):
+    """What classic utilization hides: three workloads on `device`, each for `seconds`, with NVML's classic
+    utilization (10 Hz) and GPM (SM, Tensor Core, DRAM activity in 200 ms windows) sampled during each.
+
+    Returns one dict per workload: workload, classic_util_pct, sm_active_pct, tensor_active_pct,
+    dram_bw_pct (medians; None where the reading is not available: no NVML, no GPM) and seconds. The
+    first GPM window is dropped (it straddles the start). The caller holds the GPU lease.
+    """
+    cuda = device.type == "cuda"
+    synchronize = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    if cuda:  # two copy buffers and three matmul operands must fit beside whatever else is resident
+        free = torch.cuda.mem_get_info(device)[0]
+        copy_bytes = min(copy_bytes, free // 4)
+        matmul_size = 8192 if free > 8 * 2**30 else 4096
+    gpus = [nvml_device_index(device)] if cuda else [0]
+    rows = []
+    for name, setup in probe_workloads(device, matmul_size, copy_bytes):
+        iteration = setup()
+        iteration()  # the first call loads the kernel: not part of the sample
+        synchronize()
+        gpm = GpmSampler(gpus, hz=5)  # off Hopper, or without NVML: available False, readings None
+        with GpuSampler(device, hz=10) as sampler:
+            gpm.start()
+            started = time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                iteration()
+                synchronize()  # keeps the queue short: the elapsed time is the GPU's
+            elapsed = time.perf_counter() - started
+            gpm.stop()
+        classic = [s["util_pct"] for s in sampler.samples] if sampler.source == "NVML" else []
+        windows = gpm.samples[1:] if gpm.available else []
+        rows.append(
+            {
+                "workload": name,
+                "classic_util_pct": median_or_none(classic),
+                "sm_active_pct": median_or_none([w.get("sm_active_pct") for w in windows]),
+                "tensor_active_pct": median_or_none([w.get("tensor_active_pct") for w in windows]),
+                "dram_bw_pct": median_or_none([w.get("dram_bw_pct") for w in windows]),
+                "seconds": elapsed,
+            }
+        )
+        del iteration
+    if cuda:
+        torch.cuda.empty_cache()  # the probe's buffers go back to the driver
+    return rows
+
+
+@app.function
+def utilization_probe_unavailable(environment):
+    """Why the probe cannot run here, in one line (None when it can)."""
+    if not environment["cuda_available"]:
+        return (
+            "No CUDA GPU here, so there is no utilization to probe: the three workloads need one. (The table "
+            "measured on the device's H200 is below.)"
+        )
+    return None
+
+
+@app.function
+def utilization_probe_text(rows, gpm_reason=""):
+    """The "what utilization hides" callout, written from the probe's measured rows (what each metric said)."""
+    tiny, matmul, copy = rows
+
+    def pct(value):
+        return "n/a" if value is None else f"{value:.0f}%"
+
+    if tiny["classic_util_pct"] is None:
+        return "NVML gave no utilization readings here, so there is nothing to compare."
+    if tiny["sm_active_pct"] is None:
+        return (
+            f"GPM is not available here ({gpm_reason or 'no reading'}). Classic utilization alone read "
+            f"{pct(tiny['classic_util_pct'])}, {pct(matmul['classic_util_pct'])} and {pct(copy['classic_util_pct'])} "
+            "for tiny kernels, a matmul and a copy: it only says *some* kernel was running, so it cannot tell "
+            "a launch-bound stream from a compute- or memory-bound one."
+        )
+    gap = tiny["classic_util_pct"] - tiny["sm_active_pct"]
+    lines = [
+        f"- **Tiny kernels:** classic utilization read **{pct(tiny['classic_util_pct'])}**, GPM's SM activity "
+        f"**{pct(tiny['sm_active_pct'])}**. "
+        + (
+            f"Utilization counts the time *any* kernel runs, however small: {gap:.0f} points of it were launches "
+            "with idle SMs — launch-bound (overhead-bound)."
+            if gap >= 10
+            else f"Here the two agreed within {abs(gap):.0f} points."
+        ),
+        f"- **Matmul:** SM activity **{pct(matmul['sm_active_pct'])}**, Tensor Core activity "
+        f"**{pct(matmul['tensor_active_pct'])}** (classic utilization {pct(matmul['classic_util_pct'])}): "
+        + (
+            "the Tensor Cores did the work — compute-bound."
+            if (matmul["tensor_active_pct"] or 0) >= 50
+            else "the Tensor Cores were busy less than half the time: the card was not compute-bound here."
+        ),
+        f"- **Copy:** DRAM bandwidth **{pct(copy['dram_bw_pct'])}** with Tensor Core activity "
+        f"{pct(copy['tensor_active_pct'])} (classic utilization {pct(copy['classic_util_pct'])}): "
+        + (
+            "memory-bound — busy by every classic measure, yet no arithmetic to speak of."
+            if (copy["dram_bw_pct"] or 0) >= 50
+            else "DRAM was busy less than half the time."
+        ),
+    ]
+    return (
+        "Measured just now on this GPU (medians over each workload):\n\n"
+        + "\n".join(lines)
+        + "\n\nRead step 5's "
+        "GPM cards the same way: high utilization with low SM activity is launch-bound, high DRAM with low "
+        "Tensor Core activity memory-bound, high Tensor Core activity compute-bound."
+    )
+
+
+@app.function
+def utilization_reference_text():
+    """The probe's reference figures, labelled with card, date and source."""
+    return (
+        "For reference, measured on an NVIDIA H200, 2026-12-01 (`bench/device_probe_telemetry.py`, "
+        "notes/BENCHMARKS.md): tiny kernels 28% utilization with 0% SM activity; a BF16 matmul 96.4% SM and "
+        "93.5% Tensor Core activity; a device-to-device copy 88.4% DRAM bandwidth."
+    )
 
 
 @app.function

@@ -385,7 +385,11 @@ def test_the_memory_estimate_lands_near_the_measured_peak_at_32_x_512(speed):
     train_records(run)
     added = torch.cuda.max_memory_allocated() - run.memory_baseline
     parts = app.training_memory(
-        app.run_model_facts(run), run.plan, run.speed, stats["max_batch_tokens"], stats["max_batch_loss_tokens"]
+        app.run_model_facts(run),
+        run.plan,
+        run.speed,
+        stats["max_batch_tokens"],
+        stats["max_batch_loss_tokens"],
     )
     estimate = sum(parts.values())
     print(f"{speed}: estimated {estimate / 2**20:,.0f} MiB, measured {added / 2**20:,.0f} MiB, {parts}")
