@@ -389,8 +389,8 @@ with app.setup:
 
 
 @app.cell(hide_code=True)
-def _(settings, why):
-    mo.md(intro_text(why, settings.model_source))
+def _(planned, settings, why):
+    mo.md(intro_text(why, settings.model_source, dtype_name(planned["plan"].param_dtype)))
     return
 
 
@@ -3958,8 +3958,8 @@ def utilization_probe_unavailable(environment):
     """Why the probe cannot run here, in one line (None when it can)."""
     if not environment["cuda_available"]:
         return (
-            "No CUDA GPU here, so there is no utilization to probe: the three workloads need one. (The table "
-            "measured on the device's H200 is below.)"
+            "No CUDA GPU here, so there is no utilization to probe: the three workloads need one. (What the "
+            "device's H200 measured is below.)"
         )
     return None
 
@@ -4719,7 +4719,7 @@ def hyperparameter_text(settings, why, train_examples):
 
 
 @app.function
-def intro_text(why, model_source):
+def intro_text(why, model_source, stored_in="FP16"):
     """The title cell: the adapter's share of the parameters computed for the planned model, never a fixed figure."""
     share = (
         f"**{why['trainable_pct']:.2f}%** of the parameters for `{model_source}` with the settings below"
@@ -4731,7 +4731,7 @@ def intro_text(why, model_source):
 
 This app teaches GPT-2 a handful of small tasks with **fixed answer formats** ("Answer: 43",
 "GARDEN", "positive", "3000 m", …) by training a **LoRA adapter**: two thin matrices beside each
-chosen weight matrix, {share}, while the base model stays frozen in FP16.
+chosen weight matrix, {share}, while the base model stays frozen (stored in {stored_in} for the settings below).
 It then measures what changed — eval loss, perplexity, exact match and answer-format match on
 held-out prompts, **before vs after** — and saves the adapter in **PEFT's own format**.
 

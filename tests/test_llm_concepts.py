@@ -67,6 +67,7 @@ def test_the_intro_computes_the_adapter_share_for_the_planned_model_instead_of_a
     small = lora_plan(GPT2Config(), settings(rank=8))
     large = lora_plan(GPT2Config(), settings(rank=64))
     assert f"**{small['trainable_pct']:.2f}%**" in intro_text(small, "gpt2")
+    assert "stored in FP32" in intro_text(small, "tiny", "FP32")  # the precision the planned run stores
     assert small["trainable_pct"] == pytest.approx(100 * 1_179_648 / (124_439_808 + 1_179_648))  # r=8, 4 targets
     assert large["trainable_pct"] > 7 * small["trainable_pct"]  # the figure follows the rank
     assert "%" not in intro_text(None, "meta-llama/Llama-3.2-1B").split("matrix,")[1].split("while")[0]
