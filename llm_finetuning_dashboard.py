@@ -120,6 +120,7 @@ with app.setup:
         "distilgpt2": {"n_layer": 6, "n_head": 12, "n_embd": 768},
         "gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024},
     }
+    TORCH_VERSION = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
     SYNC_EVERY = 16  # fast path: loss and grad norm come back to the host once per this many steps
     # Measured on an NVIDIA H100 80GB HBM3, 2026-11-26 (notes/BENCHMARKS.md, "Training speed (issue 4)" and
     # "The issue's own target set"; GPT-2 124M, LoRA r=16, FP16 + GradScaler, bench/lora_throughput.py).
@@ -180,6 +181,22 @@ with app.setup:
         (("L4",), {"fp16": 121.0, "bf16": 121.0}),
         (("V100",), {"fp16": 125.0, "bf16": None}),
         (("T4",), {"fp16": 65.0, "bf16": None}),
+    )
+    # Peak memory bandwidth in TB/s from NVIDIA's datasheets, matched like DENSE_PEAK_TFLOPS (first match wins):
+    # with those peaks it gives a card's roofline ridge point. Datasheet figures, not measurements.
+    MEMORY_BANDWIDTH_TBS = (
+        (("H200 NVL",), 4.8),
+        (("H200",), 4.8),
+        (("H100 PCIe",), 2.0),
+        (("H100 NVL",), 3.9),
+        (("H100",), 3.35),  # SXM5
+        (("A100-SXM4-80GB",), 2.039),
+        (("A100 80GB PCIe",), 1.935),
+        (("A100",), 1.555),  # the 40 GB cards
+        (("L40S",), 0.864),
+        (("L4",), 0.3),
+        (("V100",), 0.9),
+        (("T4",), 0.32),
     )
     ADAPTERS_KEPT = 5  # adapter folders one server process keeps; older ones it wrote are deleted
     UPLOAD_MAX_CHARS = 2_000
@@ -372,22 +389,8 @@ with app.setup:
 
 
 @app.cell(hide_code=True)
-def _():
-    mo.md(r"""
-    # Fine-tune GPT-2 with LoRA in FP16 — seven visible steps
-
-    This app teaches GPT-2 a handful of small tasks with **fixed answer formats** ("Answer: 43",
-    "GARDEN", "positive", "3000 m", …) by training a **LoRA adapter**: two thin matrices beside each
-    chosen weight matrix, about 1% of the model's parameters, while the base model stays frozen in FP16.
-    It then measures what changed — eval loss, perplexity, exact match and answer-format match on
-    held-out prompts, **before vs after** — and saves the adapter in **PEFT's own format**.
-
-    Each of the seven steps below is its own cell and shows what it did and how long it took. With an
-    NVIDIA GPU it trains in FP16 with a GradScaler; on a CPU it explains its fallback and still runs.
-    Without network access it offers a **tiny offline GPT-2** that needs no download. Llama-family models
-    (SmolLM2, Qwen2.5, Llama 3.2, or a tiny offline Llama) run through the same seven steps, in BF16 where
-    the GPU has it natively.
-    """)
+def _(planned, settings, why):
+    mo.md(intro_text(why, settings.model_source, dtype_name(planned["plan"].param_dtype)))
     return
 
 
@@ -509,10 +512,11 @@ def _(environment):
 
 @app.cell
 def _(settings, settings_controls, train_button):
+    _note = model_availability_note(settings)  # None: nothing to say (an offline model or a local folder)
     mo.vstack(
         [
             settings_controls,
-            model_availability_note(settings),
+            *([_note] if _note is not None else []),
             mo.hstack([train_button], justify="start"),
         ]
     )
@@ -554,19 +558,52 @@ def _(data_errors, data_warnings, dataset, settings):
 
 
 @app.cell(hide_code=True)
-def _(dataset, settings):
+def _(dataset, environment, settings):
+    # The offline tokenizer's vocabulary sizes the tiny models; every other config is known without loading.
     _vocab = (
-        len(build_offline_tokenizer(tokenizer_corpus(dataset))) if settings.model_source == "tiny" else None
+        len(build_offline_tokenizer(tokenizer_corpus(dataset)))
+        if settings.model_source in ("tiny", "tiny-llama")
+        else None
     )
     _config = planned_config(settings, _vocab)
-    mo.stop(_config is None, mo.md("_Explanations with numbers appear for GPT-2-family models._"))
-    why = lora_plan(_config, settings)
+    why = None if _config is None else lora_plan(_config, settings)
+    planned = planned_run(settings, environment)
+    return planned, why
+
+
+@app.cell(hide_code=True)
+def _(dataset, planned, settings, why):
+    mo.stop(
+        why is None,
+        mo.md(
+            "_Explanations with numbers appear once the model's config is known (GPT-2 or "
+            "Llama family, on disk or built in)._"
+        ),
+    )
+    _tokens = settings.batch_size * settings.max_length  # before a run: the most one batch can hold
+    _plan, _speed = planned["plan"], planned["speed"]
+    _memory = training_memory_text(why, settings, _plan, _speed, _tokens, _tokens)
+    _estimated = sum(training_memory(why, _plan, _speed, _tokens, _tokens).values())
+    _conv1d = {"Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why))}
     mo.accordion(
         {
             "Why LoRA works — with this model's numbers": mo.md(why_lora_text(why, settings)),
             "Why mixed precision (FP16), and why a GradScaler": mo.md(why_fp16_text()),
-            "Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why)),
+            **(_conv1d if why["architecture"] == "gpt2" else {}),
             "Hyperparameter choices": mo.md(hyperparameter_text(settings, why, train_example_count(dataset))),
+            f"Where training memory goes at {settings.batch_size} × {settings.max_length}, and what "
+            "checkpointing and accumulation trade": mo.md(_memory),
+            'TF32: what `set_float32_matmul_precision("high")` changes, and for this run': mo.md(
+                tf32_text(_plan, planned["device_type"], planned["compute_capability"])
+            ),
+            "QLoRA: the next memory lever (a pointer)": mo.md(
+                qlora_text(why, _plan, settings.model_source, _estimated)
+            ),
+            "Compute-, memory- or overhead-bound: this run on the roofline": mo.md(
+                roofline_text(
+                    why, _plan, _speed, planned["device_type"], planned["device_name"], _tokens, _tokens
+                )
+            ),
             "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings, why)),
             "What step 5's GPU activity means: MFU, SM and Tensor Core activity, energy": mo.md(
                 why_mfu_text(why)
@@ -574,7 +611,7 @@ def _(dataset, settings):
         },
         multiple=True,
     )
-    return (why,)
+    return
 
 
 @app.cell(hide_code=True)
@@ -652,6 +689,7 @@ def _(run):
     )
     trainable_params, total_params = parameter_counts(run.model)
     parameter_groups = parameter_breakdown(run.model)
+    run_facts = run_model_facts(run)  # read now: step 7 frees the model
     _kinds = lora_table["type"].str.split(" ").str[0].value_counts().to_dict()
     mo.vstack(
         [
@@ -671,7 +709,7 @@ def _(run):
             ),
         ]
     )
-    return lora_table, parameter_groups, total_params, trainable_params
+    return lora_table, parameter_groups, run_facts, total_params, trainable_params
 
 
 @app.cell
@@ -687,7 +725,7 @@ def _(dataset, lora_table, run):
         [
             step_done(
                 4,
-                "data tokenized; loaders, optimizer, scheduler and scaler ready",
+                "data tokenized; loaders, optimizer, learning-rate schedule and scaler ready",
                 time.perf_counter() - _started,
                 f"{token_stats['train_examples']} train / {token_stats['eval_examples']} eval examples "
                 f"({token_stats['dropped']} dropped: prompt longer than max length) · {token_stats['steps_per_epoch']} "
@@ -783,6 +821,33 @@ def _(dataset, run, token_stats):
         sampler,
         stop_reason,
     )
+
+
+@app.cell(hide_code=True)
+def _(history, run, run_facts, stop_reason, token_stats):
+    mo.stop(stop_reason is not None or history.empty, None)
+    _measured = {
+        "device_type": run.device.type,
+        "peak": float(history["peak_mib"].max()) * 2**20 if run.device.type == "cuda" else None,
+        "baseline": run.memory_baseline,
+    }
+    _train = token_stats["train"]
+    mo.accordion(
+        {
+            "This run's memory: the estimate against what torch measured": mo.md(
+                training_memory_text(
+                    run_facts,
+                    run.settings,
+                    run.plan,
+                    run.speed,
+                    _train["max_batch_tokens"],
+                    _train["max_batch_loss_tokens"],
+                    measured=_measured,
+                )
+            )
+        }
+    )
+    return
 
 
 @app.cell
@@ -906,6 +971,64 @@ def _(device_samples, eval_records, history, parameter_groups, sampler, stop_rea
 
 @app.cell(hide_code=True)
 def _():
+    probe_button = mo.ui.run_button(
+        label="Measure what utilization hides (about 5 s)",
+        tooltip="Three short workloads on this GPU, under the GPU lease",
+    )
+    mo.vstack(
+        [
+            mo.md(r"""
+    ## What GPU utilization hides — measured on this GPU
+
+    NVML's classic *utilization* is the share of time **any** kernel was running, however little of the GPU
+    it used. NVML's GPM counters (Hopper and newer) say what the SMs, Tensor Cores and memory really did.
+    The button runs three workloads for about 1.5 s each — a stream of one-element kernels, a large matmul,
+    a device-to-device copy — and samples both while each runs.
+    """),
+            probe_button,
+        ]
+    )
+    return (probe_button,)
+
+
+@app.cell
+def _(environment, probe_button):
+    mo.stop(not probe_button.value, mo.md("_Press the button to measure; nothing runs until then._"))
+    _reason = utilization_probe_unavailable(environment)
+    mo.stop(_reason is not None, mo.md(f"_{_reason}_\n\n{utilization_reference_text()}"))
+    _device = torch.device("cuda", torch.cuda.current_device())
+    with gpu_turn(wait=False) as _held:
+        mo.stop(
+            not _held,
+            mo.callout(
+                mo.md(
+                    "**The GPU is busy** (a training run or the benchmark app holds it). Press again when it is "
+                    "free: measured beside another run, the workloads would mix."
+                ),
+                kind="warn",
+            ),
+        )
+        _gpm = GpmSampler([nvml_device_index(_device)])
+        with mo.status.spinner(title="Running three workloads on the GPU…"):
+            probe_rows = utilization_probe(_device)
+    mo.vstack(
+        [
+            mo.ui.table(pd.DataFrame(probe_rows).round(1), selection=None, pagination=False),
+            mo.callout(
+                mo.md(
+                    utilization_probe_text(probe_rows, "" if _gpm.available else _gpm.unavailable_reason)
+                    + "\n\n"
+                    + utilization_reference_text()
+                ),
+                kind="info",
+            ),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _():
     mo.md(r"""
     ## How it all works
 
@@ -950,12 +1073,19 @@ def _():
     `@app.class_definition`), so the tests and `bench/` import them directly:
     `from llm_finetuning_dashboard import inject_lora, train_steps, ...`.
 
-    Where to find things: the seven steps' bodies are `load_step`, `inject_step`, `prepare_step`,
-    `train_step_body`, `evaluate_step`, `save_step`; **the loss** is `fast_loss` (the chunked LM-head loss,
-    default) with `causal_lm_loss` as its plain reference; **the learning rate** is `lr_factor` (warm-up then
-    cosine; `device_schedule` puts it on the GPU for the fast path); **the host syncs** are in `train_steps`
-    (the one `.tolist()` per group of `SYNC_EVERY` steps) and `train_one_step` (`loss.item()` on the plain
-    path); **the GPU lease** is `GpuLease`; **telemetry** is `GpuSampler`, `GpmSampler`, `mfu`.
+    Where to find things (search the name; the training core has its own heading below):
+
+    | what | where |
+    |---|---|
+    | the seven steps' bodies | `load_step`, `inject_step`, `prepare_step`, `train_step_body`, `evaluate_step`, `save_step` |
+    | **where the loss is computed** | `batch_loss`, the one entry point: the chunked LM-head loss (`ChunkedLMHeadLoss`) on the fast path, `causal_lm_loss` (plain cross-entropy) as its reference on the plain path |
+    | **where the learning rate is set** | `lr_at` (warm-up, then cosine): `plain_train_step` sets it each step; `device_schedule` puts the same values on the GPU for `fast_train_step` |
+    | **where the step syncs with the host** | comments marked `HOST SYNC`: `plain_train_step` (`loss.item()`, the clipped norm), `train_steps` (the plain path's `synchronize`; the fast path's one `.tolist()` per `SYNC_EVERY` steps) |
+    | the training loop | `train_steps` (sections: forward/backward/update, termination, timing and logging, evaluation) |
+    | which speed levers run | `SpeedPlan` (`mode` "plain" or "fast"), `choose_speed_plan`, `apply_speed_plan` |
+    | GradScaler internals | `scaler_readings`, the only place that touches them |
+    | the GPU lease, telemetry | `GpuLease`; `GpuSampler`, `GpmSampler`, `mfu`, `utilization_probe` |
+    | the learner texts | `why_*_text`, `training_memory_text`, `tf32_text`, `qlora_text`, `roofline_text` |
     """)
     return
 
@@ -1364,7 +1494,7 @@ def default_choices(cuda_available):
 @app.function
 def model_availability_note(settings):
     """Beside the model picker, before Train: will the chosen hub model load, or fall back to the tiny one?"""
-    if settings.model_source in ("tiny", "local"):
+    if settings.model_source in ("tiny", "tiny-llama", "local"):
         return None  # nothing to download
     if model_cached(settings.model_source):
         return mo.md(f"_`{settings.model_source}` is in the local cache: no download needed._")
@@ -1771,43 +1901,95 @@ def parameter_breakdown(model):
 
 @app.function
 def planned_config(settings, tokenizer_vocab=None):
-    """The GPT-2 config a run will use, known without downloading weights (None if unknown)."""
+    """The GPT-2 or Llama-family config a run will use, known without downloading weights (None if unknown).
+
+    Hub models count only when their config is already in the local cache (no network is asked).
+    """
     if settings.model_source in GPT2_FAMILY:
         return GPT2Config(**GPT2_FAMILY[settings.model_source])
     if settings.model_source == "tiny":
         return tiny_gpt2_config(tokenizer_vocab or 1024)
+    if settings.model_source == "tiny-llama":
+        return tiny_llama_config(tokenizer_vocab or 1024)
+    source = settings.local_dir if settings.model_source == "local" else settings.model_source
     try:
-        config = AutoConfig.from_pretrained(settings.local_dir, local_files_only=True)
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError):
         return None
-    return config if isinstance(config, GPT2Config) else None
+    return config if architecture(config) is not None else None
 
 
 @app.function
 def lora_plan(config, settings):
     """Parameter and memory arithmetic for LoRA vs full fine-tuning, from a model built on the meta device."""
+    gpt2 = architecture(config) == "gpt2"
     with torch.device("meta"):
-        model = GPT2LMHeadModel(config)
+        model = (GPT2LMHeadModel if gpt2 else LlamaForCausalLM)(config)
     _, base_total = parameter_counts(model)
-    wrapped = inject_lora(model, settings.target_modules, settings.rank, settings.alpha)
+    matmul, linear = matmul_weight_count(model)
+    targets = architecture_targets(model, settings.target_modules)
+    wrapped = inject_lora(model, targets, settings.rank, settings.alpha)
     lora_total = int(wrapped["LoRA params"].sum())
     weight_bytes = {"fp16": 2, "bf16": 2, "fp32": 4, "auto": 2}[settings.precision]  # auto: 16-bit on a GPU
     # Full fine-tuning with AdamW: FP32 weights + grads + two moments = 16 bytes per parameter.
     full_bytes = 16 * base_total
     lora_bytes = weight_bytes * base_total + 16 * lora_total
-    c_attn = wrapped[wrapped["module"].str.endswith("attn.c_attn")]
+    example = "attn.c_attn" if gpt2 else "q_proj"  # the layer "Why LoRA works" takes as its example
+    c_attn = wrapped[wrapped["module"].str.endswith(example)]
     return {
+        "architecture": "gpt2" if gpt2 else "llama",
+        "example_layer": example.split(".")[-1],
+        "shape": model_shape(config),
+        "matmul_params": matmul,
+        "linear_params": linear,
+        "weight_bytes": weight_bytes,
         "base_params": base_total,
         "lora_params": lora_total,
         "layers": len(wrapped),
         "trainable_pct": 100 * lora_total / (base_total + lora_total),
         "full_ft_bytes": full_bytes,
         "lora_bytes": lora_bytes,
-        "c_attn_in": int(c_attn["in"].iloc[0]) if len(c_attn) else config.n_embd,
-        "c_attn_out": int(c_attn["out"].iloc[0]) if len(c_attn) else 3 * config.n_embd,
-        "n_layer": config.n_layer,
-        "n_embd": config.n_embd,
+        "c_attn_in": int(c_attn["in"].iloc[0]) if len(c_attn) else config.hidden_size,
+        "c_attn_out": int(c_attn["out"].iloc[0]) if len(c_attn) else 3 * config.hidden_size,
+        "n_layer": config.num_hidden_layers,  # GPT2Config maps these names to n_layer / n_embd
+        "n_embd": config.hidden_size,
         "vocab_size": config.vocab_size,
+    }
+
+
+@app.function
+def matmul_weight_count(model):
+    """(matmul weights, frozen linear weights) of a model: Linear/Conv1D layers, LM head included once in the
+    first (a tied head is still a matmul), embeddings and the head excluded from the second."""
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    head = model.get_output_embeddings()
+    layers = [
+        layer
+        for name, layer in model.named_modules()
+        if isinstance(layer, (nn.Linear, Conv1D)) and not name.endswith((".lora_A", ".lora_B"))
+    ]
+    untied = sum(layer.weight.numel() for layer in layers if id(layer.weight) not in embedding_ids)
+    tied_head = head.weight.numel() if head is not None and id(head.weight) in embedding_ids else 0
+    linear = untied - (head.weight.numel() if head is not None and not tied_head else 0)
+    return untied + tied_head, linear
+
+
+@app.function
+def model_shape(config):
+    """Layers, width, key/value width, MLP width and vocabulary of a GPT-2 or Llama-family config."""
+    d, heads = config.hidden_size, config.num_attention_heads
+    if architecture(config) == "gpt2":
+        kv, mlp = d, getattr(config, "n_inner", None) or 4 * d
+    else:
+        head_dim = getattr(config, "head_dim", None) or d // heads
+        kv, mlp = config.num_key_value_heads * head_dim, config.intermediate_size
+    return {
+        "architecture": architecture(config),
+        "n_layer": config.num_hidden_layers,
+        "d_model": d,
+        "kv_width": kv,
+        "mlp_width": mlp,
+        "vocab": config.vocab_size,
     }
 
 
@@ -1866,17 +2048,21 @@ def make_loader(examples, batch_size, pad_id, shuffle, seed=0, pin=False, multip
 @app.function
 def token_statistics(loader):
     """Tokens the batches hold: padded total, real (non-pad) tokens, and those that carry loss."""
-    padded = real = loss = 0
+    padded = real = loss = max_batch = max_batch_loss = 0
     lengths = []
     for batch in loader:
         padded += batch["input_ids"].numel()
         real += int(batch["attention_mask"].sum())
         loss += int((batch["labels"] != -100).sum())
+        max_batch = max(max_batch, batch["input_ids"].numel())
+        max_batch_loss = max(max_batch_loss, int((batch["labels"] != -100).sum()))
         lengths.extend(batch["attention_mask"].sum(dim=1).tolist())
     return {
         "padded_tokens": padded,
         "real_tokens": real,
         "loss_tokens": loss,
+        "max_batch_tokens": max_batch,  # the largest batch as padded: what one step's activations hold
+        "max_batch_loss_tokens": max_batch_loss,
         "loss_share_of_real": loss / max(real, 1),
         "loss_share_of_padded": loss / max(padded, 1),
         "padding_share": 1 - real / max(padded, 1),
@@ -1885,9 +2071,24 @@ def token_statistics(loader):
     }
 
 
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    ### Library · the training core
+
+    In reading order: the loss (`causal_lm_loss`, the reference; `ChunkedLMHeadLoss` and `batch_loss`, the one
+    entry point), the learning rate (`lr_at`), the speed plan (`SpeedPlan`, `choose_speed_plan`,
+    `apply_speed_plan`), the run object (`FineTuneRun`, `prepare_training`), the two step functions
+    (`plain_train_step`, `fast_train_step`, one record type: `step_record`) and the loop (`train_steps`).
+    """)
+    return
+
+
 @app.function
 def causal_lm_loss(logits, labels, reduction="mean"):
-    """Next-token cross-entropy on positions whose (shifted) label is not -100, computed in FP32."""
+    """Next-token cross-entropy on positions whose (shifted) label is not -100, computed in FP32.
+
+    The reference loss: the plain path trains with it, and the tests check `batch_loss` against it."""
     shifted_labels = labels[:, 1:]
     keep = shifted_labels != -100
     # Select the loss positions first: the FP32 copy then covers response tokens only, not the whole batch.
@@ -1896,28 +2097,53 @@ def causal_lm_loss(logits, labels, reduction="mean"):
 
 
 @app.function
-def lr_factor(step, warmup_steps, total_steps, min_ratio=0.1):
-    """Linear warm-up to 1, then cosine decay to `min_ratio` at the last step."""
+def lr_at(step, base_lr, warmup_steps, total_steps, min_ratio=0.1):
+    """THE learning rate of the app: the rate for optimizer step `step` (0-based, applied steps only).
+
+    Linear warm-up to `base_lr` over `warmup_steps`, then cosine decay to `min_ratio` × `base_lr` at the last
+    step. The plain step sets it on the optimizer each step; the fast path precomputes the same values
+    on the device (`device_schedule`), so reading it there needs no host sync.
+    """
     if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 @app.class_definition
 @dataclass(frozen=True)
 class SpeedPlan:
-    """Which speed levers a run uses. Every lever leaves the maths of a training step unchanged."""
+    """Which speed levers a run uses. Every lever leaves the maths of a training step unchanged.
+
+    `mode` is the one switch that only works as a whole: "fast" = the chunked LM-head loss, fused AdamW
+    with the schedule on the device, and read-backs every SYNC_EVERY steps (each needs the others: the
+    deferred read-back needs the device schedule, which needs the fused optimizer's tensor learning rate).
+    The other levers are independent and may be dropped one by one (`apply_speed_plan` does for Llama
+    or eager attention).
+    """
 
     name: str = "plain"
-    fused_loss: bool = False  # LM head + cross-entropy in row chunks, only at positions that carry loss
+    mode: str = "plain"  # "plain" (the reference loop) or "fast"
     causal_only: bool = False  # right padding + causal attention: no padding mask, so SDPA can use flash
-    fused_optimizer: bool = False  # AdamW(fused=True) with the schedule on the device: no host sync
-    sync_every: int = 1  # read loss / grad norm back every k steps (1: after every step)
     fast_gelu: bool = False  # GPT-2's tanh-GELU as one kernel instead of eight
     compile: bool = False  # torch.compile the transformer blocks
     compile_mode: str = "default"
     note: str = ""
+
+    @property
+    def fused_loss(self):
+        """LM head + cross-entropy in row chunks, only at positions that carry loss."""
+        return self.mode == "fast"
+
+    @property
+    def fused_optimizer(self):
+        """AdamW(fused=True) with the learning rate on the device: no host sync to set it."""
+        return self.mode == "fast"
+
+    @property
+    def sync_every(self):
+        """Read loss and grad norm back every this many steps (1: after every step)."""
+        return SYNC_EVERY if self.mode == "fast" else 1
 
     @property
     def deferred(self):
@@ -1944,10 +2170,8 @@ def choose_speed_plan(requested, device_type, padded_tokens=0, steps=0):
         return SpeedPlan(note="The reference loop: full logits, padding mask, a host sync after every step.")
     eager = SpeedPlan(
         name="fast",
-        fused_loss=True,
+        mode="fast",
         causal_only=True,
-        fused_optimizer=True,
-        sync_every=SYNC_EVERY,
         fast_gelu=True,
         note="Chunked LM-head loss on answer tokens only, flash attention, fused AdamW, "
         f"loss read back every {SYNC_EVERY} steps, one-kernel GELU.",
@@ -2058,25 +2282,39 @@ class ChunkedLMHeadLoss(torch.autograd.Function):
 
 @app.class_definition
 class CausalLMBody(nn.Module):
-    """GPT-2's transformer for right-padded causal training: embeddings → blocks → final LayerNorm.
+    """The model's transformer for right-padded causal training: embeddings → blocks → final norm, no mask.
 
-    With no mask, every block's SDPA call runs with is_causal=True (flash attention). Calling the blocks
-    directly also skips transformers' mask building, whose packed-sequence and padding checks each wait
-    for the GPU. Right padding makes this exact: a causal token never looks at the padding after it.
+    GPT-2: token + position embeddings, its blocks, ln_f. Llama family: token embeddings, RoPE's cos/sin
+    once, its decoder layers, the final RMSNorm. With no mask every SDPA call runs with is_causal=True
+    (flash attention). Calling the blocks directly also skips transformers' mask building, whose
+    packed-sequence and padding checks each wait for the GPU. Right padding makes this exact: a causal
+    token never looks at the padding after it.
     """
 
-    def __init__(self, transformer):
+    def __init__(self, model):
         super().__init__()
-        self.transformer = transformer
+        self.gpt2 = architecture(model) == "gpt2"
+        self.transformer = model.transformer if self.gpt2 else model.model
 
     def forward(self, input_ids):
         t = self.transformer
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        hidden = t.drop(t.wte(input_ids) + t.wpe(positions))
-        for block in t.h:
-            out = block(hidden)
+        if self.gpt2:
+            hidden, extra = t.drop(t.wte(input_ids) + t.wpe(positions)), {}
+            blocks, norm = t.h, t.ln_f
+        else:
+            hidden = t.embed_tokens(input_ids)
+            position_ids = positions.unsqueeze(0)
+            extra = {
+                "attention_mask": None,
+                "position_ids": position_ids,
+                "position_embeddings": t.rotary_emb(hidden, position_ids=position_ids),
+            }
+            blocks, norm = t.layers, t.norm
+        for block in blocks:
+            out = block(hidden, **extra)
             hidden = out[0] if isinstance(out, tuple) else out
-        return t.ln_f(hidden)
+        return norm(hidden)
 
 
 @app.function
@@ -2100,13 +2338,19 @@ def lm_head_rows(vocab_size, budget_bytes=LOSS_CHUNK_BYTES):
 
 
 @app.function
-def fast_loss(run, batch, eager=False):
-    """Mean next-token loss through the fast path: hidden states at loss positions only → chunked LM head.
+def batch_loss(run, batch, eager=False):
+    """THE loss of the app: mean next-token cross-entropy over a batch's answer tokens, on the run's device.
 
-    `eager` skips the compiled body (evaluation runs in eval mode, which would trigger a second compile).
+    Fast path (the default): hidden states at the loss positions only → the chunked LM head
+    (`ChunkedLMHeadLoss`), never the full logits. Plain path, the reference: full logits with the padding
+    mask → `causal_lm_loss` (F.cross_entropy); a test checks that both give the same number. `eager`
+    skips the compiled body (evaluation runs in eval mode, which would trigger a second compile).
     """
+    if not run.speed.fused_loss:
+        logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return causal_lm_loss(logits, batch["labels"])
     if run.speed.causal_only:
-        body = CausalLMBody(run.model.transformer) if eager or run.body is None else run.body
+        body = CausalLMBody(run.model) if eager or run.body is None else run.body
         hidden = body(batch["input_ids"])
     else:
         hidden = run.model.base_model(
@@ -2139,17 +2383,9 @@ def to_device(batch, device, with_positions=False):
 @app.function
 def apply_speed_plan(run):
     """Prepare the levers of the run's SpeedPlan: one-kernel GELU, padded LM head, compiled body and loss."""
-    if architecture(run.model) != "gpt2":
-        # The Llama family runs the fast path through its own forward (mask kept) and is not compiled yet.
-        run.speed = replace(
-            run.speed,
-            causal_only=False,
-            fast_gelu=False,
-            compile=False,
-            name=run.speed.name.replace(" + compile", ""),
-            note=run.speed.note
-            + " (Llama family: its own forward with the padding mask; no torch.compile yet.)",
-        )
+    if architecture(run.model) != "gpt2" and run.speed.fast_gelu:
+        # The Llama family has SwiGLU, no GELU to replace; its blocks run through CausalLMBody like GPT-2's.
+        run.speed = replace(run.speed, fast_gelu=False)
     if run.speed.fast_gelu:
         for block in run.model.transformer.h:
             if type(block.mlp.act).__name__ == "NewGELUActivation":
@@ -2171,7 +2407,7 @@ def apply_speed_plan(run):
         run.lm_weight = torch.zeros((rows, weight.shape[1]), dtype=dtype, device=weight.device)
         run.lm_weight[: weight.shape[0]] = weight
     if run.speed.compile:
-        run.body = torch.compile(CausalLMBody(run.model.transformer), mode=run.speed.compile_mode)
+        run.body = torch.compile(CausalLMBody(run.model), mode=run.speed.compile_mode)
         run.loss_chunk = torch.compile(loss_chunk_fusable, dynamic=True)
 
 
@@ -2179,7 +2415,7 @@ def apply_speed_plan(run):
 def device_schedule(run, warmup):
     """The warm-up/cosine learning rates as a tensor on the device, indexed by the count of applied steps."""
     base = run.settings.learning_rate
-    rates = [base * lr_factor(step, warmup, run.total_steps) for step in range(max(run.total_steps, 1))]
+    rates = [lr_at(step, base, warmup, run.total_steps) for step in range(max(run.total_steps, 1))]
     return torch.tensor(rates, dtype=torch.float32, device=run.device)
 
 
@@ -2197,16 +2433,17 @@ class FineTuneRun:
     train_loader: object = None
     eval_loader: object = None
     optimizer: object = None
-    scheduler: object = None
     scaler: object = None
     total_steps: int = 0
+    warmup_steps: int = 0  # lr_at's warm-up
     memory_baseline: int = 0
     speed: SpeedPlan | None = None  # chosen in prepare_training from settings.speed
     body: object = None  # the compiled transformer when the SpeedPlan compiles
     loss_chunk: object = None  # the compiled loss chunk when the SpeedPlan compiles
     lm_weight: object = None  # fast path: the LM head padded to a multiple of 128 rows
     lr_schedule: object = None  # fast path: learning rate per applied step, on the device
-    applied_steps: object = None  # fast path: optimizer steps not skipped by the scaler, on the device
+    # optimizer steps not skipped (lr_at's step): an int on the plain path, a 0-d device tensor on the fast path
+    applied_steps: object = None
     lease: object = None  # the GpuLease this run holds from step 2 until release()
     generator: object = None  # this run's own random numbers: LoRA's A init and LoRA dropout
 
@@ -2215,7 +2452,7 @@ class FineTuneRun:
         the GPU lease back (the memory is read before another viewer can allocate)."""
         before = device_memory(self.device)
         compiled = self.body is not None
-        self.model = self.optimizer = self.scheduler = self.scaler = self.body = None
+        self.model = self.optimizer = self.scaler = self.body = None
         self.loss_chunk = self.lm_weight = None
         self.lr_schedule = self.applied_steps = None
         self.train_loader = self.eval_loader = None
@@ -2293,7 +2530,7 @@ def prepare_training(run, train_frame, eval_frame):
         train_stats = token_statistics(run.train_loader)  # step 4 shows the padding that really runs
     apply_speed_plan(run)
     adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
-    warmup = round(s.warmup_ratio * run.total_steps)
+    warmup = run.warmup_steps = round(s.warmup_ratio * run.total_steps)
     if run.speed.fused_optimizer:
         # One fused kernel per step; the learning rate lives on the device, so GradScaler skips need no sync.
         run.lr_schedule = device_schedule(run, warmup)
@@ -2301,17 +2538,15 @@ def prepare_training(run, train_frame, eval_frame):
         run.optimizer = torch.optim.AdamW(
             adapter_parameters, lr=run.lr_schedule[0].clone(), weight_decay=0.0, fused=True
         )
-        run.scheduler = None
         # Without FP16 a scale-1 scaler still guards: it skips any step whose gradients hold inf/NaN.
         run.scaler = torch.amp.GradScaler(
             device=run.device.type,
             **({} if run.plan.use_grad_scaler else {"init_scale": 1.0, "growth_interval": 2**30}),
         )
     else:
+        # The plain step sets the learning rate itself from lr_at(applied steps) before each update.
+        run.applied_steps = 0
         run.optimizer = torch.optim.AdamW(adapter_parameters, lr=s.learning_rate, weight_decay=0.0)
-        run.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            run.optimizer, lambda step: lr_factor(step, warmup, run.total_steps)
-        )
         run.scaler = torch.amp.GradScaler(device=run.device.type, enabled=run.plan.use_grad_scaler)
     return {
         "train": train_stats,
@@ -2370,19 +2605,31 @@ def out_of_memory_stop(reason, step):
 
 @app.function
 def train_one_step(run, batch, adapter_parameters, max_grad_norm):
-    """One optimizer step. Plain path: returns step facts as numbers. Fast path: a tensor still on the device."""
-    if run.speed is not None and run.speed.deferred:
-        return fast_train_step(run, batch, adapter_parameters, max_grad_norm)
-    lr = run.optimizer.param_groups[0]["lr"]
-    batch = {key: value.to(run.device, non_blocking=True) for key, value in batch.items()}
+    """One optimizer step of the run's plan: `fast_train_step` or `plain_train_step`.
+
+    Both return the same step record, a 5-vector [loss, grad norm, loss scale, skipped, learning rate]:
+    on the host for the plain step, still on the device for the fast one (`train_steps` reads it back).
+    """
+    step = fast_train_step if run.speed is not None and run.speed.deferred else plain_train_step
+    return step(run, batch, adapter_parameters, max_grad_norm)
+
+
+@app.function
+def plain_train_step(run, batch, adapter_parameters, max_grad_norm):
+    """The reference step: full logits with the padding mask, every number read back as soon as it exists."""
+    # learning rate: set by hand before the update; a step the scaler skips does not advance it
+    lr = lr_at(run.applied_steps, run.settings.learning_rate, run.warmup_steps, run.total_steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    batch = to_device(batch, run.device)
     with autocast_context(run):
-        logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    loss = causal_lm_loss(logits, batch["labels"])
-    loss_value = loss.item()
+        loss = batch_loss(run, batch)
+    loss_value = loss.item()  # HOST SYNC: the loss before backward, so a NaN never reaches the adapter
     if not math.isfinite(loss_value):
-        return {"loss": loss_value, "finite": False}
+        return step_record(loss_value, math.nan, 1.0, True, lr)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)  # gradients back to true scale before clipping
+    # HOST SYNC: the clipped norm (and, with FP16, the scale) come back to decide on the step here
     grad_norm = torch.nn.utils.clip_grad_norm_(adapter_parameters, max_grad_norm).item()
     scale_before = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
     if run.scaler.is_enabled():
@@ -2394,37 +2641,54 @@ def train_one_step(run, batch, adapter_parameters, max_grad_norm):
         if not skipped:
             run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    if not skipped:
-        run.scheduler.step()
-    return {
-        "loss": loss_value,
-        "finite": True,
-        "grad_norm": grad_norm,
-        "scale": scale_before,
-        "skipped": skipped,
-        "lr": lr,
-    }
+    run.applied_steps += 0 if skipped else 1
+    return step_record(loss_value, grad_norm, scale_before, skipped, lr)
+
+
+@app.function
+def step_record(loss, grad_norm, scale, skipped, lr):
+    """The record both step functions return: [loss, grad norm, loss scale, skipped (0/1), lr] on the host."""
+    return torch.tensor([loss, grad_norm, scale, float(skipped), lr], dtype=torch.float64)
+
+
+@app.function
+def scaler_readings(scaler, optimizer, grad_norm):
+    """(loss scale, found inf/NaN) after `scaler.unscale_(optimizer)`, as device tensors: no host sync.
+
+    The only place the app touches GradScaler internals. Its public `get_scale()` returns a Python float
+    (a sync) and nothing public reports the inf/NaN check; the private `_get_scale_async` and
+    `_found_inf_per_device` do, checked by name and torch version (present from 2.4, the app's minimum,
+    to 2.13 at least). Without them: `get_scale()` (one sync) and a non-finite clipped norm as the check
+    (inf/NaN gradients make the norm inf/NaN).
+    """
+    private = ("_get_scale_async", "_found_inf_per_device")
+    if TORCH_VERSION >= (2, 4) and all(hasattr(scaler, name) for name in private):
+        found_inf = sum(scaler._found_inf_per_device(optimizer).values())
+        return scaler._get_scale_async().detach().clone(), (found_inf > 0).float()
+    scale = torch.tensor(scaler.get_scale() if scaler.is_enabled() else 1.0, device=grad_norm.device)
+    return scale, (~torch.isfinite(grad_norm)).float()
 
 
 @app.function
 def fast_train_step(run, batch, adapter_parameters, max_grad_norm):
-    """The same update as the plain step with nothing read back: returns [loss, grad norm, scale, skipped, lr].
+    """The same update as the plain step with nothing read back: returns the step record on the device.
 
     The scaler's inf/NaN check, the skip and the learning-rate schedule all stay on the device, so the CPU
-    queues step after step while the GPU works; `train_steps` reads the numbers every few steps.
+    queues step after step while the GPU works; `train_steps` reads the records every SYNC_EVERY steps.
+    No line here waits for the GPU (tests/gpu checks it with torch.cuda.set_sync_debug_mode("error")).
     """
-    batch = to_device(batch, run.device, with_positions=True)
+    batch = to_device(batch, run.device, with_positions=True)  # loss positions found on the host: no sync
     if run.speed.compile and run.speed.compile_mode != "default":  # the modes that use CUDA graphs
         torch.compiler.cudagraph_mark_step_begin()
     with autocast_context(run):
-        loss = fast_loss(run, batch)
+        loss = batch_loss(run, batch)
     scaler = run.scaler
     scaler.scale(loss).backward()
-    scale = scaler._get_scale_async().detach().clone()
     scaler.unscale_(run.optimizer)
-    found_inf = sum(scaler._found_inf_per_device(run.optimizer).values())
     grad_norm = torch.nn.utils.clip_grad_norm_(adapter_parameters, max_grad_norm)
-    # index_select, not schedule[tensor]: indexing with a 0-d tensor would read it back to the host
+    scale, skipped = scaler_readings(scaler, run.optimizer, grad_norm)
+    # learning rate: lr_at's value for this applied step, picked on the device (index_select, not
+    # schedule[tensor]: indexing with a 0-d tensor would read it back to the host)
     where = run.applied_steps.clamp(max=len(run.lr_schedule) - 1).reshape(1)
     lr = run.lr_schedule.index_select(0, where).squeeze(0)
     run.optimizer.param_groups[0]["lr"].copy_(lr)
@@ -2432,58 +2696,62 @@ def fast_train_step(run, batch, adapter_parameters, max_grad_norm):
     # The FP16 scaler backs off on overflow; the scale-1 guard of BF16/FP32 stays at 1 (a device tensor: no sync).
     scaler.update(None if run.plan.use_grad_scaler else run.applied_steps.new_ones((), dtype=torch.float32))
     run.optimizer.zero_grad(set_to_none=True)
-    skipped = (found_inf > 0).float()
     run.applied_steps += 1 - skipped.long()
     return torch.stack([loss.detach().float(), grad_norm.float(), scale.float(), skipped, lr.float()])
 
 
 @app.function
 def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
-    """Run every epoch, yielding one record per optimizer step and one per end-of-epoch evaluation.
+    """THE training loop: every epoch, one record per optimizer step and one per end-of-epoch evaluation.
 
-    The fast path reads its steps back in groups (the first step alone: it carries the warm-up and any
-    compile), so per-step seconds are the group's wall time divided by its steps.
+    The fast path reads its step records back in groups of SYNC_EVERY (the first step alone: it carries the
+    warm-up and any compile), so per-step seconds are the group's wall time divided by its steps. Where the
+    host waits for the GPU: the plain step's `.item()`s and the `synchronize` after it; on the fast path
+    only the one `.tolist()` per group below.
     """
     adapter_parameters = [p for p in run.model.parameters() if p.requires_grad]
     step, skipped_in_row = 0, 0
-    deferred = run.speed is not None and run.speed.deferred
+    sync_every = run.speed.sync_every if run.speed is not None else 1
     synchronize = torch.cuda.synchronize if run.device.type == "cuda" else (lambda *_: None)
 
-    def record(epoch, meta, facts, seconds):
+    def record(epoch, meta, values, seconds):
+        """One step's record, after the termination checks (a NaN loss, too many skipped steps)."""
         nonlocal step, skipped_in_row
-        if not facts["finite"]:
+        loss, grad_norm, scale, skipped, lr = values
+        if not math.isfinite(loss):
             raise TrainingStopped(
-                f"The loss became {facts['loss']} at step {step + 1}: training stopped before it "
+                f"The loss became {loss} at step {step + 1}: training stopped before it "
                 "could corrupt the adapter.",
                 "Lower the learning rate, use BF16 or FP32, or keep GradScaler on with FP16.",
                 step,
             )
-        skipped_in_row = skipped_in_row + 1 if facts["skipped"] else 0
+        skipped_in_row = skipped_in_row + 1 if skipped else 0
         if skipped_in_row >= max_skipped_in_row:
             raise TrainingStopped(
                 f"GradScaler skipped {skipped_in_row} steps in a row (gradients overflow even at scale "
-                f"{facts['scale']:.3g}).",
+                f"{scale:.3g}).",
                 "Lower the learning rate or switch to BF16/FP32.",
                 step,
             )
         step += 1
+        memory = device_memory(run.device)
         return {
             "kind": "train",
             "step": step,
             "epoch": epoch + 1,
-            "loss": facts["loss"],
-            "lr": facts["lr"],
-            "grad_norm": facts["grad_norm"],
-            "loss_scale": facts["scale"],
-            "skipped": facts["skipped"],
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "loss_scale": scale,
+            "skipped": bool(skipped),
             "seconds": seconds,
             "real_tokens": meta["real_tokens"],
             "padded_tokens": meta["padded_tokens"],
             "tokens_per_s": meta["real_tokens"] / seconds,
             "padded_tokens_per_s": meta["padded_tokens"] / seconds,
-            "memory_mib": device_memory(run.device)["allocated"] / 2**20,
+            "memory_mib": memory["allocated"] / 2**20,
             # max_memory_allocated: the peak inside the steps so far (reset in step 2), not a read between steps
-            "peak_mib": device_memory(run.device)["peak"] / 2**20,
+            "peak_mib": memory["peak"] / 2**20,
         }
 
     for epoch in range(run.settings.epochs):
@@ -2491,14 +2759,17 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
         pending, started = [], time.perf_counter()
         for index, batch in enumerate(run.train_loader):
             meta = {
-                "real_tokens": int(batch["attention_mask"].sum()),
+                "real_tokens": int(batch["attention_mask"].sum()),  # counted on the host copy: no sync
                 "padded_tokens": batch["input_ids"].numel(),
             }
-            facts, out_of_memory = catch_out_of_memory(
+            # --- forward, backward, update (the learning rate is set inside the step, from lr_at) ---
+            stats, out_of_memory = catch_out_of_memory(
                 train_one_step, run, batch, adapter_parameters, max_grad_norm
             )
-            if not (out_of_memory or deferred):
+            if not out_of_memory and sync_every == 1:
+                # HOST SYNC (plain path): wait for the step's last kernels, so its time is its own
                 _, out_of_memory = catch_out_of_memory(synchronize, run.device)
+            # --- termination: out of memory (NaN and skipped steps stop in `record`) ---
             if out_of_memory:
                 # The failed step's tensors died with its frame; hand the cached blocks back to the driver.
                 step += len(pending)  # steps queued before the failure were applied; count them
@@ -2509,21 +2780,18 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
                     f"{run.settings.max_length} tokens).",
                     step,
                 )
-            if not deferred:
-                yield record(epoch, meta, facts, time.perf_counter() - started)
-                started = time.perf_counter()
-                continue
-            pending.append((meta, facts))
+            # --- timing and logging: a group of steps at a time on the fast path, every step on the plain ---
+            pending.append((meta, stats))
             last = index == len(run.train_loader) - 1
-            if step == 0 or len(pending) >= run.speed.sync_every or last:
-                values = torch.stack([facts for _, facts in pending]).tolist()  # the one host sync
-                seconds = (time.perf_counter() - started) / len(pending)
-                group, pending = pending, []
-                for (meta, _), (loss, grad_norm, scale, skipped, lr) in zip(group, values, strict=True):
-                    facts = {"loss": loss, "finite": math.isfinite(loss), "grad_norm": grad_norm}
-                    facts |= {"scale": scale, "skipped": skipped > 0, "lr": lr}
-                    yield record(epoch, meta, facts, seconds)
-                started = time.perf_counter()
+            if len(pending) < sync_every and step > 0 and not last:
+                continue  # the fast path queues more steps before reading any back
+            values = torch.stack([stats for _, stats in pending]).tolist()  # HOST SYNC (fast path): the one
+            seconds = (time.perf_counter() - started) / len(pending)
+            group, pending = pending, []
+            for (meta, _), row in zip(group, values, strict=True):
+                yield record(epoch, meta, row, seconds)
+            started = time.perf_counter()
+        # --- end of epoch: evaluation on the held-out split ---
         metrics, out_of_memory = catch_out_of_memory(evaluate_loss, run)
         if out_of_memory:
             raise out_of_memory_stop(f"GPU out of memory while evaluating after epoch {epoch + 1}.", step)
@@ -2541,13 +2809,7 @@ def evaluate_loss(run):
         n = int((batch["labels"][:, 1:] != -100).sum())
         batch = to_device(batch, run.device, with_positions=fast)
         with autocast_context(run):
-            if fast:
-                total += fast_loss(run, batch, eager=True).item() * n
-            else:
-                logits = run.model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-                total += causal_lm_loss(logits, batch["labels"], reduction="sum").item()
+            total += batch_loss(run, batch, eager=True).item() * n  # mean over the batch's n loss tokens
         count += n
     loss = total / max(count, 1)
     return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
@@ -2802,6 +3064,14 @@ def merge_check(run, prompts):
         layer.merged = False
     keep = inputs["attention_mask"].bool()
     return (separate[keep] - merged[keep]).abs().max().item()
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    ### Library · the GPU lease, the seven steps' bodies, telemetry
+    """)
+    return
 
 
 @app.function
@@ -3430,21 +3700,9 @@ def lora_flops_per_token(matmul_params, n_layer, seq_len, d_model, lora_params):
 def run_flops_per_token(run, seq_len):
     """lora_flops_per_token for the run's model: its matmul weights, layers, width and adapters."""
     config = run.model.config
-    n_layer = getattr(config, "n_layer", None) or config.num_hidden_layers
-    d_model = getattr(config, "n_embd", None) or config.hidden_size
     lora = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    embedding_ids = {id(m.weight) for m in run.model.modules() if isinstance(m, nn.Embedding)}
-    matmul = sum(
-        layer.weight.numel()
-        for layer in run.model.modules()
-        if isinstance(layer, (nn.Linear, Conv1D))
-        and not layer.weight.requires_grad
-        and id(layer.weight) not in embedding_ids
-    )
-    head = run.model.get_output_embeddings()
-    if head is not None and id(head.weight) in embedding_ids:  # a tied head is still a matmul
-        matmul += head.weight.numel()
-    return lora_flops_per_token(matmul, n_layer, seq_len, d_model, lora)
+    matmul, _ = matmul_weight_count(run.model)
+    return lora_flops_per_token(matmul, config.num_hidden_layers, seq_len, config.hidden_size, lora)
 
 
 @app.function
@@ -3604,6 +3862,167 @@ def read_energy_mj(device):
         return None
     handle = read_nvml(nvml, nvml.nvmlDeviceGetHandleByIndex, nvml_device_index(device))
     return None if handle is None else read_nvml(nvml, nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
+
+
+@app.function
+def median_or_none(values):
+    """Median of the readings that came (None where a reading was missing); None when none came."""
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(pd.Series(present, dtype="float64").median()) if present else None
+
+
+@app.function
+def probe_workloads(device, matmul_size=8192, copy_bytes=2**30):
+    """The utilization probe's three workloads as (name, setup) pairs; setup() allocates and returns one
+    iteration (a callable), so only one workload's tensors exist at a time."""
+    dtype = (
+        torch.bfloat16 if bf16_native(device) else torch.float16 if device.type == "cuda" else torch.float32
+    )
+
+    def tiny_kernels():
+        x = torch.zeros(1, device=device)
+
+        def iteration():
+            for _ in range(1_000):  # one-element kernels: each is almost all launch, no work
+                x.add_(1.0)
+
+        return iteration
+
+    def matmul():
+        a, b = (torch.randn(matmul_size, matmul_size, device=device, dtype=dtype) for _ in range(2))
+        out = torch.empty_like(a)
+        return lambda: torch.mm(a, b, out=out)
+
+    def copy():
+        source = torch.empty(copy_bytes // 4, device=device, dtype=torch.float32)
+        target = torch.empty_like(source)
+        return lambda: target.copy_(source)
+
+    return [
+        ("a stream of tiny kernels (1 element each)", tiny_kernels),
+        (f"{dtype_name(dtype)} matmul {matmul_size:,} × {matmul_size:,}", matmul),
+        (f"device-to-device copy of {fmt_bytes(copy_bytes)}", copy),
+    ]
+
+
+@app.function
+def utilization_probe(device, seconds=1.5, matmul_size=8192, copy_bytes=2**30):
+    """What classic utilization hides: three workloads on `device`, each for `seconds`, with NVML's classic
+    utilization (10 Hz) and GPM (SM, Tensor Core, DRAM activity in 200 ms windows) sampled during each.
+
+    Returns one dict per workload: workload, classic_util_pct, sm_active_pct, tensor_active_pct,
+    dram_bw_pct (medians; None where the reading is not available: no NVML, no GPM) and seconds. The
+    first GPM window is dropped (it straddles the start). The caller holds the GPU lease.
+    """
+    cuda = device.type == "cuda"
+    synchronize = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    if cuda:  # two copy buffers and three matmul operands must fit beside whatever else is resident
+        free = torch.cuda.mem_get_info(device)[0]
+        copy_bytes = min(copy_bytes, free // 4)
+        matmul_size = 8192 if free > 8 * 2**30 else 4096
+    gpus = [nvml_device_index(device)] if cuda else [0]
+    rows = []
+    for name, setup in probe_workloads(device, matmul_size, copy_bytes):
+        iteration = setup()
+        iteration()  # the first call loads the kernel: not part of the sample
+        synchronize()
+        gpm = GpmSampler(gpus, hz=5)  # off Hopper, or without NVML: available False, readings None
+        with GpuSampler(device, hz=10) as sampler:
+            gpm.start()
+            started = time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                iteration()
+                synchronize()  # keeps the queue short: the elapsed time is the GPU's
+            elapsed = time.perf_counter() - started
+            gpm.stop()
+        classic = [s["util_pct"] for s in sampler.samples] if sampler.source == "NVML" else []
+        windows = gpm.samples[1:] if gpm.available else []
+        rows.append(
+            {
+                "workload": name,
+                "classic_util_pct": median_or_none(classic),
+                "sm_active_pct": median_or_none([w.get("sm_active_pct") for w in windows]),
+                "tensor_active_pct": median_or_none([w.get("tensor_active_pct") for w in windows]),
+                "dram_bw_pct": median_or_none([w.get("dram_bw_pct") for w in windows]),
+                "seconds": elapsed,
+            }
+        )
+        del iteration
+    if cuda:
+        torch.cuda.empty_cache()  # the probe's buffers go back to the driver
+    return rows
+
+
+@app.function
+def utilization_probe_unavailable(environment):
+    """Why the probe cannot run here, in one line (None when it can)."""
+    if not environment["cuda_available"]:
+        return (
+            "No CUDA GPU here, so there is no utilization to probe: the three workloads need one. (What the "
+            "device's H200 measured is below.)"
+        )
+    return None
+
+
+@app.function
+def utilization_probe_text(rows, gpm_reason=""):
+    """The "what utilization hides" callout, written from the probe's measured rows (what each metric said)."""
+    tiny, matmul, copy = rows
+
+    def pct(value):
+        return "n/a" if value is None else f"{value:.0f}%"
+
+    if tiny["classic_util_pct"] is None:
+        return "NVML gave no utilization readings here, so there is nothing to compare."
+    if tiny["sm_active_pct"] is None:
+        return (
+            f"GPM is not available here ({gpm_reason or 'no reading'}). Classic utilization alone read "
+            f"{pct(tiny['classic_util_pct'])}, {pct(matmul['classic_util_pct'])} and {pct(copy['classic_util_pct'])} "
+            "for tiny kernels, a matmul and a copy: it only says *some* kernel was running, so it cannot tell "
+            "a launch-bound stream from a compute- or memory-bound one."
+        )
+    gap = tiny["classic_util_pct"] - tiny["sm_active_pct"]
+    lines = [
+        f"- **Tiny kernels:** classic utilization read **{pct(tiny['classic_util_pct'])}**, GPM's SM activity "
+        f"**{pct(tiny['sm_active_pct'])}**. "
+        + (
+            f"Utilization counts the time *any* kernel runs, however small: {gap:.0f} points of it were launches "
+            "with idle SMs — launch-bound (overhead-bound)."
+            if gap >= 10
+            else f"Here the two agreed within {abs(gap):.0f} points."
+        ),
+        f"- **Matmul:** SM activity **{pct(matmul['sm_active_pct'])}**, Tensor Core activity "
+        f"**{pct(matmul['tensor_active_pct'])}** (classic utilization {pct(matmul['classic_util_pct'])}): "
+        + (
+            "the Tensor Cores did the work — compute-bound."
+            if (matmul["tensor_active_pct"] or 0) >= 50
+            else "the Tensor Cores were busy less than half the time: the card was not compute-bound here."
+        ),
+        f"- **Copy:** DRAM bandwidth **{pct(copy['dram_bw_pct'])}** with Tensor Core activity "
+        f"{pct(copy['tensor_active_pct'])} (classic utilization {pct(copy['classic_util_pct'])}): "
+        + (
+            "memory-bound — busy by every classic measure, yet no arithmetic to speak of."
+            if (copy["dram_bw_pct"] or 0) >= 50
+            else "DRAM was busy less than half the time."
+        ),
+    ]
+    return (
+        "Measured just now on this GPU (medians over each workload):\n\n"
+        + "\n".join(lines)
+        + "\n\nRead step 5's "
+        "GPM cards the same way: high utilization with low SM activity is launch-bound, high DRAM with low "
+        "Tensor Core activity memory-bound, high Tensor Core activity compute-bound."
+    )
+
+
+@app.function
+def utilization_reference_text():
+    """The probe's reference figures, labelled with card, date and source."""
+    return (
+        "For reference, measured on an NVIDIA H200, 2026-12-01 (`bench/device_probe_telemetry.py`, "
+        "notes/BENCHMARKS.md): tiny kernels 28% utilization with 0% SM activity; a BF16 matmul 96.4% SM and "
+        "93.5% Tensor Core activity; a device-to-device copy 88.4% DRAM bandwidth."
+    )
 
 
 @app.function
@@ -3934,7 +4353,17 @@ def per_task_scores(before, after):
             "format after %": 100 * after["format_match"].astype(float),
         }
     )
-    return frame.groupby("task", sort=False).mean().round(0).reset_index()
+    grouped = frame.groupby("task", sort=False)
+    scores = grouped.mean().round(0)
+    scores.insert(0, "n", grouped.size())
+    # ±1 s.e. of the exact-match rate after training (a task of n items moves in steps of 100/n points)
+    after = grouped["exact match after %"].mean() / 100
+    scores.insert(
+        3,
+        "± 1 s.e. after",
+        [round(100 * standard_error(p, n), 0) for p, n in zip(after, scores["n"], strict=True)],
+    )
+    return scores.reset_index()
 
 
 @app.function
@@ -4029,6 +4458,14 @@ def summary_cards(before, after, click_to_result, peak_memory, release_report, r
     return mo.hstack(cards, widths="equal")
 
 
+@app.cell(hide_code=True)
+def _():
+    mo.md(r"""
+    ### Library · the texts and charts
+    """)
+    return
+
+
 @app.function
 def why_lora_text(why, settings, model_name=None, ran=False):
     """'Why LoRA works' with this model's and rank's numbers (`ran`: the model a run actually loaded)."""
@@ -4049,7 +4486,7 @@ task needs has **low rank**: write $\\Delta W = B A$ with $A \\in \\mathbb{{R}}^
 $B \\in \\mathbb{{R}}^{{d_\\text{{out}} \\times r}}$, train only $A$ and $B$, keep $W$ frozen. The layer
 computes $y = W x + \\frac{{\\alpha}}{{r}} B A x$.
 
-- For this model's `c_attn` ({d_in} → {d_out}): a full $\\Delta W$ has {d_in} × {d_out} = **{full:,}** numbers; with
+- For this model's `{why.get("example_layer", "c_attn")}` ({d_in} → {d_out}): a full $\\Delta W$ has {d_in} × {d_out} = **{full:,}** numbers; with
   r = {r} LoRA trains {r} × ({d_in} + {d_out}) = **{low:,}** — {full / low:.0f}× fewer.
 - Over the {why["layers"]} wrapped layers: **{why["lora_params"]:,}** trainable parameters beside
   {why["base_params"]:,} frozen ones = **{why["trainable_pct"]:.3f}%** of the total.
@@ -4278,6 +4715,341 @@ def hyperparameter_text(settings, why, train_examples):
 - **Max sequence length {settings.max_length}:** an upper bound; batches are padded only to their longest example
   (dynamic padding), and prompts plus answers here are far shorter. Attention cost grows with length.
 - **Dropout {settings.dropout}:** applied to the adapter's input only; a little regularisation for small data.
+"""
+
+
+@app.function
+def intro_text(why, model_source, stored_in="FP16"):
+    """The title cell: the adapter's share of the parameters computed for the planned model, never a fixed figure."""
+    share = (
+        f"**{why['trainable_pct']:.2f}%** of the parameters for `{model_source}` with the settings below"
+        if why is not None
+        else "a small share of the parameters (step 3 counts it for the model that loads)"
+    )
+    return f"""
+# Fine-tune GPT-2 with LoRA in FP16 — seven visible steps
+
+This app teaches GPT-2 a handful of small tasks with **fixed answer formats** ("Answer: 43",
+"GARDEN", "positive", "3000 m", …) by training a **LoRA adapter**: two thin matrices beside each
+chosen weight matrix, {share}, while the base model stays frozen (stored in {stored_in} for the settings below).
+It then measures what changed — eval loss, perplexity, exact match and answer-format match on
+held-out prompts, **before vs after** — and saves the adapter in **PEFT's own format**.
+
+Each of the seven steps below is its own cell and shows what it did and how long it took. With an
+NVIDIA GPU it trains in FP16 with a GradScaler; on a CPU it explains its fallback and still runs.
+Without network access it offers a **tiny offline GPT-2** that needs no download. Llama-family models
+(SmolLM2, Qwen2.5, Llama 3.2, or a tiny offline Llama) run through the same seven steps, in BF16 where
+the GPU has it natively.
+"""
+
+
+@app.function
+def planned_run(settings, environment):
+    """The precision and speed plans a Train click would resolve to on this machine, before it loads anything."""
+    device = torch.device("cuda" if environment["cuda_available"] else "cpu")
+    precision, _ = choose_precision(settings, device)
+    return {
+        "plan": resolve_precision(precision, device.type, bf16_native(device)),
+        "speed": choose_speed_plan(settings.speed, device.type),
+        "device_type": device.type,
+        "device_name": environment.get("gpu") or f"CPU ({environment['cpu_cores']} cores)",
+        "compute_capability": tuple(int(x) for x in environment.get("compute_capability", "0.0").split(".")),
+    }
+
+
+@app.function
+def run_model_facts(run):
+    """The numbers the memory, QLoRA and roofline texts need, read from the run's model (it is freed in step 7)."""
+    trainable, total = parameter_counts(run.model)
+    matmul, linear = matmul_weight_count(run.model)
+    return {
+        "shape": model_shape(run.model.config),
+        "base_params": total - trainable,
+        "lora_params": trainable,
+        "matmul_params": matmul,
+        "linear_params": linear,
+    }
+
+
+@app.function
+def activation_values_per_token(shape, fast_gelu=True):
+    """Values one layer keeps per token for the backward pass: an estimate from the architecture.
+
+    GPT-2: both LayerNorms' inputs and outputs, q, k and v, the attention output, and the MLP's activations
+    before and after GELU (8·d + 2·d_mlp). Llama: both RMSNorms' inputs and outputs, q, k and v (k and v at
+    the key/value width), the attention output, and SwiGLU's gate, up, SiLU(gate) and product
+    (6·d + 2·d_kv + 4·d_mlp). GPT-2's own `gelu_new` (eight element-wise kernels; the plain path keeps it)
+    keeps three more MLP-wide tensors. Flash attention keeps no T × T scores. Dropout masks and LoRA's
+    r-wide intermediates are left out. A CPU test counts what autograd really saves against this.
+    """
+    d, kv, m = shape["d_model"], shape["kv_width"], shape["mlp_width"]
+    if shape["architecture"] == "gpt2":
+        return 8 * d + 2 * m + (0 if fast_gelu else 3 * m)
+    return 6 * d + 2 * kv + 4 * m
+
+
+@app.function
+def training_memory(facts, plan, speed, tokens, loss_rows):
+    """Estimated bytes of one training step by part, for `tokens` positions per batch (`loss_rows` carry loss)."""
+    shape, lora = facts["shape"], facts["lora_params"]
+    vocab, width = shape["vocab"], shape["d_model"]
+    weight_bytes = plan.param_dtype.itemsize
+    compute_bytes = (plan.autocast_dtype or plan.param_dtype).itemsize
+    per_token = activation_values_per_token(shape, speed.fast_gelu)
+    if (
+        speed.fused_loss
+    ):  # one chunk's logits and FP32 probabilities, the stored input gradient, the padded head
+        padded = -(-vocab // 128) * 128
+        rows = min(loss_rows, lm_head_rows(padded))
+        logits = rows * padded * (compute_bytes + 4) + loss_rows * width * 4 + padded * width * compute_bytes
+    else:  # the full logits, then an FP32 copy at the loss positions and cross-entropy's saved log-softmax
+        logits = tokens * vocab * compute_bytes + 2 * loss_rows * vocab * 4
+    return {
+        "frozen base weights": facts["base_params"] * weight_bytes,
+        "LoRA weights (FP32)": 4 * lora,
+        "LoRA gradients (FP32)": 4 * lora,
+        "AdamW moments (FP32, two per weight)": 8 * lora,
+        "activations kept for backward": shape["n_layer"] * tokens * per_token * compute_bytes,
+        "logits and loss": logits,
+    }
+
+
+@app.function
+def memory_levers(facts, parts, plan, speed, tokens, seq_len, batch_size):
+    """What gradient checkpointing and gradient accumulation would do to this step's memory and time."""
+    shape = facts["shape"]
+    compute_bytes = (plan.autocast_dtype or plan.param_dtype).itemsize
+    per_layer = tokens * activation_values_per_token(shape, speed.fast_gelu) * compute_bytes
+    # Checkpointing every block keeps each block's input only and recomputes one block at a time in backward.
+    checkpointed = shape["n_layer"] * tokens * shape["d_model"] * compute_bytes + per_layer
+    attention = shape["n_layer"] * seq_len * shape["d_model"]
+    forward = 2 * facts["matmul_params"] + 2 * attention
+    step = lora_flops_per_token(facts["matmul_params"], shape["n_layer"], seq_len, shape["d_model"], 0)
+    step += 6 * facts["lora_params"]
+    k = 4 if batch_size >= 4 else batch_size
+    return {
+        "activations": parts["activations kept for backward"],
+        "checkpointed_activations": checkpointed,
+        "extra_flops_share": forward / step,  # one more forward on top of forward + backward
+        "accumulation_steps": k,
+        "micro_batch": batch_size // k,
+        "accumulated_activations": (parts["activations kept for backward"] + parts["logits and loss"]) / k,
+    }
+
+
+@app.function
+def training_memory_text(facts, settings, plan, speed, tokens, loss_rows, measured=None):
+    """Where one training step's memory goes, estimated from the config; after a CUDA run, the measured peak.
+
+    `measured`: None before a run; after one {"device_type", "peak", "baseline"} (peak None on a CPU).
+    """
+    parts = training_memory(facts, plan, speed, tokens, loss_rows)
+    total = sum(parts.values())
+    rows = "\n".join(f"| {name} | {fmt_bytes(n)} | {100 * n / total:.0f}% |" for name, n in parts.items())
+    levers = memory_levers(facts, parts, plan, speed, tokens, settings.max_length, settings.batch_size)
+    if measured is None:
+        scope = f"batch {settings.batch_size} × max length {settings.max_length}, the most a batch can hold"
+        compared = "After a run on a CUDA GPU, step 5 puts torch's measured peak beside this estimate."
+    elif measured.get("peak"):
+        scope = "the largest batch this run built"
+        added = max(measured["peak"] - measured["baseline"], 1)
+        compared = (
+            f"**Measured** (torch `max_memory_allocated`, this process from step 2 on, the evaluation before "
+            f"training included): **{fmt_bytes(measured['peak'])}**, of which {fmt_bytes(measured['baseline'])} the "
+            f"process held before this run; the estimate is **{total / added:.2f}×** what this run added. The gap "
+            "is what the estimate leaves out: norm outputs autocast keeps in FP32, dropout masks, the "
+            "evaluation's own tensors, the allocator's rounding, and tensors that briefly overlap."
+        )
+    else:
+        scope = "the largest batch this run built"
+        compared = "Not measured: torch's allocator statistics exist on CUDA only; this run was on a CPU."
+    return f"""
+_Estimated from the model's config for **{tokens:,} token positions per batch** ({scope}), {loss_rows:,} of them
+carrying loss, in {plan.name}, on the **{speed.name}** path. Estimates, not measurements._
+
+| part | bytes | share |
+|---|---|---|
+{rows}
+| **total (estimated)** | **{fmt_bytes(total)}** | |
+
+LoRA shrinks the optimizer's part to the adapters ({fmt_bytes(16 * facts["lora_params"])} for weights, gradients and
+AdamW's two moments together); the activations grow with batch × length × layers × width and stay. Per layer
+and token the backward needs about {activation_values_per_token(facts["shape"], speed.fast_gelu):,} values
+(`activation_values_per_token` lists them).
+
+{compared}
+
+- **Gradient checkpointing** (`torch.utils.checkpoint`; not offered by this app) keeps only each block's input
+  and recomputes the block in backward: activations {fmt_bytes(levers["activations"])} →
+  **{fmt_bytes(levers["checkpointed_activations"])}**, for one extra forward pass, about
+  **{100 * levers["extra_flops_share"]:.0f}% more FLOPs** per step here (forward ÷ forward + backward with a frozen
+  base, from `lora_flops_per_token`; full fine-tuning pays about a third, since its backward also computes weight
+  gradients).
+- **Gradient accumulation** (not offered either) runs the batch of {settings.batch_size} as
+  {levers["accumulation_steps"]} micro-batches of {levers["micro_batch"]} and steps the optimizer once: the same
+  update, activations and logits {fmt_bytes(parts["activations kept for backward"] + parts["logits and loss"])} →
+  **{fmt_bytes(levers["accumulated_activations"])}**, the same FLOPs, {levers["accumulation_steps"]} smaller
+  passes in a row per step (smaller matmuls use the GPU less well).
+"""
+
+
+@app.function
+def dtype_name(dtype):
+    """torch.float16 → 'FP16' (BF16, FP32 likewise)."""
+    return {torch.float16: "FP16", torch.bfloat16: "BF16", torch.float32: "FP32"}.get(dtype, str(dtype))
+
+
+@app.function
+def tf32_text(plan, device_type, compute_capability=(0, 0), current=None):
+    """What `torch.set_float32_matmul_precision("high")` changes (sourced), and whether it touches this run."""
+    current = current or torch.get_float32_matmul_precision()
+    if device_type != "cuda":
+        here = "This run is on a **CPU**: the flag affects CUDA only, so it changes nothing here."
+    elif plan.autocast_dtype is not None:
+        here = (
+            f"This run is **{plan.name}**: its matmuls run in {dtype_name(plan.autocast_dtype)} "
+            "under autocast (the chunked loss casts to it as well), on the Tensor Cores already. TF32 changes "
+            "FP32 matmuls only, so the flag would not change this run."
+        )
+    elif compute_capability >= (8, 0):
+        here = (
+            'This run is **FP32 on a GPU with TF32 Tensor Cores**: `"high"` would move its matmuls onto them, '
+            "faster at TF32's 10-bit mantissa. The app leaves PyTorch's default, so they run in full FP32."
+        )
+    else:
+        here = (
+            f"This run is **FP32 on a GPU of compute capability {compute_capability[0]}.{compute_capability[1]}**: "
+            "TF32 Tensor Cores start with Ampere (8.0), so the flag changes nothing on this card."
+        )
+    return f"""
+`torch.set_float32_matmul_precision("high")` lets **FP32** matrix multiplications compute internally in
+TF32 (FP32's 8-bit exponent with 10 explicitly stored mantissa bits) where a fast TF32 algorithm exists; the
+result stays FP32. The default is `"highest"` (full FP32), and the flag affects CUDA only (PyTorch docs,
+`torch.set_float32_matmul_precision`). TF32 Tensor Cores exist on Ampere and later GPUs (PyTorch docs, CUDA
+semantics, "TensorFloat-32 (TF32) on Ampere (and later) devices").
+
+This process's setting now: `"{current}"`; the app never changes it. {here}
+"""
+
+
+@app.function
+def qlora_bytes(facts, weight_bytes):
+    """(base weights now, the same base with its linear layers in 4-bit NF4) in bytes.
+
+    NF4 stores 4 bits per weight plus its block's constant: QLoRA's double quantization brings that constant
+    to 8/64 + 32/(64·256) = 0.127 bits per weight (blocks of 64 weights, constants in blocks of 256).
+    Embeddings, the LM head, norms and biases stay in 16-bit.
+    """
+    now = facts["base_params"] * weight_bytes
+    nf4 = facts["linear_params"] * (4 + 8 / 64 + 32 / (64 * 256)) / 8
+    return now, nf4 + (facts["base_params"] - facts["linear_params"]) * 2
+
+
+@app.function
+def qlora_text(facts, plan, model_name, estimated_total):
+    """QLoRA as the next memory lever: a pointer, with this model's base-weight bytes now and in 4-bit."""
+    now, nf4 = qlora_bytes(facts, plan.param_dtype.itemsize)
+    return f"""
+**QLoRA** (Dettmers et al. 2023, arXiv:2305.14314) keeps the frozen base in **4-bit NormalFloat (NF4)**,
+quantises the quantisation constants too (double quantization), and pages optimizer state to CPU memory at
+spikes; gradients flow through the 4-bit base into 16-bit LoRA adapters. **This app does not implement it**
+(in the PEFT ecosystem it takes bitsandbytes and a CUDA GPU).
+
+For `{model_name}` the frozen base takes **{fmt_bytes(now)}** stored in {dtype_name(plan.param_dtype)}. With its
+{fmt_count(facts["linear_params"])} linear-layer weights in NF4 (4 bits + 0.127 bits of constants each) and the
+rest (embeddings, norms, biases) in 16-bit it would take **{fmt_bytes(nf4)}**, {now / nf4:.1f}× less
+(arithmetic, `qlora_bytes`). That is {100 * (now - nf4) / max(estimated_total, 1):.0f}% of this step's estimated
+{fmt_bytes(estimated_total)} (the memory section above): QLoRA pays when the base model is what does not fit;
+when activations dominate, checkpointing, a smaller batch or a shorter length are the levers.
+"""
+
+
+@app.function
+def memory_bandwidth(device_name):
+    """(bytes/s, source) of the card's peak memory bandwidth from MEMORY_BANDWIDTH_TBS, or (None, why)."""
+    for names, tbs in MEMORY_BANDWIDTH_TBS:
+        if any(re.search(rf"\b{re.escape(name)}\b", device_name or "") for name in names):
+            return tbs * 1e12, f"{names[0]} datasheet memory bandwidth"
+    return None, f"`{device_name}` is not in the app's small table of datasheet bandwidths"
+
+
+@app.function
+def largest_matmul(facts, tokens, loss_rows, fused_loss):
+    """(name, M, K, N) of the step's largest matmul by FLOPs: the MLP's or attention's projections over
+    `tokens` rows, or the LM head (on the fast path over the `loss_rows` only, one chunk at most)."""
+    shape = facts["shape"]
+    d, kv, m, vocab = shape["d_model"], shape["kv_width"], shape["mlp_width"], shape["vocab"]
+    head_rows = min(loss_rows, lm_head_rows(-(-vocab // 128) * 128)) if fused_loss else tokens
+    fused_qkv = shape["architecture"] == "gpt2"
+    candidates = [
+        (
+            "attention q, k, v (fused c_attn)" if fused_qkv else "attention q_proj",
+            tokens,
+            d,
+            d + 2 * kv if fused_qkv else d,
+        ),
+        ("MLP up-projection", tokens, d, m),
+        ("MLP down-projection", tokens, m, d),
+        ("LM head" + (" (one loss chunk)" if fused_loss else ""), head_rows, d, vocab),
+    ]
+    return max(candidates, key=lambda c: c[1] * c[2] * c[3])
+
+
+@app.function
+def arithmetic_intensity(m, k, n, element_bytes):
+    """FLOPs per byte of an [m × k] · [k × n] matmul that reads both inputs and writes the output once."""
+    return 2 * m * k * n / (element_bytes * (m * k + k * n + m * n))
+
+
+@app.function
+def roofline_text(facts, plan, speed, device_type, device_name, tokens, loss_rows):
+    """Compute-, memory- or overhead-bound: this run's largest matmul against the card's ridge point."""
+    name, m, k, n = largest_matmul(facts, tokens, loss_rows, speed.fused_loss)
+    dtype = plan.autocast_dtype or plan.param_dtype
+    element_bytes = dtype.itemsize
+    intensity = arithmetic_intensity(m, k, n, element_bytes)
+    flops = 2 * m * k * n
+    head = (
+        f"This run's largest matmul is the **{name}**: [{m:,} × {k:,}] · [{k:,} × {n:,}] in "
+        f"{dtype_name(dtype)}, {flops / 1e9:,.2f} GFLOP over {fmt_bytes(element_bytes * (m * k + k * n + m * n))} "
+        f"read and written: **{intensity:,.0f} FLOPs per byte** (arithmetic intensity; {m:,} rows = "
+        f"{'one loss chunk' if 'chunk' in name else 'the token positions of one batch, at most'})."
+    )
+    if device_type != "cuda":
+        place = (
+            "This is a CPU run: the app has no roofline for CPUs, so it **cannot place** this matmul on one."
+        )
+    else:
+        peak, peak_source = dense_peak_flops(device_name, dtype)
+        bandwidth, bandwidth_source = memory_bandwidth(device_name)
+        if peak is None or bandwidth is None:
+            place = f"The app **cannot place** it on this card's roofline: {peak_source if peak is None else bandwidth_source}."
+        else:
+            ridge = peak / bandwidth
+            side = "above" if intensity >= ridge else "below"
+            regime = "compute-bound (Tensor Cores)" if intensity >= ridge else "memory-bound (HBM bandwidth)"
+            place = (
+                f"On this **{device_name}** the ridge point is {peak / 1e12:,.0f} TFLOPS ÷ {bandwidth / 1e12:g} TB/s = "
+                f"**{ridge:,.0f} FLOPs per byte** ({peak_source}; {bandwidth_source}: datasheet figures, not measured). "
+                f"The matmul sits "
+                f"{side} it: **{regime}** if the GPU is kept fed. At the peak it would take "
+                f"**{flops / peak * 1e6:,.1f} µs**."
+            )
+    return f"""
+The roofline model: an operation doing $F$ FLOPs while moving $B$ bytes cannot run faster than
+$\\max(F/\\text{{peak FLOP/s}},\\ B/\\text{{bandwidth}})$. Its **arithmetic intensity** $F/B$ against the card's
+**ridge point** (peak FLOP/s ÷ bandwidth) says which roof limits it: above the ridge **compute-bound**, below
+**memory-bound**. A third regime has no roof: **overhead-bound**, when each kernel is so short that launching it,
+Python and host syncs take longer than the work.
+
+{head}
+
+{place}
+
+The element-wise work between the matmuls (norms, GELU/SiLU, residual adds, dropout) does about one FLOP per
+byte: memory-bound on every card. And a step is hundreds of kernels: when each takes a few microseconds the
+CPU's launches set the pace (overhead-bound), which is what the fast path's deferred read-backs and CUDA graphs
+attack. Step 5's MFU and GPM SM / Tensor Core / DRAM activity say which regime this run was really in.
 """
 
 

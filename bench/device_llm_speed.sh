@@ -33,8 +33,9 @@ if [ "$stage" = all ] || [ "$stage" = cold ]; then
     --json "$OUT/llm_cold_warmed.json" 2>&1 | tee "$OUT/llm_cold_warmed.log" || status=1
 fi
 if [ "$stage" = all ] || [ "$stage" = llama ]; then
-  # issue 15: SmolLM2-135M's shape (random weights), LoRA on all seven linear types, BF16 on the H200
-  python3 bench/lora_throughput.py --arch llama --configs 4x128,16x512 --apps plain,fast --json "$OUT/lora_llama.json" 2>&1 \
+  # issue 15: SmolLM2-135M's shape (random weights), LoRA on all seven linear types, BF16 on the H200;
+  # compile: the Llama blocks through CausalLMBody (no mask), compiled like GPT-2's
+  python3 bench/lora_throughput.py --arch llama --configs 4x128,16x512 --apps plain,fast,compile --json "$OUT/lora_llama.json" 2>&1 \
     | grep -v -i warn | tee "$OUT/lora_llama.log" || status=1
 fi
 if [ "$stage" = all ] || [ "$stage" = tests ]; then

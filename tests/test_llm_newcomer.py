@@ -74,6 +74,7 @@ def test_the_picker_says_before_train_when_a_hub_model_will_fall_back(monkeypatc
     monkeypatch.setattr(app, "model_cached", lambda name: True)
     assert "local cache" in app.model_availability_note(TrainSettings(model_source="gpt2")).text
     assert app.model_availability_note(TrainSettings(model_source="tiny")) is None
+    assert app.model_availability_note(TrainSettings(model_source="tiny-llama")) is None  # built offline too
 
 
 def test_generations_never_show_the_replacement_character():

@@ -33,7 +33,7 @@ from llm_finetuning_dashboard import (
     load_model_and_tokenizer,
     load_pretrained,
     lora_layers,
-    lr_factor,
+    lr_at,
     offline_gpt2,
     prepare_training,
     process_gpu_lock,
@@ -96,7 +96,8 @@ def test_cpu_precision_falls_back_with_an_explanation():
 
 
 def test_schedule_warms_up_then_decays():
-    factors = [lr_factor(step, 10, 100) for step in range(100)]
+    factors = [lr_at(step, 1.0, 10, 100) for step in range(100)]
+    assert [lr_at(step, 2e-4, 10, 100) for step in range(100)] == pytest.approx([2e-4 * f for f in factors])
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a <= b for a, b in zip(factors[:10], factors[1:10], strict=False))
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))

@@ -329,11 +329,15 @@ def llama_run(speed, precision="auto"):
     return run, data
 
 
-def test_the_llama_fast_path_matches_the_plain_loss_and_gives_its_memory_back(tmp_path):
-    """SmolLM2-135M's shape on the device: BF16 where native, fast vs plain losses, PEFT reload, release."""
+@pytest.mark.parametrize("fast", ["fast", "compile"])
+def test_the_llama_fast_path_matches_the_plain_loss_and_gives_its_memory_back(tmp_path, fast):
+    """SmolLM2-135M's shape on the device: BF16 where native, fast (and compiled) vs plain losses, PEFT
+    reload, release. The Llama blocks now run through CausalLMBody without a mask, compiled or not."""
     curves = {}
-    for speed in ("plain", "fast"):
+    for speed in ("plain", fast):
         run, data = llama_run(speed)
+        assert run.speed.compile == (speed == "compile")
+        assert run.speed.causal_only == (speed != "plain")
         baseline = run.memory_baseline
         assert run.settings.target_modules == (
             "q_proj",
@@ -352,7 +356,7 @@ def test_the_llama_fast_path_matches_the_plain_loss_and_gives_its_memory_back(tm
         )
         assert saved["failure"] is None and saved["peft_max_diff"] < peft_tolerance(run.plan)
         assert saved["release_report"]["allocated_after"] <= baseline + 64 * 2**20
-    for a, b in zip(curves["plain"], curves["fast"], strict=True):
+    for a, b in zip(curves["plain"], curves[fast], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=2e-2), (a["step"], a["loss"], b["loss"])
 
 
@@ -370,3 +374,64 @@ def test_the_llama_fast_step_does_not_wait_for_the_gpu():
         torch.cuda.set_sync_debug_mode(0)
     assert all(torch.isfinite(s[0]) for s in stats)
     run.release()
+
+
+@pytest.mark.parametrize("speed", ["plain", "fast"])
+def test_the_memory_estimate_lands_near_the_measured_peak_at_32_x_512(speed):
+    """The memory panel's estimate (from the config) against torch's measured peak, one epoch at 32 × 512."""
+    run, _ = gpt2_124m_run(speed=speed, epochs=1, batch_size=32, max_length=512)
+    stats = app.token_statistics(run.train_loader)
+    torch.cuda.reset_peak_memory_stats()
+    train_records(run)
+    added = torch.cuda.max_memory_allocated() - run.memory_baseline
+    parts = app.training_memory(
+        app.run_model_facts(run),
+        run.plan,
+        run.speed,
+        stats["max_batch_tokens"],
+        stats["max_batch_loss_tokens"],
+    )
+    estimate = sum(parts.values())
+    print(f"{speed}: estimated {estimate / 2**20:,.0f} MiB, measured {added / 2**20:,.0f} MiB, {parts}")
+    assert 0.5 < estimate / added < 2.0
+    run.release()
+
+
+def test_the_compiled_llama_step_does_not_wait_for_the_gpu_once_compiled():
+    """After the compiling steps, a compiled Llama step (CUDA graphs) queues without a device→host wait."""
+    run, _ = llama_run("compile")
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    batches = list(run.train_loader)
+    for batch in batches[:3]:  # compiles (and records the CUDA graphs) for the shapes met first
+        app.fast_train_step(run, batch, params, 1.0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = [app.fast_train_step(run, batch, params, 1.0) for batch in batches[:3]]  # the same shapes
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert all(torch.isfinite(s[0]) for s in stats)
+    baseline = run.memory_baseline
+    report = run.release()
+    assert report["allocated_after"] <= baseline + 64 * 2**20
+
+
+def test_the_utilization_probe_separates_launch_compute_and_memory_bound_work():
+    """Issue 14's three workloads on this card: classic utilization beside GPM (where the card has GPM)."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    before = torch.cuda.memory_allocated(device)
+    with app.gpu_turn(wait=False) as held:
+        assert held
+        rows = app.utilization_probe(device, seconds=1.5)
+    print(app.pd.DataFrame(rows).round(1).to_string())
+    tiny, matmul, copy = rows
+    assert all(row["classic_util_pct"] is not None for row in rows)  # NVML answers on a CUDA machine
+    gpm = app.GpmSampler([app.nvml_device_index(device)])
+    if gpm.available:
+        assert tiny["sm_active_pct"] < 20 < matmul["sm_active_pct"]
+        assert matmul["tensor_active_pct"] > 50 > copy["tensor_active_pct"]
+        assert copy["dram_bw_pct"] > 50 > tiny["dram_bw_pct"]
+        print(app.utilization_probe_text(rows))
+    else:
+        assert all(row["sm_active_pct"] is None for row in rows), gpm.unavailable_reason
+    assert torch.cuda.memory_allocated(device) <= before + 2**20  # the probe's buffers are gone
