@@ -49,6 +49,12 @@ def blocks() -> dict[str, str]:
     settings = llm.with_model_defaults(llm.TrainSettings(), "gpt2")
     why = llm.lora_plan(llm.planned_config(settings), settings)
     dataset, _, _ = llm.choose_dataset(settings, None)  # the built-in set
+    # The plans a Train click resolves to on a GPU with native BF16 (GPT-2 stays FP16 + GradScaler), and the
+    # datasheet row the roofline text uses for that card: built here, as no GPU is needed to write them.
+    plan = llm.resolve_precision("fp16", "cuda", True)
+    speed = llm.choose_speed_plan(settings.speed, "cuda")
+    tokens = settings.batch_size * settings.max_length  # before a run: the most one batch can hold
+    estimated = sum(llm.training_memory(why, plan, speed, tokens, tokens).values())
     out = {
         "rapids.explain_why_gpu": rapids.explain_why_gpu([], DOC_HOST, None),
         "rapids.explain_operations": rapids.explain_operations(None),
@@ -56,10 +62,16 @@ def blocks() -> dict[str, str]:
         "rapids.explain_metrics": rapids.explain_metrics([], None),
         "rapids.explain_cudf_pandas": rapids.explain_cudf_pandas(None),
         "rapids.explain_multi_gpu": rapids.explain_multi_gpu([], None),
+        "llm.intro_text": llm.intro_text(why, settings.model_source, llm.dtype_name(plan.param_dtype)),
         "llm.why_lora_text": llm.why_lora_text(why, settings),
         "llm.why_fp16_text": llm.why_fp16_text(),
         "llm.why_conv1d_text": llm.why_conv1d_text(why),
         "llm.hyperparameter_text": llm.hyperparameter_text(settings, why, llm.train_example_count(dataset)),
+        "llm.training_memory_text": llm.training_memory_text(why, settings, plan, speed, tokens, tokens),
+        "llm.tf32_text": llm.tf32_text(plan, "cuda", (9, 0), current="highest"),
+        "llm.qlora_text": llm.qlora_text(why, plan, settings.model_source, estimated),
+        "llm.roofline_text": llm.roofline_text(why, plan, speed, "cuda", "NVIDIA H200", tokens, tokens),
+        "llm.utilization_reference_text": llm.utilization_reference_text(),
         "llm.why_fast_text": llm.why_fast_text(settings, why),
         "llm.why_mfu_text": llm.why_mfu_text(why),
     }
