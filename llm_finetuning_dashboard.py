@@ -2785,7 +2785,9 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
             last = index == len(run.train_loader) - 1
             if len(pending) < sync_every and step > 0 and not last:
                 continue  # the fast path queues more steps before reading any back
-            values = torch.stack([stats for _, stats in pending]).tolist()  # HOST SYNC (fast path): the one
+            # HOST SYNC (fast path): the one read-back per group of SYNC_EVERY steps (the plain path's records
+            # are already on the host)
+            values = torch.stack([stats for _, stats in pending]).tolist()
             seconds = (time.perf_counter() - started) / len(pending)
             group, pending = pending, []
             for (meta, _), row in zip(group, values, strict=True):

@@ -68,7 +68,9 @@ def test_the_intro_computes_the_adapter_share_for_the_planned_model_instead_of_a
     large = lora_plan(GPT2Config(), settings(rank=64))
     assert f"**{small['trainable_pct']:.2f}%**" in intro_text(small, "gpt2")
     assert "stored in FP32" in intro_text(small, "tiny", "FP32")  # the precision the planned run stores
-    assert small["trainable_pct"] == pytest.approx(100 * 1_179_648 / (124_439_808 + 1_179_648))  # r=8, 4 targets
+    assert small["trainable_pct"] == pytest.approx(
+        100 * 1_179_648 / (124_439_808 + 1_179_648)
+    )  # r=8, 4 targets
     assert large["trainable_pct"] > 7 * small["trainable_pct"]  # the figure follows the rank
     assert "%" not in intro_text(None, "meta-llama/Llama-3.2-1B").split("matrix,")[1].split("while")[0]
 
@@ -175,7 +177,13 @@ def test_the_memory_text_says_what_is_estimated_and_what_was_measured(gpt2_plan)
     assert "**Measured** (torch `max_memory_allocated`" in after and "3.00 GiB" in after
     assert f"**{estimate / 2**31:.2f}×**" in after  # against the 2 GiB this run added
     on_cpu = training_memory_text(
-        gpt2_plan, chosen, FP32_CPU, FAST, 1200, 200, measured={"device_type": "cpu", "peak": None, "baseline": 0}
+        gpt2_plan,
+        chosen,
+        FP32_CPU,
+        FAST,
+        1200,
+        200,
+        measured={"device_type": "cpu", "peak": None, "baseline": 0},
     )
     assert "Not measured" in on_cpu and "**Measured**" not in on_cpu
 
