@@ -4608,8 +4608,22 @@ def why_fast_text(settings, why):
     padded = -(-vocab // 128) * 128
     eager_rows, compiled_rows = lm_head_rows(padded), lm_head_rows(padded, 4 * LOSS_CHUNK_BYTES)
     logits_bytes = settings.batch_size * settings.max_length * vocab * 4
+    gpt2 = why.get("architecture", "gpt2") == "gpt2"
+    gelu = (
+        'GPT-2\'s `gelu_new` is eight element-wise kernels; `GELU(approximate="tanh")` is the same formula in one'
+        if gpt2
+        else "nothing for this model: it is GPT-2's lever (its `gelu_new` is eight element-wise kernels); the Llama "
+        "family's MLP uses SiLU, which PyTorch runs as one op"
+    )
+    warm = (
+        "a one-layer GPT-2 of the same width runs the demo's steps once in the background at start-up, so the "
+        "first Train click is as fast as the next"
+        if gpt2
+        else "a one-layer GPT-2 runs the GPT-2 demo's steps once in the background at start-up; that warms the "
+        "process and the shared kernels, not every kernel of this model"
+    )
     head = (
-        f"GPT-2's odd vocabulary ({vocab:,}) forces cuBLAS onto slow unaligned kernels; {padded - vocab} zero rows "
+        f"this vocabulary ({vocab:,}) is not a multiple of 128, which puts cuBLAS on slower unaligned kernels; {padded - vocab} zero rows "
         f"(masked to −∞) make it {padded:,}, a multiple of 128"
         if padded != vocab
         else f"this vocabulary ({vocab:,}) is already a multiple of 128, so nothing is added"
@@ -4625,9 +4639,9 @@ lever keeps the maths of a step: the fast and plain paths give the same loss cur
 | **LM head padded to a multiple of 128 rows** | {head} |
 | **no padding mask** | batches are right-padded and attention is causal, so no real token ever sees padding: SDPA runs with `is_causal=True` (flash attention), and transformers' mask checks, which wait for the GPU, are skipped |
 | **fused AdamW, schedule on the GPU, read back every {SYNC_EVERY} steps** | a host sync per step (`loss.item()`) stops the CPU from queueing the next step; now the GradScaler's skip, the learning rate and the loss stay on the GPU |
-| **one-kernel GELU** | GPT-2's `gelu_new` is eight element-wise kernels; `GELU(approximate="tanh")` is the same formula in one |
+| **one-kernel GELU** | {gelu} |
 | **torch.compile + CUDA graphs** | fuses LayerNorm, dropout, GELU and residual adds; CUDA graphs replay a step's kernels without the CPU launching each one. Compiling is paid again by every run (each run's compiled model is dropped with the run to free its memory; inductor's on-disk cache shortens later compiles), so *auto* uses it only for runs of ≥ {fmt_count(COMPILE_PAYS_AFTER_TOKENS)} tokens or ≥ {COMPILE_PAYS_AFTER_STEPS:,} steps, the measured break-even below |
-| **kernels warmed when the app opens** | the first CUDA work of a process loads every kernel it touches and sets up cuBLAS and flash attention; a one-layer GPT-2 of the same width runs the demo's steps once in the background at start-up, so the first Train click is as fast as the next |
+| **kernels warmed when the app opens** | the first CUDA work of a process loads every kernel it touches and sets up cuBLAS and flash attention; {warm} |
 {fast_path_measured_text()}"""
 
 

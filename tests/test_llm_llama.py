@@ -169,3 +169,20 @@ def test_a_gated_model_without_a_token_is_recognised_by_the_hub_error_type():
     except OSError as error:
         assert app.is_gated_error(error)
     assert not app.is_gated_error(OSError("disk full"))
+
+
+def test_why_fast_names_gpt2_only_levers_as_such_for_a_llama_model():
+    """The 'why fast' panel follows the planned architecture: no GPT-2 vocabulary or GELU claim for Llama."""
+    import llm_finetuning_dashboard as app
+
+    for source, vocab in (("tiny-llama", 1000), ("gpt2", None)):
+        settings = app.TrainSettings(model_source=source)
+        why = app.lora_plan(app.planned_config(settings, vocab), settings)
+        text = app.why_fast_text(settings, why)
+        if source == "gpt2":
+            assert "GPT-2's `gelu_new` is eight element-wise kernels; `GELU" in text
+            assert "50,257" in text and "of the same width" in text
+        else:
+            assert why["architecture"] == "llama"
+            assert "nothing for this model: it is GPT-2's lever" in text and "SiLU" in text
+            assert "not every kernel of this model" in text and "GPT-2's odd" not in text
