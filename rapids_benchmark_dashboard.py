@@ -140,7 +140,12 @@ with app.setup:
     # The realistic step shown falling back to the CPU under cudf.pandas. Candidates are measured by
     # bench/cudf_pandas_fallbacks.py on the device; swap the name here once one is measured to fall back.
     FALLBACK_STEP = "rowwise_label"
-    PROFILE_SAMPLE_ROWS = 50_000  # cudf.pandas' profiler runs on this many rows (see worker_main)
+    # cudf.pandas' profiler inspects the whole call stack on every proxied call: a step that runs Python per
+    # row costs per row under it (on an H100, 50,000 rows of `apply(axis=1)` ran for hours). Which functions
+    # fall back does not depend on the row count, so the profiled call runs on a few hundred rows and is
+    # stopped after PROFILE_TIMEOUT_S whatever it does (see profile_fallbacks).
+    PROFILE_SAMPLE_ROWS = 300
+    PROFILE_TIMEOUT_S = 20.0
     # RAPIDS platform support (26.x): CUDA 12 wheels from Volta, CUDA 13 wheels from Turing (CUDA 13 dropped Volta).
     CUDF_GPU_REQUIREMENT = (
         "compute capability 7.0 (Volta) or newer with the CUDA 12 wheels, `cudf-cu12`; "
@@ -1681,9 +1686,7 @@ def worker_main(request: dict) -> dict:
     accelerated = "cudf.pandas" in sys.modules
     sync = cuda_synchronize if accelerated else (lambda: None)
     df, lookup = generate_data(request["rows"], request.get("seed", 0))
-    # The profiler is a sys.settrace hook that sees every Python call: a fallback that calls Python per row
-    # runs orders of magnitude slower under it (10M rows did not finish in 8 minutes on an H200). So the
-    # timings come from the unprofiled runs and the GPU/CPU split from one profiled call on a small sample.
+    # The timings come from the unprofiled runs; the GPU/CPU split from one profiled call on a small sample.
     sample, sample_lookup = generate_data(min(request["rows"], PROFILE_SAMPLE_ROWS), request.get("seed", 0))
     steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
     out = {"accelerated": accelerated, "ops": {}, "profile_rows": min(request["rows"], PROFILE_SAMPLE_ROWS)}
@@ -1692,20 +1695,7 @@ def worker_main(request: dict) -> dict:
         timing = time_operation(
             fn, request["repeats"], sync=sync, min_warmup_s=GPU_MIN_WARMUP_S * accelerated
         )
-        profile = None
-        if accelerated:
-            from cudf.pandas import Profiler
-
-            with Profiler() as profiler:
-                steps[op](pd, sample, sample_lookup)
-            profile = [
-                {
-                    "function": name,
-                    **{f"{k}_calls": len(v) for k, v in t.items()},
-                    **{f"{k}_s": sum(v) for k, v in t.items()},
-                }
-                for name, t in profiler.per_function_stats.items()
-            ]
+        profile = profile_fallbacks(functools.partial(steps[op], pd), sample, sample_lookup) if accelerated else None
         path = os.path.join(request["out_dir"], f"{op}.parquet")
         flatten_result(timing.result).to_parquet(path)
         out["ops"][op] = {
@@ -1722,6 +1712,48 @@ def worker_main(request: dict) -> dict:
 
 
 @app.function
+def profile_fallbacks(step, sample, lookup, profiler_cls=None, timeout_s: float = PROFILE_TIMEOUT_S) -> list[dict]:
+    """One profiled call of `step(sample, lookup)` under cudf.pandas' Profiler: per pandas function, GPU/CPU calls.
+
+    Its cost is capped twice: the caller passes a sample of PROFILE_SAMPLE_ROWS rows, and a timer stops the
+    call after `timeout_s` (the report then says so in a row of its own). Runs in the worker's main thread.
+    """
+    import signal
+
+    if profiler_cls is None:
+        from cudf.pandas import Profiler as profiler_cls
+
+    class ProfileTimeout(Exception):
+        pass
+
+    def stop(_signum, _frame):
+        raise ProfileTimeout
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    stopped = False
+    try:
+        with profiler_cls() as profiler:
+            step(sample, lookup)
+    except ProfileTimeout:
+        stopped = True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    rows = [
+        {
+            "function": name,
+            **{f"{k}_calls": len(v) for k, v in t.items()},
+            **{f"{k}_s": sum(v) for k, v in t.items()},
+        }
+        for name, t in profiler.per_function_stats.items()
+    ]
+    if stopped:
+        rows.append({"function": f"(profiling stopped after {timeout_s:.0f} s; calls above are those seen so far)"})
+    return rows
+
+
+@app.function
 def run_snippet_here(code: str, df, out_dir: str, sync) -> dict:
     """Runs in the worker: the user's snippet over `df`, timed once after a warm-up; its result saved as Parquet."""
     namespace = {"pd": pd, "np": np, "df": df}
@@ -1735,20 +1767,8 @@ def run_snippet_here(code: str, df, out_dir: str, sync) -> dict:
     timing = time_operation(run, 1, sync=sync)
     result = timing.result
     profile = None
-    if "cudf.pandas" in sys.modules:
-        from cudf.pandas import Profiler
-
-        # On a sample, as in worker_main: the settrace profiler makes per-row Python far slower.
-        with Profiler() as profiler:
-            run(df.head(PROFILE_SAMPLE_ROWS))
-        profile = [
-            {
-                "function": name,
-                **{f"{k}_calls": len(v) for k, v in t.items()},
-                **{f"{k}_s": sum(v) for k, v in t.items()},
-            }
-            for name, t in profiler.per_function_stats.items()
-        ]
+    if "cudf.pandas" in sys.modules:  # on a sample, bounded in time, as in worker_main
+        profile = profile_fallbacks(lambda frame, _lookup: run(frame), df.head(PROFILE_SAMPLE_ROWS), None)
     if hasattr(result, "columns"):  # a DataFrame
         frame = result.copy()
     elif hasattr(result, "to_frame"):  # a Series or an Index

@@ -182,3 +182,41 @@ def test_the_summary_says_how_close_zero_code_change_gets_to_hand_written_cudf()
     ]
     text = app.summary_text(app.summarize_records(recs), bench_for(recs, [10**6]))
     assert "ran at 0.5× on sort the speed of hand-written cuDF" in text
+
+
+class _CountingProfiler:
+    """Stands in for cudf.pandas' Profiler: counts what the profiled call saw."""
+
+    per_function_stats = {"DataFrame.apply": {"cpu": [0.1, 0.2]}}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_the_fallback_report_profiles_a_capped_sample_whatever_the_rows():
+    seen = []
+    df, lookup = app.generate_data(20_000)
+
+    def step(frame, _lookup):  # Python per row, the kind of work the profiler makes slow
+        seen.append(len(frame))
+        return frame.apply(lambda r: r["value"] > 50, axis=1)
+
+    rows = app.profile_fallbacks(step, df.head(app.PROFILE_SAMPLE_ROWS), lookup, profiler_cls=_CountingProfiler)
+    assert seen == [app.PROFILE_SAMPLE_ROWS] and app.PROFILE_SAMPLE_ROWS <= 1_000
+    assert rows == [{"function": "DataFrame.apply", "cpu_calls": 2, "cpu_s": pytest.approx(0.3)}]
+
+
+def test_a_profiled_step_that_never_ends_is_stopped_and_the_report_says_so():
+    calls = []
+
+    def endless(frame, _lookup):
+        while True:  # a Python loop: the timer's signal stops it between bytecodes
+            calls.append(1)
+            time.sleep(0.01)
+
+    rows = app.profile_fallbacks(endless, None, None, profiler_cls=_CountingProfiler, timeout_s=0.3)
+    assert calls and "profiling stopped after" in rows[-1]["function"]
+    assert rows[0]["function"] == "DataFrame.apply"
