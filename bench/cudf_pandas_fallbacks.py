@@ -48,13 +48,13 @@ def child(rows: int) -> None:
     from cudf.pandas import Profiler
 
     sys.path.insert(0, str(ROOT))
-    import rapids_benchmark_dashboard as app
+    from gpu_notebooks.rapids_benchmark.cudf_pandas import FALLBACK_STEP, fallback_steps
+    from gpu_notebooks.rapids_benchmark.data import generate_data
 
-    print(f"# cudf.pandas loaded: {'cudf.pandas' in sys.modules}; FALLBACK_STEP now: {app.FALLBACK_STEP}")
-    df, lookup = app.generate_data(rows)
+    print(f"# cudf.pandas loaded: {'cudf.pandas' in sys.modules}; FALLBACK_STEP now: {FALLBACK_STEP}")
+    df, lookup = generate_data(rows)
     candidates = {
-        name: functools.partial(lambda fn, d: fn(pd, d, lookup), fn)
-        for name, fn in app.fallback_steps().items()
+        name: functools.partial(lambda fn, d: fn(pd, d, lookup), fn) for name, fn in fallback_steps().items()
     }
     candidates.update(extra_candidates(pd, np))
     for name, fn in candidates.items():

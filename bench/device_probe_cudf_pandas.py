@@ -89,7 +89,8 @@ def child(rows: int, accelerated: bool) -> None:
                 with Profiler() as prof:
                     exec(code, dict(small))
                 entry["functions"] = {
-                    fn: {k: [len(v), sum(v)] for k, v in d.items()} for fn, d in prof.per_function_stats.items()
+                    fn: {k: [len(v), sum(v)] for k, v in d.items()}
+                    for fn, d in prof.per_function_stats.items()
                 }
             head = pd.Series(out).head(2000) if not isinstance(out, pd.DataFrame) else out.head(2000)
             entry["digest"] = str(pd.util.hash_pandas_object(head.astype(str), index=True).sum())
@@ -112,7 +113,9 @@ def main() -> None:
         try:
             p = subprocess.run(
                 [sys.executable, __file__, "--rows", str(a.rows), "--child", mode],
-                capture_output=True, text=True, timeout=a.timeout,
+                capture_output=True,
+                text=True,
+                timeout=a.timeout,
             )
             out, err = p.stdout, p.stderr
         except subprocess.TimeoutExpired as exc:
@@ -122,7 +125,9 @@ def main() -> None:
         if err.strip():
             print(f"{mode} child stderr (tail): {err[-1500:]}")
     print(f"rows={a.rows:,}")
-    print(f"{'step':26} {'pandas s':>9} {'cudf.pd s':>9} {'speedup':>8} {'same':>5}  GPU calls / CPU calls (CPU s)")
+    print(
+        f"{'step':26} {'pandas s':>9} {'cudf.pd s':>9} {'speedup':>8} {'same':>5}  GPU calls / CPU calls (CPU s)"
+    )
     for name in CANDIDATES:
         if name not in runs["pandas"] or name not in runs["cudf_pandas"]:
             print(f"{name:26} not reached before the timeout")

@@ -91,8 +91,12 @@ def main():
     print("GPM supported:", pynvml.nvmlGpmQueryDeviceSupport(h).isSupportedDevice)
     cc = torch.cuda.get_device_capability()
     print(
-        "cc", cc, "bf16 supported (emulation ok)", torch.cuda.is_bf16_supported(),
-        "native", torch.cuda.is_bf16_supported(including_emulation=False),
+        "cc",
+        cc,
+        "bf16 supported (emulation ok)",
+        torch.cuda.is_bf16_supported(),
+        "native",
+        torch.cuda.is_bf16_supported(including_emulation=False),
     )
     for label, kind in [
         ("slowdown", pynvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN),

@@ -28,31 +28,23 @@ from transformers import GPT2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm_finetuning_dashboard import (  # noqa: E402
+from gpu_notebooks.llm_finetuning.adapter import peft_reload_check, save_adapter
+from gpu_notebooks.llm_finetuning.evaluation import evaluate_run
+from gpu_notebooks.llm_finetuning.loading import load_pretrained
+from gpu_notebooks.llm_finetuning.lora import inject_lora
+from gpu_notebooks.llm_finetuning.models import (
     TINY_MODEL_NAME,
-    FineTuneRun,
-    TrainSettings,
-    answer_token_budget,
-    bf16_native,
     build_offline_tokenizer,
-    builtin_examples,
-    device_memory,
-    evaluate_run,
-    format_prompt,
-    inject_lora,
-    load_pretrained,
     offline_gpt2,
-    peft_reload_check,
-    prepare_training,
-    resolve_precision,
-    save_adapter,
-    set_seed,
     tiny_gpt2_config,
     tokenizer_corpus,
-    train_steps,
-    warm_up_kernels,
-    with_model_defaults,
 )
+from gpu_notebooks.llm_finetuning.precision import bf16_native, resolve_precision, set_seed
+from gpu_notebooks.llm_finetuning.settings import TrainSettings, with_model_defaults
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples, format_prompt
+from gpu_notebooks.llm_finetuning.tokens import answer_token_budget
+from gpu_notebooks.llm_finetuning.training import FineTuneRun, device_memory, prepare_training, train_steps
+from gpu_notebooks.llm_finetuning.warmup import warm_up_kernels
 
 CONFIGS = {
     "defaults": {"batch_size": 16, "max_length": 128, "synthetic": False},

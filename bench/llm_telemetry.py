@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from transformers import GPT2Config
 
@@ -38,7 +39,27 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from llm_pipeline import synthetic_long_examples  # noqa: E402
 
-import llm_finetuning_dashboard as app  # noqa: E402
+from gpu_notebooks.gpu.gpm import GPM_FIELDS, GpmSampler
+from gpu_notebooks.llm_finetuning.models import (
+    TINY_MODEL_NAME,
+    build_offline_tokenizer,
+    offline_gpt2,
+    tiny_gpt2_config,
+    tokenizer_corpus,
+)
+from gpu_notebooks.llm_finetuning.precision import bf16_native, resolve_precision
+from gpu_notebooks.llm_finetuning.settings import TrainSettings
+from gpu_notebooks.llm_finetuning.steps import (
+    inject_step,
+    load_step,
+    prepare_step,
+    save_step,
+    train_step_body,
+)
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+from gpu_notebooks.llm_finetuning.telemetry import GpuSampler, mfu, nvml_device_index
+from gpu_notebooks.llm_finetuning.tokens import answer_token_budget
+from gpu_notebooks.llm_finetuning.training import train_steps
 
 CONFIGS = {"defaults": (16, 128, False), "b32s512": (32, 512, True)}
 
@@ -47,36 +68,36 @@ def loader_for(tiny):
     """Step 2's loader: GPT-2 124M's shape with random weights (or the app's tiny model)."""
 
     def load(settings, dtype, corpus):
-        tokenizer = app.build_offline_tokenizer(corpus)
-        config = app.tiny_gpt2_config(len(tokenizer)) if tiny else GPT2Config()
-        model = app.offline_gpt2(tokenizer, config, seed=settings.seed).to(dtype)
-        return model, tokenizer, app.TINY_MODEL_NAME if tiny else "gpt2-124M-random", None
+        tokenizer = build_offline_tokenizer(corpus)
+        config = tiny_gpt2_config(len(tokenizer)) if tiny else GPT2Config()
+        model = offline_gpt2(tokenizer, config, seed=settings.seed).to(dtype)
+        return model, tokenizer, TINY_MODEL_NAME if tiny else "gpt2-124M-random", None
 
     return load
 
 
 def frame_for(synthetic, tiny, max_length, repeat=1):
-    data = app.builtin_examples()
+    data = builtin_examples()
     if synthetic:
-        tokenizer = app.build_offline_tokenizer(app.tokenizer_corpus(data))
+        tokenizer = build_offline_tokenizer(tokenizer_corpus(data))
         data = synthetic_long_examples(tokenizer, max_length)
     if repeat > 1:
         train = data[data["split"] == "train"]
-        data = app.pd.concat([*([train] * repeat), data[data["split"] == "eval"]], ignore_index=True)
+        data = pd.concat([*([train] * repeat), data[data["split"] == "eval"]], ignore_index=True)
     return data
 
 
 def prepared_run(args, device, batch, length, synthetic, epochs=None, repeat=1):
     """Steps 1-4 through the app's helpers; returns (run, data)."""
-    settings = app.TrainSettings(
+    settings = TrainSettings(
         model_source="tiny" if args.tiny else "gpt2", batch_size=batch, max_length=length, epochs=epochs
     )
     data = frame_for(synthetic, args.tiny, length, repeat)
-    plan = app.resolve_precision(settings.precision, device.type, app.bf16_native(device))
-    run, facts = app.load_step(settings, data, device, plan, loader=loader_for(args.tiny))
+    plan = resolve_precision(settings.precision, device.type, bf16_native(device))
+    run, facts = load_step(settings, data, device, plan, loader=loader_for(args.tiny))
     assert not facts["out_of_memory"], "out of memory while loading"
-    assert app.inject_step(run)[1] is None
-    assert app.prepare_step(run, data)[1] is None
+    assert inject_step(run)[1] is None
+    assert prepare_step(run, data)[1] is None
     return run, data
 
 
@@ -88,13 +109,13 @@ def telemetry_row(name, args, device):
     batch, length, synthetic = CONFIGS[name]
     run, data = prepared_run(args, device, batch, length, synthetic)
     eval_frame = data[data["split"] == "eval"]
-    result = app.train_step_body(run, eval_frame, app.answer_token_budget(run.tokenizer, data["response"]))
+    result = train_step_body(run, eval_frame, answer_token_budget(run.tokenizer, data["response"]))
     steps = result["train_records"]
     seconds = sum(r["seconds"] for r in steps)
     real = sum(r["real_tokens"] for r in steps)
     gpm = result["gpm"]
     means = gpm.means() if gpm is not None and gpm.available else {}
-    achieved = app.mfu(real / seconds, result["flops_per_token"], result["peak_flops"])
+    achieved = mfu(real / seconds, result["flops_per_token"], result["peak_flops"])
     energy = result["energy_j"]
     row = {
         "config": f"{name} ({batch} x {length})",
@@ -106,7 +127,7 @@ def telemetry_row(name, args, device):
         "GPM windows/s": fmt(len(gpm.samples) / result["train_seconds"]) if means else "n/a",
         "J / 1M tokens": fmt(None if energy is None else energy / real * 1e6, "{:,.0f}"),
     }
-    for key in app.GPM_FIELDS:
+    for key in GPM_FIELDS:
         value = means.get(key)
         if key.startswith("pcie_"):
             row[key.replace("_bytes_s", " MB/s")] = fmt(None if value is None else value / 1e6)
@@ -114,20 +135,20 @@ def telemetry_row(name, args, device):
             row[key.replace("_pct", " %")] = fmt(value)
     if not means:
         row["GPM"] = "unavailable: " + ("no GPU" if gpm is None else gpm.unavailable_reason)
-    app.save_step(run, Path(args.output) / name, eval_frame["prompt"].head(8).tolist())
+    save_step(run, Path(args.output) / name, eval_frame["prompt"].head(8).tolist())
     return row
 
 
 def step_seconds(run, variant):
     """Median per-step seconds of one training epoch, with the variant's samplers running."""
-    classic = app.GpuSampler(run.device, hz=10) if variant in ("classic", "both") else None
-    gpm = app.GpmSampler([app.nvml_device_index(run.device)], hz=10) if variant == "both" else None
+    classic = GpuSampler(run.device, hz=10) if variant in ("classic", "both") else None
+    gpm = GpmSampler([nvml_device_index(run.device)], hz=10) if variant == "both" else None
     if classic is not None:
         classic.__enter__()
     if gpm is not None:
         gpm.start()
     try:
-        records = [r for r in app.train_steps(run) if r["kind"] == "train"]
+        records = [r for r in train_steps(run) if r["kind"] == "train"]
     finally:
         if gpm is not None:
             gpm.stop()

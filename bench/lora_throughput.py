@@ -73,25 +73,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm_pipeline import print_table, warm_up  # noqa: E402  (the sibling bench script; bench/ is sys.path[0])
 
-from llm_finetuning_dashboard import (  # noqa: E402
-    ALL_TARGETS,
-    SYNC_EVERY,
-    FineTuneRun,
-    TrainingStopped,
-    TrainSettings,
+from gpu_notebooks.llm_finetuning.lora import inject_lora
+from gpu_notebooks.llm_finetuning.models import (
     architecture_targets,
-    bf16_native,
     build_offline_tokenizer,
-    builtin_examples,
-    choose_speed_plan,
-    device_memory,
-    inject_lora,
     offline_gpt2,
     offline_llama,
-    prepare_training,
-    resolve_precision,
-    set_seed,
     tokenizer_corpus,
+)
+from gpu_notebooks.llm_finetuning.precision import bf16_native, resolve_precision, set_seed
+from gpu_notebooks.llm_finetuning.settings import ALL_TARGETS, TrainSettings
+from gpu_notebooks.llm_finetuning.speed import SYNC_EVERY, choose_speed_plan
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+from gpu_notebooks.llm_finetuning.training import (
+    FineTuneRun,
+    TrainingStopped,
+    device_memory,
+    prepare_training,
     train_steps,
 )
 

@@ -179,20 +179,16 @@ def rapids_child(args) -> dict:
 
     import pandas as pd
 
-    from rapids_benchmark_dashboard import (
-        OPS,
-        Engine,
-        detect_cudf,
-        detect_polars,
-        estimate_bytes_per_row,
-        gpu_lock,
-        make_engines,
-        plan_run,
-        read_gpu_status,
-        read_host_status,
-        run_with_progress,
-        summarize_records,
-    )
+    from gpu_notebooks.gpu.lock import gpu_lock
+    from gpu_notebooks.gpu.nvml import read_gpu_status
+    from gpu_notebooks.rapids_benchmark.data import estimate_bytes_per_row
+    from gpu_notebooks.rapids_benchmark.engine import Engine
+    from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+    from gpu_notebooks.rapids_benchmark.ops import OPS
+    from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars
+    from gpu_notebooks.rapids_benchmark.report import summarize_records
+    from gpu_notebooks.rapids_benchmark.runner import run_with_progress
+    from gpu_notebooks.rapids_benchmark.sizing import plan_run, read_host_status
 
     # The start-up cell (once per app process): the app reads free GPU memory here and plans with it.
     gpus = read_gpu_status()
@@ -378,30 +374,29 @@ def llm_child(args) -> dict:
     import pandas as pd
     from transformers import GPT2Config
 
-    from llm_finetuning_dashboard import (
-        TrainSettings,
-        answer_token_budget,
-        bf16_native,
+    from gpu_notebooks.llm_finetuning.adapter import zip_folder
+    from gpu_notebooks.llm_finetuning.environment import describe_environment
+    from gpu_notebooks.llm_finetuning.loading import load_model_and_tokenizer
+    from gpu_notebooks.llm_finetuning.lora import parameter_breakdown, parameter_counts
+    from gpu_notebooks.llm_finetuning.models import (
         build_offline_tokenizer,
-        builtin_examples,
-        choose_device,
-        describe_environment,
-        device_memory,
-        evaluate_step,
-        inject_step,
-        load_model_and_tokenizer,
-        load_step,
         offline_gpt2,
-        parameter_breakdown,
-        parameter_counts,
-        prepare_step,
-        resolve_precision,
-        save_step,
         tiny_gpt2_config,
         tokenizer_corpus,
-        train_step_body,
-        zip_folder,
     )
+    from gpu_notebooks.llm_finetuning.precision import bf16_native, choose_device, resolve_precision
+    from gpu_notebooks.llm_finetuning.settings import TrainSettings
+    from gpu_notebooks.llm_finetuning.steps import (
+        evaluate_step,
+        inject_step,
+        load_step,
+        prepare_step,
+        save_step,
+        train_step_body,
+    )
+    from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+    from gpu_notebooks.llm_finetuning.tokens import answer_token_budget
+    from gpu_notebooks.llm_finetuning.training import device_memory
 
     environment = describe_environment()  # the first cell
     device = torch.device("cpu") if cpu else choose_device()

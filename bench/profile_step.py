@@ -21,13 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lora_throughput import model_config, run_app_setup, synthetic_batches  # noqa: E402
 
-from llm_finetuning_dashboard import (  # noqa: E402
-    build_offline_tokenizer,
-    builtin_examples,
-    fast_train_step,
-    tokenizer_corpus,
-    train_one_step,
-)
+from gpu_notebooks.llm_finetuning.models import build_offline_tokenizer, tokenizer_corpus
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+from gpu_notebooks.llm_finetuning.training import fast_train_step, train_one_step
 
 
 def main():

@@ -13,27 +13,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rapids_benchmark_dashboard import (  # noqa: E402
-    ALL_OPS,
-    OPS,
-    GpuSampler,
-    copy_bandwidth_probe,
-    dask_client,
-    detect_cudf,
-    detect_dask,
-    detect_duckdb,
-    detect_polars,
-    estimate_bytes_per_row,
-    fmt_seconds,
-    format_rows,
-    make_dask_engine,
-    make_engines,
-    plan_run,
-    read_gpu_status,
-    read_host_status,
-    run_sized_benchmark,
-    summarize_records,
-)
+from gpu_notebooks.gpu.nvml import read_gpu_status
+from gpu_notebooks.gpu.sampler import GpuSampler
+from gpu_notebooks.rapids_benchmark.dask_engine import dask_client, detect_dask, make_dask_engine
+from gpu_notebooks.rapids_benchmark.data import estimate_bytes_per_row
+from gpu_notebooks.rapids_benchmark.duckdb_engine import detect_duckdb
+from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.formatting import fmt_seconds, format_rows
+from gpu_notebooks.rapids_benchmark.ops import ALL_OPS, OPS
+from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars
+from gpu_notebooks.rapids_benchmark.report import summarize_records
+from gpu_notebooks.rapids_benchmark.roofline import copy_bandwidth_probe
+from gpu_notebooks.rapids_benchmark.runner import run_sized_benchmark
+from gpu_notebooks.rapids_benchmark.sizing import plan_run, read_host_status
 
 
 def main() -> None:

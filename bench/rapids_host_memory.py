@@ -33,24 +33,30 @@ import pandas as pd
 import duckdb
 import polars as pl
 import psutil
-import rapids_benchmark_dashboard as app
+from gpu_notebooks.rapids_benchmark.checks import results_match_polars
+from gpu_notebooks.rapids_benchmark.data import estimate_bytes_per_row
+from gpu_notebooks.rapids_benchmark.engine import Engine
+from gpu_notebooks.rapids_benchmark.engines import make_engines
+from gpu_notebooks.rapids_benchmark.ops import OPS
+from gpu_notebooks.rapids_benchmark.polars_engine import polars_frame_for_gpu, polars_ops
+from gpu_notebooks.rapids_benchmark.runner import run_benchmark
 
 names = {names!r}
-engines = [e for e in app.make_engines(None, pl, False, duckdb) if e.name in names]
+engines = [e for e in make_engines(None, pl, False, duckdb) if e.name in names]
 if "cudf_host" in names:
-    engines.append(app.Engine("cudf_host", pd, on_gpu=True, to_device=lambda f: f.copy(),
+    engines.append(Engine("cudf_host", pd, on_gpu=True, to_device=lambda f: f.copy(),
                               to_host=lambda f: f.copy(deep=True)))
 if "polars_gpu" in names:
-    engines.append(app.Engine("polars_gpu", pl, on_gpu=False,
-                              to_device=lambda f: app.polars_frame_for_gpu(pl, f),
-                              ops=app.polars_ops("cpu"), compare=app.results_match_polars))
-app.run_benchmark([20_000], list(app.OPS), engines, repeats=1)  # imports, thread pools, caches
+    engines.append(Engine("polars_gpu", pl, on_gpu=False,
+                              to_device=lambda f: polars_frame_for_gpu(pl, f),
+                              ops=polars_ops("cpu"), compare=results_match_polars))
+run_benchmark([20_000], list(OPS), engines, repeats=1)  # imports, thread pools, caches
 gc.collect()
 base = psutil.Process().memory_info().rss
-out = app.run_benchmark([{rows}], list(app.OPS), engines, repeats=1)
+out = run_benchmark([{rows}], list(OPS), engines, repeats=1)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({{"base": base, "peak": peak, "errors": out["errors"],
-                  "bpr": app.estimate_bytes_per_row()}}))
+                  "bpr": estimate_bytes_per_row()}}))
 """
 
 

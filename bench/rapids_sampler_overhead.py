@@ -14,17 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rapids_benchmark_dashboard import (  # noqa: E402
-    OPS,
-    GpmSampler,
-    GpuSampler,
-    cuda_synchronize,
-    detect_cudf,
-    generate_data,
-    get_op,
-    read_gpu_status,
-    time_operation,
-)
+from gpu_notebooks.gpu.gpm import GpmSampler
+from gpu_notebooks.gpu.nvml import read_gpu_status
+from gpu_notebooks.gpu.sampler import GpuSampler
+from gpu_notebooks.rapids_benchmark.data import generate_data
+from gpu_notebooks.rapids_benchmark.engines import detect_cudf
+from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
+from gpu_notebooks.rapids_benchmark.timing import cuda_synchronize, time_operation
 
 CONFIGS = ("none", "classic", "classic + GPM")
 

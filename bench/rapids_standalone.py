@@ -97,7 +97,9 @@ def main():
         standalone[name] = (p, g)
     app = {}
     if args.app:
-        from rapids_benchmark_dashboard import make_engines, run_benchmark, summarize_records
+        from gpu_notebooks.rapids_benchmark.engines import make_engines
+        from gpu_notebooks.rapids_benchmark.report import summarize_records
+        from gpu_notebooks.rapids_benchmark.runner import run_benchmark
 
         out = run_benchmark([n], list(OPS), make_engines(cudf), repeats=3)
         s = summarize_records(out["records"])

@@ -42,7 +42,7 @@ def test_run_button_gives_results_with_checks_and_charts():
 def test_two_viewers_queue_for_the_gpu_and_both_get_results():
     import threading
 
-    from rapids_benchmark_dashboard import gpu_lock, gpu_lock_path
+    from gpu_notebooks.gpu.lock import gpu_lock, gpu_lock_path
 
     with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
         pages = [open_app(browser, url), open_app(browser, url)]

@@ -50,10 +50,12 @@ def test_the_generated_words_do_not_depend_on_this_machine(rendered):
 
 def test_the_lora_figures_part_2_quotes_are_the_apps_arithmetic():
     """Part 2 §1's table for GPT-2 small, r = 8, four targets, FP16, against `lora_plan`."""
-    import llm_finetuning_dashboard as llm
+    from gpu_notebooks.llm_finetuning.lora import lora_plan
+    from gpu_notebooks.llm_finetuning.models import planned_config
+    from gpu_notebooks.llm_finetuning.settings import TrainSettings, with_model_defaults
 
-    settings = llm.with_model_defaults(llm.TrainSettings(), "gpt2")
-    why = llm.lora_plan(llm.planned_config(settings), settings)
+    settings = with_model_defaults(TrainSettings(), "gpt2")
+    why = lora_plan(planned_config(settings), settings)
     section = doc_sync.DOC.read_text(encoding="utf-8").split("### 1. Why LoRA works")[1].split("### 2.")[0]
     assert f"**{why['lora_params']:,}**" in section
     assert f"{why['base_params']:,}" in section

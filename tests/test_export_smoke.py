@@ -31,7 +31,7 @@ def test_rapids_dashboard_smoke_export(tmp_path, flags):
     # Only written when Polars' results were compared with pandas' in this run: the page embeds the app's
     # source too, which holds "checks of {names}" but never the filled-in sentence.
     # 2 sizes × every op (the five, the two reads and the pipeline) checked for Polars and DuckDB; --cpu too.
-    from rapids_benchmark_dashboard import ALL_OPS
+    from gpu_notebooks.rapids_benchmark.ops import ALL_OPS
 
     assert f"{2 * len(ALL_OPS)} checks of DuckDB, Polars" in html
     # The pipeline's headline, filled in (the literal in the embedded source ends differently).

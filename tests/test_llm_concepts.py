@@ -1,40 +1,43 @@
 """The learner concepts of issue 16 (memory, checkpointing/accumulation, TF32, QLoRA, roofline, score noise,
 the intro's LoRA share): each text is computed from the run's config and settings, and checked here."""
 
+import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import GPT2Config
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import (
-    ALL_TARGETS,
-    TrainSettings,
+from gpu_notebooks.gpu.peaks import DENSE_PEAK_TFLOPS, memory_bandwidth
+from gpu_notebooks.llm_finetuning.estimates import (
     activation_values_per_token,
     arithmetic_intensity,
-    build_offline_tokenizer,
-    choose_speed_plan,
-    inject_lora,
-    intro_text,
     largest_matmul,
-    lora_plan,
-    memory_bandwidth,
     memory_levers,
+    qlora_bytes,
+    training_memory,
+)
+from gpu_notebooks.llm_finetuning.evaluation import per_task_scores
+from gpu_notebooks.llm_finetuning.explain.lora import intro_text
+from gpu_notebooks.llm_finetuning.explain.memory import qlora_text, training_memory_text
+from gpu_notebooks.llm_finetuning.explain.speed import roofline_text, tf32_text
+from gpu_notebooks.llm_finetuning.formatting import fmt_bytes
+from gpu_notebooks.llm_finetuning.lora import inject_lora, lora_plan, parameter_counts
+from gpu_notebooks.llm_finetuning.loss import CausalLMBody
+from gpu_notebooks.llm_finetuning.models import (
+    architecture_targets,
+    build_offline_tokenizer,
     model_shape,
     offline_gpt2,
     offline_llama,
-    parameter_counts,
     planned_config,
-    qlora_bytes,
-    qlora_text,
-    resolve_precision,
-    roofline_text,
-    tf32_text,
+    tiny_llama_config,
     tokenizer_corpus,
-    training_memory,
-    training_memory_text,
 )
+from gpu_notebooks.llm_finetuning.precision import resolve_precision
+from gpu_notebooks.llm_finetuning.settings import ALL_TARGETS, TrainSettings
+from gpu_notebooks.llm_finetuning.speed import choose_speed_plan
 
 FP16 = resolve_precision("fp16", "cuda")
 FP32_GPU = resolve_precision("fp32", "cuda")
@@ -45,7 +48,7 @@ PLAIN = choose_speed_plan("plain", "cuda")
 
 def settings(**changes):
     base = TrainSettings(model_source="gpt2", target_modules=ALL_TARGETS, rank=8, alpha=16, precision="fp16")
-    return app.replace(base, **changes)
+    return dataclasses.replace(base, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,9 @@ def tokenizer():
 
 
 def test_the_intro_computes_the_adapter_share_for_the_planned_model_instead_of_a_fixed_one_percent():
-    source = (app.Path(app.__file__)).read_text()
+    root = Path(__file__).resolve().parents[1]
+    source = (root / "llm_finetuning_dashboard.py").read_text()
+    source += "".join(p.read_text() for p in (root / "gpu_notebooks" / "llm_finetuning").rglob("*.py"))
     assert "about 1% of the model's parameters" not in source
     small = lora_plan(GPT2Config(), settings(rank=8))
     large = lora_plan(GPT2Config(), settings(rank=64))
@@ -82,7 +87,7 @@ def test_the_planned_share_equals_what_step_3_counts_on_the_model_that_runs(sour
     model = offline_gpt2(tokenizer) if source == "tiny" else offline_llama(tokenizer)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    inject_lora(model, app.architecture_targets(model, ALL_TARGETS), 8, 16)
+    inject_lora(model, architecture_targets(model, ALL_TARGETS), 8, 16)
     trainable, total = parameter_counts(model)
     assert plan["architecture"] == ("gpt2" if source == "tiny" else "llama")
     assert plan["trainable_pct"] == pytest.approx(100 * trainable / total)
@@ -94,7 +99,7 @@ def test_the_planned_share_equals_what_step_3_counts_on_the_model_that_runs(sour
 def test_values_kept_per_token_follow_the_architecture(gpt2_plan, tokenizer):
     assert activation_values_per_token(gpt2_plan["shape"]) == 8 * 768 + 2 * 3072
     assert activation_values_per_token(gpt2_plan["shape"], fast_gelu=False) == 8 * 768 + 5 * 3072
-    llama = model_shape(app.tiny_llama_config(1024))
+    llama = model_shape(tiny_llama_config(1024))
     assert (llama["kv_width"], llama["mlp_width"]) == (2 * 32, 352)  # 2 KV heads of width 128 / 4
     assert activation_values_per_token(llama) == 6 * 128 + 2 * 64 + 4 * 352
 
@@ -106,7 +111,7 @@ def test_the_activation_estimate_matches_what_autograd_really_saves_on_a_cpu(arc
     model = offline_gpt2(tokenizer) if arch == "gpt2" else offline_llama(tokenizer)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    inject_lora(model, app.architecture_targets(model, ALL_TARGETS), 8, 16)
+    inject_lora(model, architecture_targets(model, ALL_TARGETS), 8, 16)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0  # the estimate leaves dropout masks out
@@ -127,7 +132,7 @@ def test_the_activation_estimate_matches_what_autograd_really_saves_on_a_cpu(arc
     ids = torch.randint(0, len(tokenizer), (batch, length), generator=torch.Generator().manual_seed(0))
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
         if arch == "gpt2":
-            app.CausalLMBody(model)(ids)
+            CausalLMBody(model)(ids)
         else:
             model.model(input_ids=ids)
     shape = model_shape(model.config)
@@ -169,7 +174,7 @@ def test_the_memory_text_says_what_is_estimated_and_what_was_measured(gpt2_plan)
     chosen = settings(batch_size=16, max_length=128)
     before = training_memory_text(gpt2_plan, chosen, FP16, FAST, 2048, 2048)
     total = sum(training_memory(gpt2_plan, FP16, FAST, 2048, 2048).values())
-    assert "Estimates, not measurements" in before and app.fmt_bytes(total) in before
+    assert "Estimates, not measurements" in before and fmt_bytes(total) in before
     assert "batch 16 × max length 128" in before and "After a run on a CUDA GPU" in before
     measured = {"device_type": "cuda", "peak": 3 * 2**30, "baseline": 2**30}
     after = training_memory_text(gpt2_plan, chosen, FP16, FAST, 1200, 200, measured=measured)
@@ -217,7 +222,7 @@ def test_qlora_bytes_put_the_linear_layers_in_nf4_with_double_quantized_constant
     assert gpt2_plan["linear_params"] == linear
     assert nf4 == pytest.approx(linear * 4.127 / 8 + (124_439_808 - linear) * 2, rel=1e-3)
     text = qlora_text(gpt2_plan, FP16, "gpt2", 2**30)
-    assert "arXiv:2305.14314" in text and app.fmt_bytes(nf4) in text and "does not implement it" in text
+    assert "arXiv:2305.14314" in text and fmt_bytes(nf4) in text and "does not implement it" in text
     assert f"{now / nf4:.1f}× less" in text
 
 
@@ -230,7 +235,7 @@ def test_arithmetic_intensity_and_the_largest_matmul(gpt2_plan):
     assert largest_matmul(gpt2_plan, 2048, 2048, fused_loss=False)[0] == "LM head"
     name, m, k, n = largest_matmul(gpt2_plan, 2048, 100, fused_loss=True)  # few answer tokens
     assert name == "MLP up-projection" and (m, k, n) == (2048, 768, 3072)
-    llama = {"shape": model_shape(app.tiny_llama_config(1024))}
+    llama = {"shape": model_shape(tiny_llama_config(1024))}
     assert largest_matmul(llama, 64, 64, fused_loss=False)[0] == "LM head"  # vocabulary 1,024 > MLP 352
     assert largest_matmul(llama, 64, 4, fused_loss=True)[1:] == (64, 128, 352)
 
@@ -249,7 +254,7 @@ def test_roofline_places_the_run_on_known_cards_only(gpt2_plan):
 
 
 def test_every_card_with_a_peak_has_a_bandwidth():
-    for names, _ in app.DENSE_PEAK_TFLOPS:
+    for names, _ in DENSE_PEAK_TFLOPS:
         assert memory_bandwidth(f"NVIDIA {names[0]}")[0] is not None, names
     assert memory_bandwidth("NVIDIA A100-SXM4-80GB")[0] == pytest.approx(2.039e12)
     assert memory_bandwidth("NVIDIA A100-PCIE-40GB")[0] == pytest.approx(1.555e12)
@@ -265,7 +270,7 @@ def test_per_task_scores_carry_n_and_one_standard_error():
         {"task": ["a"] * 4 + ["b"] * 2, "exact_match": [False] * 6, "format_match": [1.0] * 6}
     )
     after = before.assign(exact_match=[True, True, False, False, True, True])
-    table = app.per_task_scores(before, after).set_index("task")
+    table = per_task_scores(before, after).set_index("task")
     assert table.loc["a", "n"] == 4 and table.loc["b", "n"] == 2
     assert table.loc["a", "± 1 s.e. after"] == round(100 * math.sqrt(0.25 / 4))
     assert table.loc["b", "± 1 s.e. after"] == 0

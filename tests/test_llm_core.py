@@ -6,25 +6,28 @@ import dataclasses
 import pytest
 import torch
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import (
-    ALL_TARGETS,
-    SYNC_EVERY,
-    CausalLMBody,
-    SpeedPlan,
-    TrainSettings,
-    batch_loss,
+from gpu_notebooks.llm_finetuning.lora import inject_lora
+from gpu_notebooks.llm_finetuning.loss import CausalLMBody, batch_loss, causal_lm_loss, to_device
+from gpu_notebooks.llm_finetuning.models import (
+    TINY_LLAMA_NAME,
+    TINY_MODEL_NAME,
+    architecture_targets,
     build_offline_tokenizer,
-    builtin_examples,
-    causal_lm_loss,
-    choose_speed_plan,
-    inject_lora,
     offline_gpt2,
     offline_llama,
-    resolve_precision,
-    scaler_readings,
     tokenizer_corpus,
 )
+from gpu_notebooks.llm_finetuning.precision import resolve_precision
+from gpu_notebooks.llm_finetuning.schedule import lr_at
+from gpu_notebooks.llm_finetuning.settings import (
+    ALL_TARGETS,
+    SPEED_CHOICES,
+    TrainSettings,
+    with_model_defaults,
+)
+from gpu_notebooks.llm_finetuning.speed import SYNC_EVERY, SpeedPlan, apply_speed_plan, choose_speed_plan
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+from gpu_notebooks.llm_finetuning.training import FineTuneRun, prepare_training, scaler_readings, train_steps
 
 CPU = torch.device("cpu")
 
@@ -40,10 +43,10 @@ def cpu_run(tokenizer, arch, speed):
     model = (offline_gpt2 if arch == "gpt2" else offline_llama)(tokenizer).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    inject_lora(model, app.architecture_targets(model, ALL_TARGETS), r=4, alpha=8)
-    source, name = ("tiny", app.TINY_MODEL_NAME) if arch == "gpt2" else ("tiny-llama", app.TINY_LLAMA_NAME)
-    run = app.FineTuneRun(
-        settings=app.with_model_defaults(
+    inject_lora(model, architecture_targets(model, ALL_TARGETS), r=4, alpha=8)
+    source, name = ("tiny", TINY_MODEL_NAME) if arch == "gpt2" else ("tiny-llama", TINY_LLAMA_NAME)
+    run = FineTuneRun(
+        settings=with_model_defaults(
             TrainSettings(model_source=source, speed=speed, epochs=1, dropout=0.0), name
         ),
         device=CPU,
@@ -52,7 +55,7 @@ def cpu_run(tokenizer, arch, speed):
         tokenizer=tokenizer,
         model_name=name,
     )
-    app.prepare_training(run, data[data["split"] == "train"], data[data["split"] == "eval"])
+    prepare_training(run, data[data["split"] == "train"], data[data["split"] == "eval"])
     return run
 
 
@@ -60,13 +63,13 @@ def test_one_learning_rate_function_serves_both_paths(tokenizer):
     """The plain step sets lr_at(applied steps) by hand; the fast path's device table holds the same values."""
     fast = cpu_run(tokenizer, "gpt2", "fast")
     expected = [
-        app.lr_at(step, fast.settings.learning_rate, fast.warmup_steps, fast.total_steps)
+        lr_at(step, fast.settings.learning_rate, fast.warmup_steps, fast.total_steps)
         for step in range(fast.total_steps)
     ]
     assert fast.lr_schedule.tolist() == pytest.approx(expected, rel=1e-6)
     plain = cpu_run(tokenizer, "gpt2", "plain")
     assert not hasattr(plain, "scheduler") and plain.applied_steps == 0
-    lrs = [r["lr"] for r in app.train_steps(plain) if r["kind"] == "train"]
+    lrs = [r["lr"] for r in train_steps(plain) if r["kind"] == "train"]
     assert lrs == pytest.approx(expected[: len(lrs)], rel=1e-12)
     assert plain.applied_steps == len(lrs)  # no step skipped in FP32
 
@@ -82,8 +85,8 @@ def test_the_one_loss_entry_point_gives_the_reference_cross_entropy_on_both_path
             fast.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
             batch["labels"],
         )
-        chunked = batch_loss(fast, app.to_device(batch, CPU, with_positions=True))
-        plain_loss = batch_loss(plain, app.to_device(batch, CPU))
+        chunked = batch_loss(fast, to_device(batch, CPU, with_positions=True))
+        plain_loss = batch_loss(plain, to_device(batch, CPU))
     assert fast.speed.fused_loss and fast.speed.causal_only and not plain.speed.fused_loss
     assert chunked.item() == pytest.approx(reference.item(), rel=1e-5)
     assert plain_loss.item() == pytest.approx(reference.item(), rel=1e-6)
@@ -107,7 +110,7 @@ def test_the_llama_fast_path_may_compile_on_cuda(tokenizer):
     assert planned.compile and planned.causal_only
     run = cpu_run(tokenizer, "llama", "fast")
     run.speed = planned  # what prepare_training chooses on a CUDA device
-    app.apply_speed_plan(run)  # torch.compile is lazy: nothing compiles until the body is called
+    apply_speed_plan(run)  # torch.compile is lazy: nothing compiles until the body is called
     assert run.speed.compile and run.speed.causal_only and not run.speed.fast_gelu
     assert run.speed.name == "fast + compile" and "no torch.compile" not in run.speed.note
     assert isinstance(run.body, torch._dynamo.eval_frame.OptimizedModule)
@@ -130,7 +133,7 @@ def test_speed_plan_has_one_mode_for_the_levers_that_only_work_together():
         "compile_mode",
         "note",
     ]
-    assert list(app.SPEED_CHOICES.values()) == ["auto", "fast", "compile", "plain"]  # the UI is unchanged
+    assert list(SPEED_CHOICES.values()) == ["auto", "fast", "compile", "plain"]  # the UI is unchanged
 
 
 @pytest.mark.parametrize("bad", [False, True])

@@ -5,23 +5,30 @@ import json
 import pytest
 import torch
 
-from llm_finetuning_dashboard import (
+import gpu_notebooks.llm_finetuning.datasets as llm_datasets
+from gpu_notebooks.llm_finetuning.datasets import (
+    choose_dataset,
+    load_hub_dataset,
+    split_by_hash,
+    validate_upload,
+)
+from gpu_notebooks.llm_finetuning.evaluation import score_generations
+from gpu_notebooks.llm_finetuning.explain.lora import hyperparameter_text, train_example_count
+from gpu_notebooks.llm_finetuning.lora import lora_plan
+from gpu_notebooks.llm_finetuning.loss import causal_lm_loss
+from gpu_notebooks.llm_finetuning.models import build_offline_tokenizer, tokenizer_corpus
+from gpu_notebooks.llm_finetuning.settings import TrainSettings
+from gpu_notebooks.llm_finetuning.tasks import (
     ANSWER_FORMATS,
     PROMPT_TEMPLATE,
-    TrainSettings,
-    build_offline_tokenizer,
     builtin_examples,
-    causal_lm_loss,
-    choose_dataset,
-    collate_batch,
     format_prompt,
+)
+from gpu_notebooks.llm_finetuning.tokens import (
+    collate_batch,
     make_loader,
-    score_generations,
-    split_by_hash,
     token_statistics,
     tokenize_examples,
-    tokenizer_corpus,
-    validate_upload,
 )
 
 
@@ -190,7 +197,6 @@ def test_token_statistics_share_of_loss_tokens(data, tokenizer):
 
 
 def test_a_dataset_loads_through_datasets_with_its_columns_mapped_and_the_upload_rules(tmp_path):
-    from llm_finetuning_dashboard import load_hub_dataset
 
     rows = [{"instruction": f"Say {i}.", "output": str(i), "extra": "x"} for i in range(30)]
     rows += [rows[0], {"instruction": "", "output": "empty prompt", "extra": "x"}]
@@ -208,30 +214,27 @@ def test_a_dataset_loads_through_datasets_with_its_columns_mapped_and_the_upload
 
 
 def test_a_hub_dataset_without_network_gets_a_clear_message(monkeypatch):
-    import llm_finetuning_dashboard as app
 
-    monkeypatch.setattr(app, "hub_status", lambda timeout=3.0: False)
-    frame, errors, _ = app.load_hub_dataset("someone/instructions", "instruction", "output")
+    monkeypatch.setattr(llm_datasets, "hub_status", lambda timeout=3.0: False)
+    frame, errors, _ = load_hub_dataset("someone/instructions", "instruction", "output")
     assert frame is None and "cannot be reached" in errors[0] and "built-in set still works" in errors[0]
-    frame, errors, _ = app.load_hub_dataset("  ", "instruction", "output")
+    frame, errors, _ = load_hub_dataset("  ", "instruction", "output")
     assert frame is None and "no dataset id" in errors[0]
 
 
 def test_hyperparameter_text_counts_the_examples_of_the_data_that_runs(data):
     from transformers import GPT2Config
 
-    import llm_finetuning_dashboard as app
-
     settings = TrainSettings(batch_size=16)
-    why = app.lora_plan(GPT2Config(n_layer=1, n_embd=64, n_head=4), settings)
+    why = lora_plan(GPT2Config(n_layer=1, n_embd=64, n_head=4), settings)
     upload, errors, _ = validate_upload("data.csv", csv_bytes(GOOD_ROWS))
     assert errors == []
-    count = app.train_example_count(upload)
+    count = train_example_count(upload)
     assert count == (upload["split"] == "train").sum() == 24  # 30 rows, a fifth held out
-    text = app.hyperparameter_text(settings, why, count)
+    text = hyperparameter_text(settings, why, count)
     assert "24 training examples" in text and "2 steps per" in text and "160" not in text
-    builtin = app.hyperparameter_text(settings, why, app.train_example_count(data))
+    builtin = hyperparameter_text(settings, why, train_example_count(data))
     assert "160 training examples" in builtin and "10 steps per" in builtin
     # the alpha and learning-rate claims carry their sources, not a rule of thumb
     assert "heuristic" in text and "use_rslora" in text and "2e-4" in text and "10×" not in text
-    assert app.train_example_count(None) == 0
+    assert train_example_count(None) == 0

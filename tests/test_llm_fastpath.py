@@ -8,16 +8,30 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import (
-    COMPILE_PAYS_AFTER_TOKENS,
+from gpu_notebooks.llm_finetuning.explain.speed import why_fast_text
+from gpu_notebooks.llm_finetuning.formatting import fmt_bytes
+from gpu_notebooks.llm_finetuning.lora import lora_layers, lora_plan
+from gpu_notebooks.llm_finetuning.loss import (
     ChunkedLMHeadLoss,
-    choose_speed_plan,
-    evaluate_loss,
-    lora_layers,
+    batch_loss,
+    causal_lm_loss,
+    loss_chunk_eager,
+    loss_chunk_fusable,
     loss_positions,
-    train_steps,
+    to_device,
 )
+from gpu_notebooks.llm_finetuning.settings import ALL_TARGETS, TrainSettings
+from gpu_notebooks.llm_finetuning.speed import (
+    COMPILE_MEASUREMENTS,
+    COMPILE_PAYS_AFTER_STEPS,
+    COMPILE_PAYS_AFTER_TOKENS,
+    FAST_PATH_MEASURED_ON,
+    apply_speed_plan,
+    choose_speed_plan,
+    compile_break_even,
+)
+from gpu_notebooks.llm_finetuning.tokens import collate_batch
+from gpu_notebooks.llm_finetuning.training import evaluate_loss, train_steps
 from tests.test_llm_training import tiny_run as app_steps_1_to_4
 
 
@@ -67,7 +81,7 @@ def test_fast_and_plain_paths_end_with_the_same_adapter_and_eval_loss(both_paths
     plain_loss = evaluate_loss(plain_run)["eval_loss"]
     assert plain_loss == pytest.approx(plain_evals[-1]["eval_loss"], rel=1e-6)
     plain_run.speed = choose_speed_plan("fast", "cpu")
-    app.apply_speed_plan(plain_run)
+    apply_speed_plan(plain_run)
     assert evaluate_loss(plain_run)["eval_loss"] == pytest.approx(plain_loss, rel=1e-5)
     plain_run.speed = choose_speed_plan("plain", "cpu")
 
@@ -106,7 +120,7 @@ def test_speed_plan_choice_and_explanations():
     assert (
         fast.fused_loss and fast.causal_only and fast.fused_optimizer and fast.deferred and not fast.compile
     )
-    many_steps = choose_speed_plan("auto", "cuda", padded_tokens=50_000, steps=app.COMPILE_PAYS_AFTER_STEPS)
+    many_steps = choose_speed_plan("auto", "cuda", padded_tokens=50_000, steps=COMPILE_PAYS_AFTER_STEPS)
     assert many_steps.compile  # small batches: launch-bound, compiling pays after enough steps
     short = choose_speed_plan("auto", "cuda", padded_tokens=50_000, steps=50)
     assert not short.compile and "repay" in short.note
@@ -118,15 +132,15 @@ def test_speed_plan_choice_and_explanations():
 
 def test_compile_thresholds_cover_every_measured_break_even_and_no_more():
     # worked example (44.6 ms eager, 32.75 ms compiled, 21.8 s first step): (21,800 - 32.75) / 11.85 = 1,837
-    assert app.compile_break_even(44.6, 32.75, 21.8, 32 * 512) == (1837, 1837 * 32 * 512)
-    assert app.compile_break_even(10.0, 12.0, 5.0, 512)[0] == float("inf")  # compiling slower: never pays
+    assert compile_break_even(44.6, 32.75, 21.8, 32 * 512) == (1837, 1837 * 32 * 512)
+    assert compile_break_even(10.0, 12.0, 5.0, 512)[0] == float("inf")  # compiling slower: never pays
     evens = [
-        app.compile_break_even(eager, compiled, first, b * t)
-        for _, b, t, eager, compiled, first in app.COMPILE_MEASUREMENTS
+        compile_break_even(eager, compiled, first, b * t)
+        for _, b, t, eager, compiled, first in COMPILE_MEASUREMENTS
     ]
     longest_steps, longest_tokens = max(s for s, _ in evens), max(k for _, k in evens)
     # at least every measured break-even, rounded up by less than 100 steps / 1M tokens
-    assert longest_steps <= app.COMPILE_PAYS_AFTER_STEPS < longest_steps + 100
+    assert longest_steps <= COMPILE_PAYS_AFTER_STEPS < longest_steps + 100
     assert longest_tokens <= COMPILE_PAYS_AFTER_TOKENS < longest_tokens + 1_000_000
     # auto follows them: 1,000 steps at 32 x 512 (16M tokens) do not repay a compile, 3,200 steps do
     b32 = 32 * 512
@@ -137,18 +151,18 @@ def test_compile_thresholds_cover_every_measured_break_even_and_no_more():
 def test_why_fast_panel_takes_its_numbers_from_the_config_and_labels_the_reference_card():
     from transformers import GPT2Config
 
-    settings = app.TrainSettings(batch_size=8, max_length=64, target_modules=app.ALL_TARGETS)
-    medium = app.lora_plan(GPT2Config(n_layer=2, n_head=16, n_embd=1024), settings)
-    text = app.why_fast_text(settings, medium)
-    levers, measured = text.split("**Measured on an " + app.FAST_PATH_MEASURED_ON)
+    settings = TrainSettings(batch_size=8, max_length=64, target_modules=ALL_TARGETS)
+    medium = lora_plan(GPT2Config(n_layer=2, n_head=16, n_embd=1024), settings)
+    text = why_fast_text(settings, medium)
+    levers, measured = text.split("**Measured on an " + FAST_PATH_MEASURED_ON)
     assert "1,024 × 50,257" in levers and "768" not in levers
-    assert "batch 8 × 64" in levers and app.fmt_bytes(8 * 64 * 50_257 * 4) in levers
+    assert "batch 8 × 64" in levers and fmt_bytes(8 * 64 * 50_257 * 4) in levers
     # no measured figure in the part that changes with the settings
     for figure in ("14%", "128K", "367", "500", "6.6 GB", "21.8", "24 ms", "20–45 s", "1,000"):
         assert figure not in levers, figure
     assert "6,581 MiB (6.90 GB, 6.43 GiB)" in measured and "500,310" in measured
-    tiny_vocab = app.lora_plan(GPT2Config(n_layer=1, n_embd=64, n_head=4, vocab_size=256), settings)
-    assert "already a multiple of 128" in app.why_fast_text(settings, tiny_vocab)
+    tiny_vocab = lora_plan(GPT2Config(n_layer=1, n_embd=64, n_head=4, vocab_size=256), settings)
+    assert "already a multiple of 128" in why_fast_text(settings, tiny_vocab)
 
 
 def test_fast_path_reads_back_in_groups_and_times_every_step():
@@ -187,9 +201,9 @@ def test_plain_path_without_a_scaler_skips_non_finite_steps_too():
 
 def test_compiled_runs_pad_widths_to_multiples_of_64():
     examples = [{"input_ids": [1] * n, "labels": [2] * n} for n in (3, 70)]
-    assert app.collate_batch(examples[:1], 0)["input_ids"].shape == (1, 3)
-    assert app.collate_batch(examples[:1], 0, multiple=64)["input_ids"].shape == (1, 64)
-    batch = app.collate_batch(examples, 0, multiple=64)
+    assert collate_batch(examples[:1], 0)["input_ids"].shape == (1, 3)
+    assert collate_batch(examples[:1], 0, multiple=64)["input_ids"].shape == (1, 64)
+    batch = collate_batch(examples, 0, multiple=64)
     assert batch["input_ids"].shape == (2, 128) and int(batch["attention_mask"].sum()) == 73
     assert (batch["labels"][0, 3:] == -100).all()
 
@@ -198,13 +212,13 @@ def test_a_model_with_eager_attention_keeps_the_padding_mask():
     """GPT-2's eager attention is causal only through the mask: the fast path must not drop it there."""
     run = tiny_run("fast", epochs=1)
     run.model.config._attn_implementation = "eager"
-    app.apply_speed_plan(run)
+    apply_speed_plan(run)
     assert not run.speed.causal_only and "eager attention" in run.speed.note
-    batch = app.to_device(next(iter(run.train_loader)), run.device, with_positions=True)
+    batch = to_device(next(iter(run.train_loader)), run.device, with_positions=True)
     with torch.no_grad():
         logits = run.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        expected = app.causal_lm_loss(logits, batch["labels"])
-        assert app.batch_loss(run, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+        expected = causal_lm_loss(logits, batch["labels"])
+        assert batch_loss(run, batch).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_padded_lm_head_and_the_fusable_chunk_agree_with_the_plain_loss():
@@ -216,7 +230,7 @@ def test_padded_lm_head_and_the_fusable_chunk_agree_with_the_plain_loss():
     targets = torch.randint(0, 101, (21,))
     expected = F.cross_entropy(hidden @ weight.T, targets)
     (expected_grad,) = torch.autograd.grad(expected, hidden)
-    for chunk_fn in (app.loss_chunk_eager, app.loss_chunk_fusable):
+    for chunk_fn in (loss_chunk_eager, loss_chunk_fusable):
         loss = ChunkedLMHeadLoss.apply(hidden, padded, targets, 8, torch.float64, 101, chunk_fn)
         (grad,) = torch.autograd.grad(loss, hidden)
         torch.testing.assert_close(loss, expected.float(), rtol=1e-5, atol=1e-5)

@@ -6,25 +6,34 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import (
-    ALL_TARGETS,
-    ModelUnavailable,
-    TrainSettings,
+import gpu_notebooks.llm_finetuning.precision as precision_module
+from gpu_notebooks.llm_finetuning.explain.speed import why_fast_text
+from gpu_notebooks.llm_finetuning.loading import ModelUnavailable, is_gated_error, load_pretrained
+from gpu_notebooks.llm_finetuning.lora import NoTargetModules, inject_lora, lora_layers, lora_plan
+from gpu_notebooks.llm_finetuning.loss import batch_loss, causal_lm_loss, to_device
+from gpu_notebooks.llm_finetuning.models import (
+    TINY_LLAMA_NAME,
     architecture,
     architecture_targets,
     build_offline_tokenizer,
-    builtin_examples,
-    causal_lm_loss,
-    choose_precision,
-    format_prompt,
-    inject_lora,
-    lora_layers,
+    offline_gpt2,
     offline_llama,
-    resolve_precision,
-    tokenize_examples,
+    planned_architecture,
+    planned_config,
     tokenizer_corpus,
 )
+from gpu_notebooks.llm_finetuning.precision import choose_precision, resolve_precision
+from gpu_notebooks.llm_finetuning.settings import ALL_TARGETS, TrainSettings, with_model_defaults
+from gpu_notebooks.llm_finetuning.steps import (
+    inject_step,
+    load_step,
+    prepare_step,
+    save_step,
+    train_step_body,
+)
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples, format_prompt
+from gpu_notebooks.llm_finetuning.tokens import tokenize_examples
+from gpu_notebooks.llm_finetuning.training import FineTuneRun, prepare_training
 
 CPU = torch.device("cpu")
 LLAMA_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -53,7 +62,7 @@ def test_lora_targets_follow_the_architecture(tokenizer):
     model = offline_llama(tokenizer)
     assert architecture_targets(model, ALL_TARGETS) == LLAMA_NAMES
     assert architecture_targets(model, ("attn.c_attn",)) == ("q_proj", "k_proj", "v_proj")
-    gpt2 = app.offline_gpt2(tokenizer)
+    gpt2 = offline_gpt2(tokenizer)
     assert architecture_targets(gpt2, ALL_TARGETS) == ALL_TARGETS
     table = inject_lora(model, LLAMA_NAMES, r=4, alpha=8)
     assert len(table) == 7 * model.config.num_hidden_layers
@@ -61,21 +70,21 @@ def test_lora_targets_follow_the_architecture(tokenizer):
 
 
 def test_gpt2_target_names_on_a_llama_give_a_clear_message(tokenizer):
-    with pytest.raises(app.NoTargetModules, match="q_proj"):
+    with pytest.raises(NoTargetModules, match="q_proj"):
         inject_lora(offline_llama(tokenizer), ALL_TARGETS, r=4, alpha=8)
 
 
 def test_the_tiny_llama_trains_and_its_adapter_reloads_with_peft_to_the_same_logits(tmp_path):
     data = builtin_examples()
     settings = TrainSettings(model_source="tiny-llama", epochs=1, batch_size=32, max_length=64)
-    run, _ = app.load_step(settings, data, CPU, resolve_precision("fp32", "cpu"))
-    assert run.model_name == app.TINY_LLAMA_NAME
-    assert app.inject_step(run)[1] is None and run.settings.target_modules == LLAMA_NAMES
-    assert app.prepare_step(run, data)[1] is None
+    run, _ = load_step(settings, data, CPU, resolve_precision("fp32", "cpu"))
+    assert run.model_name == TINY_LLAMA_NAME
+    assert inject_step(run)[1] is None and run.settings.target_modules == LLAMA_NAMES
+    assert prepare_step(run, data)[1] is None
     eval_frame = data[data["split"] == "eval"]
-    trained = app.train_step_body(run, eval_frame, 8)
+    trained = train_step_body(run, eval_frame, 8)
     assert trained["stop_reason"] is None and trained["train_records"]
-    saved = app.save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(4).tolist())
+    saved = save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(4).tolist())
     assert saved["failure"] is None and saved["peft_max_diff"] < 1e-3 and saved["merge_max_diff"] < 1e-3
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["target_modules"] == sorted(LLAMA_NAMES) and config["fan_in_fan_out"] is False
@@ -85,17 +94,17 @@ def test_the_fast_loss_equals_the_plain_cross_entropy_on_the_llama(tokenizer):
     data = builtin_examples()
     model = offline_llama(tokenizer).eval()
     inject_lora(model, LLAMA_NAMES, r=4, alpha=8)
-    run = app.FineTuneRun(
-        settings=app.with_model_defaults(
-            TrainSettings(model_source="tiny-llama", speed="fast", epochs=1), app.TINY_LLAMA_NAME
+    run = FineTuneRun(
+        settings=with_model_defaults(
+            TrainSettings(model_source="tiny-llama", speed="fast", epochs=1), TINY_LLAMA_NAME
         ),
         device=CPU,
         plan=resolve_precision("fp32", "cpu"),
         model=model,
         tokenizer=tokenizer,
-        model_name=app.TINY_LLAMA_NAME,
+        model_name=TINY_LLAMA_NAME,
     )
-    app.prepare_training(run, data[data["split"] == "train"], data[data["split"] == "eval"])
+    prepare_training(run, data[data["split"] == "train"], data[data["split"] == "eval"])
     # SDPA attention: the Llama blocks run through CausalLMBody with no mask, as GPT-2's do
     assert run.speed.fused_loss and run.speed.causal_only
     batch = next(iter(run.eval_loader))
@@ -104,7 +113,7 @@ def test_the_fast_loss_equals_the_plain_cross_entropy_on_the_llama(tokenizer):
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
             batch["labels"],
         )
-        fast = app.batch_loss(run, app.to_device(batch, CPU, with_positions=True), eager=True)
+        fast = batch_loss(run, to_device(batch, CPU, with_positions=True), eager=True)
     assert fast.item() == pytest.approx(plain.item(), rel=1e-5)
 
 
@@ -130,14 +139,16 @@ def test_a_chat_template_builds_the_prompt_and_the_loss_stays_on_the_answer(toke
 def test_bf16_is_the_llama_default_only_where_the_gpu_has_it_natively(monkeypatch):
     cuda = torch.device("cuda", 0)
     llama, gpt2 = TrainSettings(model_source="tiny-llama", precision="auto"), TrainSettings(precision="auto")
-    monkeypatch.setattr(app, "bf16_native", lambda device: True)  # compute capability >= 8.0
+    monkeypatch.setattr(precision_module, "bf16_native", lambda device: True)  # compute capability >= 8.0
     assert choose_precision(llama, cuda)[0] == "bf16" and choose_precision(gpt2, cuda)[0] == "fp16"
-    monkeypatch.setattr(app, "bf16_native", lambda device: False)  # Volta/Turing: BF16 only emulated
+    monkeypatch.setattr(
+        precision_module, "bf16_native", lambda device: False
+    )  # Volta/Turing: BF16 only emulated
     precision, why = choose_precision(llama, cuda)
     assert precision == "fp16" and "emulated" in why
     assert choose_precision(llama, CPU)[0] == "fp32"
     hub = TrainSettings(model_source="HuggingFaceTB/SmolLM2-135M", precision="auto")
-    assert app.planned_architecture(hub) == "llama"
+    assert planned_architecture(hub) == "llama"
     assert choose_precision(TrainSettings(precision="fp16", model_source="tiny-llama"), cuda)[0] == "fp16"
 
 
@@ -153,7 +164,7 @@ def test_a_model_of_another_architecture_gets_a_message_naming_what_is_supported
     GPTNeoXForCausalLM(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ModelUnavailable, match="gpt_neox.*GPT-2 and the Llama family"):
-        app.load_pretrained("local", torch.float32, str(tmp_path))
+        load_pretrained("local", torch.float32, str(tmp_path))
 
 
 def test_a_gated_model_without_a_token_is_recognised_by_the_hub_error_type():
@@ -167,18 +178,17 @@ def test_a_gated_model_without_a_token_is_recognised_by_the_hub_error_type():
         except GatedRepoError as inner:
             raise OSError("You are trying to access a gated repo.") from inner
     except OSError as error:
-        assert app.is_gated_error(error)
-    assert not app.is_gated_error(OSError("disk full"))
+        assert is_gated_error(error)
+    assert not is_gated_error(OSError("disk full"))
 
 
 def test_why_fast_names_gpt2_only_levers_as_such_for_a_llama_model():
     """The 'why fast' panel follows the planned architecture: no GPT-2 vocabulary or GELU claim for Llama."""
-    import llm_finetuning_dashboard as app
 
     for source, vocab in (("tiny-llama", 1000), ("gpt2", None)):
-        settings = app.TrainSettings(model_source=source)
-        why = app.lora_plan(app.planned_config(settings, vocab), settings)
-        text = app.why_fast_text(settings, why)
+        settings = TrainSettings(model_source=source)
+        why = lora_plan(planned_config(settings, vocab), settings)
+        text = why_fast_text(settings, why)
         if source == "gpt2":
             assert "GPT-2's `gelu_new` is eight element-wise kernels; `GELU" in text
             assert "50,257" in text and "of the same width" in text

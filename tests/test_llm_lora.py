@@ -8,11 +8,9 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
-from llm_finetuning_dashboard import (
-    ALL_TARGETS,
+from gpu_notebooks.llm_finetuning.lora import (
     LoRALayer,
     NoTargetModules,
-    TrainSettings,
     inject_lora,
     lora_layers,
     lora_plan,
@@ -21,6 +19,7 @@ from llm_finetuning_dashboard import (
     remove_lora,
     set_merged,
 )
+from gpu_notebooks.llm_finetuning.settings import ALL_TARGETS, TrainSettings
 
 
 def small_gpt2(seed=0):

@@ -2,28 +2,28 @@
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import (
+import gpu_notebooks.llm_finetuning.loading as loading
+from gpu_notebooks.llm_finetuning.evaluation import readable_decode
+from gpu_notebooks.llm_finetuning.loading import default_choices, hub_status, model_availability_note
+from gpu_notebooks.llm_finetuning.models import build_offline_tokenizer, tokenizer_corpus
+from gpu_notebooks.llm_finetuning.settings import (
     MODEL_CHOICES,
     PRECISION_CHOICES,
     TrainSettings,
-    build_offline_tokenizer,
-    builtin_examples,
-    default_choices,
-    hub_status,
-    readable_decode,
     settings_from_form,
-    tokenizer_corpus,
 )
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+from gpu_notebooks.registry import process_registry
 
 
 @pytest.fixture
 def fresh_hub_probe(monkeypatch):
     """An empty per-process hub probe for the test; the real one is put back afterwards."""
-    registry = app.process_registry()
+    registry = process_registry()
     saved = registry.pop("hub_probe", None)
     yield
     registry.pop("hub_probe", None)
@@ -35,8 +35,10 @@ def test_on_a_cpu_the_defaults_are_the_tiny_offline_model_in_fp32_as_the_readme_
     cpu = default_choices(cuda_available=False)
     assert MODEL_CHOICES[cpu["model"]] == "tiny" and PRECISION_CHOICES[cpu["precision"]] == "fp32"
     gpu = default_choices(cuda_available=True)
-    assert MODEL_CHOICES[gpu["model"]] == "gpt2" and PRECISION_CHOICES[gpu["precision"]] == "auto"  # → FP16 for GPT-2
-    readme = (app.Path(app.__file__).parent / "README.md").read_text()
+    assert (
+        MODEL_CHOICES[gpu["model"]] == "gpt2" and PRECISION_CHOICES[gpu["precision"]] == "auto"
+    )  # → FP16 for GPT-2
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "trains a tiny offline GPT-2 in FP32" in readme
 
 
@@ -50,7 +52,7 @@ def test_the_hub_is_asked_once_per_process_and_a_hanging_lookup_costs_at_most_th
         release.wait(30)
         return False
 
-    monkeypatch.setattr(app, "hub_reachable", hanging_lookup)
+    monkeypatch.setattr(loading, "hub_reachable", hanging_lookup)
     started = time.perf_counter()
     assert hub_status(timeout=0.5) is False
     assert hub_status(timeout=0.5) is False
@@ -62,19 +64,19 @@ def test_the_hub_is_asked_once_per_process_and_a_hanging_lookup_costs_at_most_th
 
 def test_the_hub_answer_is_reused_once_known(monkeypatch, fresh_hub_probe):
     calls = []
-    monkeypatch.setattr(app, "hub_reachable", lambda *a, **k: calls.append(1) or True)
+    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: calls.append(1) or True)
     assert hub_status() is True and hub_status() is True and calls == [1]
 
 
 def test_the_picker_says_before_train_when_a_hub_model_will_fall_back(monkeypatch):
-    monkeypatch.setattr(app, "model_cached", lambda name: False)
-    monkeypatch.setattr(app, "hub_status", lambda timeout=3.0: False)
-    note = app.model_availability_note(TrainSettings(model_source="gpt2"))
+    monkeypatch.setattr(loading, "model_cached", lambda name: False)
+    monkeypatch.setattr(loading, "hub_status", lambda timeout=3.0: False)
+    note = model_availability_note(TrainSettings(model_source="gpt2"))
     assert "cannot be reached" in note.text and "fall back to the tiny offline GPT-2" in note.text
-    monkeypatch.setattr(app, "model_cached", lambda name: True)
-    assert "local cache" in app.model_availability_note(TrainSettings(model_source="gpt2")).text
-    assert app.model_availability_note(TrainSettings(model_source="tiny")) is None
-    assert app.model_availability_note(TrainSettings(model_source="tiny-llama")) is None  # built offline too
+    monkeypatch.setattr(loading, "model_cached", lambda name: True)
+    assert "local cache" in model_availability_note(TrainSettings(model_source="gpt2")).text
+    assert model_availability_note(TrainSettings(model_source="tiny")) is None
+    assert model_availability_note(TrainSettings(model_source="tiny-llama")) is None  # built offline too
 
 
 def test_generations_never_show_the_replacement_character():

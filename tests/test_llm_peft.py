@@ -9,13 +9,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from llm_finetuning_dashboard import (
-    ALL_TARGETS,
-    TrainSettings,
-    inject_lora,
-    lora_layers,
-    save_adapter,
-)
+from gpu_notebooks.llm_finetuning.adapter import save_adapter
+from gpu_notebooks.llm_finetuning.lora import inject_lora, lora_layers
+from gpu_notebooks.llm_finetuning.settings import ALL_TARGETS, TrainSettings
 
 
 def small_gpt2(seed=0):

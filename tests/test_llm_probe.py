@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import utilization_probe, utilization_probe_text, utilization_probe_unavailable
+import gpu_notebooks.llm_finetuning.probe as probe
+from gpu_notebooks.llm_finetuning.explain.memory import utilization_probe_text, utilization_reference_text
+from gpu_notebooks.llm_finetuning.probe import utilization_probe, utilization_probe_unavailable
+from tests.fakes import use_nvml
 
 KEYS = ["workload", "classic_util_pct", "sm_active_pct", "tensor_active_pct", "dram_bw_pct", "seconds"]
 # What NVML would say during each workload (classic utilization samples; GPM windows, the first dropped).
@@ -52,8 +54,8 @@ def mocked_nvml(monkeypatch):
             seen["gpm"] += 1
             return self
 
-    monkeypatch.setattr(app, "GpuSampler", FakeGpuSampler)
-    monkeypatch.setattr(app, "GpmSampler", FakeGpmSampler)
+    monkeypatch.setattr(probe, "GpuSampler", FakeGpuSampler)
+    monkeypatch.setattr(probe, "GpmSampler", FakeGpmSampler)
     return seen
 
 
@@ -117,7 +119,7 @@ def test_the_callout_follows_the_numbers_when_they_disagree_with_the_lesson():
 
 
 def test_without_gpm_or_nvml_the_probe_says_why_in_a_line_and_nothing_crashes(monkeypatch):
-    monkeypatch.setattr(app, "nvml_module", lambda: None)  # no nvidia-ml-py: both samplers fall back
+    use_nvml(monkeypatch, lambda: None)  # no nvidia-ml-py: both samplers fall back
     rows = small_probe()  # the real samplers, on a CPU
     assert all(row["sm_active_pct"] is None and row["classic_util_pct"] is None for row in rows)
     assert "no utilization readings" in utilization_probe_text(rows)
@@ -130,5 +132,5 @@ def test_without_gpm_or_nvml_the_probe_says_why_in_a_line_and_nothing_crashes(mo
 def test_no_gpu_gives_a_one_line_reason():
     assert "No CUDA GPU here" in utilization_probe_unavailable({"cuda_available": False})
     assert utilization_probe_unavailable({"cuda_available": True}) is None
-    reference = app.utilization_reference_text()
+    reference = utilization_reference_text()
     assert "measured on an NVIDIA H200, 2026-12-01" in reference and "93.5%" in reference

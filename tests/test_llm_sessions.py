@@ -10,32 +10,35 @@ from pathlib import Path
 import pytest
 import torch
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import (
-    GPU_LOCK_DEFAULT_PATH,
-    GpuLease,
-    LoRADropout,
-    TrainSettings,
-    build_offline_tokenizer,
-    builtin_examples,
-    catch_out_of_memory,
-    gpu_lock_path,
-    inject_lora,
-    inject_step,
-    keep_recent_adapters,
-    load_step,
-    lora_layers,
-    offline_gpt2,
+import gpu_notebooks.llm_finetuning.adapter as adapter
+import gpu_notebooks.llm_finetuning.steps as steps
+from gpu_notebooks.gpu.lease import GpuLease
+from gpu_notebooks.gpu.lock import DEFAULT_GPU_LOCK_PATH, gpu_lock_path
+from gpu_notebooks.llm_finetuning.adapter import keep_recent_adapters, project_path
+from gpu_notebooks.llm_finetuning.explain.speed import why_fp16_text
+from gpu_notebooks.llm_finetuning.lora import LoRADropout, inject_lora, lora_layers
+from gpu_notebooks.llm_finetuning.models import build_offline_tokenizer, offline_gpt2, tokenizer_corpus
+from gpu_notebooks.llm_finetuning.precision import (
+    bf16_native,
+    choose_precision,
     precision_callout_kind,
-    prepare_step,
-    process_gpu_lock,
-    project_path,
     resolve_precision,
-    tokenizer_corpus,
+)
+from gpu_notebooks.llm_finetuning.settings import TrainSettings
+from gpu_notebooks.llm_finetuning.steps import (
+    evaluate_step,
+    inject_step,
+    load_step,
+    prepare_step,
+    save_step,
+    train_step_body,
     waiting_message,
 )
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+from gpu_notebooks.llm_finetuning.training import FineTuneRun, catch_out_of_memory
+from gpu_notebooks.registry import process_gpu_lock, process_registry
 
-ROOT = Path(app.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
@@ -58,12 +61,12 @@ def whole_run(settings, folder, timeline=None):
     assert problem is None
     stats, problem = prepare_step(run, data)
     assert problem is None
-    trained = app.train_step_body(run, eval_frame, 8)
+    trained = train_step_body(run, eval_frame, 8)
     assert trained["stop_reason"] is None
-    after, _, stop = app.evaluate_step(run, eval_frame, 8)
+    after, _, stop = evaluate_step(run, eval_frame, 8)
     assert stop is None
     weights = {name: layer.lora_A.weight.detach().clone() for name, layer in lora_layers(run.model)}
-    saved = app.save_step(run, folder, eval_frame["prompt"].head(4).tolist())
+    saved = save_step(run, folder, eval_frame["prompt"].head(4).tolist())
     held_until = time.perf_counter()
     assert saved["failure"] is None and not run.lease.held
     if timeline is not None:
@@ -79,12 +82,12 @@ def test_the_lock_path_comes_from_the_environment_and_defaults_to_the_shared_fil
     assert gpu_lock_path() == "/tmp/somewhere/else.lock"
     assert GpuLease().path == "/tmp/somewhere/else.lock"
     monkeypatch.delenv("GPU_NOTEBOOKS_LOCK_PATH")
-    assert gpu_lock_path() == GPU_LOCK_DEFAULT_PATH
-    assert GPU_LOCK_DEFAULT_PATH.endswith("gpu-learning-notebooks.lock")
+    assert gpu_lock_path() == DEFAULT_GPU_LOCK_PATH
+    assert DEFAULT_GPU_LOCK_PATH.endswith("gpu-learning-notebooks.lock")
 
 
 def test_the_tests_never_take_the_real_machine_wide_lock():
-    assert os.environ["GPU_NOTEBOOKS_LOCK_PATH"] != GPU_LOCK_DEFAULT_PATH  # tests/conftest.py sets it
+    assert os.environ["GPU_NOTEBOOKS_LOCK_PATH"] != DEFAULT_GPU_LOCK_PATH  # tests/conftest.py sets it
     assert GpuLease().path == os.environ["GPU_NOTEBOOKS_LOCK_PATH"]
 
 
@@ -161,7 +164,7 @@ def test_a_bug_inside_a_step_releases_the_run_and_its_lease_and_still_raises(mon
     def buggy(*args, **kwargs):
         raise NameError("a bug, not a failed run")
 
-    monkeypatch.setattr(app, "inject_lora", buggy)
+    monkeypatch.setattr(steps, "inject_lora", buggy)
     with pytest.raises(NameError):
         inject_step(run)
     assert run.model is None and not run.lease.held
@@ -229,8 +232,10 @@ def test_peft_reload_check_does_not_touch_the_process_wide_warning_filters(monke
     prepare_step(run, data)
     patched = types.SimpleNamespace(**vars(warnings))
     patched.catch_warnings = not_thread_safe
-    monkeypatch.setattr(app, "warnings", patched)  # the app's own reference only: pytest uses the real one
-    saved = app.save_step(run, tmp_path / "adapter", data["prompt"].head(4).tolist())
+    monkeypatch.setattr(
+        adapter, "warnings", patched
+    )  # the app's own reference only: pytest uses the real one
+    saved = save_step(run, tmp_path / "adapter", data["prompt"].head(4).tolist())
     assert saved["failure"] is None and saved["peft_max_diff"] < 1e-3
 
 
@@ -239,7 +244,7 @@ def test_releasing_a_compiled_run_does_not_reset_every_sessions_compile_caches(m
         raise AssertionError("torch._dynamo.reset() clears the caches of every viewer's session")
 
     monkeypatch.setattr(torch._dynamo, "reset", reset_everything)
-    run = app.FineTuneRun(settings=small_settings(), device=CPU, plan=resolve_precision("fp16", "cpu"))
+    run = FineTuneRun(settings=small_settings(), device=CPU, plan=resolve_precision("fp16", "cpu"))
     run.body = torch.nn.Linear(2, 2)  # stands for the compiled transformer
     run.release()
     assert run.body is None
@@ -249,7 +254,7 @@ def test_releasing_a_compiled_run_does_not_reset_every_sessions_compile_caches(m
 
 
 def test_the_process_keeps_its_last_adapter_folders_and_deletes_only_its_own(tmp_path, monkeypatch):
-    monkeypatch.setitem(app.process_registry(), "adapter_folders", [])
+    monkeypatch.setitem(process_registry(), "adapter_folders", [])
     foreign = tmp_path / "not-ours"
     foreign.mkdir()
     folders = []
@@ -285,10 +290,10 @@ def test_step_1_colours_a_bf16_to_fp16_fallback_as_a_warning():
 
 def test_bf16_is_native_from_compute_capability_8_only(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    assert not app.bf16_native(torch.device("cuda", 0))
+    assert not bf16_native(torch.device("cuda", 0))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-    assert app.bf16_native(torch.device("cuda", 0))
-    assert not app.bf16_native(CPU)
+    assert bf16_native(torch.device("cuda", 0))
+    assert not bf16_native(CPU)
 
 
 def test_bf16_decision_ignores_torch_emulated_bf16_and_the_text_says_which_precision_when(monkeypatch):
@@ -297,14 +302,14 @@ def test_bf16_decision_ignores_torch_emulated_bf16_and_the_text_says_which_preci
         torch.cuda, "is_bf16_supported", lambda including_emulation=True: True
     )  # Turing says yes
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    llama = app.TrainSettings(model_source="tiny-llama", precision="auto")
-    assert app.choose_precision(llama, cuda)[0] == "fp16"
-    assert resolve_precision("bf16", "cuda", app.bf16_native(cuda)).name == "FP16 + GradScaler"
+    llama = TrainSettings(model_source="tiny-llama", precision="auto")
+    assert choose_precision(llama, cuda)[0] == "fp16"
+    assert resolve_precision("bf16", "cuda", bf16_native(cuda)).name == "FP16 + GradScaler"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-    assert app.choose_precision(llama, cuda)[0] == "bf16"
-    plan = resolve_precision("bf16", "cuda", app.bf16_native(cuda))
+    assert choose_precision(llama, cuda)[0] == "bf16"
+    plan = resolve_precision("bf16", "cuda", bf16_native(cuda))
     assert plan.name == "BF16" and not plan.use_grad_scaler
-    text = app.why_fp16_text()
+    text = why_fp16_text()
     assert "works everywhere" not in text
     assert "Ampere" in text and "Volta and Turing" in text and "CPU run uses FP32" in text
 
@@ -333,12 +338,12 @@ def test_step_7_reports_a_disk_error_but_lets_a_bug_raise(monkeypatch, tmp_path)
         run, _ = load_step(small_settings(), data, CPU, resolve_precision("fp16", "cpu"))
         inject_step(run)
         prepare_step(run, data)
-        monkeypatch.setattr(app, "save_adapter", failing)
+        monkeypatch.setattr(steps, "save_adapter", failing)
         if reported:
-            saved = app.save_step(run, tmp_path / "a", prompts)
+            saved = save_step(run, tmp_path / "a", prompts)
             assert "No space left on device" in saved["failure"]
         else:
             with pytest.raises(NameError):
-                app.save_step(run, tmp_path / "a", prompts)
+                save_step(run, tmp_path / "a", prompts)
         assert run.model is None and not run.lease.held
         monkeypatch.undo()

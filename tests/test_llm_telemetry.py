@@ -6,23 +6,21 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import (
-    ALL_TARGETS,
-    GPM_FIELDS,
-    GpmSampler,
+import gpu_notebooks.llm_finetuning.telemetry as telemetry
+from gpu_notebooks.gpu.gpm import GPM_FIELDS, GpmSampler, gpm_support, pcie_bytes_per_s
+from gpu_notebooks.gpu.nvml import decode_clock_event_reasons, energy_joules
+from gpu_notebooks.gpu.peaks import dense_peak_flops
+from gpu_notebooks.llm_finetuning.environment import device_status
+from gpu_notebooks.llm_finetuning.lora import inject_lora
+from gpu_notebooks.llm_finetuning.settings import ALL_TARGETS
+from gpu_notebooks.llm_finetuning.telemetry import (
     GpuSampler,
-    decode_clock_event_reasons,
-    dense_peak_flops,
-    device_status,
-    energy_joules,
-    gpm_support,
-    inject_lora,
+    device_energy_mj,
     lora_flops_per_token,
     mfu,
-    pcie_bytes_per_s,
     run_flops_per_token,
 )
+from tests.fakes import use_nvml
 
 
 class NVMLError(Exception):
@@ -167,9 +165,7 @@ def test_gpm_support_says_why_in_one_line_when_it_is_not_there():
 
 
 def test_gpm_sampler_reads_every_metric_at_its_rate_and_names_the_fields(monkeypatch):
-    monkeypatch.setattr(
-        app, "nvml_module", lambda: fake_nvml(values={"NVML_GPM_METRIC_PCIE_RX_PER_SEC": 3.0})
-    )
+    use_nvml(monkeypatch, lambda: fake_nvml(values={"NVML_GPM_METRIC_PCIE_RX_PER_SEC": 3.0}))
     sampler = GpmSampler(hz=50).start()
     assert sampler.available and sampler.unavailable_reason == ""
     deadline = __import__("time").time() + 20
@@ -185,13 +181,13 @@ def test_gpm_sampler_reads_every_metric_at_its_rate_and_names_the_fields(monkeyp
 
 def test_a_missing_gpm_metric_is_none_and_a_failing_sample_never_crashes_the_sampler(monkeypatch):
     missing = {"NVML_GPM_METRIC_HMMA_TENSOR_UTIL": 3}  # NVML_ERROR_NOT_SUPPORTED for this metric
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(metric_returns=missing))
+    use_nvml(monkeypatch, lambda: fake_nvml(metric_returns=missing))
     sampler = GpmSampler(hz=50).start()
     __import__("time").sleep(0.3)
     sampler.stop()
     assert sampler.samples and all(s["hmma_active_pct"] is None for s in sampler.samples)
     assert sampler.means()["hmma_active_pct"] is None
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(sample_fails=True))
+    use_nvml(monkeypatch, lambda: fake_nvml(sample_fails=True))
     sampler = GpmSampler(hz=50).start()
     __import__("time").sleep(0.3)
     sampler.stop()
@@ -206,7 +202,7 @@ def test_gpm_unavailable_paths_give_a_reason_and_no_samples(monkeypatch, nvml_st
         "query raises": fake_nvml(nvmlGpmQueryDeviceSupport=raises),
         "no driver": fake_nvml(nvmlInit=raises, nvmlDeviceGetCount=raises),
     }[nvml_state]
-    monkeypatch.setattr(app, "nvml_module", lambda: nvml)
+    use_nvml(monkeypatch, lambda: nvml)
     sampler = GpmSampler().start()
     sampler.stop()
     assert not sampler.available and sampler.unavailable_reason and sampler.samples == []
@@ -251,11 +247,11 @@ def test_the_clock_reasons_reach_the_progress_text():
 
 
 def test_energy_is_read_from_nvml_when_it_starts_and_is_none_when_it_does_not(monkeypatch):
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml())
-    monkeypatch.setattr(app, "nvml_device_index", lambda device: 0)
-    assert app.read_energy_mj(torch.device("cuda", 0)) == 1_000_000
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(nvmlInit=raises))
-    assert app.read_energy_mj(torch.device("cuda", 0)) is None
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(nvmlDeviceGetTotalEnergyConsumption=raises))
-    assert app.read_energy_mj(torch.device("cuda", 0)) is None
-    assert app.read_energy_mj(torch.device("cpu")) is None
+    use_nvml(monkeypatch, lambda: fake_nvml())
+    monkeypatch.setattr(telemetry, "nvml_device_index", lambda device: 0)
+    assert device_energy_mj(torch.device("cuda", 0)) == 1_000_000
+    use_nvml(monkeypatch, lambda: fake_nvml(nvmlInit=raises))
+    assert device_energy_mj(torch.device("cuda", 0)) is None
+    use_nvml(monkeypatch, lambda: fake_nvml(nvmlDeviceGetTotalEnergyConsumption=raises))
+    assert device_energy_mj(torch.device("cuda", 0)) is None
+    assert device_energy_mj(torch.device("cpu")) is None

@@ -13,36 +13,41 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import transformers
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import (
-    TINY_MODEL_NAME,
-    FineTuneRun,
-    GpuSampler,
+import gpu_notebooks.llm_finetuning.evaluation as evaluation
+import gpu_notebooks.llm_finetuning.training as training
+from gpu_notebooks.gpu.lease import gpu_turn
+from gpu_notebooks.llm_finetuning.adapter import merge_check
+from gpu_notebooks.llm_finetuning.cards import memory_card, metric_card, training_summary
+from gpu_notebooks.llm_finetuning.evaluation import evaluate_run, generate_greedy, standard_error
+from gpu_notebooks.llm_finetuning.loading import (
     ModelUnavailable,
-    TrainingStopped,
-    TrainSettings,
-    build_offline_tokenizer,
-    builtin_examples,
-    evaluate_loss,
-    evaluate_run,
-    generate_greedy,
-    gpu_turn,
     hub_reachable,
-    inject_lora,
     load_model_and_tokenizer,
     load_pretrained,
-    lora_layers,
-    lr_at,
-    offline_gpt2,
-    prepare_training,
-    process_gpu_lock,
-    resolve_precision,
-    set_seed,
-    tokenizer_corpus,
-    train_steps,
-    with_model_defaults,
 )
+from gpu_notebooks.llm_finetuning.lora import inject_lora, lora_layers, remove_lora
+from gpu_notebooks.llm_finetuning.models import (
+    TINY_MODEL_NAME,
+    build_offline_tokenizer,
+    offline_gpt2,
+    tokenizer_corpus,
+)
+from gpu_notebooks.llm_finetuning.precision import resolve_precision, set_seed
+from gpu_notebooks.llm_finetuning.schedule import lr_at
+from gpu_notebooks.llm_finetuning.settings import TrainSettings, with_model_defaults
+from gpu_notebooks.llm_finetuning.steps import release_on_interrupt
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+from gpu_notebooks.llm_finetuning.telemetry import GpuSampler
+from gpu_notebooks.llm_finetuning.training import (
+    FineTuneRun,
+    TrainingStopped,
+    evaluate_loss,
+    prepare_training,
+    train_steps,
+)
+from gpu_notebooks.registry import process_gpu_lock
 
 
 def out_of_memory(*args, **kwargs):
@@ -146,7 +151,7 @@ def test_merged_inference_matches_and_restores_the_weights(trained):
     run = trained[0]
     prompts = builtin_examples()["prompt"].head(6).tolist()
     before = [layer.base_layer.weight.clone() for _, layer in lora_layers(run.model)]
-    assert app.merge_check(run, prompts) < 1e-4
+    assert merge_check(run, prompts) < 1e-4
     assert all(
         torch.equal(w, layer.base_layer.weight)
         for w, (_, layer) in zip(before, lora_layers(run.model), strict=True)
@@ -177,7 +182,7 @@ def test_collapsing_loss_scale_stops_training():
 def test_out_of_memory_is_caught_and_explained(monkeypatch):
     run, _ = tiny_run(epochs=1)
 
-    monkeypatch.setattr(app, "train_one_step", out_of_memory)
+    monkeypatch.setattr(training, "train_one_step", out_of_memory)
     with pytest.raises(TrainingStopped) as stopped:
         list(train_steps(run))
     assert "out of memory" in stopped.value.reason and "smaller batch size" in stopped.value.advice
@@ -186,14 +191,14 @@ def test_out_of_memory_is_caught_and_explained(monkeypatch):
 def test_evaluation_out_of_memory_becomes_a_clear_stop(monkeypatch):
     run, data = tiny_run(epochs=1)
 
-    monkeypatch.setattr(app, "evaluate_loss", out_of_memory)
+    monkeypatch.setattr(evaluation, "evaluate_loss", out_of_memory)
     with pytest.raises(TrainingStopped, match="while evaluating"):
         evaluate_run(run, data[data["split"] == "eval"], 4)
 
 
 def test_stopped_training_renders_an_explanation():
     stop = TrainingStopped("The loss became nan at step 3.", "Lower the learning rate.", 2)
-    html = app.training_summary(pd.DataFrame(), [], stop, 0.0, 0.0, pd.DataFrame()).text
+    html = training_summary(pd.DataFrame(), [], stop, 0.0, 0.0, pd.DataFrame()).text
     assert "stopped after 2 optimizer steps" in html and "Lower the learning rate" in html
 
 
@@ -208,7 +213,7 @@ def test_eval_loss_equals_base_model_before_training():
     run, _ = tiny_run(epochs=1)
     with_lora = evaluate_loss(run)["eval_loss"]
     base = run.model
-    app.remove_lora(base)
+    remove_lora(base)
     assert evaluate_loss(run)["eval_loss"] == pytest.approx(with_lora, abs=1e-6)
 
 
@@ -237,7 +242,7 @@ def test_hub_model_without_network_says_so(monkeypatch):
         raise OSError("not in the cache")
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(app.AutoModelForCausalLM, "from_pretrained", not_cached)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", not_cached)
     assert hub_reachable() is False
     with pytest.raises(ModelUnavailable, match="cannot be reached"):
         load_pretrained("gpt2", torch.float32)
@@ -286,7 +291,7 @@ def test_import_runs_only_the_light_setup():
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(app.__file__).parent,
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
@@ -300,7 +305,7 @@ def test_training_waits_while_the_benchmark_app_holds_the_gpu_with_both_apps_def
     code = textwrap.dedent(
         """
         import threading, time
-        import rapids_benchmark_dashboard as rapids
+        from gpu_notebooks.gpu import lock as rapids
         import llm_finetuning_dashboard as llm
         held, release, waited, order = threading.Event(), threading.Event(), threading.Event(), []
         def benchmark():
@@ -328,7 +333,7 @@ def test_training_waits_while_the_benchmark_app_holds_the_gpu_with_both_apps_def
     env["TMPDIR"] = str(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=Path(app.__file__).parent,
+        cwd=Path(__file__).resolve().parents[1],
         env=env,
         capture_output=True,
         text=True,
@@ -345,7 +350,7 @@ def test_training_waits_while_the_benchmark_app_holds_the_gpu_with_both_apps_def
 def test_out_of_memory_in_the_end_of_epoch_evaluation_becomes_a_clear_stop(monkeypatch):
     run, _ = tiny_run(epochs=1)
 
-    monkeypatch.setattr(app, "evaluate_loss", out_of_memory)
+    monkeypatch.setattr(training, "evaluate_loss", out_of_memory)
     with pytest.raises(TrainingStopped) as stopped:
         list(train_steps(run))
     assert "while evaluating after epoch 1" in stopped.value.reason and stopped.value.step == 10
@@ -371,7 +376,7 @@ def test_an_interrupted_training_cell_releases_the_run():
 
     run.release = watched_release
     with pytest.raises(KeyboardInterrupt):
-        with app.release_on_interrupt(run):
+        with release_on_interrupt(run):
             next(steps)
             interrupted_step()
     assert run.model is None and run.optimizer is None and run.train_loader is None
@@ -380,21 +385,21 @@ def test_an_interrupted_training_cell_releases_the_run():
 
 
 def test_exact_match_is_shown_with_one_standard_error(trained):
-    assert app.standard_error(0.5, 40) == pytest.approx(0.0791, abs=1e-4)  # √(0.25 / 40)
-    assert app.standard_error(0.0, 40) == 0.0 and app.standard_error(1.0, 12) == 0.0
-    assert app.standard_error(0.2, 100) == pytest.approx(0.04)
-    assert pd.isna(app.standard_error(0.5, 0))
+    assert standard_error(0.5, 40) == pytest.approx(0.0791, abs=1e-4)  # √(0.25 / 40)
+    assert standard_error(0.0, 40) == 0.0 and standard_error(1.0, 12) == 0.0
+    assert standard_error(0.2, 100) == pytest.approx(0.04)
+    assert pd.isna(standard_error(0.5, 0))
     _, _, before, after, scored = trained
     assert after["eval_items"] == before["eval_items"] == len(scored) == 40
-    html = app.metric_card("exact match", 0.25, 0.5, "{:.0%}", "increase", n=after["eval_items"]).text
+    html = metric_card("exact match", 0.25, 0.5, "{:.0%}", "increase", n=after["eval_items"]).text
     assert "50% ± 8%" in html and "25% ± 7%" in html and "n = 40" in html
-    assert "±" not in app.metric_card("eval loss", 2.0, 1.0, "{:.3f}", "decrease").text
+    assert "±" not in metric_card("eval loss", 2.0, 1.0, "{:.3f}", "decrease").text
 
 
 def test_memory_card_shows_the_peak_inside_steps_not_a_read_between_them():
     history = pd.DataFrame({"memory_mib": [100.0, 120.0], "peak_mib": [300.0, 350.0]})
     samples = pd.DataFrame({"memory_mib": [2048.0]})
-    html = app.memory_card(history, samples).text
+    html = memory_card(history, samples).text
     assert "350 MiB" in html and "120 MiB" not in html and "max_memory_allocated" in html
-    cpu = app.memory_card(pd.DataFrame({"memory_mib": [0.0], "peak_mib": [0.0]}), samples).text
+    cpu = memory_card(pd.DataFrame({"memory_mib": [0.0], "peak_mib": [0.0]}), samples).text
     assert "RSS" in cpu

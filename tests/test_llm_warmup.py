@@ -6,14 +6,9 @@ import weakref
 
 import torch
 
-from llm_finetuning_dashboard import (
-    gpu_turn,
-    process_gpu_lock,
-    start_warm_up,
-    warm_up_kernels,
-    warm_up_note,
-    warm_up_state,
-)
+from gpu_notebooks.gpu.lease import gpu_turn
+from gpu_notebooks.llm_finetuning.warmup import start_warm_up, warm_up_kernels, warm_up_note, warm_up_state
+from gpu_notebooks.registry import process_gpu_lock
 
 
 def wait_until(predicate, seconds=5.0):

@@ -9,16 +9,27 @@ from pathlib import Path
 
 import pytest
 
-import rapids_benchmark_dashboard as app
-from rapids_benchmark_dashboard import (
+import gpu_notebooks.rapids_benchmark.cudf_pandas as cudf_pandas
+from gpu_notebooks.rapids_benchmark.cli import parse_cli_args
+from gpu_notebooks.rapids_benchmark.cudf_pandas import (
     FALLBACK_STEP,
+    PROFILE_SAMPLE_ROWS,
     SNIPPET_MAX_CHARS,
     prepare_snippet,
+    profile_fallbacks,
     run_cudf_pandas_engine,
     run_user_snippet,
+    run_worker,
+    snippet_report,
     user_code_allowed,
     worker_command,
 )
+from gpu_notebooks.rapids_benchmark.data import generate_data
+from gpu_notebooks.rapids_benchmark.engines import make_engines
+from gpu_notebooks.rapids_benchmark.explain.method import explain_cudf_pandas
+from gpu_notebooks.rapids_benchmark.explain.results import summary_text
+from gpu_notebooks.rapids_benchmark.report import results_table, summarize_records
+from gpu_notebooks.rapids_benchmark.runner import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +48,7 @@ def test_the_worker_runs_the_apps_own_pandas_ops_and_every_result_is_checked_aga
 
 def test_the_worker_turns_cudf_pandas_on_before_pandas_is_imported():
     boot = worker_command()[-1]
-    assert boot.index("cudf.pandas.install()") < boot.index("import rapids_benchmark_dashboard")
+    assert boot.index("cudf.pandas.install()") < boot.index("from gpu_notebooks")
     assert "import pandas" not in boot.split("cudf.pandas.install()")[0]
 
 
@@ -48,12 +59,12 @@ def test_an_accelerated_run_without_cudf_fails_with_a_message_and_nothing_breaks
 
 
 def test_the_summary_says_how_close_cudf_pandas_gets_to_pandas():
-    bench = app.run_benchmark([5_000], ["filter"], app.make_engines(None), 1)
+    bench = run_benchmark([5_000], ["filter"], make_engines(None), 1)
     extra = run_cudf_pandas_engine([5_000], ["filter"], 1, accelerate=False)
-    summary = app.summarize_records(bench["records"] + extra["records"])
-    table = app.results_table(summary)
+    summary = summarize_records(bench["records"] + extra["records"])
+    table = results_table(summary)
     assert "cudf.pandas median (min–max)" in table and "cudf.pandas vs pandas" in table
-    assert "cudf.pandas" in app.explain_cudf_pandas({"summary": summary, "bench": {}})
+    assert "cudf.pandas" in explain_cudf_pandas({"summary": summary, "bench": {}})
 
 
 @pytest.mark.parametrize(
@@ -80,7 +91,7 @@ def test_a_snippet_runs_in_a_worker_and_its_result_comes_back():
     out = run_user_snippet("df.groupby('key_few')['value'].mean()", 5_000, accelerate=False)
     assert "error" not in out, out
     assert out["runs"]["pandas"]["rows_out"] == 100 and out["runs"]["pandas"]["seconds"] > 0
-    assert "not run — no cuDF" in app.snippet_report(out, accelerated=False)
+    assert "not run — no cuDF" in snippet_report(out, accelerated=False)
 
 
 @pytest.mark.parametrize(
@@ -95,7 +106,7 @@ def test_a_snippet_runs_in_a_worker_and_its_result_comes_back():
 def test_a_failing_snippet_gets_a_clear_message_and_the_app_keeps_working(code, timeout_s, message):
     out = run_user_snippet(code, 2_000, accelerate=False, timeout_s=timeout_s)
     assert message in out["error"]
-    assert "did not run" in app.snippet_report(out, accelerated=False)
+    assert "did not run" in snippet_report(out, accelerated=False)
     assert "error" not in run_user_snippet("df.shape[0]", 2_000, accelerate=False)  # the next one works
 
 
@@ -109,7 +120,7 @@ def test_marimo_run_viewers_get_no_code_execution_unless_the_app_was_started_to_
     assert "--allow-user-code" in user_code_allowed("run", {})[1]
     assert user_code_allowed("edit", {})[0] is True
     assert user_code_allowed("run", {"allow_user_code": True})[0] is True
-    assert app.parse_cli_args({"allow-user-code": ""})["allow_user_code"] is True
+    assert parse_cli_args({"allow-user-code": ""})["allow_user_code"] is True
     assert user_code_allowed(None, {})[0] is False and user_code_allowed("script", {})[0] is False
 
 
@@ -125,8 +136,6 @@ def test_a_process_the_worker_leaves_behind_cannot_keep_the_run_waiting(monkeypa
     app's GPU export waited on the cudf.pandas worker on the H200, 2026-12-01); it is stopped with the worker."""
     import threading
 
-    import rapids_benchmark_dashboard as app
-
     pid_file = tmp_path / "grandchild.pid"
     boot = (
         "import json, subprocess, sys\n"
@@ -135,9 +144,9 @@ def test_a_process_the_worker_leaves_behind_cannot_keep_the_run_waiting(monkeypa
         f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
         "print('WORKER-RESULT ' + json.dumps({'ok': True}), flush=True)\n"
     )
-    monkeypatch.setattr(app, "worker_command", lambda: [sys.executable, "-c", boot])
+    monkeypatch.setattr(cudf_pandas, "worker_command", lambda: [sys.executable, "-c", boot])
     answer = {}
-    thread = threading.Thread(target=lambda: answer.update(result=app.run_worker({}, timeout_s=600)))
+    thread = threading.Thread(target=lambda: answer.update(result=run_worker({}, timeout_s=600)))
     thread.start()
     thread.join(timeout=180)  # generous: the call itself takes about a second
     try:
@@ -180,7 +189,7 @@ def test_the_summary_says_how_close_zero_code_change_gets_to_hand_written_cudf()
         record(10**6, "sort", "cudf", 0.01, True, True, "pandas", h2d_s=0.1),
         record(10**6, "sort", "cudf_pandas", 0.02, True, True, "pandas"),
     ]
-    text = app.summary_text(app.summarize_records(recs), bench_for(recs, [10**6]))
+    text = summary_text(summarize_records(recs), bench_for(recs, [10**6]))
     assert "ran at 0.5× on sort the speed of hand-written cuDF" in text
 
 
@@ -198,14 +207,14 @@ class _CountingProfiler:
 
 def test_the_fallback_report_profiles_a_capped_sample_whatever_the_rows():
     seen = []
-    df, lookup = app.generate_data(20_000)
+    df, lookup = generate_data(20_000)
 
     def step(frame, _lookup):  # Python per row, the kind of work the profiler makes slow
         seen.append(len(frame))
         return frame.apply(lambda r: r["value"] > 50, axis=1)
 
-    rows = app.profile_fallbacks(step, df.head(app.PROFILE_SAMPLE_ROWS), lookup, profiler_cls=_CountingProfiler)
-    assert seen == [app.PROFILE_SAMPLE_ROWS] and app.PROFILE_SAMPLE_ROWS <= 1_000
+    rows = profile_fallbacks(step, df.head(PROFILE_SAMPLE_ROWS), lookup, profiler_cls=_CountingProfiler)
+    assert seen == [PROFILE_SAMPLE_ROWS] and PROFILE_SAMPLE_ROWS <= 1_000
     assert rows == [{"function": "DataFrame.apply", "cpu_calls": 2, "cpu_s": pytest.approx(0.3)}]
 
 
@@ -217,6 +226,6 @@ def test_a_profiled_step_that_never_ends_is_stopped_and_the_report_says_so():
             calls.append(1)
             time.sleep(0.01)
 
-    rows = app.profile_fallbacks(endless, None, None, profiler_cls=_CountingProfiler, timeout_s=0.3)
+    rows = profile_fallbacks(endless, None, None, profiler_cls=_CountingProfiler, timeout_s=0.3)
     assert calls and "profiling stopped after" in rows[-1]["function"]
     assert rows[0]["function"] == "DataFrame.apply"

@@ -7,18 +7,14 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from rapids_benchmark_dashboard import (  # noqa: E402
-    OPS,
-    dask_client,
-    detect_dask,
-    generate_chunk,
-    generate_data,
-    make_dask_engine,
-    make_engines,
-    plan_run,
-    run_sized_benchmark,
-    summarize_records,
-)
+from gpu_notebooks.rapids_benchmark.checks import invariant_check
+from gpu_notebooks.rapids_benchmark.dask_engine import dask_client, detect_dask, make_dask_engine
+from gpu_notebooks.rapids_benchmark.data import generate_chunk, generate_data
+from gpu_notebooks.rapids_benchmark.engines import make_engines
+from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
+from gpu_notebooks.rapids_benchmark.report import summarize_records
+from gpu_notebooks.rapids_benchmark.runner import run_sized_benchmark
+from gpu_notebooks.rapids_benchmark.sizing import plan_run
 
 logging.getLogger("distributed").setLevel(logging.ERROR)
 
@@ -79,8 +75,6 @@ def test_sizes_beyond_one_gpu_run_on_dask_alone(client):
 def test_without_a_reference_dask_results_are_self_checked_and_wrong_ones_caught(client):
     import dask.dataframe as dd
 
-    from rapids_benchmark_dashboard import get_op, invariant_check
-
     engine = make_dask_engine(client, gpu=False)
     frame, lookup = engine.load(40_000, 3, None, generate_data(10, 3)[1])
     for op in OPS:
@@ -106,7 +100,6 @@ def test_without_a_reference_dask_results_are_self_checked_and_wrong_ones_caught
 
 
 def test_self_checks_catch_wrong_values_that_keep_the_row_counts():
-    from rapids_benchmark_dashboard import get_op, invariant_check
 
     df, lookup = generate_data(30_000, seed=5)
     right = {op: get_op(op)(pd, df, lookup) for op in OPS}

@@ -4,16 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rapids_benchmark_dashboard import (
-    CATEGORIES,
-    N_MANY_KEYS,
-    OP_ORDER,
-    OPS,
-    bytes_touched,
-    generate_data,
-    get_op,
-    results_match,
-)
+from gpu_notebooks.rapids_benchmark.checks import OP_ORDER, results_match
+from gpu_notebooks.rapids_benchmark.data import CATEGORIES, N_MANY_KEYS, generate_data
+from gpu_notebooks.rapids_benchmark.ops import OPS, bytes_touched, frame_nbytes, get_op
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +155,6 @@ def test_bytes_touched_counts_inputs_read_and_result_written(data):
 def test_frame_nbytes_measures_two_level_group_by_columns_column_by_column():
     """cuDF's DataFrame.memory_usage rejects ('value', 'sum') columns; the column-by-column count must not."""
     import numpy as np
-
-    from rapids_benchmark_dashboard import frame_nbytes
 
     frame = pd.DataFrame({"k": np.arange(10) % 3, "v": np.arange(10.0)})
     grouped = frame.groupby("k").agg({"v": ["sum", "mean"]})

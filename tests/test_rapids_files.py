@@ -6,16 +6,16 @@ from collections import namedtuple
 import pandas as pd
 import pytest
 
-import rapids_benchmark_dashboard as app
-from rapids_benchmark_dashboard import (
-    ALL_OPS,
-    FILE_OPS,
-    Engine,
-    make_engines,
-    pandas_api_file_ops,
-    run_benchmark,
-    summarize_records,
-)
+import gpu_notebooks.rapids_benchmark.files as files
+from gpu_notebooks.rapids_benchmark.data import generate_data
+from gpu_notebooks.rapids_benchmark.duckdb_engine import duckdb_file_sql
+from gpu_notebooks.rapids_benchmark.engine import Engine
+from gpu_notebooks.rapids_benchmark.engines import make_engines
+from gpu_notebooks.rapids_benchmark.explain.results import pipeline_text
+from gpu_notebooks.rapids_benchmark.files import clear_data_cache, data_cache_bytes, data_files
+from gpu_notebooks.rapids_benchmark.ops import ALL_OPS, FILE_OPS, pandas_api_file_ops, pipeline_pandas_api
+from gpu_notebooks.rapids_benchmark.report import summarize_records
+from gpu_notebooks.rapids_benchmark.runner import run_benchmark
 
 pl = pytest.importorskip("polars")
 duckdb = pytest.importorskip("duckdb")
@@ -24,7 +24,7 @@ duckdb = pytest.importorskip("duckdb")
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """Every test writes its data files into its own folder."""
-    monkeypatch.setattr(app, "data_cache_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(files, "data_cache_dir", lambda: str(tmp_path))
     return tmp_path
 
 
@@ -51,7 +51,7 @@ def test_every_read_op_and_the_pipeline_agree_across_pandas_polars_duckdb_and_th
     assert engines_checked == {(op, e) for op in FILE_OPS for e in ("polars", "duckdb", "cudf")}
     pipeline = next(r for r in out["records"] if r["op"] == "pipeline" and r["engine"] == "pandas")
     assert pipeline["rows_out"] == 7 * 8  # regions × categories: the small answer
-    text = app.pipeline_text(summary)
+    text = pipeline_text(summary)
     assert text.startswith("**The whole job first**") and "agree across engines ✓" in text
 
 
@@ -65,15 +65,15 @@ def test_duckdb_is_a_cpu_engine_that_can_be_the_fastest(monkeypatch):
 
 
 def test_the_files_are_written_once_per_size(private_cache):
-    df, _ = app.generate_data(5_000)
-    files, why = app.data_files(5_000, 0, df)
+    df, _ = generate_data(5_000)
+    files, why = data_files(5_000, 0, df)
     assert why is None and all(os.path.getsize(p) > 0 for p in files.values())
     stamps = {k: os.stat(p).st_mtime_ns for k, p in files.items()}
-    again, _ = app.data_files(5_000, 0, df)
+    again, _ = data_files(5_000, 0, df)
     assert again == files and {k: os.stat(p).st_mtime_ns for k, p in files.items()} == stamps
     assert sorted(os.listdir(private_cache)) == ["data_5000_0.csv", "data_5000_0.parquet"]  # no temp left
-    assert app.data_cache_bytes() == sum(os.path.getsize(p) for p in files.values())
-    assert app.clear_data_cache() > 0 and os.listdir(private_cache) == []
+    assert data_cache_bytes() == sum(os.path.getsize(p) for p in files.values())
+    assert clear_data_cache() > 0 and os.listdir(private_cache) == []
 
 
 def test_the_cache_is_capped_by_free_disk_with_a_message(monkeypatch):
@@ -91,8 +91,8 @@ def test_the_cache_is_capped_by_free_disk_with_a_message(monkeypatch):
 def test_a_truncated_file_gives_a_clear_message_and_the_other_engines_and_ops_still_run(
     kind, op, private_cache
 ):
-    df, _ = app.generate_data(20_000)
-    files, _ = app.data_files(20_000, 0, df)
+    df, _ = generate_data(20_000)
+    files, _ = data_files(20_000, 0, df)
     with open(files[kind], "r+b") as handle:  # cut the file in the middle of a row / a page
         handle.truncate(os.path.getsize(files[kind]) // 2 + 7)
     engines = make_engines(None, pl, False, duckdb)
@@ -113,7 +113,7 @@ def test_a_truncated_file_gives_a_clear_message_and_the_other_engines_and_ops_st
 
 def test_the_pipeline_is_one_job_per_library_written_before_it_was_measured():
     """The same five steps in every library: filter value > 10, inner join, revenue, region × category, sort."""
-    sql = app.duckdb_file_sql({"parquet": "/x.parquet", "csv": "/x.csv"})["pipeline"]
+    sql = duckdb_file_sql({"parquet": "/x.parquet", "csv": "/x.csv"})["pipeline"]
     for step in (
         "value > 10.0",
         "JOIN lookup USING (key_many)",
@@ -121,10 +121,10 @@ def test_the_pipeline_is_one_job_per_library_written_before_it_was_measured():
         "ORDER BY revenue DESC",
     ):
         assert step in sql
-    assert "value > 10" in app.pipeline_pandas_api.__doc__
+    assert "value > 10" in pipeline_pandas_api.__doc__
     assert "pipeline" in ALL_OPS and list(ALL_OPS)[0] == "pipeline"  # shown first
 
 
 def test_a_path_with_a_quote_cannot_break_out_of_duckdbs_sql():
-    sql = app.duckdb_file_sql({"parquet": "/tmp/a'b.parquet", "csv": "/tmp/a'b.csv"})
+    sql = duckdb_file_sql({"parquet": "/tmp/a'b.parquet", "csv": "/tmp/a'b.csv"})
     assert "read_parquet('/tmp/a''b.parquet')" in sql["read_parquet"]

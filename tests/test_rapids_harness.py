@@ -8,26 +8,19 @@ import time
 import pandas as pd
 import pytest
 
-from rapids_benchmark_dashboard import (
-    OPS,
-    Engine,
-    cap_rows,
-    crossover_rows,
-    detect_cudf,
-    estimate_bytes_per_row,
-    gpu_lock,
-    make_engines,
-    parse_cli_args,
-    plan_run,
-    results_table,
-    run_benchmark,
-    speedup_chart,
-    summarize_records,
-    sweep_chart,
-    time_operation,
-    timeline_chart,
-    times_chart,
-)
+from gpu_notebooks.gpu.lock import gpu_lock
+from gpu_notebooks.rapids_benchmark.charts import speedup_chart, sweep_chart, timeline_chart, times_chart
+from gpu_notebooks.rapids_benchmark.checks import OP_ORDER, results_match_polars
+from gpu_notebooks.rapids_benchmark.cli import parse_cli_args
+from gpu_notebooks.rapids_benchmark.data import estimate_bytes_per_row, generate_data
+from gpu_notebooks.rapids_benchmark.engine import Engine
+from gpu_notebooks.rapids_benchmark.engines import detect_cudf, frames_freed_on_interrupt, make_engines
+from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
+from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars, polars_frame_for_gpu, polars_ops
+from gpu_notebooks.rapids_benchmark.report import crossover_rows, results_table, summarize_records
+from gpu_notebooks.rapids_benchmark.runner import run_benchmark
+from gpu_notebooks.rapids_benchmark.sizing import HOST_FACTORS, cap_rows, plan_run
+from gpu_notebooks.rapids_benchmark.timing import time_operation
 
 
 def pandas_as_gpu(name="cudf", **kw):
@@ -76,7 +69,6 @@ def test_memory_cap_arithmetic():
 
 
 def test_plan_caps_the_sweep_too():
-    from rapids_benchmark_dashboard import HOST_FACTORS
 
     plan = plan_run(100_000_000, ["sort", "filter"], 3, True, 25, free_gpu_bytes=None, free_host_bytes=2e9)
     factor = HOST_FACTORS["pandas"] + HOST_FACTORS["polars"]  # the default engines
@@ -268,7 +260,6 @@ def test_polars_engine_agrees_with_pandas_on_every_op_and_reports_honest_speedup
 
 def test_polars_comparison_catches_wrong_values_and_order():
     pl = pytest.importorskip("polars")
-    from rapids_benchmark_dashboard import generate_data, get_op, polars_ops, results_match_polars
 
     df, lookup = generate_data(20_000)
     pdf, plookup = pl.from_pandas(df), pl.from_pandas(lookup)
@@ -288,7 +279,6 @@ def test_polars_comparison_catches_wrong_values_and_order():
 
 
 def test_polars_gpu_engine_is_off_without_a_gpu():
-    from rapids_benchmark_dashboard import detect_polars
 
     module, gpu, msg = detect_polars(None)
     assert module is not None and gpu is False and "CPU threads" in msg
@@ -328,8 +318,6 @@ def test_an_interrupted_run_gives_its_frames_back_before_the_error_is_shown():
     import gc
     import weakref
 
-    from rapids_benchmark_dashboard import frames_freed_on_interrupt
-
     held = []
 
     def running_op():
@@ -349,14 +337,6 @@ def test_an_interrupted_run_gives_its_frames_back_before_the_error_is_shown():
 def test_the_polars_gpu_engine_gets_no_categorical_columns_and_still_agrees_with_pandas():
     """cudf-polars 26.10 refuses Categorical (seen on an H100): the GPU engine's frame carries strings."""
     pl = pytest.importorskip("polars")
-    from rapids_benchmark_dashboard import (
-        OP_ORDER,
-        generate_data,
-        get_op,
-        polars_frame_for_gpu,
-        polars_ops,
-        results_match_polars,
-    )
 
     df, lookup = generate_data(20_000)
     gdf, glookup = polars_frame_for_gpu(pl, df), polars_frame_for_gpu(pl, lookup)

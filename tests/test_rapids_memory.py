@@ -7,17 +7,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rapids_benchmark_dashboard import (
+from gpu_notebooks.rapids_benchmark.engine import Engine
+from gpu_notebooks.rapids_benchmark.engines import make_engines
+from gpu_notebooks.rapids_benchmark.ops import OPS
+from gpu_notebooks.rapids_benchmark.runner import run_benchmark
+from gpu_notebooks.rapids_benchmark.sizing import (
     HOST_FACTORS,
     MEMORY_HEADROOM,
-    OPS,
-    Engine,
     cap_rows,
     host_working_factor,
-    make_engines,
     memory_shortfall,
     plan_run,
-    run_benchmark,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,12 +94,16 @@ def test_the_capped_largest_size_completes_on_this_machine():
     """500M rows asked on this CPU machine: the cap from free memory, then the run itself, in its own process."""
     code = (
         "import resource, psutil, polars as pl, duckdb\n"
-        "import rapids_benchmark_dashboard as app\n"
-        "engines = app.make_engines(None, pl, False, duckdb)  # the CPU engines of a default run\n"
-        "settings = {'requested_rows': 500_000_000, 'ops': list(app.OPS), 'repeats': 1, 'sweep': False}\n"
-        "plan = app.plan_from_settings(settings, engines)\n"
-        "out = app.run_benchmark(plan['sizes'], plan['ops'], engines, 1)\n"
-        "summary = app.summarize_records(out['records'])\n"
+        "from gpu_notebooks.rapids_benchmark.engines import make_engines\n"
+        "from gpu_notebooks.rapids_benchmark.ops import OPS\n"
+        "from gpu_notebooks.rapids_benchmark.report import summarize_records\n"
+        "from gpu_notebooks.rapids_benchmark.runner import run_benchmark\n"
+        "from gpu_notebooks.rapids_benchmark.sizing import plan_from_settings\n"
+        "engines = make_engines(None, pl, False, duckdb)  # the CPU engines of a default run\n"
+        "settings = {'requested_rows': 500_000_000, 'ops': list(OPS), 'repeats': 1, 'sweep': False}\n"
+        "plan = plan_from_settings(settings, engines)\n"
+        "out = run_benchmark(plan['sizes'], plan['ops'], engines, 1)\n"
+        "summary = summarize_records(out['records'])\n"
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
         "print('ROWS', plan['rows'], 'PEAK_GB', round(peak / 1e9, 1), 'TOTAL_GB', round(psutil.virtual_memory().total / 1e9, 1))\n"
         "print('ERRORS', out['errors'])\n"

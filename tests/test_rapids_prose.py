@@ -3,13 +3,25 @@
 import pandas as pd
 import pytest
 
-from rapids_benchmark_dashboard import (
-    crossover_sentence,
+import gpu_notebooks.rapids_benchmark.files as files
+from gpu_notebooks.gpu.datasheets import memory_kind
+from gpu_notebooks.gpu.nvml import nvml_card_facts
+from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.explain.gpu import (
+    explain_metrics,
     explain_why_gpu,
     host_bandwidth_text,
-    memory_kind,
-    takeaways_text,
+    power_reading_text,
+    roofline_text,
 )
+from gpu_notebooks.rapids_benchmark.explain.method import (
+    csv_parquet_size_text,
+    explain_baseline,
+    explain_multi_gpu,
+    explain_operations,
+)
+from gpu_notebooks.rapids_benchmark.explain.results import crossover_sentence, takeaways_text
+from gpu_notebooks.rapids_benchmark.runner import run_benchmark
 
 HOST = {"cpu_count": 16}
 
@@ -103,7 +115,6 @@ def test_host_bandwidth_is_ddr5_channel_arithmetic_and_the_ratio_uses_this_cards
 
 
 def test_the_ops_callout_gives_the_current_groupby_mechanism_and_no_contention_story():
-    from rapids_benchmark_dashboard import explain_baseline, explain_operations
 
     text = explain_operations(None)
     assert "shared memory" in text and "PR #16619" in text and "fewer than 128" in text
@@ -122,7 +133,6 @@ def test_the_apply_limit_names_numba_udfs_and_the_cudf_pandas_fallback():
 
 
 def test_the_dask_callout_says_how_much_moves_in_a_shuffle_and_by_which_path():
-    from rapids_benchmark_dashboard import explain_multi_gpu
 
     gpu = {"name": "NVIDIA H200", "memory_total_gb": 141.0}
     four = explain_multi_gpu([gpu] * 4, None)
@@ -154,7 +164,6 @@ class FakeNvml:
 
 
 def test_the_metrics_callout_quotes_the_cards_own_slowdown_threshold_or_says_not_reported():
-    from rapids_benchmark_dashboard import explain_metrics, nvml_card_facts
 
     facts = nvml_card_facts(FakeNvml(), object())
     assert facts == {"temp_slowdown_c": 89, "compute_capability": (9, 0)}
@@ -179,7 +188,6 @@ def test_the_metrics_callout_quotes_the_cards_own_slowdown_threshold_or_says_not
     ],
 )
 def test_the_power_reading_is_described_by_architecture(cc, says):
-    from rapids_benchmark_dashboard import power_reading_text
 
     verdict = power_reading_text(cc).split("per the NVML API reference")[0]  # the rule itself names both
     assert says in verdict
@@ -188,7 +196,6 @@ def test_the_power_reading_is_described_by_architecture(cc, says):
 
 
 def test_the_cudf_requirement_names_both_wheel_lines():
-    from rapids_benchmark_dashboard import detect_cudf
 
     module, msg = detect_cudf(0)
     assert (
@@ -198,7 +205,6 @@ def test_the_cudf_requirement_names_both_wheel_lines():
 
 
 def test_no_rapids_callout_repeats_a_claim_issue_16_found_false():
-    import rapids_benchmark_dashboard as app
     from tests.test_docs_claims import false_claims
 
     s = sweep({"filter": [0.1, 1.0, 10.0], "sort": [0.5, 2.0, 30.0]}).assign(
@@ -217,12 +223,12 @@ def test_no_rapids_callout_repeats_a_claim_issue_16_found_false():
     ):
         for run in (None, last):
             texts = [
-                app.explain_why_gpu(gpus, HOST, run),
-                app.explain_baseline(HOST, run),
-                app.explain_operations(run),
-                app.explain_multi_gpu(gpus, run),
-                app.explain_metrics(gpus, run),
-                app.takeaways_text(run),
+                explain_why_gpu(gpus, HOST, run),
+                explain_baseline(HOST, run),
+                explain_operations(run),
+                explain_multi_gpu(gpus, run),
+                explain_metrics(gpus, run),
+                takeaways_text(run),
             ]
             for text in texts:
                 assert false_claims(text) == [], text
@@ -254,7 +260,6 @@ def metrics_run():
 
 
 def test_the_metrics_callout_explains_each_pattern_and_places_this_runs_ops_on_the_roofline():
-    from rapids_benchmark_dashboard import explain_metrics, roofline_text
 
     gpu = {
         "index": 0,
@@ -284,18 +289,11 @@ def test_the_metrics_callout_explains_each_pattern_and_places_this_runs_ops_on_t
 
 def test_csv_against_parquet_size_is_this_runs_files_not_a_fixed_ratio(tmp_path, monkeypatch):
     """The ops callout quoted "2–3× larger" from nowhere; now the ratio comes from the files this run wrote."""
-    from rapids_benchmark_dashboard import (
-        csv_parquet_size_text,
-        explain_operations,
-        make_engines,
-        run_benchmark,
-    )
 
     assert "×" not in csv_parquet_size_text(None)
     assert "2–3×" not in explain_operations(None)
-    import rapids_benchmark_dashboard as app
 
-    monkeypatch.setattr(app, "data_cache_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(files, "data_cache_dir", lambda: str(tmp_path))
     ops = ["read_parquet", "read_csv"]
     bench = run_benchmark([20_000], ops, make_engines(None), repeats=1)
     (gen,) = bench["generation"]

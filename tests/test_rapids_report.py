@@ -10,29 +10,30 @@ import time
 import types
 from pathlib import Path
 
+import marimo as mo
 import pandas as pd
 import pytest
 
-import rapids_benchmark_dashboard as app
-from rapids_benchmark_dashboard import (
-    OPS,
-    Engine,
-    GpuSampler,
+import gpu_notebooks.rapids_benchmark.dask_engine as dask_engine
+import gpu_notebooks.rapids_benchmark.sizing as sizing
+from gpu_notebooks.gpu.lock import gpu_lock, gpu_lock_path, lock_wait_text, lock_waited_text
+from gpu_notebooks.gpu.sampler import GpuSampler
+from gpu_notebooks.rapids_benchmark.charts import live_gpu_panel, log_ticks, speedup_chart, timeline_chart
+from gpu_notebooks.rapids_benchmark.checks import (
     check_messages,
-    gpu_lock,
-    gpu_lock_path,
-    is_out_of_memory,
-    live_gpu_panel,
-    lock_wait_text,
-    make_engines,
-    progress_total,
+    invariant_check,
     results_match,
-    run_benchmark,
-    speed_range_text,
-    summarize_records,
-    summary_text,
-    timeline_chart,
+    results_match_polars,
 )
+from gpu_notebooks.rapids_benchmark.dask_engine import dask_client
+from gpu_notebooks.rapids_benchmark.engine import Engine
+from gpu_notebooks.rapids_benchmark.engines import make_engines
+from gpu_notebooks.rapids_benchmark.errors import is_out_of_memory
+from gpu_notebooks.rapids_benchmark.explain.results import speed_range_text, summary_text, takeaways_text
+from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
+from gpu_notebooks.rapids_benchmark.report import results_table, summarize_records
+from gpu_notebooks.rapids_benchmark.runner import progress_total, run_benchmark, run_with_progress
+from gpu_notebooks.rapids_benchmark.sizing import plan_from_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,8 +109,8 @@ def test_the_lock_reports_how_long_a_queued_run_waited(tmp_path):
     with gpu_lock(path=path) as lease:
         leases.append(lease["waited_s"])
     assert leases[0] > 0.1 and leases[1] == 0.0
-    assert app.lock_waited_text(leases[0], has_gpu=False).startswith("Waited ")
-    assert app.lock_waited_text(0.0, has_gpu=True) == ""
+    assert lock_waited_text(leases[0], has_gpu=False).startswith("Waited ")
+    assert lock_waited_text(0.0, has_gpu=True) == ""
 
 
 # --- summaries with Dask, missing engines, a failing reference -------------------------------------
@@ -149,7 +150,6 @@ def test_speed_ranges_below_one_are_called_slower():
 
 def failing_pandas(op_name, error):
     """The pandas reference engine, with one op raising `error`."""
-    from rapids_benchmark_dashboard import get_op
 
     def broken(*_):
         raise error
@@ -173,7 +173,7 @@ def test_when_pandas_fails_an_op_no_other_engine_becomes_the_reference():
     kinds = dict(check_messages(summary, out["errors"]))
     assert "Not checked" in kinds["warn"] and "Polars" in kinds["warn"]
     assert "matches pandas" not in kinds.get("success", "")
-    table = app.results_table(summary)
+    table = results_table(summary)
     assert set(table["result check"]) == {"✓ self-check; not checked: Polars", "✓ vs pandas"}
 
 
@@ -181,7 +181,7 @@ def test_a_summary_with_no_cpu_engine_and_no_pandas_has_no_key_error():
     recs = [record(10**6, "sort", "cudf", 0.01, True, True, "self-check", h2d_s=0.1)]
     summary = summarize_records(recs)
     assert summary["speedup"].isna().all() and summary["fastest_cpu"].isna().all()
-    app.results_table(summary)
+    results_table(summary)
 
 
 # --- the sampler text and the live panel with readings NVML does not give -----------------------------
@@ -245,7 +245,7 @@ def test_the_progress_bar_ends_full_when_a_measurement_fails(monkeypatch):
         def update(self, increment=1, **_):
             self.done += increment
 
-    monkeypatch.setattr(app.mo.status, "progress_bar", Bar)
+    monkeypatch.setattr(mo.status, "progress_bar", Bar)
 
     class Exploding:
         @staticmethod
@@ -254,7 +254,7 @@ def test_the_progress_bar_ends_full_when_a_measurement_fails(monkeypatch):
 
     engines = make_engines(None) + [Engine("cudf", Exploding, on_gpu=True, to_device=lambda f: f.copy())]
     plan = {"sizes": [2_000], "rows": 2_000, "ops": ["join", "filter"], "repeats": 2}
-    out = app.run_with_progress(plan, engines)
+    out = run_with_progress(plan, engines)
     assert out["errors"] and bars[0].done == bars[0].total == 2 * 2 * 3
 
 
@@ -304,10 +304,10 @@ def test_two_viewers_starting_dask_together_start_one_cluster(monkeypatch):
         inside[0] -= 1
         return registry[kind]
 
-    monkeypatch.setattr(app, "start_dask_client", slow_start)
+    monkeypatch.setattr(dask_engine, "start_dask_client", slow_start)
     monkeypatch.setitem(sys.modules, "gpu_learning_notebooks_dask", types.ModuleType("fresh"))
     got = []
-    threads = [threading.Thread(target=lambda: got.append(app.dask_client("race"))) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: got.append(dask_client("race"))) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
@@ -344,9 +344,9 @@ def test_a_comparison_that_cannot_run_raises_instead_of_reading_as_a_cross():
         results_match(frame, object(), "rows")
     pl = pytest.importorskip("polars")
     with pytest.raises(AttributeError):
-        app.results_match_polars(frame, object(), "rows")
+        results_match_polars(frame, object(), "rows")
     with pytest.raises(KeyError):  # a result without the columns the self-check reads
-        app.invariant_check("groupby_few", frame, None, frame)
+        invariant_check("groupby_few", frame, None, frame)
     assert pl  # polars present for the check above
 
 
@@ -387,10 +387,10 @@ def test_the_run_cell_plans_with_memory_read_at_the_click():
 
 def test_plan_from_settings_reads_free_memory_when_called(monkeypatch):
     settings = {"requested_rows": 100_000_000, "ops": ["filter"], "repeats": 1, "sweep": False}
-    monkeypatch.setattr(app, "read_host_status", lambda: {"available_bytes": 2e9})
-    small = app.plan_from_settings(settings, make_engines(None))
-    monkeypatch.setattr(app, "read_host_status", lambda: {"available_bytes": 20e9})
-    large = app.plan_from_settings(settings, make_engines(None))
+    monkeypatch.setattr(sizing, "read_host_status", lambda: {"available_bytes": 2e9})
+    small = plan_from_settings(settings, make_engines(None))
+    monkeypatch.setattr(sizing, "read_host_status", lambda: {"available_bytes": 20e9})
+    large = plan_from_settings(settings, make_engines(None))
     assert small["rows"] < large["rows"] <= 100_000_000 and small["cap_message"]
 
 
@@ -410,7 +410,6 @@ def test_a_failing_part_of_a_device_script_fails_the_script(script, tmp_path):
 
 
 def test_the_speedup_axis_labels_a_tick_above_the_longest_bar_and_no_chart_cuts_its_last_label():
-    from rapids_benchmark_dashboard import log_ticks, speedup_chart
 
     assert log_ticks(0.3, 2.4) == [0.5, 1, 2]
     summary = pd.DataFrame({"rows": [10**6] * 2, "op": ["filter", "sort"], "polars_speedup": [0.6, 2.0]})
@@ -436,7 +435,6 @@ def test_the_speedup_axis_labels_a_tick_above_the_longest_bar_and_no_chart_cuts_
 
 
 def test_the_takeaways_name_only_columns_the_table_has():
-    from rapids_benchmark_dashboard import results_table, takeaways_text
 
     recs = [record(10**6, op, "pandas", 0.2, False) for op in ("filter", "sort")]
     recs += [

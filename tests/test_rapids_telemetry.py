@@ -7,30 +7,47 @@ import types
 import pandas as pd
 import pytest
 
-import rapids_benchmark_dashboard as app
-from rapids_benchmark_dashboard import (
+from gpu_notebooks.gpu.gpm import (
     GPM_FIELDS,
-    Engine,
     GpmSampler,
-    GpuSampler,
-    Timing,
-    attach_gpm,
-    decode_clock_event_reasons,
-    energy_joules,
-    engine_gpus,
+    gpm_frame,
     gpm_span_means,
+    gpm_status_line,
     gpm_support,
+    gpm_unavailable_reason,
     gpm_windows,
-    live_gpu_panel,
-    make_engines,
-    op_energy_j,
     pcie_bytes_per_s,
-    read_energy_mj,
-    run_benchmark,
-    summarize_records,
-    time_operation,
-    timeline_chart,
 )
+from gpu_notebooks.gpu.nvml import decode_clock_event_reasons, energy_joules, read_energy_mj, read_gpu_status
+from gpu_notebooks.gpu.probe import probe_row, utilization_probe
+from gpu_notebooks.gpu.sampler import GpuSampler
+from gpu_notebooks.rapids_benchmark.charts import live_gpu_panel, timeline_chart
+from gpu_notebooks.rapids_benchmark.data import generate_data
+from gpu_notebooks.rapids_benchmark.engine import Engine
+from gpu_notebooks.rapids_benchmark.engines import make_engines
+from gpu_notebooks.rapids_benchmark.explain.gpu import (
+    explain_metrics,
+    explain_why_gpu,
+    telemetry_text,
+    utilization_probe_text,
+)
+from gpu_notebooks.rapids_benchmark.ops import bytes_touched, frame_nbytes, get_op
+from gpu_notebooks.rapids_benchmark.report import summarize_records
+from gpu_notebooks.rapids_benchmark.roofline import (
+    bandwidth_table,
+    card_probes,
+    overhead_floor_probe,
+    roofline_bound,
+)
+from gpu_notebooks.rapids_benchmark.runner import op_energy_j, run_benchmark, run_with_progress
+from gpu_notebooks.rapids_benchmark.telemetry import (
+    attach_gpm,
+    engine_gpus,
+    op_telemetry_table,
+    run_utilization_probe,
+)
+from gpu_notebooks.rapids_benchmark.timing import Timing, time_operation
+from tests.fakes import use_nvml
 
 
 class NVMLError(Exception):
@@ -161,19 +178,17 @@ def test_the_energy_counter_is_read_around_the_timed_repeats_only():
 
 
 def test_the_energy_of_every_gpu_an_op_runs_on_is_summed_and_a_missing_one_gives_none(monkeypatch):
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(gpus=2))
+    use_nvml(monkeypatch, lambda: fake_nvml(gpus=2))
     assert read_energy_mj((0,)) == 1_000_500
     assert read_energy_mj(None) == 1_000_500 + 1_001_000  # both GPUs (the stand-in counts up per reading)
     assert read_energy_mj((3,)) is None  # a GPU NVML does not see
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(nvmlDeviceGetTotalEnergyConsumption=raises))
+    use_nvml(monkeypatch, lambda: fake_nvml(nvmlDeviceGetTotalEnergyConsumption=raises))
     assert read_energy_mj((0,)) is None
-    monkeypatch.setattr(
-        app, "nvml_module", lambda: fake_nvml(nvmlDeviceGetTotalEnergyConsumption=lambda h: None)
-    )
+    use_nvml(monkeypatch, lambda: fake_nvml(nvmlDeviceGetTotalEnergyConsumption=lambda h: None))
     assert read_energy_mj((0,)) is None
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(nvmlInit=raises))
+    use_nvml(monkeypatch, lambda: fake_nvml(nvmlInit=raises))
     assert read_energy_mj((0,)) is None
-    monkeypatch.setattr(app, "nvml_module", lambda: None)
+    use_nvml(monkeypatch, lambda: None)
     assert read_energy_mj((0,)) is None
 
 
@@ -191,9 +206,7 @@ def test_gpm_support_says_why_in_one_line_when_it_is_not_there():
 
 
 def test_the_gpm_sampler_reads_every_metric_of_every_gpu_at_its_rate(monkeypatch):
-    monkeypatch.setattr(
-        app, "nvml_module", lambda: fake_nvml(gpus=2, values={"NVML_GPM_METRIC_PCIE_RX_PER_SEC": 3.0})
-    )
+    use_nvml(monkeypatch, lambda: fake_nvml(gpus=2, values={"NVML_GPM_METRIC_PCIE_RX_PER_SEC": 3.0}))
     sampler = GpmSampler(hz=50).start()
     assert sampler.available and sampler.unavailable_reason == ""
     wait_for(lambda: len(sampler.samples) >= 10)
@@ -209,18 +222,18 @@ def test_the_gpm_sampler_reads_every_metric_of_every_gpu_at_its_rate(monkeypatch
 
 def test_a_missing_gpm_metric_is_none_and_a_failing_sample_never_crashes_the_sampler(monkeypatch):
     missing = {"NVML_GPM_METRIC_DRAM_BW_UTIL": 3}  # NVML_ERROR_NOT_SUPPORTED for this metric
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(metric_returns=missing))
+    use_nvml(monkeypatch, lambda: fake_nvml(metric_returns=missing))
     sampler = GpmSampler(hz=50).start()
     wait_for(lambda: len(sampler.samples) >= 3)
     sampler.stop()
     assert sampler.samples and all(s["dram_bw_pct"] is None for s in sampler.samples)
     assert sampler.means()["dram_bw_pct"] is None and sampler.means()["sm_active_pct"] == 50.0
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(sample_fails=True))
+    use_nvml(monkeypatch, lambda: fake_nvml(sample_fails=True))
     sampler = GpmSampler(hz=50).start()
     wait_for(lambda: len(sampler.samples) >= 3)
     sampler.stop()
     assert sampler.samples and all(s[f] is None for s in sampler.samples for f in GPM_FIELDS)
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(nvmlGpmMetricsGet=raises))
+    use_nvml(monkeypatch, lambda: fake_nvml(nvmlGpmMetricsGet=raises))
     sampler = GpmSampler(hz=50).start()
     wait_for(lambda: len(sampler.samples) >= 3)
     sampler.stop()
@@ -235,19 +248,19 @@ def test_gpm_unavailable_paths_give_a_reason_and_no_samples(monkeypatch, nvml_st
         "query raises": fake_nvml(nvmlGpmQueryDeviceSupport=raises),
         "no driver": fake_nvml(nvmlInit=raises, nvmlDeviceGetCount=raises),
     }[nvml_state]
-    monkeypatch.setattr(app, "nvml_module", lambda: nvml)
+    use_nvml(monkeypatch, lambda: nvml)
     sampler = GpmSampler().start()
     sampler.stop()
     assert not sampler.available and sampler.unavailable_reason and sampler.samples == []
     assert "\n" not in sampler.unavailable_reason
-    line = app.gpm_status_line([{"index": 0}])
+    line = gpm_status_line([{"index": 0}])
     assert line.startswith("GPM metrics are not available") and "classic readings" in line
 
 
 def test_the_live_panel_says_gpm_is_sampled_on_a_card_that_has_it(monkeypatch):
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml())
-    assert "sampled during each run" in app.gpm_status_line([{"index": 0}])
-    assert app.gpm_status_line([]) == ""
+    use_nvml(monkeypatch, lambda: fake_nvml())
+    assert "sampled during each run" in gpm_status_line([{"index": 0}])
+    assert gpm_status_line([]) == ""
 
 
 # ---------------------------------------------------------------- classic readings NVML does not give
@@ -274,8 +287,8 @@ def test_a_missing_nvml_reading_never_crashes_the_status_the_sampler_or_the_pane
     nvml = fake_nvml(**{missing: raises if how == "raises" else (lambda *a: None)})
     if how == "absent from the binding":
         delattr(nvml, missing)
-    monkeypatch.setattr(app, "nvml_module", lambda: nvml)
-    gpus = app.read_gpu_status()
+    use_nvml(monkeypatch, lambda: nvml)
+    gpus = read_gpu_status()
     assert len(gpus) == 1 and gpus[0]["name"]
     sampler = GpuSampler(interval_s=0.01)
     sampler.start()
@@ -283,16 +296,16 @@ def test_a_missing_nvml_reading_never_crashes_the_status_the_sampler_or_the_pane
     sampler.stop()
     assert len(sampler.samples) >= 2
     assert sampler.latest_text().startswith(" · GPU 0")
-    live_gpu_panel(gpus, app.gpm_status_line(gpus))  # builds: no None reaches a format string
+    live_gpu_panel(gpus, gpm_status_line(gpus))  # builds: no None reaches a format string
     samples = pd.DataFrame(sampler.samples_relative_to(sampler.t0))
     timeline_chart(samples, pd.DataFrame()).to_dict()
-    app.explain_metrics(gpus, None)
-    app.explain_why_gpu(gpus, {"cpu_count": 4}, None)
+    explain_metrics(gpus, None)
+    explain_why_gpu(gpus, {"cpu_count": 4}, None)
 
 
 def test_clocks_and_their_reasons_reach_the_sampler_the_progress_text_and_the_live_panel(monkeypatch):
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml())
-    gpus = app.read_gpu_status()
+    use_nvml(monkeypatch, lambda: fake_nvml())
+    gpus = read_gpu_status()
     assert gpus[0]["sm_clock_mhz"] == 1980 and gpus[0]["mem_clock_mhz"] == 3201
     assert gpus[0]["clock_events"] == "software power cap"
     assert gpus[0]["peak_bandwidth_gbs"] == pytest.approx(3201e6 * 2 * 6144 / 8 / 1e9)
@@ -375,10 +388,10 @@ def test_engine_gpus_is_the_union_of_the_gpu_engines_gpus():
 
 def test_a_run_with_gpm_gives_each_gpu_ops_row_its_telemetry_and_energy(monkeypatch):
     nvml = fake_nvml()  # one instance: its energy counter goes up 0.5 J at each reading
-    monkeypatch.setattr(app, "nvml_module", lambda: nvml)
+    use_nvml(monkeypatch, lambda: nvml)
     standin = Engine("cudf", pd, on_gpu=True, to_device=lambda f: f.copy(), gpus=(0,))
     plan = {"sizes": [2_000], "rows": 2_000, "ops": ["filter", "sort"], "repeats": 2}
-    out = app.run_with_progress(plan, make_engines(None) + [standin])
+    out = run_with_progress(plan, make_engines(None) + [standin])
     assert out["gpm_reason"] == "" and out["gpm_samples"]
     gpu_recs = [r for r in out["records"] if r["engine"] == "cudf"]
     assert gpu_recs and all(r["energy_j"] == pytest.approx(0.25) for r in gpu_recs)  # 0.5 J over 2 calls
@@ -388,16 +401,16 @@ def test_a_run_with_gpm_gives_each_gpu_ops_row_its_telemetry_and_energy(monkeypa
     )
     summary = summarize_records(out["records"])
     assert "cudf_energy_j" in summary and "cudf_sm_active_pct" in summary and "pandas_energy_j" not in summary
-    timeline_chart(pd.DataFrame(out["samples"]), pd.DataFrame(out["spans"]), app.gpm_frame(out)).to_dict()
+    timeline_chart(pd.DataFrame(out["samples"]), pd.DataFrame(out["spans"]), gpm_frame(out)).to_dict()
 
 
 def test_a_run_without_gpm_says_why_and_its_records_have_no_gpm_figures(monkeypatch):
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(supported=False))
+    use_nvml(monkeypatch, lambda: fake_nvml(supported=False))
     standin = Engine("cudf", pd, on_gpu=True, to_device=lambda f: f.copy(), gpus=(0,))
     plan = {"sizes": [2_000], "rows": 2_000, "ops": ["filter"], "repeats": 1}
-    out = app.run_with_progress(plan, make_engines(None) + [standin])
-    assert "Hopper" in out["gpm_reason"] and out["gpm_samples"] == [] and app.gpm_frame(out) is None
-    cpu_only = app.run_with_progress(plan, make_engines(None))
+    out = run_with_progress(plan, make_engines(None) + [standin])
+    assert "Hopper" in out["gpm_reason"] and out["gpm_samples"] == [] and gpm_frame(out) is None
+    cpu_only = run_with_progress(plan, make_engines(None))
     assert "CPU-only" in cpu_only["gpm_reason"]
 
 
@@ -414,12 +427,12 @@ def test_records_without_telemetry_keep_the_summary_whole():
 
 
 def test_the_byte_model_counts_read_columns_and_result_for_ops_and_the_frame_for_reads():
-    df, lookup = app.generate_data(2_000)
-    result = app.get_op("filter")(pd, df, lookup)
+    df, lookup = generate_data(2_000)
+    result = get_op("filter")(pd, df, lookup)
     columns = ["key_few", "key_many", "value", "value2", "category"]
-    expected = sum(int(df[c].memory_usage(index=False)) for c in columns) + app.frame_nbytes(result)
-    assert app.bytes_touched("filter", df, result) == expected
-    assert app.bytes_touched("read_parquet", None, df) == app.frame_nbytes(df)
+    expected = sum(int(df[c].memory_usage(index=False)) for c in columns) + frame_nbytes(result)
+    assert bytes_touched("filter", df, result) == expected
+    assert bytes_touched("read_parquet", None, df) == frame_nbytes(df)
 
 
 def test_achieved_bandwidth_is_a_share_of_achievable_and_of_theoretical():
@@ -434,14 +447,14 @@ def test_achieved_bandwidth_is_a_share_of_achievable_and_of_theoretical():
     assert row["bandwidth_achievable_pct"] == pytest.approx(100.0) and row["bandwidth_pct"] == pytest.approx(
         50.0
     )
-    table = app.bandwidth_table(summary, 4_000.0, 2_000.0, {"sort": 0.0002})
+    table = bandwidth_table(summary, 4_000.0, 2_000.0, {"sort": 0.0002})
     assert list(table.iloc[0][["% of achievable", "% of theoretical", "× floor", "bound"]]) == [
         "100.0%",
         "50.0%",
         "5.0×",
         "memory-bound",
     ]
-    assert "% of achievable" not in app.bandwidth_table(summary, 4_000.0).columns  # no probe: not shown
+    assert "% of achievable" not in bandwidth_table(summary, 4_000.0).columns  # no probe: not shown
 
 
 @pytest.mark.parametrize(
@@ -459,14 +472,14 @@ def test_achieved_bandwidth_is_a_share_of_achievable_and_of_theoretical():
 def test_each_op_is_placed_on_the_roofline_from_its_floor_and_bandwidth(
     median, floor, achieved, achievable, dram, bound
 ):
-    assert app.roofline_bound(median, floor, achieved, achievable, dram) == bound
+    assert roofline_bound(median, floor, achieved, achievable, dram) == bound
 
 
 def test_the_floor_probe_times_each_in_memory_op_on_a_thousand_rows():
     pandas_engine = make_engines(None)[0]
-    floor = app.overhead_floor_probe(pandas_engine, ["filter", "sort", "read_csv"], repeats=2)
+    floor = overhead_floor_probe(pandas_engine, ["filter", "sort", "read_csv"], repeats=2)
     assert set(floor) == {"filter", "sort"} and all(0 < v < 60 for v in floor.values())
-    assert app.card_probes(make_engines(None), ["filter"]) == {
+    assert card_probes(make_engines(None), ["filter"]) == {
         "achievable_gbs_by_gpu": {},
         "achievable_gbs": None,
         "floor_s": {},
@@ -483,7 +496,7 @@ def test_the_telemetry_table_shows_gpm_figures_short_ops_and_energy():
         "cudf_pcie_tx_bytes_s": None,
     }
     short = {**base, "op": "filter", "cudf_energy_j": None, "cudf_gpm_note": "short", **dict.fromkeys(gpm)}
-    table = app.op_telemetry_table(pd.DataFrame([{**base, **gpm}, short]))
+    table = op_telemetry_table(pd.DataFrame([{**base, **gpm}, short]))
     first, second = table.iloc[0], table.iloc[1]
     assert (first["SM active"], first["DRAM bandwidth"], first["energy per call"]) == (
         "61.0%",
@@ -492,8 +505,8 @@ def test_the_telemetry_table_shows_gpm_figures_short_ops_and_energy():
     )
     assert first["PCIe RX / TX"] == "2.0 / — GB/s"
     assert second["SM active"] == "shorter than a GPM window" and second["energy per call"] == "—"
-    assert app.op_telemetry_table(pd.DataFrame([{"rows": 10, "op": "sort", "pandas_median_s": 1.0}])) is None
-    text = app.telemetry_text({"gpm_samples": [], "gpm_reason": "this GPU or driver has no GPM counters."})
+    assert op_telemetry_table(pd.DataFrame([{"rows": 10, "op": "sort", "pandas_median_s": 1.0}])) is None
+    text = telemetry_text({"gpm_samples": [], "gpm_reason": "this GPU or driver has no GPM counters."})
     assert "no GPM counters" in text and "timed repeats" in text
 
 
@@ -504,14 +517,14 @@ PROBE_KEYS = {"workload", "classic_util_pct", "sm_active_pct", "tensor_active_pc
 
 def test_the_utilization_probe_runs_each_workload_with_both_samplers(monkeypatch):
     nvml = fake_nvml(values={"NVML_GPM_METRIC_SM_UTIL": 12.5})
-    monkeypatch.setattr(app, "nvml_module", lambda: nvml)
+    use_nvml(monkeypatch, lambda: nvml)
     calls = {"a": 0, "b": 0}
     workloads = {
         "a": lambda: calls.__setitem__("a", calls["a"] + 1),
         "b": lambda: calls.__setitem__("b", calls["b"] + 1),
     }
     synced = []
-    rows = app.utilization_probe(0, seconds=0.4, workloads=workloads, sync=lambda: synced.append(1))
+    rows = utilization_probe(workloads, sync=lambda: synced.append(1), gpu=0, seconds=0.4)
     assert [r["workload"] for r in rows] == ["a", "b"] and all(set(r) == PROBE_KEYS for r in rows)
     assert calls["a"] > 1 and calls["b"] > 1 and synced
     assert all(r["classic_util_pct"] == 77 and r["sm_active_pct"] == 12.5 for r in rows)
@@ -519,16 +532,16 @@ def test_the_utilization_probe_runs_each_workload_with_both_samplers(monkeypatch
 
 
 def test_the_probe_without_gpm_gives_none_and_the_callout_says_so(monkeypatch):
-    monkeypatch.setattr(app, "nvml_module", lambda: fake_nvml(supported=False))
-    rows = app.utilization_probe(0, seconds=0.2, workloads={"x": lambda: None})
+    use_nvml(monkeypatch, lambda: fake_nvml(supported=False))
+    rows = utilization_probe({"x": lambda: None}, gpu=0, seconds=0.2)
     assert rows[0]["sm_active_pct"] is None and rows[0]["classic_util_pct"] == 77
-    text = app.utilization_probe_text(rows, app.gpm_unavailable_reason(0))
+    text = utilization_probe_text(rows, gpm_unavailable_reason(0))
     assert "GPM gave no readings" in text and "Hopper" in text
 
 
 def test_probe_rows_are_medians_without_the_first_gpm_window():
     gpm = [{"sm_active_pct": 99.0}, {"sm_active_pct": 10.0}, {"sm_active_pct": 20.0}, {"sm_active_pct": None}]
-    row = app.probe_row("w", [{"util_pct": 30}, {"util_pct": None}, {"util_pct": 10}], gpm, 1.5)
+    row = probe_row("w", [{"util_pct": 30}, {"util_pct": None}, {"util_pct": 10}], gpm, 1.5)
     assert row["sm_active_pct"] == 15.0 and row["classic_util_pct"] == 20 and row["dram_bw_pct"] is None
 
 
@@ -559,7 +572,7 @@ def test_the_callout_reads_each_workload_from_its_numbers():
             "seconds": 1.5,
         },
     ]
-    text = app.utilization_probe_text(rows)
+    text = utilization_probe_text(rows)
     lines = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("- **")}
     assert "launch-bound" in lines["tiny kernels"] and "28%" in lines["tiny kernels"]
     assert "compute-bound" in lines["matmul"] and "94%" in lines["matmul"]
@@ -578,7 +591,7 @@ def test_without_cupy_the_probe_says_why(monkeypatch):
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_cupy)
-    rows, why = app.run_utilization_probe()
+    rows, why = run_utilization_probe()
     assert rows == [] and "CuPy" in why
 
 
@@ -592,14 +605,14 @@ def test_without_cupy_the_probe_says_why(monkeypatch):
 )
 def test_a_run_with_readings_missing_completes_and_its_tables_build(monkeypatch, broken):
     nvml = fake_nvml(**broken)
-    monkeypatch.setattr(app, "nvml_module", lambda: nvml)
+    use_nvml(monkeypatch, lambda: nvml)
     standin = Engine("cudf", pd, on_gpu=True, to_device=lambda f: f.copy(), gpus=(0,))
     plan = {"sizes": [2_000], "rows": 2_000, "ops": ["sort"], "repeats": 2}
-    out = app.run_with_progress(plan, make_engines(None) + [standin])
+    out = run_with_progress(plan, make_engines(None) + [standin])
     assert not out["errors"] and out["records"]
     summary = summarize_records(out["records"], out["peak_bandwidth_gbs"])
-    table = app.op_telemetry_table(summary)
+    table = op_telemetry_table(summary)
     assert table is not None and len(table) == 1
     last = {"summary": summary, "bench": {**out, "floor_s": {}, "achievable_gbs": None}}
-    app.explain_metrics(app.read_gpu_status(), last)
-    timeline_chart(pd.DataFrame(out["samples"]), pd.DataFrame(out["spans"]), app.gpm_frame(out)).to_dict()
+    explain_metrics(read_gpu_status(), last)
+    timeline_chart(pd.DataFrame(out["samples"]), pd.DataFrame(out["spans"]), gpm_frame(out)).to_dict()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,15 +37,36 @@ BLOCK = re.compile(
 
 def _apps():
     sys.path.insert(0, str(ROOT))
-    import llm_finetuning_dashboard as llm
-    import rapids_benchmark_dashboard as rapids
+    from gpu_notebooks.llm_finetuning import datasets, estimates, lora, models, precision, settings, speed
+    from gpu_notebooks.llm_finetuning.explain import lora as lora_texts
+    from gpu_notebooks.llm_finetuning.explain import memory as memory_texts
+    from gpu_notebooks.llm_finetuning.explain import speed as speed_texts
 
-    return rapids, llm
+    # One namespace over the fine-tuning modules the blocks use; the block names keep their `llm.` prefix.
+    modules = (
+        datasets,
+        estimates,
+        lora,
+        models,
+        precision,
+        settings,
+        speed,
+        lora_texts,
+        memory_texts,
+        speed_texts,
+    )
+    llm = types.SimpleNamespace(
+        **{k: v for m in modules for k, v in vars(m).items() if not k.startswith("_")}
+    )
+    from gpu_notebooks.rapids_benchmark.explain import gpu as rapids_gpu
+    from gpu_notebooks.rapids_benchmark.explain import method as rapids_method
+
+    return (rapids_gpu, rapids_method), llm
 
 
 def blocks() -> dict[str, str]:
     """Every generated block's text, by name, rendered by the apps' helpers for the stated inputs."""
-    rapids, llm = _apps()
+    (rapids_gpu, rapids_method), llm = _apps()
     # The app's GPU defaults: GPT-2, r = 8 on all four targets, FP16.
     settings = llm.with_model_defaults(llm.TrainSettings(), "gpt2")
     why = llm.lora_plan(llm.planned_config(settings), settings)
@@ -56,12 +78,12 @@ def blocks() -> dict[str, str]:
     tokens = settings.batch_size * settings.max_length  # before a run: the most one batch can hold
     estimated = sum(llm.training_memory(why, plan, speed, tokens, tokens).values())
     out = {
-        "rapids.explain_why_gpu": rapids.explain_why_gpu([], DOC_HOST, None),
-        "rapids.explain_operations": rapids.explain_operations(None),
-        "rapids.explain_measurement": rapids.explain_measurement(None),
-        "rapids.explain_metrics": rapids.explain_metrics([], None),
-        "rapids.explain_cudf_pandas": rapids.explain_cudf_pandas(None),
-        "rapids.explain_multi_gpu": rapids.explain_multi_gpu([], None),
+        "rapids.explain_why_gpu": rapids_gpu.explain_why_gpu([], DOC_HOST, None),
+        "rapids.explain_operations": rapids_method.explain_operations(None),
+        "rapids.explain_measurement": rapids_method.explain_measurement(None),
+        "rapids.explain_metrics": rapids_gpu.explain_metrics([], None),
+        "rapids.explain_cudf_pandas": rapids_method.explain_cudf_pandas(None),
+        "rapids.explain_multi_gpu": rapids_method.explain_multi_gpu([], None),
         "llm.intro_text": llm.intro_text(why, settings.model_source, llm.dtype_name(plan.param_dtype)),
         "llm.why_lora_text": llm.why_lora_text(why, settings),
         "llm.why_fp16_text": llm.why_fp16_text(),

@@ -1,34 +1,48 @@
 """The LLM dashboard on a CUDA GPU (skipped without one): FP16 + GradScaler at GPT-2 124M size, memory release."""
 
+import pandas as pd
 import pytest
 import torch
 from transformers import GPT2Config
 
-import llm_finetuning_dashboard as app
-from llm_finetuning_dashboard import (
-    FineTuneRun,
-    GpuSampler,
-    TrainingStopped,
-    TrainSettings,
+from gpu_notebooks.gpu.gpm import GpmSampler
+from gpu_notebooks.gpu.lease import gpu_turn
+from gpu_notebooks.llm_finetuning.adapter import merge_check, peft_reload_check, save_adapter
+from gpu_notebooks.llm_finetuning.cards import peft_tolerance
+from gpu_notebooks.llm_finetuning.estimates import run_model_facts, training_memory
+from gpu_notebooks.llm_finetuning.evaluation import evaluate_run
+from gpu_notebooks.llm_finetuning.explain.memory import utilization_probe_text
+from gpu_notebooks.llm_finetuning.lora import inject_lora, lora_layers
+from gpu_notebooks.llm_finetuning.models import (
     build_offline_tokenizer,
-    builtin_examples,
+    offline_gpt2,
+    offline_llama,
+    tokenizer_corpus,
+)
+from gpu_notebooks.llm_finetuning.precision import bf16_native, choose_precision, resolve_precision, set_seed
+from gpu_notebooks.llm_finetuning.probe import utilization_probe
+from gpu_notebooks.llm_finetuning.settings import TrainSettings, with_model_defaults
+from gpu_notebooks.llm_finetuning.steps import (
+    evaluate_step,
+    inject_step,
+    load_step,
+    prepare_step,
+    save_step,
+    train_step_body,
+)
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+from gpu_notebooks.llm_finetuning.telemetry import GpuSampler, nvml_device_index
+from gpu_notebooks.llm_finetuning.tokens import token_statistics
+from gpu_notebooks.llm_finetuning.training import (
+    FineTuneRun,
+    TrainingStopped,
     device_memory,
     evaluate_loss,
-    evaluate_run,
-    inject_lora,
-    lora_layers,
-    merge_check,
-    offline_gpt2,
-    peft_reload_check,
-    peft_tolerance,
+    fast_train_step,
     prepare_training,
-    resolve_precision,
-    save_adapter,
-    set_seed,
-    tokenizer_corpus,
     train_steps,
-    with_model_defaults,
 )
+from gpu_notebooks.llm_finetuning.warmup import warm_up_kernels
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -45,7 +59,7 @@ def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2, spe
         **({"dropout": 0.0} if no_dropout else {}),
     )
     set_seed(settings.seed)
-    plan = resolve_precision(precision, "cuda", app.bf16_native(torch.device("cuda")))
+    plan = resolve_precision(precision, "cuda", bf16_native(torch.device("cuda")))
     data = builtin_examples()
     tokenizer = build_offline_tokenizer(tokenizer_corpus(data))
     baseline = device_memory(device)["allocated"]  # before the model exists, as the app measures it
@@ -162,11 +176,11 @@ def test_fast_path_never_waits_for_the_gpu_inside_a_step():
     assert run.speed.deferred and run.speed.fused_optimizer
     params = [p for p in run.model.parameters() if p.requires_grad]
     batches = list(run.train_loader)
-    app.fast_train_step(run, batches[0], params, 1.0)  # first step: cuBLAS/cuDNN set-up may sync
+    fast_train_step(run, batches[0], params, 1.0)  # first step: cuBLAS/cuDNN set-up may sync
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any implicit device→host wait raises
     try:
-        stats = [app.fast_train_step(run, batch, params, 1.0) for batch in batches[1:6]]
+        stats = [fast_train_step(run, batch, params, 1.0) for batch in batches[1:6]]
     finally:
         torch.cuda.set_sync_debug_mode(0)
     values = torch.stack(stats).tolist()
@@ -198,12 +212,12 @@ def test_start_up_warm_up_on_the_gpu_gives_its_memory_back_and_leaves_the_random
     torch.manual_seed(7)
     expected = (torch.rand(3), torch.rand(3, device=device))
     torch.manual_seed(7)
-    first = app.warm_up_kernels(device)
+    first = warm_up_kernels(device)
     got = (torch.rand(3), torch.rand(3, device=device))
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     torch.cuda.synchronize()
     after_first = torch.cuda.memory_allocated(device)
-    second = app.warm_up_kernels(device)
+    second = warm_up_kernels(device)
     torch.cuda.synchronize()
     after_second = torch.cuda.memory_allocated(device)
     print(
@@ -241,17 +255,17 @@ def test_the_step_helpers_hold_one_lease_and_give_back_memory_without_resetting_
     data = builtin_examples()
     eval_frame = data[data["split"] == "eval"]
     settings = TrainSettings(epochs=1, speed=speed)
-    plan = resolve_precision("fp16", "cuda", app.bf16_native(device))
-    run, facts = app.load_step(settings, data, device, plan, loader=gpt2_124m_loader)
+    plan = resolve_precision("fp16", "cuda", bf16_native(device))
+    run, facts = load_step(settings, data, device, plan, loader=gpt2_124m_loader)
     assert run.lease.held and not facts["out_of_memory"]
     baseline = run.memory_baseline
-    assert app.inject_step(run)[1] is None and app.prepare_step(run, data)[1] is None
+    assert inject_step(run)[1] is None and prepare_step(run, data)[1] is None
     assert run.speed.compile == (speed == "compile")
-    trained = app.train_step_body(run, eval_frame, 8)
+    trained = train_step_body(run, eval_frame, 8)
     assert trained["stop_reason"] is None and run.lease.held
-    app.evaluate_step(run, eval_frame, 8)
+    evaluate_step(run, eval_frame, 8)
     held = device_memory(device)["allocated"]
-    saved = app.save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(8).tolist())
+    saved = save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(8).tolist())
     assert saved["failure"] is None and not run.lease.held
     assert saved["peft_max_diff"] < peft_tolerance(plan)
     assert saved["peak_memory"] >= held - baseline  # the peak is read under the lease, reset in step 2
@@ -266,7 +280,7 @@ def test_the_step_helpers_hold_one_lease_and_give_back_memory_without_resetting_
 def test_bf16_is_chosen_by_compute_capability_on_this_card():
     device = torch.device("cuda", torch.cuda.current_device())
     major, minor = torch.cuda.get_device_capability(device)
-    assert app.bf16_native(device) == ((major, minor) >= (8, 0))
+    assert bf16_native(device) == ((major, minor) >= (8, 0))
 
 
 def test_gpm_telemetry_on_this_card_reads_or_says_why_and_training_reports_mfu_and_energy(tmp_path):
@@ -274,11 +288,11 @@ def test_gpm_telemetry_on_this_card_reads_or_says_why_and_training_reports_mfu_a
     device = torch.device("cuda", torch.cuda.current_device())
     data = builtin_examples()
     eval_frame = data[data["split"] == "eval"]
-    plan = resolve_precision("fp16", "cuda", app.bf16_native(device))
-    run, _ = app.load_step(TrainSettings(epochs=2), data, device, plan, loader=gpt2_124m_loader)
-    app.inject_step(run)
-    app.prepare_step(run, data)
-    result = app.train_step_body(run, eval_frame, 8)
+    plan = resolve_precision("fp16", "cuda", bf16_native(device))
+    run, _ = load_step(TrainSettings(epochs=2), data, device, plan, loader=gpt2_124m_loader)
+    inject_step(run)
+    prepare_step(run, data)
+    result = train_step_body(run, eval_frame, 8)
     gpm = result["gpm"]
     name = torch.cuda.get_device_name(device)
     print(f"{name}: GPM available={gpm.available} ({gpm.unavailable_reason}), {len(gpm.samples)} windows,")
@@ -294,7 +308,7 @@ def test_gpm_telemetry_on_this_card_reads_or_says_why_and_training_reports_mfu_a
         steps = result["train_records"]
         achieved = steps[-1]["mfu"]
         assert achieved is not None and 0 < achieved < 1, achieved
-    app.save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(4).tolist())
+    save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(4).tolist())
 
 
 def smollm2_shape_loader(settings, dtype, corpus):
@@ -312,7 +326,7 @@ def smollm2_shape_loader(settings, dtype, corpus):
         max_position_embeddings=2048,
         tie_word_embeddings=True,
     )
-    model = app.offline_llama(tokenizer, config, seed=settings.seed).to(dtype)
+    model = offline_llama(tokenizer, config, seed=settings.seed).to(dtype)
     return model, tokenizer, "smollm2-135M-shape-random", None
 
 
@@ -322,10 +336,10 @@ def llama_run(speed, precision="auto"):
     settings = TrainSettings(
         model_source="tiny-llama", precision=precision, epochs=1, speed=speed, dropout=0.0
     )
-    chosen, _ = app.choose_precision(settings, device)
-    plan = resolve_precision(chosen, "cuda", app.bf16_native(device))
-    run, _ = app.load_step(settings, data, device, plan, loader=smollm2_shape_loader)
-    assert app.inject_step(run)[1] is None and app.prepare_step(run, data)[1] is None
+    chosen, _ = choose_precision(settings, device)
+    plan = resolve_precision(chosen, "cuda", bf16_native(device))
+    run, _ = load_step(settings, data, device, plan, loader=smollm2_shape_loader)
+    assert inject_step(run)[1] is None and prepare_step(run, data)[1] is None
     return run, data
 
 
@@ -350,7 +364,7 @@ def test_the_llama_fast_path_matches_the_plain_loss_and_gives_its_memory_back(tm
         )
         curves[speed] = train_records(run, limit=8)
         eval_frame = data[data["split"] == "eval"]
-        saved = app.save_step(run, tmp_path / speed, eval_frame["prompt"].head(4).tolist())
+        saved = save_step(run, tmp_path / speed, eval_frame["prompt"].head(4).tolist())
         print(
             f"llama {speed} ({run.plan.name}): peak {saved['peak_memory'] / 2**20:.0f} MiB, PEFT Δ {saved['peft_max_diff']:.2e}"
         )
@@ -365,11 +379,11 @@ def test_the_llama_fast_step_does_not_wait_for_the_gpu():
     run, _ = llama_run("fast")
     params = [p for p in run.model.parameters() if p.requires_grad]
     batches = list(run.train_loader)
-    app.fast_train_step(run, batches[0], params, 1.0)
+    fast_train_step(run, batches[0], params, 1.0)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        stats = [app.fast_train_step(run, batch, params, 1.0) for batch in batches[1:4]]
+        stats = [fast_train_step(run, batch, params, 1.0) for batch in batches[1:4]]
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert all(torch.isfinite(s[0]) for s in stats)
@@ -380,12 +394,12 @@ def test_the_llama_fast_step_does_not_wait_for_the_gpu():
 def test_the_memory_estimate_lands_near_the_measured_peak_at_32_x_512(speed):
     """The memory panel's estimate (from the config) against torch's measured peak, one epoch at 32 × 512."""
     run, _ = gpt2_124m_run(speed=speed, epochs=1, batch_size=32, max_length=512)
-    stats = app.token_statistics(run.train_loader)
+    stats = token_statistics(run.train_loader)
     torch.cuda.reset_peak_memory_stats()
     train_records(run)
     added = torch.cuda.max_memory_allocated() - run.memory_baseline
-    parts = app.training_memory(
-        app.run_model_facts(run),
+    parts = training_memory(
+        run_model_facts(run),
         run.plan,
         run.speed,
         stats["max_batch_tokens"],
@@ -403,11 +417,11 @@ def test_the_compiled_llama_step_does_not_wait_for_the_gpu_once_compiled():
     params = [p for p in run.model.parameters() if p.requires_grad]
     batches = list(run.train_loader)
     for batch in batches[:3]:  # compiles (and records the CUDA graphs) for the shapes met first
-        app.fast_train_step(run, batch, params, 1.0)
+        fast_train_step(run, batch, params, 1.0)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        stats = [app.fast_train_step(run, batch, params, 1.0) for batch in batches[:3]]  # the same shapes
+        stats = [fast_train_step(run, batch, params, 1.0) for batch in batches[:3]]  # the same shapes
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert all(torch.isfinite(s[0]) for s in stats)
@@ -420,18 +434,18 @@ def test_the_utilization_probe_separates_launch_compute_and_memory_bound_work():
     """Issue 14's three workloads on this card: classic utilization beside GPM (where the card has GPM)."""
     device = torch.device("cuda", torch.cuda.current_device())
     before = torch.cuda.memory_allocated(device)
-    with app.gpu_turn(wait=False) as held:
+    with gpu_turn(wait=False) as held:
         assert held
-        rows = app.utilization_probe(device, seconds=1.5)
-    print(app.pd.DataFrame(rows).round(1).to_string())
+        rows = utilization_probe(device, seconds=1.5)
+    print(pd.DataFrame(rows).round(1).to_string())
     tiny, matmul, copy = rows
     assert all(row["classic_util_pct"] is not None for row in rows)  # NVML answers on a CUDA machine
-    gpm = app.GpmSampler([app.nvml_device_index(device)])
+    gpm = GpmSampler([nvml_device_index(device)])
     if gpm.available:
         assert tiny["sm_active_pct"] < 20 < matmul["sm_active_pct"]
         assert matmul["tensor_active_pct"] > 50 > copy["tensor_active_pct"]
         assert copy["dram_bw_pct"] > 50 > tiny["dram_bw_pct"]
-        print(app.utilization_probe_text(rows))
+        print(utilization_probe_text(rows))
     else:
         assert all(row["sm_active_pct"] is None for row in rows), gpm.unavailable_reason
     assert torch.cuda.memory_allocated(device) <= before + 2**20  # the probe's buffers are gone

@@ -2,15 +2,15 @@
 
 import pytest
 
-from rapids_benchmark_dashboard import (
+from gpu_notebooks.gpu.nvml import read_gpu_status
+from gpu_notebooks.rapids_benchmark.cudf_pandas import (
     FALLBACK_STEP,
-    OPS,
-    detect_cudf,
     fallback_table,
-    read_gpu_status,
     run_cudf_pandas_engine,
     run_user_snippet,
 )
+from gpu_notebooks.rapids_benchmark.engines import detect_cudf
+from gpu_notebooks.rapids_benchmark.ops import OPS
 
 GPUS = read_gpu_status()
 CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")

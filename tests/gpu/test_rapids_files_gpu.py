@@ -2,16 +2,13 @@
 
 import pytest
 
-from rapids_benchmark_dashboard import (
-    FILE_OPS,
-    copy_bandwidth_probe,
-    detect_cudf,
-    detect_duckdb,
-    make_engines,
-    read_gpu_status,
-    run_benchmark,
-    summarize_records,
-)
+from gpu_notebooks.gpu.nvml import read_gpu_status
+from gpu_notebooks.rapids_benchmark.duckdb_engine import detect_duckdb
+from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.ops import FILE_OPS
+from gpu_notebooks.rapids_benchmark.report import summarize_records
+from gpu_notebooks.rapids_benchmark.roofline import copy_bandwidth_probe
+from gpu_notebooks.rapids_benchmark.runner import run_benchmark
 
 GPUS = read_gpu_status()
 CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")

@@ -2,16 +2,18 @@
 
 import pytest
 
-from rapids_benchmark_dashboard import (
-    OPS,
-    cap_rows,
-    detect_cudf,
-    estimate_bytes_per_row,
-    make_engines,
-    read_gpu_status,
-    run_benchmark,
-    summarize_records,
-)
+from gpu_notebooks.gpu.datasheets import memory_kind
+from gpu_notebooks.gpu.nvml import read_gpu_status
+from gpu_notebooks.gpu.sampler import GpuSampler
+from gpu_notebooks.rapids_benchmark.data import estimate_bytes_per_row
+from gpu_notebooks.rapids_benchmark.engine import Engine
+from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.explain.gpu import explain_metrics, explain_why_gpu
+from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
+from gpu_notebooks.rapids_benchmark.polars_engine import polars_gpu_engine
+from gpu_notebooks.rapids_benchmark.report import summarize_records
+from gpu_notebooks.rapids_benchmark.runner import run_benchmark
+from gpu_notebooks.rapids_benchmark.sizing import GPU_WORKING_FACTOR, MEMORY_HEADROOM, cap_rows
 
 GPUS = read_gpu_status()
 CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")
@@ -43,7 +45,6 @@ def test_nvml_reports_the_card_and_its_peak_bandwidth():
 
 
 def test_nvml_gives_the_cards_own_slowdown_threshold_compute_capability_and_memory_kind():
-    from rapids_benchmark_dashboard import explain_metrics, explain_why_gpu, memory_kind
 
     g = GPUS[0]
     print(g["name"], g["temp_slowdown_c"], g["compute_capability"], memory_kind(g["name"]))
@@ -57,8 +58,6 @@ def test_nvml_gives_the_cards_own_slowdown_threshold_compute_capability_and_memo
 def test_the_gpu_working_factor_covers_the_measured_peak_at_10m():
     """The cap's GPU factor must exceed what a real run takes: NVML's peak above the baseline, per row."""
     import gc
-
-    from rapids_benchmark_dashboard import GPU_WORKING_FACTOR, GpuSampler
 
     gc.collect()
     base = read_gpu_status()[0]["memory_used_gb"]
@@ -76,7 +75,6 @@ def test_a_capped_size_is_within_what_the_card_has_free():
     free = GPUS[0]["memory_free_bytes"]
     bpr = estimate_bytes_per_row()
     rows, msg = cap_rows(10**10, bpr, free, None)
-    from rapids_benchmark_dashboard import GPU_WORKING_FACTOR, MEMORY_HEADROOM
 
     assert msg and rows * bpr * GPU_WORKING_FACTOR <= free * MEMORY_HEADROOM
 
@@ -86,8 +84,6 @@ def test_the_apps_handling_of_a_gpu_out_of_memory_reports_it_and_gives_the_memor
     import gc
 
     import cupy
-
-    from rapids_benchmark_dashboard import Engine, get_op
 
     free_before = cupy.cuda.runtime.memGetInfo()[0]
 
@@ -117,7 +113,6 @@ def test_the_polars_gpu_engine_really_runs_on_the_gpu():
     """raise_on_fail: a query the GPU engine cannot run raises instead of falling back to the CPU."""
     pl = pytest.importorskip("polars")
     pytest.importorskip("cudf_polars")
-    from rapids_benchmark_dashboard import polars_gpu_engine
 
     engine = polars_gpu_engine(pl)
     assert engine.config["executor"] == "in-memory"

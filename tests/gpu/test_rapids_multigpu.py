@@ -4,17 +4,14 @@ import logging
 
 import pytest
 
-from rapids_benchmark_dashboard import (
-    OPS,
-    dask_client,
-    detect_cudf,
-    detect_dask,
-    make_dask_engine,
-    make_engines,
-    read_gpu_status,
-    run_sized_benchmark,
-    summarize_records,
-)
+from gpu_notebooks.gpu.nvml import read_gpu_status
+from gpu_notebooks.rapids_benchmark.checks import invariant_check
+from gpu_notebooks.rapids_benchmark.dask_engine import dask_client, detect_dask, make_dask_engine
+from gpu_notebooks.rapids_benchmark.data import generate_lookup
+from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
+from gpu_notebooks.rapids_benchmark.report import summarize_records
+from gpu_notebooks.rapids_benchmark.runner import run_sized_benchmark
 
 GPUS = read_gpu_status()
 CUDF, _ = detect_cudf(len(GPUS)) if GPUS else (None, "")
@@ -55,8 +52,6 @@ def test_partitions_are_spread_over_every_gpu(client):
 def test_self_checks_pass_on_dask_cudf_results_and_catch_a_wrong_order(client):
     """The checks used where no reference fits (1B rows) run on GPU partitions, for every op."""
     import dask.dataframe as dd
-
-    from rapids_benchmark_dashboard import generate_lookup, get_op, invariant_check
 
     engine = make_dask_engine(client)
     frame, lookup = engine.load(2_000_000, 1, None, generate_lookup(1))

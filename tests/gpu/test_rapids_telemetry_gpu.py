@@ -7,20 +7,16 @@ Prints what it measured (-s) so the figures can be recorded in notes/BENCHMARKS.
 
 import pytest
 
-from rapids_benchmark_dashboard import (
-    OPS,
-    GpmSampler,
-    card_probes,
-    detect_cudf,
-    explain_metrics,
-    make_engines,
-    op_telemetry_table,
-    read_gpu_status,
-    run_with_progress,
-    summarize_records,
-    utilization_probe,
-    utilization_probe_text,
-)
+from gpu_notebooks.gpu.gpm import GpmSampler
+from gpu_notebooks.gpu.nvml import read_gpu_status
+from gpu_notebooks.gpu.probe import utilization_probe
+from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.explain.gpu import explain_metrics, utilization_probe_text
+from gpu_notebooks.rapids_benchmark.ops import OPS
+from gpu_notebooks.rapids_benchmark.report import summarize_records
+from gpu_notebooks.rapids_benchmark.roofline import card_probes
+from gpu_notebooks.rapids_benchmark.runner import run_with_progress
+from gpu_notebooks.rapids_benchmark.telemetry import op_telemetry_table, probe_workloads
 
 GPUS = read_gpu_status()
 CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")
@@ -92,7 +88,7 @@ def test_achievable_bandwidth_is_below_theoretical_and_the_floor_is_milliseconds
 
 
 def test_what_utilization_hides_on_this_card():
-    rows = utilization_probe(0)
+    rows = utilization_probe(*probe_workloads(0), gpu=0)
     print(utilization_probe_text(rows))
     assert [r["workload"] for r in rows] == ["tiny kernels", "FP16 matmul 8192²", "device-to-device copy"]
     tiny, matmul, copy = rows

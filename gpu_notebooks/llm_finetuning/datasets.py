@@ -1,0 +1,156 @@
+"""Training data: the built-in set, an uploaded file or a hub dataset, validated and split."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from gpu_notebooks.llm_finetuning.loading import hub_status
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+
+UPLOAD_MAX_BYTES = 5_000_000
+UPLOAD_MAX_CHARS = 2_000
+UPLOAD_MIN_ROWS = 10
+
+
+def split_by_hash(prompts, eval_share=0.2):
+    """Deterministic train/eval labels: the rows whose prompt hashes lowest are held out (any row order)."""
+    digests = [hashlib.sha256(p.encode("utf-8")).hexdigest() for p in prompts]
+    n_eval = min(max(1, round(eval_share * len(prompts))), len(prompts) - 1) if len(prompts) > 1 else 0
+    held_out = set(sorted(range(len(prompts)), key=lambda i: (digests[i], prompts[i]))[:n_eval])
+    return ["eval" if i in held_out else "train" for i in range(len(prompts))]
+
+
+def validate_upload(filename, contents, max_bytes=UPLOAD_MAX_BYTES, max_chars=UPLOAD_MAX_CHARS):
+    """Parse an uploaded CSV/JSONL of prompt/response rows → (frame or None, errors, warnings); never raises."""
+    warnings = []
+    suffix = Path(filename or "").suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".json"):
+        return None, [f"`{filename}`: expected a .csv or .jsonl file."], warnings
+    if len(contents) > max_bytes:
+        return (
+            None,
+            [f"`{filename}` is {len(contents) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."],
+            warnings,
+        )
+    try:
+        text = contents.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        return (
+            None,
+            [f"`{filename}` is not UTF-8 text (byte {err.start}); save it as UTF-8 and upload again."],
+            warnings,
+        )
+    if not text.strip():
+        return None, [f"`{filename}` is empty."], warnings
+    records = []
+    if suffix == ".csv":
+        try:
+            raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            return None, [f"`{filename}` is not valid CSV: {str(err).splitlines()[0]}"], warnings
+        records = raw.to_dict("records")
+    else:
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                return None, [f"`{filename}` line {line_number} is not valid JSON: {err.msg}."], warnings
+            if not isinstance(record, dict):
+                return None, [f"`{filename}` line {line_number} is not a JSON object."], warnings
+            records.append(record)
+    return validate_records(f"`{filename}`", records, max_chars, warnings)
+
+
+def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None):
+    """The rules every data source passes (upload or hub dataset): prompt/response columns, no empty or
+    overlong rows, no duplicates, enough rows → (frame with a split column or None, errors, warnings)."""
+    errors, warnings = [], list(warnings or [])
+    columns = {str(key).strip().lower(): key for key in (records[0] if records else {})}
+    missing = [name for name in ("prompt", "response") if name not in columns]
+    if missing:
+        found = ", ".join(f"`{c}`" for c in columns) or "none"
+        return (
+            None,
+            [f"{source} needs columns `prompt` and `response`; missing {missing}, found {found}."],
+            warnings,
+        )
+    pairs = [
+        (str(r.get(columns["prompt"]) or "").strip(), str(r.get(columns["response"]) or "").strip())
+        for r in records
+    ]
+    empty = sum(1 for p, r in pairs if not p or not r)
+    overlong = sum(1 for p, r in pairs if p and r and max(len(p), len(r)) > max_chars)
+    kept = [(p, r) for p, r in pairs if p and r and max(len(p), len(r)) <= max_chars]
+    unique = list(dict.fromkeys(kept))
+    if empty:
+        warnings.append(f"Skipped {empty} row(s) with an empty prompt or response.")
+    if overlong:
+        warnings.append(f"Skipped {overlong} row(s) longer than {max_chars} characters.")
+    if len(unique) < len(kept):
+        warnings.append(f"Dropped {len(kept) - len(unique)} duplicate row(s).")
+    if len(unique) < UPLOAD_MIN_ROWS:
+        errors.append(f"{source} has {len(unique)} usable row(s); at least {UPLOAD_MIN_ROWS} are needed.")
+        return None, errors, warnings
+    frame = pd.DataFrame(unique, columns=["prompt", "response"])
+    frame.insert(0, "task", "upload" if source.startswith("`") else "dataset")
+    frame["split"] = split_by_hash(frame["prompt"].tolist())
+    return frame, errors, warnings
+
+
+def load_hub_dataset(dataset_id, prompt_column, response_column, split="train", max_rows=2000):
+    """Rows of a Hugging Face dataset (hub id or local folder) through `datasets`, columns mapped to
+    prompt/response and checked by validate_records → (frame or None, errors, warnings); never raises for
+    a missing dataset, a bad split or column, or no network."""
+    dataset_id = (dataset_id or "").strip()
+    if not dataset_id:
+        return None, ["Data is set to **hub dataset** but no dataset id was given."], []
+    local = Path(dataset_id).expanduser().is_dir()
+    if not local and not hub_status():
+        return None, [f"`{dataset_id}`: huggingface.co cannot be reached; the built-in set still works."], []
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(dataset_id, split=f"{split}[:{int(max_rows)}]")
+    except (OSError, ValueError, ConnectionError) as error:  # not found, gated, bad split, offline
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return None, [f"`{dataset_id}` could not be loaded with `datasets`: {first}"], []
+    missing = [c for c in (prompt_column, response_column) if c not in rows.column_names]
+    if missing:
+        found = ", ".join(f"`{c}`" for c in rows.column_names)
+        return None, [f"`{dataset_id}` has no column {missing}; its columns are {found}."], []
+    records = [
+        {"prompt": p, "response": r} for p, r in zip(rows[prompt_column], rows[response_column], strict=True)
+    ]
+    return validate_records(f"dataset `{dataset_id}` ({split}, first {len(records)} rows)", records)
+
+
+def choose_dataset(settings, form_value):
+    """(frame with a split column, errors, warnings) for the chosen data source; uploads are validated."""
+    if settings.data_source == "hub":
+        value = form_value or {}
+        return load_hub_dataset(
+            value.get("hub_dataset"),
+            (value.get("prompt_column") or "instruction").strip(),
+            (value.get("response_column") or "output").strip(),
+            (value.get("hub_split") or "train").strip(),
+            int(value.get("max_rows") or 2000),
+        )
+    if settings.data_source != "upload":
+        return builtin_examples(), [], []
+    files = (form_value or {}).get("upload") or ()
+    if not files:
+        return (
+            None,
+            [
+                "Data is set to **upload** but no file was chosen: upload a CSV/JSONL or pick the built-in set."
+            ],
+            [],
+        )
+    return validate_upload(files[0].name, files[0].contents)

@@ -1,0 +1,1 @@
+"""rapids_benchmark."""

@@ -1,0 +1,42 @@
+"""How the benchmark app writes rows, seconds and ratios."""
+
+from __future__ import annotations
+
+import math
+
+ENGINE_LABELS = {
+    "pandas": "pandas",
+    "polars": "Polars",
+    "duckdb": "DuckDB",
+    "dask": "Dask (CPU)",
+    "cudf": "cuDF",
+    "cudf_pandas": "cudf.pandas",
+    "polars_gpu": "Polars GPU",
+    "dask_cudf": "Dask-cuDF",
+}
+
+
+def format_rows(n: float | None) -> str:
+    """10_000_000 → '10M'."""
+    if not n:
+        return "—"
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{int(n)}"
+
+
+def fmt_seconds(s: float | None) -> str:
+    """0.0123 → '12.3 ms'."""
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return "—"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s * 1e6:.0f} µs"
+
+
+def fmt_ratio(x: float) -> str:
+    """2.04 → '2.0×', 145.3 → '145×'."""
+    return f"{x:,.1f}×" if x < 10 else f"{x:,.0f}×"
