@@ -43,7 +43,7 @@ with app.setup:
         from gpu_notebooks.gpu.gpm import (
             GpmSampler,
         )
-        from gpu_notebooks.gpu.lease import (
+        from gpu_notebooks.gpu.lock import (
             gpu_turn,
         )
         from gpu_notebooks.llm_finetuning.adapter import (
@@ -116,10 +116,12 @@ with app.setup:
             model_availability_note,
         )
         from gpu_notebooks.llm_finetuning.lora import (
+            LoRALayer,
             lora_plan,
             parameter_breakdown,
             parameter_counts,
         )
+        from gpu_notebooks.llm_finetuning.loss import batch_loss, causal_lm_loss
         from gpu_notebooks.llm_finetuning.models import (
             build_offline_tokenizer,
             planned_config,
@@ -134,9 +136,10 @@ with app.setup:
             resolve_precision,
         )
         from gpu_notebooks.llm_finetuning.probe import (
-            utilization_probe,
+            run_utilization_probe,
             utilization_probe_unavailable,
         )
+        from gpu_notebooks.llm_finetuning.schedule import lr_at
         from gpu_notebooks.llm_finetuning.settings import (
             DATA_CHOICES,
             EPOCH_CHOICES,
@@ -165,9 +168,7 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.tokens import (
             answer_token_budget,
         )
-        from gpu_notebooks.llm_finetuning.training import (
-            device_memory,
-        )
+        from gpu_notebooks.llm_finetuning.training import device_memory, plain_train_step
         from gpu_notebooks.llm_finetuning.warmup import (
             start_warm_up,
             warm_up_note,
@@ -800,7 +801,7 @@ def _(environment, probe_button):
         )
         _gpm = GpmSampler([nvml_device_index(_device)])
         with mo.status.spinner(title="Running three workloads on the GPU…"):
-            probe_rows = utilization_probe(_device)
+            probe_rows = run_utilization_probe(_device)
     mo.vstack(
         [
             mo.ui.table(pd.DataFrame(probe_rows).round(1), selection=None, pagination=False),
@@ -857,55 +858,45 @@ def _():
 @app.cell(hide_code=True)
 def _():
     mo.md(r"""
-    ## Library
+    ## Read the code
 
-    The pure helpers below are what the cells above call. Each is an `@app.function` (or
-    `@app.class_definition`), so the tests and `bench/` import them directly:
-    `from llm_finetuning_dashboard import inject_lora, train_steps, ...`.
-
-    Where to find things (search the name; the training core has its own heading below):
+    The cells above tell the story; the library they call lives in the package `gpu_notebooks/` beside this
+    notebook, one concern a module. Below is the **real source** of the few functions this app is about, read
+    from the package as it runs (`inspect.getsource`), so it is always what ran.
 
     | what | where |
     |---|---|
-    | the seven steps' bodies | `load_step`, `inject_step`, `prepare_step`, `train_step_body`, `evaluate_step`, `save_step` |
-    | **where the loss is computed** | `batch_loss`, the one entry point: the chunked LM-head loss (`ChunkedLMHeadLoss`) on the fast path, `causal_lm_loss` (plain cross-entropy) as its reference on the plain path |
-    | **where the learning rate is set** | `lr_at` (warm-up, then cosine): `plain_train_step` sets it each step; `device_schedule` puts the same values on the GPU for `fast_train_step` |
-    | **where the step syncs with the host** | comments marked `HOST SYNC`: `plain_train_step` (`loss.item()`, the clipped norm), `train_steps` (the plain path's `synchronize`; the fast path's one `.tolist()` per `SYNC_EVERY` steps) |
-    | the training loop | `train_steps` (sections: forward/backward/update, termination, timing and logging, evaluation) |
-    | which speed levers run | `SpeedPlan` (`mode` "plain" or "fast"), `choose_speed_plan`, `apply_speed_plan` |
-    | GradScaler internals | `scaler_readings`, the only place that touches them |
-    | the GPU lease, telemetry | `GpuLease`; `GpuSampler`, `GpmSampler`, `mfu`, `utilization_probe` |
-    | the learner texts | `why_*_text`, `training_memory_text`, `tf32_text`, `qlora_text`, `roofline_text` |
+    | the LoRA layer, injection, merge | `gpu_notebooks/llm_finetuning/lora.py` (`LoRALayer`, `inject_lora`) |
+    | **where the loss is computed** | `llm_finetuning/loss.py`: `batch_loss`, the one entry point (the chunked LM-head loss on the fast path, `causal_lm_loss` as its reference) |
+    | **where the learning rate is set** | `llm_finetuning/schedule.py`: `lr_at` (warm-up, then cosine); `device_schedule` puts the same values on the GPU for the fast path |
+    | the training step and loop | `llm_finetuning/training.py`: `plain_train_step`, `fast_train_step`, `train_steps` (host syncs marked `HOST SYNC`) |
+    | which speed levers run | `llm_finetuning/speed.py`: `SpeedPlan`, `choose_speed_plan`, `apply_speed_plan` |
+    | the seven steps' bodies | `llm_finetuning/steps.py` |
+    | the GPU lease, the samplers | `gpu_notebooks/gpu/lease.py` (`GpuLease`), `gpu/sampler.py`, `gpu/gpm.py`, `gpu/nvml.py` |
+    | the learner texts | `llm_finetuning/explain/` (plain functions: this run's numbers in, markdown out) |
     """)
     return
 
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(r"""
-    ### Library · the training core
+    import inspect
 
-    In reading order: the loss (`causal_lm_loss`, the reference; `ChunkedLMHeadLoss` and `batch_loss`, the one
-    entry point), the learning rate (`lr_at`), the speed plan (`SpeedPlan`, `choose_speed_plan`,
-    `apply_speed_plan`), the run object (`FineTuneRun`, `prepare_training`), the two step functions
-    (`plain_train_step`, `fast_train_step`, one record type: `step_record`) and the loop (`train_steps`).
-    """)
-    return
-
-
-@app.cell(hide_code=True)
-def _():
-    mo.md(r"""
-    ### Library · the GPU lease, the seven steps' bodies, telemetry
-    """)
-    return
-
-
-@app.cell(hide_code=True)
-def _():
-    mo.md(r"""
-    ### Library · the texts and charts
-    """)
+    _shown = {
+        "LoRALayer — the frozen layer plus B·A, scaled": LoRALayer,
+        "plain_train_step — one optimizer step, written out": plain_train_step,
+        "lr_at — the learning-rate schedule": lr_at,
+        "batch_loss — the one place the loss is computed": batch_loss,
+        "causal_lm_loss — the reference next-token loss": causal_lm_loss,
+    }
+    mo.accordion(
+        {
+            f"`{title.split(' — ')[0]}` — {title.split(' — ')[1]} ({inspect.getmodule(obj).__name__})": mo.md(
+                f"```python\n{inspect.getsource(obj)}```"
+            )
+            for title, obj in _shown.items()
+        }
+    )
     return
 
 

@@ -30,7 +30,7 @@ with app.setup:
         gpm_unavailable_reason,
     )
     from gpu_notebooks.gpu.lock import (
-        gpu_lock,
+        gpu_turn,
         lock_wait_text,
         lock_waited_text,
     )
@@ -48,9 +48,7 @@ with app.setup:
         timeline_chart,
         times_chart,
     )
-    from gpu_notebooks.rapids_benchmark.checks import (
-        check_messages,
-    )
+    from gpu_notebooks.rapids_benchmark.checks import check_messages, results_match
     from gpu_notebooks.rapids_benchmark.cli import parse_cli_args
     from gpu_notebooks.rapids_benchmark.cudf_pandas import (
         FALLBACK_STEP,
@@ -104,6 +102,11 @@ with app.setup:
     )
     from gpu_notebooks.rapids_benchmark.ops import (
         ALL_OPS,
+        op_filter,
+        op_groupby_few,
+        op_groupby_many,
+        op_join,
+        op_sort,
     )
     from gpu_notebooks.rapids_benchmark.polars_engine import (
         detect_polars,
@@ -130,6 +133,7 @@ with app.setup:
         op_telemetry_table,
         run_utilization_probe,
     )
+    from gpu_notebooks.rapids_benchmark.timing import time_operation
 
 
 @app.cell(hide_code=True)
@@ -272,7 +276,7 @@ def _(gpus, probe_button):
 def _(cli, gpus, probe_button):
     # No user code runs here, so `marimo run` viewers may press it; the GPU lock keeps two runs apart.
     mo.stop(not gpus or not (probe_button.value or cli["probe"]))
-    with gpu_lock(on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(True)), kind="info"))):
+    with gpu_turn(on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(True)), kind="info"))):
         with mo.status.spinner("Tiny kernels, a matmul and a copy on GPU 0, with both samplers…"):
             _rows, _error = run_utilization_probe()
     mo.callout(
@@ -399,11 +403,11 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
     mo.stop(not settings["ops"], mo.callout(mo.md("Pick at least one operation."), kind="warn"))
     _wait = lock_wait_text(bool(gpus))
     with (
-        gpu_lock(on_wait=lambda: mo.output.replace(mo.callout(mo.md(_wait), kind="info"))) as _lease,
+        gpu_turn(on_wait=lambda: mo.output.replace(mo.callout(mo.md(_wait), kind="info"))) as _lease,
         frames_freed_on_interrupt(),
     ):
         # The waiting box goes once the run has its turn; how long it waited stays said.
-        _waited = lock_waited_text(_lease["waited_s"], bool(gpus))
+        _waited = lock_waited_text(_lease.waited_s, bool(gpus))
         if _waited:
             mo.output.replace(mo.md(f"_{_waited}_"))
         else:
@@ -431,7 +435,7 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
         bench["copy_probe"] = copy_bandwidth_probe() if cudf_module is not None else None
         # and this card's achievable (device-to-device) bandwidth and cuDF's per-op floor, for the roofline
         bench.update(card_probes(engines, plan["ops"]))
-    bench["waited_s"] = _lease["waited_s"]
+    bench["waited_s"] = _lease.waited_s
     mo.output.replace(
         mo.md(
             f"Finished in **{bench['wall_s']:.1f} s** — {len(bench['records'])} measurements over "
@@ -671,7 +675,7 @@ def _(snippet_allowed, snippet_button, snippet_editor, snippet_rows, snippet_why
 def _(cudf_module, gpus, snippet_allowed, snippet_button, snippet_editor, snippet_rows):
     mo.stop(not snippet_allowed)  # checked here too: the run itself refuses, not only the page
     mo.stop(not snippet_button.value, mo.md("_Type a snippet and click the button._"))
-    with gpu_lock(
+    with gpu_turn(
         on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(bool(gpus))), kind="info"))
     ):
         with mo.status.spinner("Running your snippet in worker processes…"):
@@ -691,11 +695,47 @@ def _(get_last_run):
 @app.cell(hide_code=True)
 def _():
     mo.md(r"""
-    ## Library
+    ## Read the code
 
-    Open the notebook with `marimo edit` to read the helpers that follow this cell: plain Python functions
-    that the tests import (`from rapids_benchmark_dashboard import run_benchmark`).
+    The cells above tell the story; the library they call lives in the package `gpu_notebooks/` beside this
+    notebook, one concern a module. Below is the **real source** of the few functions this benchmark rests on,
+    read from the package as it runs (`inspect.getsource`), so it is always what ran.
+
+    | what | where |
+    |---|---|
+    | **the timing** (warm-up, repeats, GPU synchronized) | `gpu_notebooks/rapids_benchmark/timing.py`: `time_operation` |
+    | the operations, once against the pandas API | `rapids_benchmark/ops.py` (cuDF and cudf.pandas run the same functions) |
+    | **the result check** | `rapids_benchmark/checks.py`: `results_match` |
+    | the engines (pandas, cuDF, Polars, DuckDB, Dask-cuDF) | `rapids_benchmark/engines.py`, `polars_engine.py`, `duckdb_engine.py`, `dask_engine.py` |
+    | the run: sizes, engines, records | `rapids_benchmark/runner.py`: `run_benchmark` |
+    | cudf.pandas in its own process | `rapids_benchmark/cudf_pandas.py`: `worker_main`, `run_worker` |
+    | the GPU lock, the samplers | `gpu_notebooks/gpu/lock.py`, `gpu/sampler.py`, `gpu/gpm.py`, `gpu/nvml.py` |
+    | the learner texts | `rapids_benchmark/explain/` (plain functions: this run's numbers in, markdown out) |
     """)
+    return
+
+
+@app.cell(hide_code=True)
+def _():
+    import inspect
+
+    _shown = {
+        "time_operation — warm-up, repeats, median and spread": time_operation,
+        "op_filter — keep rows by two conditions": op_filter,
+        "op_groupby_few — five aggregations over 100 keys": op_groupby_few,
+        "op_groupby_many — sum and count over 100k keys": op_groupby_many,
+        "op_join — inner join with a lookup table": op_join,
+        "op_sort — sort every row by a float column": op_sort,
+        "results_match — every result compared with pandas'": results_match,
+    }
+    mo.accordion(
+        {
+            f"`{title.split(' — ')[0]}` — {title.split(' — ')[1]} ({inspect.getmodule(obj).__name__})": mo.md(
+                f"```python\n{inspect.getsource(obj)}```"
+            )
+            for title, obj in _shown.items()
+        }
+    )
     return
 
 

@@ -57,7 +57,7 @@ from gpu_notebooks.llm_finetuning.steps import (
     train_step_body,
 )
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
-from gpu_notebooks.llm_finetuning.telemetry import GpuSampler, mfu, nvml_device_index
+from gpu_notebooks.llm_finetuning.telemetry import device_sampler, mfu, nvml_device_index
 from gpu_notebooks.llm_finetuning.tokens import answer_token_budget
 from gpu_notebooks.llm_finetuning.training import train_steps
 
@@ -141,7 +141,7 @@ def telemetry_row(name, args, device):
 
 def step_seconds(run, variant):
     """Median per-step seconds of one training epoch, with the variant's samplers running."""
-    classic = GpuSampler(run.device, hz=10) if variant in ("classic", "both") else None
+    classic = device_sampler(run.device) if variant in ("classic", "both") else None
     gpm = GpmSampler([nvml_device_index(run.device)], hz=10) if variant == "both" else None
     if classic is not None:
         classic.__enter__()

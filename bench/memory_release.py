@@ -179,7 +179,7 @@ def rapids_child(args) -> dict:
 
     import pandas as pd
 
-    from gpu_notebooks.gpu.lock import gpu_lock
+    from gpu_notebooks.gpu.lock import gpu_turn
     from gpu_notebooks.gpu.nvml import read_gpu_status
     from gpu_notebooks.rapids_benchmark.data import estimate_bytes_per_row
     from gpu_notebooks.rapids_benchmark.engine import Engine
@@ -267,7 +267,7 @@ def rapids_child(args) -> dict:
         with ballast(leave_free) as held:
             info.update(held)
             try:
-                with gpu_lock():
+                with gpu_turn():
                     bench = run_with_progress(plan, engines)
                 summary = summarize_records(bench["records"], bench["peak_bandwidth_gbs"])
                 state.update(bench=bench, summary=summary, last_run={"bench": bench, "summary": summary})

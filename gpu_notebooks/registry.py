@@ -8,8 +8,15 @@ import types
 
 
 def process_registry():
-    """This server process's shared objects: each `marimo run` viewer re-runs the setup, so they live in sys.modules."""
-    holder = sys.modules.setdefault("llm_finetuning_dashboard_gpu_lock", types.ModuleType("gpu_lock"))
+    """This server process's shared objects (the GPU lease, the warm-up, the Dask client, adapter folders).
+
+    `marimo run` imports package modules once per process but runs each notebook's setup once per session, and
+    marimo's module autoreload may execute a package module again: the state lives in one object kept in
+    sys.modules, which neither re-runs, so no session or reload ever makes a second lease or client.
+    """
+    holder = sys.modules.setdefault(
+        "gpu_notebooks_process_registry", types.ModuleType("gpu_notebooks_registry")
+    )
     return holder.__dict__
 
 

@@ -42,14 +42,14 @@ def test_run_button_gives_results_with_checks_and_charts():
 def test_two_viewers_queue_for_the_gpu_and_both_get_results():
     import threading
 
-    from gpu_notebooks.gpu.lock import gpu_lock, gpu_lock_path
+    from gpu_notebooks.gpu.lock import gpu_lock_path, gpu_turn
 
     with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
         pages = [open_app(browser, url), open_app(browser, url)]
         release, held = threading.Event(), threading.Event()
 
         def hold_the_gpu():  # stands in for a third viewer (or the other app) already using the card
-            with gpu_lock(path=gpu_lock_path()):
+            with gpu_turn(path=gpu_lock_path()):
                 held.set()
                 release.wait(60)
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import gpu_notebooks.llm_finetuning.probe as probe
+import gpu_notebooks.gpu.probe as probe
 from gpu_notebooks.llm_finetuning.explain.memory import utilization_probe_text, utilization_reference_text
-from gpu_notebooks.llm_finetuning.probe import utilization_probe, utilization_probe_unavailable
+from gpu_notebooks.llm_finetuning.probe import run_utilization_probe, utilization_probe_unavailable
 from tests.fakes import use_nvml
 
 KEYS = ["workload", "classic_util_pct", "sm_active_pct", "tensor_active_pct", "dram_bw_pct", "seconds"]
@@ -26,17 +26,17 @@ def mocked_nvml(monkeypatch):
     seen = {"classic": 0, "gpm": 0}
 
     class FakeGpuSampler:
-        def __init__(self, device=None, hz=10.0):
+        def __init__(self, interval_s=0.1, device_indices=None, cpu_fallback=False):
             self.source, self.samples = "NVML", []
 
-        def __enter__(self):
+        def start(self):
             return self
 
-        def __exit__(self, *exc):
+        def stop(self):
             readings = READINGS[seen["classic"]]["classic"]
             self.samples = [{"t": i / 10, "util_pct": v} for i, v in enumerate(readings)]
             seen["classic"] += 1
-            return False
+            return self
 
     class FakeGpmSampler:
         def __init__(self, device_indices=None, hz=10.0):
@@ -60,7 +60,7 @@ def mocked_nvml(monkeypatch):
 
 
 def small_probe():
-    return utilization_probe(torch.device("cpu"), seconds=0.05, matmul_size=32, copy_bytes=4096)
+    return run_utilization_probe(torch.device("cpu"), seconds=0.05, matmul_size=32, copy_bytes=4096)
 
 
 def test_the_probe_returns_one_row_per_workload_with_the_shared_keys_and_medians(mocked_nvml):

@@ -12,8 +12,7 @@ import torch
 
 import gpu_notebooks.llm_finetuning.adapter as adapter
 import gpu_notebooks.llm_finetuning.steps as steps
-from gpu_notebooks.gpu.lease import GpuLease
-from gpu_notebooks.gpu.lock import DEFAULT_GPU_LOCK_PATH, gpu_lock_path
+from gpu_notebooks.gpu.lock import DEFAULT_GPU_LOCK_PATH, GpuLease, gpu_lock_path
 from gpu_notebooks.llm_finetuning.adapter import keep_recent_adapters, project_path
 from gpu_notebooks.llm_finetuning.explain.speed import why_fp16_text
 from gpu_notebooks.llm_finetuning.lora import LoRADropout, inject_lora, lora_layers

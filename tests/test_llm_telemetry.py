@@ -10,11 +10,11 @@ import gpu_notebooks.llm_finetuning.telemetry as telemetry
 from gpu_notebooks.gpu.gpm import GPM_FIELDS, GpmSampler, gpm_support, pcie_bytes_per_s
 from gpu_notebooks.gpu.nvml import decode_clock_event_reasons, energy_joules
 from gpu_notebooks.gpu.peaks import dense_peak_flops
+from gpu_notebooks.gpu.sampler import GpuSampler
 from gpu_notebooks.llm_finetuning.environment import device_status
 from gpu_notebooks.llm_finetuning.lora import inject_lora
 from gpu_notebooks.llm_finetuning.settings import ALL_TARGETS
 from gpu_notebooks.llm_finetuning.telemetry import (
-    GpuSampler,
     device_energy_mj,
     lora_flops_per_token,
     mfu,
@@ -73,7 +73,9 @@ def fake_nvml(supported=True, metric_returns=None, values=None, sample_fails=Fal
         nvmlGpmSampleGet=sample_get,
         nvmlGpmMetricsGet=metrics_get,
         nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=77),
-        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=3 * 2**30),
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(
+            used=3 * 2**30, total=80 * 2**30, free=77 * 2**30
+        ),
         nvmlDeviceGetTemperature=lambda h, kind: 55,
         nvmlDeviceGetPowerUsage=lambda h: 250_000,
         nvmlDeviceGetClockInfo=lambda h, kind: 1980 if kind == 1 else 2619,
@@ -223,15 +225,14 @@ def test_gpm_unavailable_paths_give_a_reason_and_no_samples(monkeypatch, nvml_st
     ],
 )
 @pytest.mark.parametrize("how", ["raises", "returns None"])
-def test_a_missing_nvml_reading_never_crashes_the_sampler_or_its_text(missing, how):
-    nvml = fake_nvml(**{missing: raises if how == "raises" else (lambda *a: None)})
-    sampler = GpuSampler(torch.device("cpu"))
-    sampler._nvml, sampler._handle, sampler.source = nvml, "gpu0", "NVML"
+def test_a_missing_nvml_reading_never_crashes_the_sampler_or_its_text(missing, how, monkeypatch):
+    use_nvml(monkeypatch, lambda: fake_nvml(**{missing: raises if how == "raises" else (lambda *a: None)}))
+    sampler = GpuSampler(device_indices=[0])
+    assert sampler.source == "NVML"
+    (reading,) = sampler.read()
     if how == "returns None" and missing in ("nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo"):
-        reading = sampler._read()
-        assert reading["util_pct" if "Util" in missing else "memory_mib"] is None
-    reading = sampler._read()
-    sampler.samples.append({"t": 0.0, **reading})
+        assert reading["util_pct" if "Util" in missing else "memory_used_gb"] is None
+    sampler.samples.append(reading)
     text = device_status(sampler)
     assert isinstance(text, str) and text
     assert sampler.frame().shape[0] == 1
@@ -239,10 +240,10 @@ def test_a_missing_nvml_reading_never_crashes_the_sampler_or_its_text(missing, h
         assert None in reading.values() or reading["clock_events"] == "not reported"
 
 
-def test_the_clock_reasons_reach_the_progress_text():
-    sampler = GpuSampler(torch.device("cpu"))
-    sampler._nvml, sampler._handle, sampler.source = fake_nvml(), "gpu0", "NVML"
-    sampler.samples.append({"t": 0.0, **sampler._read()})
+def test_the_clock_reasons_reach_the_progress_text(monkeypatch):
+    use_nvml(monkeypatch, lambda: fake_nvml())
+    sampler = GpuSampler(device_indices=[0])
+    sampler.samples.extend(sampler.read())
     assert "SM 1980 MHz" in device_status(sampler) and "software power cap" in device_status(sampler)
 
 

@@ -17,7 +17,7 @@ import transformers
 
 import gpu_notebooks.llm_finetuning.evaluation as evaluation
 import gpu_notebooks.llm_finetuning.training as training
-from gpu_notebooks.gpu.lease import gpu_turn
+from gpu_notebooks.gpu.lock import gpu_turn
 from gpu_notebooks.llm_finetuning.adapter import merge_check
 from gpu_notebooks.llm_finetuning.cards import memory_card, metric_card, training_summary
 from gpu_notebooks.llm_finetuning.evaluation import evaluate_run, generate_greedy, standard_error
@@ -39,7 +39,7 @@ from gpu_notebooks.llm_finetuning.schedule import lr_at
 from gpu_notebooks.llm_finetuning.settings import TrainSettings, with_model_defaults
 from gpu_notebooks.llm_finetuning.steps import release_on_interrupt
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
-from gpu_notebooks.llm_finetuning.telemetry import GpuSampler
+from gpu_notebooks.llm_finetuning.telemetry import device_sampler
 from gpu_notebooks.llm_finetuning.training import (
     FineTuneRun,
     TrainingStopped,
@@ -249,11 +249,11 @@ def test_hub_model_without_network_says_so(monkeypatch):
 
 
 def test_sampler_degrades_to_psutil_without_nvml():
-    with GpuSampler(torch.device("cpu"), hz=20) as sampler:
+    with device_sampler(torch.device("cpu"), interval_s=0.05) as sampler:
         time.sleep(0.4)
     frame = sampler.frame()
     assert sampler.source.startswith("psutil") and len(frame) >= 4
-    assert frame["t"].is_monotonic_increasing and (frame["memory_mib"] > 0).all()
+    assert frame["t"].is_monotonic_increasing and (frame["memory_used_gb"] > 0).all()
 
 
 def test_gpu_lock_is_process_wide_and_a_second_viewer_waits():
@@ -309,7 +309,7 @@ def test_training_waits_while_the_benchmark_app_holds_the_gpu_with_both_apps_def
         import llm_finetuning_dashboard as llm
         held, release, waited, order = threading.Event(), threading.Event(), threading.Event(), []
         def benchmark():
-            with rapids.gpu_lock():
+            with rapids.gpu_turn():
                 held.set()
                 release.wait(20)
                 order.append("benchmark done")
@@ -398,7 +398,7 @@ def test_exact_match_is_shown_with_one_standard_error(trained):
 
 def test_memory_card_shows_the_peak_inside_steps_not_a_read_between_them():
     history = pd.DataFrame({"memory_mib": [100.0, 120.0], "peak_mib": [300.0, 350.0]})
-    samples = pd.DataFrame({"memory_mib": [2048.0]})
+    samples = pd.DataFrame({"memory_used_gb": [2.1]})
     html = memory_card(history, samples).text
     assert "350 MiB" in html and "120 MiB" not in html and "max_memory_allocated" in html
     cpu = memory_card(pd.DataFrame({"memory_mib": [0.0], "peak_mib": [0.0]}), samples).text

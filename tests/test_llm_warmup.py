@@ -6,7 +6,7 @@ import weakref
 
 import torch
 
-from gpu_notebooks.gpu.lease import gpu_turn
+from gpu_notebooks.gpu.lock import gpu_turn
 from gpu_notebooks.llm_finetuning.warmup import start_warm_up, warm_up_kernels, warm_up_note, warm_up_state
 from gpu_notebooks.registry import process_gpu_lock
 

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from gpu_notebooks.gpu.lock import gpu_lock
+from gpu_notebooks.gpu.lock import gpu_turn
 from gpu_notebooks.rapids_benchmark.charts import speedup_chart, sweep_chart, timeline_chart, times_chart
 from gpu_notebooks.rapids_benchmark.checks import OP_ORDER, results_match_polars
 from gpu_notebooks.rapids_benchmark.cli import parse_cli_args
@@ -222,7 +222,7 @@ def test_gpu_lock_queues_a_second_viewer(tmp_path):
     first_in = threading.Event()
 
     def first():
-        with gpu_lock(path=path):
+        with gpu_turn(path=path):
             order.append("first in")
             first_in.set()
             time.sleep(0.3)
@@ -230,7 +230,7 @@ def test_gpu_lock_queues_a_second_viewer(tmp_path):
 
     def second():
         first_in.wait()
-        with gpu_lock(on_wait=waited.set, path=path):
+        with gpu_turn(on_wait=waited.set, path=path):
             order.append("second in")
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]

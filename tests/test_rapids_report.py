@@ -16,7 +16,7 @@ import pytest
 
 import gpu_notebooks.rapids_benchmark.dask_engine as dask_engine
 import gpu_notebooks.rapids_benchmark.sizing as sizing
-from gpu_notebooks.gpu.lock import gpu_lock, gpu_lock_path, lock_wait_text, lock_waited_text
+from gpu_notebooks.gpu.lock import gpu_lock_path, gpu_turn, lock_wait_text, lock_waited_text
 from gpu_notebooks.gpu.sampler import GpuSampler
 from gpu_notebooks.rapids_benchmark.charts import live_gpu_panel, log_ticks, speedup_chart, timeline_chart
 from gpu_notebooks.rapids_benchmark.checks import (
@@ -34,6 +34,7 @@ from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
 from gpu_notebooks.rapids_benchmark.report import results_table, summarize_records
 from gpu_notebooks.rapids_benchmark.runner import progress_total, run_benchmark, run_with_progress
 from gpu_notebooks.rapids_benchmark.sizing import plan_from_settings
+from gpu_notebooks.registry import process_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +80,7 @@ def test_the_lock_path_comes_from_the_environment_and_defaults_to_the_shared_tem
     path = str(tmp_path / "private.lock")
     monkeypatch.setenv("GPU_NOTEBOOKS_LOCK_PATH", path)
     assert gpu_lock_path() == path
-    with gpu_lock():
+    with gpu_turn():
         assert os.path.exists(path)  # the lock taken with no path is the environment's file
     monkeypatch.delenv("GPU_NOTEBOOKS_LOCK_PATH")
     assert gpu_lock_path() == os.path.join(tempfile.gettempdir(), "gpu-learning-notebooks.lock")
@@ -96,18 +97,18 @@ def test_the_lock_reports_how_long_a_queued_run_waited(tmp_path):
     held, leases = threading.Event(), []
 
     def first():
-        with gpu_lock(path=path):
+        with gpu_turn(path=path):
             held.set()
             time.sleep(0.4)
 
     t = threading.Thread(target=first)
     t.start()
     held.wait(5)
-    with gpu_lock(path=path) as lease:
-        leases.append(lease["waited_s"])
+    with gpu_turn(path=path) as lease:
+        leases.append(lease.waited_s)
     t.join(5)
-    with gpu_lock(path=path) as lease:
-        leases.append(lease["waited_s"])
+    with gpu_turn(path=path) as lease:
+        leases.append(lease.waited_s)
     assert leases[0] > 0.1 and leases[1] == 0.0
     assert lock_waited_text(leases[0], has_gpu=False).startswith("Waited ")
     assert lock_waited_text(0.0, has_gpu=True) == ""
@@ -305,7 +306,7 @@ def test_two_viewers_starting_dask_together_start_one_cluster(monkeypatch):
         return registry[kind]
 
     monkeypatch.setattr(dask_engine, "start_dask_client", slow_start)
-    monkeypatch.setitem(sys.modules, "gpu_learning_notebooks_dask", types.ModuleType("fresh"))
+    monkeypatch.setitem(process_registry(), "dask", {})  # no client from an earlier test
     got = []
     threads = [threading.Thread(target=lambda: got.append(dask_client("race"))) for _ in range(3)]
     for t in threads:
@@ -382,7 +383,7 @@ def test_the_run_cell_plans_with_memory_read_at_the_click():
     cells = [m.group(1) for m in re.finditer(r"def _\([^)]*\):\n(.*?)\n\n\n", source, re.S)]
     (cell,) = [c for c in cells if "run_button.value or" in c]
     assert cell.index("plan_from_settings(") < cell.index("run_with_progress(")
-    assert cell.index("gpu_lock(") < cell.index("plan_from_settings(")
+    assert cell.index("gpu_turn(") < cell.index("plan_from_settings(")
 
 
 def test_plan_from_settings_reads_free_memory_when_called(monkeypatch):

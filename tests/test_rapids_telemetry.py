@@ -520,8 +520,8 @@ def test_the_utilization_probe_runs_each_workload_with_both_samplers(monkeypatch
     use_nvml(monkeypatch, lambda: nvml)
     calls = {"a": 0, "b": 0}
     workloads = {
-        "a": lambda: calls.__setitem__("a", calls["a"] + 1),
-        "b": lambda: calls.__setitem__("b", calls["b"] + 1),
+        "a": lambda: lambda: calls.__setitem__("a", calls["a"] + 1),
+        "b": lambda: lambda: calls.__setitem__("b", calls["b"] + 1),
     }
     synced = []
     rows = utilization_probe(workloads, sync=lambda: synced.append(1), gpu=0, seconds=0.4)
@@ -533,7 +533,7 @@ def test_the_utilization_probe_runs_each_workload_with_both_samplers(monkeypatch
 
 def test_the_probe_without_gpm_gives_none_and_the_callout_says_so(monkeypatch):
     use_nvml(monkeypatch, lambda: fake_nvml(supported=False))
-    rows = utilization_probe({"x": lambda: None}, gpu=0, seconds=0.2)
+    rows = utilization_probe({"x": lambda: lambda: None}, gpu=0, seconds=0.2)
     assert rows[0]["sm_active_pct"] is None and rows[0]["classic_util_pct"] == 77
     text = utilization_probe_text(rows, gpm_unavailable_reason(0))
     assert "GPM gave no readings" in text and "Hopper" in text

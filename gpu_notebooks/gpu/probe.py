@@ -31,20 +31,26 @@ def probe_row(workload: str, classic: list[dict], gpm: list[dict], seconds: floa
 
 
 def utilization_probe(
-    workloads: dict,
+    workloads: dict[str, Callable[[], Callable[[], object]]],
     sync: Callable[[], None] | None = None,
     gpu: int = 0,
     seconds: float = PROBE_SECONDS,
+    sync_every: int = 50,
 ) -> list[dict]:
-    """What classic utilization and GPM say about three workloads on this GPU, `seconds` each (take the GPU lock).
+    """What classic utilization and GPM say about each workload on NVML's GPU `gpu`, `seconds` each.
 
-    Returns one dict per workload: workload, classic_util_pct, sm_active_pct, tensor_active_pct,
-    dram_bw_pct (medians over the run; None where NVML gave nothing), seconds.
+    The one probe harness of both apps: each app brings its workloads as {name: setup}, where setup()
+    allocates that workload's buffers and returns one iteration, so only one workload's memory exists at a
+    time. The device is synchronized every `sync_every` iterations (a short queue keeps each sample window
+    this workload's). The caller holds the GPU lease. Returns one dict per workload: workload,
+    classic_util_pct, sm_active_pct, tensor_active_pct, dram_bw_pct (medians over the run; None where NVML
+    gave nothing), seconds.
     """
     sync = sync or (lambda: None)
     rows = []
-    for name, work in workloads.items():
-        work()  # first call outside the window: allocation, kernel loading
+    for name, setup in workloads.items():
+        work = setup()
+        work()  # first call outside the window: kernel loading
         sync()
         classic = GpuSampler(interval_s=0.1, device_indices=[gpu])
         gpm = GpmSampler(device_indices=[gpu])
@@ -55,11 +61,13 @@ def utilization_probe(
             while time.perf_counter() - t0 < seconds:
                 work()
                 calls += 1
-                if calls % 50 == 0:  # keep the queue of launched work short, so the window is this work's
+                if calls % sync_every == 0:
                     sync()
             sync()
+            elapsed = time.perf_counter() - t0
         finally:
             classic.stop()
             gpm.stop()
-        rows.append(probe_row(name, classic.samples, gpm.samples, time.perf_counter() - t0))
+        rows.append(probe_row(name, classic.samples, gpm.samples, elapsed))
+        del work
     return rows

@@ -73,9 +73,7 @@ def memory_card(history, samples):
     """Peak memory during training: torch's allocator on a GPU, the process's RSS on a CPU."""
     if history["memory_mib"].max() > 0:
         nvml_peak = (
-            f" · NVML: up to {samples['memory_mib'].max() / 1024:.1f} GiB used on the GPU"
-            if len(samples)
-            else ""
+            f" · NVML: up to {samples['memory_used_gb'].max():.1f} GB used on the GPU" if len(samples) else ""
         )
         return mo.stat(
             f"{history['peak_mib'].max():,.0f} MiB",
@@ -84,9 +82,9 @@ def memory_card(history, samples):
             "training included" + nvml_peak,
             bordered=True,
         )
-    peak = samples["memory_mib"].max() if len(samples) else float("nan")
+    peak = samples["memory_used_gb"].max() if len(samples) else float("nan")
     return mo.stat(
-        f"{peak:,.0f} MiB", label="process memory (peak)", caption="psutil RSS — no GPU", bordered=True
+        f"{peak:,.1f} GB", label="process memory (peak)", caption="psutil RSS — no GPU", bordered=True
     )
 
 

@@ -81,9 +81,9 @@ def throughput_chart(history):
 def device_timeline_chart(samples, source):
     """Utilization and memory from the background sampler against wall time."""
     frame = samples.melt(
-        id_vars="t", value_vars=["util_pct", "memory_mib"], var_name="metric", value_name="value"
+        id_vars="t", value_vars=["util_pct", "memory_used_gb"], var_name="metric", value_name="value"
     )
-    labels = {"util_pct": f"utilization % ({source})", "memory_mib": f"memory used MiB ({source})"}
+    labels = {"util_pct": f"utilization % ({source})", "memory_used_gb": f"memory used GB ({source})"}
     frame["metric"] = frame["metric"].map(labels)
     return (
         alt.Chart(frame)

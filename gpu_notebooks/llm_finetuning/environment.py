@@ -54,9 +54,9 @@ def device_status(sampler):
     if sampler.source == "NVML":
         parts = [
             None if last["util_pct"] is None else f"GPU {last['util_pct']:.0f}%",
-            None if last["memory_mib"] is None else f"{last['memory_mib'] / 1024:.1f} GiB used",
+            None if last["memory_used_gb"] is None else f"{last['memory_used_gb']:.1f} GB used",
             None if last.get("sm_clock_mhz") is None else f"SM {last['sm_clock_mhz']} MHz",
             None if last.get("clock_events") in (None, "none") else f"clocks held by {last['clock_events']}",
         ]
         return " · ".join(p for p in parts if p) or "no NVML reading"
-    return f"CPU {last['util_pct']:.0f}% · process {last['memory_mib'] / 1024:.1f} GiB"
+    return f"CPU {last['util_pct']:.0f}% · process {last['memory_used_gb']:.1f} GB"

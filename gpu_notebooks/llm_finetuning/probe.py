@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pandas as pd
 import torch
 
-from gpu_notebooks.gpu.gpm import GpmSampler
+from gpu_notebooks.gpu.probe import utilization_probe
 from gpu_notebooks.llm_finetuning.formatting import fmt_bytes
 from gpu_notebooks.llm_finetuning.precision import bf16_native, dtype_name
-from gpu_notebooks.llm_finetuning.telemetry import GpuSampler, nvml_device_index
+from gpu_notebooks.llm_finetuning.telemetry import nvml_device_index
 
 
 def median_or_none(values):
@@ -53,13 +52,11 @@ def probe_workloads(device, matmul_size=8192, copy_bytes=2**30):
     ]
 
 
-def utilization_probe(device, seconds=1.5, matmul_size=8192, copy_bytes=2**30):
-    """What classic utilization hides: three workloads on `device`, each for `seconds`, with NVML's classic
-    utilization (10 Hz) and GPM (SM, Tensor Core, DRAM activity in 200 ms windows) sampled during each.
+def run_utilization_probe(device, seconds=1.5, matmul_size=8192, copy_bytes=2**30):
+    """The shared probe harness over this app's torch workloads on `device`, each for `seconds`.
 
-    Returns one dict per workload: workload, classic_util_pct, sm_active_pct, tensor_active_pct,
-    dram_bw_pct (medians; None where the reading is not available: no NVML, no GPM) and seconds. The
-    first GPM window is dropped (it straddles the start). The caller holds the GPU lease.
+    Sizes shrink to what is free beside the resident memory; every iteration is synchronized (a tiny-kernel
+    iteration is already 1,000 launches). Rows as utilization_probe's; the caller holds the GPU lease.
     """
     cuda = device.type == "cuda"
     synchronize = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
@@ -67,34 +64,9 @@ def utilization_probe(device, seconds=1.5, matmul_size=8192, copy_bytes=2**30):
         free = torch.cuda.mem_get_info(device)[0]
         copy_bytes = min(copy_bytes, free // 4)
         matmul_size = 8192 if free > 8 * 2**30 else 4096
-    gpus = [nvml_device_index(device)] if cuda else [0]
-    rows = []
-    for name, setup in probe_workloads(device, matmul_size, copy_bytes):
-        iteration = setup()
-        iteration()  # the first call loads the kernel: not part of the sample
-        synchronize()
-        gpm = GpmSampler(gpus, hz=5)  # off Hopper, or without NVML: available False, readings None
-        with GpuSampler(device, hz=10) as sampler:
-            gpm.start()
-            started = time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                iteration()
-                synchronize()  # keeps the queue short: the elapsed time is the GPU's
-            elapsed = time.perf_counter() - started
-            gpm.stop()
-        classic = [s["util_pct"] for s in sampler.samples] if sampler.source == "NVML" else []
-        windows = gpm.samples[1:] if gpm.available else []
-        rows.append(
-            {
-                "workload": name,
-                "classic_util_pct": median_or_none(classic),
-                "sm_active_pct": median_or_none([w.get("sm_active_pct") for w in windows]),
-                "tensor_active_pct": median_or_none([w.get("tensor_active_pct") for w in windows]),
-                "dram_bw_pct": median_or_none([w.get("dram_bw_pct") for w in windows]),
-                "seconds": elapsed,
-            }
-        )
-        del iteration
+    gpu = nvml_device_index(device) if cuda else 0
+    workloads = dict(probe_workloads(device, matmul_size, copy_bytes))
+    rows = utilization_probe(workloads, synchronize, gpu=gpu, seconds=seconds, sync_every=1)
     if cuda:
         torch.cuda.empty_cache()  # the probe's buffers go back to the driver
     return rows

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from gpu_notebooks.gpu.gpm import GpmSampler
-from gpu_notebooks.gpu.lease import GpuLease
+from gpu_notebooks.gpu.lock import GpuLease
 from gpu_notebooks.gpu.nvml import energy_joules
 from gpu_notebooks.llm_finetuning.adapter import merge_check, peft_reload_check, save_adapter
 from gpu_notebooks.llm_finetuning.evaluation import evaluate_run
@@ -23,8 +23,8 @@ from gpu_notebooks.llm_finetuning.models import architecture_targets, tokenizer_
 from gpu_notebooks.llm_finetuning.precision import set_seed
 from gpu_notebooks.llm_finetuning.settings import with_model_defaults
 from gpu_notebooks.llm_finetuning.telemetry import (
-    GpuSampler,
     device_energy_mj,
+    device_sampler,
     mfu,
     nvml_device_index,
     training_telemetry_plan,
@@ -123,7 +123,7 @@ def train_step_body(run, eval_frame, answer_tokens, on_record=None):
         gpm = GpmSampler([nvml_device_index(run.device)], hz=10) if run.device.type == "cuda" else None
         out["gpm"], energy_start = gpm, device_energy_mj(run.device)
         started = time.perf_counter()
-        with GpuSampler(run.device, hz=10) as sampler:
+        with device_sampler(run.device) as sampler:
             out["sampler"] = sampler
             if gpm is not None:
                 gpm.start()

@@ -2,111 +2,26 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import marimo as mo
-import pandas as pd
-import psutil
 import torch
 
 from gpu_notebooks.gpu.nvml import (
-    decode_clock_event_reasons,
     nvml_module,
     nvml_ready,
     read_energy_mj,
     read_nvml,
 )
 from gpu_notebooks.gpu.peaks import dense_peak_flops
+from gpu_notebooks.gpu.sampler import GpuSampler
 from gpu_notebooks.llm_finetuning.environment import device_label
 from gpu_notebooks.llm_finetuning.formatting import fmt_count
 from gpu_notebooks.llm_finetuning.lora import matmul_weight_count
 
 
-class GpuSampler:
-    """Background thread sampling NVML (utilization, memory, temperature, power) at `hz`; psutil without NVML."""
-
-    def __init__(self, device=None, hz=10.0):
-        self.interval, self.samples = 1.0 / hz, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="gpu-sampler")
-        self.device = device or torch.device("cpu")
-        self.source, self._nvml, self._handle = "psutil, CPU", None, None
-        nvml = nvml_module()
-        if nvml is not None and self.device.type == "cuda":
-            try:
-                nvml.nvmlInit()
-                self._handle = self._nvml_handle(nvml)
-                self._nvml, self.source = nvml, "NVML"
-            except Exception:  # no driver / no permission: fall back to psutil quietly
-                self._nvml = None
-
-    def _nvml_handle(self, nvml):
-        """NVML handle of the torch device, matched by UUID (CUDA_VISIBLE_DEVICES renumbers devices)."""
-        uuid = str(getattr(torch.cuda.get_device_properties(self.device), "uuid", ""))
-        if uuid:
-            try:
-                return nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-            except Exception:
-                pass
-        return nvml.nvmlDeviceGetHandleByIndex(self.device.index or 0)
-
-    def _read(self):
-        if self._nvml is None:
-            memory = psutil.Process().memory_info().rss / 2**20
-            return {
-                "util_pct": psutil.cpu_percent(interval=None),
-                "memory_mib": memory,
-                "temperature_c": None,
-                "power_w": None,
-                "sm_clock_mhz": None,
-                "mem_clock_mhz": None,
-                "clock_events": None,
-            }
-        nvml, handle = self._nvml, self._handle
-        # Each reading on its own: a card without one (no power sensor, no clock-event reasons) gives None.
-        util = read_nvml(nvml, nvml.nvmlDeviceGetUtilizationRates, handle)
-        memory = read_nvml(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
-        power_mw = read_nvml(nvml, nvml.nvmlDeviceGetPowerUsage, handle)
-        events = read_nvml(nvml, nvml.nvmlDeviceGetCurrentClocksEventReasons, handle)
-        return {
-            "util_pct": None if util is None else util.gpu,
-            "memory_mib": None if memory is None else memory.used / 2**20,
-            "temperature_c": read_nvml(
-                nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU
-            ),
-            "power_w": None if power_mw is None else power_mw / 1000,
-            "sm_clock_mhz": read_nvml(nvml, nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_SM),
-            "mem_clock_mhz": read_nvml(nvml, nvml.nvmlDeviceGetClockInfo, handle, nvml.NVML_CLOCK_MEM),
-            "clock_events": ", ".join(decode_clock_event_reasons(events)) or "none",
-        }
-
-    def _loop(self):
-        started = time.perf_counter()
-        while not self._stop.is_set():
-            try:
-                self.samples.append({"t": time.perf_counter() - started, **self._read()})
-            except Exception:  # a failed read must never kill training; the gap shows in the chart
-                pass
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        psutil.cpu_percent(interval=None)  # prime psutil's CPU counter
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=2)
-        if self._nvml is not None:
-            self._nvml.nvmlShutdown()
-        return False
-
-    def frame(self):
-        """Samples so far as a DataFrame (t in seconds)."""
-        columns = ["t", "util_pct", "memory_mib", "temperature_c", "power_w"]
-        columns += ["sm_clock_mhz", "mem_clock_mhz", "clock_events"]
-        return pd.DataFrame(list(self.samples), columns=columns)
+def device_sampler(device, interval_s: float = 0.1) -> GpuSampler:
+    """The shared classic sampler on a torch device's GPU; on a CPU, this process's CPU and memory (psutil)."""
+    indices = [nvml_device_index(device)] if device.type == "cuda" else []
+    return GpuSampler(interval_s=interval_s, device_indices=indices, cpu_fallback=True)
 
 
 def training_telemetry_plan(run):

@@ -13,7 +13,7 @@ from dataclasses import replace
 import torch
 from transformers import GPT2Config
 
-from gpu_notebooks.gpu.lease import gpu_turn
+from gpu_notebooks.gpu.lock import gpu_turn
 from gpu_notebooks.llm_finetuning.adapter import merge_check, peft_reload_check, save_adapter
 from gpu_notebooks.llm_finetuning.evaluation import evaluate_run
 from gpu_notebooks.llm_finetuning.lora import inject_lora
@@ -92,7 +92,8 @@ def start_warm_up(device, run=warm_up_kernels):
         failure = None
         try:
             # Never wait: if a benchmark or another program holds the GPU, the warm-up is simply skipped.
-            with gpu_turn(wait=False) as held:
+            with gpu_turn(wait=False) as lease:
+                held = bool(lease)  # read now: a lease is false again once given back
                 if held:
                     state["seconds"] = run(device)
             state["status"] = "done" if held else "skipped"

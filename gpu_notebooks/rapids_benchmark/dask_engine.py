@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 import threading
 
 import pandas as pd
@@ -13,6 +12,7 @@ from gpu_notebooks.rapids_benchmark.checks import results_match
 from gpu_notebooks.rapids_benchmark.data import data_chunk_rows, generate_chunk
 from gpu_notebooks.rapids_benchmark.engine import Engine
 from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
+from gpu_notebooks.registry import process_registry
 
 # How each op's result is compared with pandas: in row order, as a set of rows, or ordered by a key.
 DASK_SLOW_SORT_ROWS = 200_000_000  # above this, Dask-cuDF's TCP shuffle sort takes minutes per pass
@@ -43,14 +43,10 @@ def dask_client(kind: str = "gpu", n_workers: int = 2):
     Viewers of `marimo run` are threads of one process: the check and the start happen under one
     process-wide lock, so two viewers pressing Run together share one cluster instead of starting two.
     """
-    import types
-
-    registry = sys.modules.setdefault(
-        "gpu_learning_notebooks_dask", types.ModuleType("gpu_learning_notebooks_dask")
-    )
-    # setdefault is atomic under the GIL: every thread gets the same lock object.
-    with registry.__dict__.setdefault("lock", threading.Lock()):
-        return start_dask_client(registry.__dict__, kind, n_workers)
+    registry = process_registry()
+    # setdefault is atomic under the GIL: every thread gets the same lock object and the same client slot.
+    with registry.setdefault("dask_lock", threading.Lock()):
+        return start_dask_client(registry.setdefault("dask", {}), kind, n_workers)
 
 
 def start_dask_client(registry: dict, kind: str, n_workers: int):

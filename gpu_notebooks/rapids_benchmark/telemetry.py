@@ -73,29 +73,35 @@ def attach_gpm(records: list[dict], spans: list[dict], samples: list[dict], orig
 
 
 def probe_workloads(gpu: int = 0) -> tuple[dict, Callable[[], None]]:
-    """The three workloads of utilization_probe on `gpu` (CuPy), as {name: one call}, and a device sync.
+    """The three workloads of utilization_probe on `gpu` (CuPy), as {name: setup}, and a device sync.
 
     A stream of tiny one-element kernels (launch-bound), an 8192² FP16 matrix multiply (cuBLAS, Tensor
-    Cores) and a 512 MiB device-to-device copy (memory-bound): PROBE_BYTES of GPU memory.
+    Cores) and a 512 MiB device-to-device copy (memory-bound); each setup allocates its own buffers (at most
+    PROBE_BYTES of GPU memory) and returns one iteration.
     """
     import cupy
 
-    with cupy.cuda.Device(gpu):
-        tiny = cupy.zeros(1, dtype=cupy.float32)
-        a = cupy.random.standard_normal((8192, 8192), dtype=cupy.float32).astype(cupy.float16)
-        c = cupy.empty_like(a)
-        src = cupy.ones(512 * 2**20, dtype=cupy.uint8)
-        dst = cupy.empty_like(src)
-
     def tiny_kernels():
-        for _ in range(100):
-            cupy.add(tiny, 1, out=tiny)
+        with cupy.cuda.Device(gpu):
+            tiny = cupy.zeros(1, dtype=cupy.float32)
+
+        def iteration():
+            for _ in range(100):
+                cupy.add(tiny, 1, out=tiny)
+
+        return iteration
 
     def matmul():
-        cupy.matmul(a, a, out=c)
+        with cupy.cuda.Device(gpu):
+            a = cupy.random.standard_normal((8192, 8192), dtype=cupy.float32).astype(cupy.float16)
+            c = cupy.empty_like(a)
+        return lambda: cupy.matmul(a, a, out=c)
 
     def copy():
-        dst.data.copy_from_device_async(src.data, src.nbytes)
+        with cupy.cuda.Device(gpu):
+            src = cupy.ones(512 * 2**20, dtype=cupy.uint8)
+            dst = cupy.empty_like(src)
+        return lambda: dst.data.copy_from_device_async(src.data, src.nbytes)
 
     def sync():
         with cupy.cuda.Device(gpu):

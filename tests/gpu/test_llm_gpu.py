@@ -6,7 +6,7 @@ import torch
 from transformers import GPT2Config
 
 from gpu_notebooks.gpu.gpm import GpmSampler
-from gpu_notebooks.gpu.lease import gpu_turn
+from gpu_notebooks.gpu.lock import gpu_turn
 from gpu_notebooks.llm_finetuning.adapter import merge_check, peft_reload_check, save_adapter
 from gpu_notebooks.llm_finetuning.cards import peft_tolerance
 from gpu_notebooks.llm_finetuning.estimates import run_model_facts, training_memory
@@ -20,7 +20,7 @@ from gpu_notebooks.llm_finetuning.models import (
     tokenizer_corpus,
 )
 from gpu_notebooks.llm_finetuning.precision import bf16_native, choose_precision, resolve_precision, set_seed
-from gpu_notebooks.llm_finetuning.probe import utilization_probe
+from gpu_notebooks.llm_finetuning.probe import run_utilization_probe
 from gpu_notebooks.llm_finetuning.settings import TrainSettings, with_model_defaults
 from gpu_notebooks.llm_finetuning.steps import (
     evaluate_step,
@@ -31,7 +31,7 @@ from gpu_notebooks.llm_finetuning.steps import (
     train_step_body,
 )
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
-from gpu_notebooks.llm_finetuning.telemetry import GpuSampler, nvml_device_index
+from gpu_notebooks.llm_finetuning.telemetry import device_sampler, nvml_device_index
 from gpu_notebooks.llm_finetuning.tokens import token_statistics
 from gpu_notebooks.llm_finetuning.training import (
     FineTuneRun,
@@ -92,7 +92,7 @@ def test_fp16_gradscaler_trains_gpt2_124m_without_nan():
         assert layer.base_layer.weight.dtype == torch.float16 and layer.base_layer.weight.is_cuda
         assert layer.lora_A.weight.dtype == torch.float32
     before = evaluate_loss(run)["eval_loss"]
-    with GpuSampler(run.device, hz=10) as sampler:
+    with device_sampler(run.device) as sampler:
         records = list(train_steps(run))
     steps = [r for r in records if r["kind"] == "train"]
     assert len(steps) == run.total_steps == 30
@@ -436,7 +436,7 @@ def test_the_utilization_probe_separates_launch_compute_and_memory_bound_work():
     before = torch.cuda.memory_allocated(device)
     with gpu_turn(wait=False) as held:
         assert held
-        rows = utilization_probe(device, seconds=1.5)
+        rows = run_utilization_probe(device, seconds=1.5)
     print(pd.DataFrame(rows).round(1).to_string())
     tiny, matmul, copy = rows
     assert all(row["classic_util_pct"] is not None for row in rows)  # NVML answers on a CUDA machine
