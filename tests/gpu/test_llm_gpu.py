@@ -43,8 +43,9 @@ from gpu_notebooks.llm_finetuning.training import (
     train_steps,
 )
 from gpu_notebooks.llm_finetuning.warmup import warm_up_kernels
+from tests.gpu.conftest import needs_cuda
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.gpu, needs_cuda]
 
 
 def gpt2_124m_run(precision="fp16", batch_size=16, max_length=128, epochs=2, speed="auto", no_dropout=False):

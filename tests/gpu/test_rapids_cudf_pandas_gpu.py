@@ -2,19 +2,16 @@
 
 import pytest
 
-from gpu_notebooks.gpu.nvml import read_gpu_status
 from gpu_notebooks.rapids_benchmark.cudf_pandas import (
     FALLBACK_STEP,
     fallback_table,
     run_cudf_pandas_engine,
     run_user_snippet,
 )
-from gpu_notebooks.rapids_benchmark.engines import detect_cudf
 from gpu_notebooks.rapids_benchmark.ops import OPS
+from tests.gpu.conftest import needs_cudf
 
-GPUS = read_gpu_status()
-CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(CUDF is None, reason=f"needs cuDF on a GPU: {WHY}")]
+pytestmark = [pytest.mark.gpu, needs_cudf]
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,15 @@
 
 import pytest
 
-from gpu_notebooks.gpu.nvml import read_gpu_status
 from gpu_notebooks.rapids_benchmark.duckdb_engine import detect_duckdb
-from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.engines import make_engines
 from gpu_notebooks.rapids_benchmark.ops import FILE_OPS
 from gpu_notebooks.rapids_benchmark.report import summarize_records
 from gpu_notebooks.rapids_benchmark.roofline import copy_bandwidth_probe
 from gpu_notebooks.rapids_benchmark.runner import run_benchmark
+from tests.gpu.conftest import CUDF, needs_cudf
 
-GPUS = read_gpu_status()
-CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(CUDF is None, reason=f"needs cuDF on a GPU: {WHY}")]
+pytestmark = [pytest.mark.gpu, needs_cudf]
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,16 @@ from gpu_notebooks.gpu.nvml import read_gpu_status
 from gpu_notebooks.gpu.sampler import GpuSampler
 from gpu_notebooks.rapids_benchmark.data import estimate_bytes_per_row
 from gpu_notebooks.rapids_benchmark.engine import Engine
-from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.engines import make_engines
 from gpu_notebooks.rapids_benchmark.explain.gpu import explain_metrics, explain_why_gpu
 from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
 from gpu_notebooks.rapids_benchmark.polars_engine import polars_gpu_engine
 from gpu_notebooks.rapids_benchmark.report import summarize_records
 from gpu_notebooks.rapids_benchmark.runner import run_benchmark
 from gpu_notebooks.rapids_benchmark.sizing import GPU_WORKING_FACTOR, MEMORY_HEADROOM, cap_rows
+from tests.gpu.conftest import CUDF, GPUS, needs_cudf
 
-GPUS = read_gpu_status()
-CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(CUDF is None, reason=f"needs cuDF on a GPU: {WHY}")]
+pytestmark = [pytest.mark.gpu, needs_cudf]
 
 
 @pytest.fixture(scope="module")

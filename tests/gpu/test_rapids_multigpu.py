@@ -4,17 +4,15 @@ import logging
 
 import pytest
 
-from gpu_notebooks.gpu.nvml import read_gpu_status
 from gpu_notebooks.rapids_benchmark.checks import invariant_check
 from gpu_notebooks.rapids_benchmark.dask_engine import dask_client, detect_dask, make_dask_engine
 from gpu_notebooks.rapids_benchmark.data import generate_lookup
-from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.engines import make_engines
 from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
 from gpu_notebooks.rapids_benchmark.report import summarize_records
 from gpu_notebooks.rapids_benchmark.runner import run_sized_benchmark
+from tests.gpu.conftest import CUDF, GPUS
 
-GPUS = read_gpu_status()
-CUDF, _ = detect_cudf(len(GPUS)) if GPUS else (None, "")
 DASK_OK, WHY = detect_dask(len(GPUS) if CUDF else 0)
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not DASK_OK, reason=WHY)]
 logging.getLogger("distributed").setLevel(logging.ERROR)

@@ -8,19 +8,17 @@ Prints what it measured (-s) so the figures can be recorded in notes/BENCHMARKS.
 import pytest
 
 from gpu_notebooks.gpu.gpm import GpmSampler
-from gpu_notebooks.gpu.nvml import read_gpu_status
 from gpu_notebooks.gpu.probe import utilization_probe
-from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.engines import make_engines
 from gpu_notebooks.rapids_benchmark.explain.gpu import explain_metrics, utilization_probe_text
 from gpu_notebooks.rapids_benchmark.ops import OPS
 from gpu_notebooks.rapids_benchmark.report import summarize_records
 from gpu_notebooks.rapids_benchmark.roofline import card_probes
 from gpu_notebooks.rapids_benchmark.runner import run_with_progress
 from gpu_notebooks.rapids_benchmark.telemetry import op_telemetry_table, probe_workloads
+from tests.gpu.conftest import CUDF, GPUS, WHY, needs_cudf
 
-GPUS = read_gpu_status()
-CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(CUDF is None, reason=f"needs cuDF on a GPU: {WHY}")]
+pytestmark = [pytest.mark.gpu, needs_cudf]
 GPM = GpmSampler(device_indices=[0]) if CUDF is not None else None
 needs_gpm = pytest.mark.skipif(
     GPM is None or not GPM.available, reason=f"no GPM here: {GPM.unavailable_reason if GPM else WHY}"
