@@ -13,7 +13,8 @@ Part 2, "overhead": one 32 x 512 run prepared once; its training epoch (40 optim
 rows repeated 8 times) is timed without samplers, with the classic GpuSampler (10 Hz), and with GpuSampler
 + GpmSampler (10 Hz), in the order none, classic, both, both, classic, none, ... for --repeats rounds.
 Per variant: the median of the per-step seconds the app's train_steps records (the fast path reads back
-in groups of 16; the first group, with any warm-up, is dropped) and the overhead against "none". Target:
+in groups of 16; the first group, with any warm-up, is dropped) and the overhead against "none", paired by
+round (bench/paired.py: a 95% bootstrap interval and a verdict). Target:
 < 2% on the median.
 
 On the GPU box (from the repo root):   source bench/device_setup.sh && python3 bench/llm_telemetry.py
@@ -22,7 +23,6 @@ Local check (no GPU: GPM unavailable, the overhead of the psutil sampler):
 """
 
 import argparse
-import itertools
 import json
 import statistics
 import sys
@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from llm_pipeline import synthetic_long_examples  # noqa: E402
+from llm_pipeline import synthetic_long_examples
+from paired import paired_overhead, verdict  # noqa: E402
 
 from gpu_notebooks.gpu.gpm import GPM_FIELDS, GpmSampler
 from gpu_notebooks.llm_finetuning.models import (
@@ -163,21 +164,30 @@ def overhead_rows(args, device):
     run, _ = prepared_run(args, device, 32, 512 if not args.tiny else 128, True, epochs=1, repeat=8)
     step_seconds(run, "none")  # warm: kernels, allocator, any compile
     times = {"none": [], "classic": [], "both": []}
-    order = ["none", "classic", "both", "both", "classic", "none"]
-    for variant in itertools.islice(itertools.cycle(order), 3 * args.repeats * 2):
-        times[variant].append(step_seconds(run, variant))
+    order = ["none", "classic", "both", "both", "classic", "none"]  # one round: each variant twice, mirrored
+    rounds = {v: [] for v in times}
+    for _ in range(args.repeats):
+        this_round = {v: [] for v in times}
+        for variant in order:
+            this_round[variant].append(step_seconds(run, variant))
+        for variant, values in this_round.items():
+            times[variant] += values
+            rounds[variant].append(statistics.median(values))
     run.release()
-    base = statistics.median(times["none"])
-    return [
-        {
+    rows = []
+    for variant, values in times.items():
+        row = {
             "samplers": variant,
-            "rounds": len(values),
+            "rounds": len(rounds[variant]),
             "median ms/step": round(1000 * statistics.median(values), 3),
             "min-max ms": f"{1000 * min(values):.3f}-{1000 * max(values):.3f}",
-            "overhead %": round(100 * (statistics.median(values) / base - 1), 2),
         }
-        for variant, values in times.items()
-    ]
+        if variant != "none":
+            mid, low, high = paired_overhead(rounds[variant], rounds["none"])
+            row["overhead %, paired (95%)"] = f"{100 * mid:+.2f} ({100 * low:+.2f} to {100 * high:+.2f})"
+            row["verdict"] = verdict(low, high)
+        rows.append(row)
+    return rows
 
 
 def print_table(rows):
@@ -195,7 +205,7 @@ def main():
     parser.add_argument("--tiny", action="store_true", help="the app's tiny offline model (CPU check)")
     parser.add_argument("--configs", default="defaults,b32s512")
     parser.add_argument("--parts", default="runs,overhead")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of the none/classic/both order")
+    parser.add_argument("--repeats", type=int, default=8, help="rounds of the none/classic/both order")
     parser.add_argument("--output", default="/tmp/llm_telemetry_adapters")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
