@@ -89,6 +89,7 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.explain.lora import (
             hyperparameter_text,
             intro_text,
+            settings_intro_text,
             train_example_count,
             why_conv1d_text,
             why_lora_text,
@@ -106,6 +107,10 @@ with app.setup:
             why_fast_text,
             why_fp16_text,
             why_mfu_text,
+        )
+        from gpu_notebooks.llm_finetuning.explain.workflow import (
+            how_it_works_text,
+            steps_heading_text,
         )
         from gpu_notebooks.llm_finetuning.formatting import (
             fmt_bytes,
@@ -239,14 +244,8 @@ def _(environment):
 
 
 @app.cell(hide_code=True)
-def _():
-    mo.md(r"""
-    ## Settings
-
-    What you set below is what **Train** uses: there is no separate apply step (the data preview and the
-    explanations follow each change). *auto* picks a learning rate and epoch count for the model that
-    actually loads. Without a GPU the defaults are the tiny offline GPT-2 in FP32.
-    """)
+def _(environment):
+    mo.md(settings_intro_text(default_choices(environment["cuda_available"]), environment["cuda_available"]))
     return
 
 
@@ -407,9 +406,7 @@ def _(dataset, planned, settings, why):
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(r"""
-    ## The seven steps
-    """)
+    mo.md(steps_heading_text())
     return
 
 
@@ -820,61 +817,7 @@ def _(environment, probe_button):
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(r"""
-    ## How it all works
-
-    1. **Environment and precision** — torch finds the GPU (NVML adds driver, utilization and power); without
-       one the app says so and resolves the precision to something a CPU can run (*auto*: FP16 + GradScaler for
-       GPT-2, BF16 for the Llama family on compute capability ≥ 8.0).
-    2. **Lease, seed and load** — the run takes the GPU lease it keeps until step 7 (or a stop), then seeds:
-       torch's global generators (the base model's own dropout) and the run's own `torch.Generator` (LoRA's A
-       init and LoRA dropout), so one seed fixes the run whatever other viewers do. Then
-       `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer` (cache first, the hub only if reachable, never
-       `trust_remote_code`); offline, the tiny GPT-2 or tiny Llama is built from a config with a byte-level
-       BPE tokenizer trained in memory on the data.
-    3. **Inject** — the chosen roles become this architecture's layer names (GPT-2 `c_attn`…, Llama
-       `q_proj`…); every targeted `Conv1D`/`nn.Linear` is replaced by a `LoRALayer` that holds the frozen layer
-       plus A and B; every other parameter is frozen.
-    4. **Prepare** — one prompt template; labels are `-100` on prompt and padding tokens, so the loss is the
-       response (and its end-of-text token) only; batches are padded to their own longest example. AdamW sees
-       the adapter parameters only; LambdaLR does warm-up then cosine; GradScaler is on for FP16.
-    5. **Train** — autocast forward, loss in FP32, scaled backward, unscale → clip → step → update. A non-finite
-       loss or a collapsing loss scale stops training with an explanation; CUDA out-of-memory is caught, the
-       memory freed, and smaller settings suggested. Background threads sample NVML ten times a second (and
-       NVML's GPM counters on Hopper and newer); MFU and energy per token come from the same run.
-    6. **Evaluate** — token-weighted eval loss and perplexity, and greedy generations for the held-out prompts,
-       before (step 0, B = 0) and after.
-    7. **Save and release** — `adapter_config.json` + `adapter_model.safetensors` with PEFT's key names; the app
-       reloads them with `PeftModel.from_pretrained` and compares logits, then drops every reference to the model
-       and empties the CUDA cache, measuring what came back.
-
-    Everything that holds device memory lives in one `FineTuneRun` object so step 7 can release it all at once;
-    cells only pass around numbers, tables and charts. One GPU lease per Train click (steps 2 to 7) makes a
-    second viewer wait instead of fighting over the GPU, and keeps each run's memory figures its own.
-    """)
-    return
-
-
-@app.cell(hide_code=True)
-def _():
-    mo.md(r"""
-    ## Read the code
-
-    The cells above tell the story; the library they call lives in the package `gpu_notebooks/` beside this
-    notebook, one concern a module. Below is the **real source** of the few functions this app is about, read
-    from the package as it runs (`inspect.getsource`), so it is always what ran.
-
-    | what | where |
-    |---|---|
-    | the LoRA layer, injection, merge | `gpu_notebooks/llm_finetuning/lora.py` (`LoRALayer`, `inject_lora`) |
-    | **where the loss is computed** | `llm_finetuning/loss.py`: `batch_loss`, the one entry point (the chunked LM-head loss on the fast path, `causal_lm_loss` as its reference) |
-    | **where the learning rate is set** | `llm_finetuning/schedule.py`: `lr_at` (warm-up, then cosine); `device_schedule` puts the same values on the GPU for the fast path |
-    | the training step and loop | `llm_finetuning/training.py`: `plain_train_step`, `fast_train_step`, `train_steps` (host syncs marked `HOST SYNC`) |
-    | which speed levers run | `llm_finetuning/speed.py`: `SpeedPlan`, `choose_speed_plan`, `apply_speed_plan` |
-    | the seven steps' bodies | `llm_finetuning/steps.py` |
-    | the GPU lease, the samplers | `gpu_notebooks/gpu/lease.py` (`GpuLease`), `gpu/sampler.py`, `gpu/gpm.py`, `gpu/nvml.py` |
-    | the learner texts | `llm_finetuning/explain/` (plain functions: this run's numbers in, markdown out) |
-    """)
+    mo.md(how_it_works_text())
     return
 
 
@@ -889,13 +832,35 @@ def _():
         "batch_loss — the one place the loss is computed": batch_loss,
         "causal_lm_loss — the reference next-token loss": causal_lm_loss,
     }
-    mo.accordion(
-        {
-            f"`{title.split(' — ')[0]}` — {title.split(' — ')[1]} ({inspect.getmodule(obj).__name__})": mo.md(
-                f"```python\n{inspect.getsource(obj)}```"
-            )
-            for title, obj in _shown.items()
-        }
+    mo.vstack(
+        [
+            mo.md(r"""
+    ## Read the code
+
+    The cells above tell the story; the library they call lives in the package `gpu_notebooks/` beside this
+    notebook, one concern a module. Below is the **real source** of the few functions this app is about, read
+    from the package as it runs (`inspect.getsource`), so it is always what ran.
+
+    | what | where |
+    |---|---|
+    | the LoRA layer, injection, merge | `gpu_notebooks/llm_finetuning/lora.py` (`LoRALayer`, `inject_lora`) |
+    | **where the loss is computed** | `llm_finetuning/loss.py`: `batch_loss`, the one entry point (the chunked LM-head loss on the fast path, `causal_lm_loss` as its reference) |
+    | **where the learning rate is set** | `llm_finetuning/schedule.py`: `lr_at` (warm-up, then cosine); `device_schedule` puts the same values on the GPU for the fast path |
+    | the training step and loop | `llm_finetuning/training.py`: `plain_train_step`, `fast_train_step`, `train_steps` (host syncs marked `HOST SYNC`) |
+    | which speed levers run | `llm_finetuning/speed.py`: `SpeedPlan`, `choose_speed_plan`, `apply_speed_plan` |
+    | the seven steps' bodies | `llm_finetuning/steps.py` |
+    | the GPU lease, the samplers | `gpu_notebooks/gpu/lock.py` (`GpuLease`, `gpu_turn`), `gpu/sampler.py`, `gpu/gpm.py`, `gpu/nvml.py` |
+    | the learner texts | `llm_finetuning/explain/` (plain functions: this run's numbers in, markdown out) |
+    """),
+            mo.accordion(
+                {
+                    f"`{title.split(' — ')[0]}` — {title.split(' — ')[1]} ({inspect.getmodule(obj).__name__})": mo.md(
+                        f"```python\n{inspect.getsource(obj)}```"
+                    )
+                    for title, obj in _shown.items()
+                }
+            ),
+        ]
     )
     return
 

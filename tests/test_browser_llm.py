@@ -1,8 +1,14 @@
-"""The fine-tuning dashboard as a user sees it under `marimo run`, in headless Chromium."""
+"""The fine-tuning dashboard as a user sees it under `marimo run` (and, once, `marimo edit`), in headless Chromium."""
+
+import contextlib
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 
-from tests.browser_util import browser_available, chromium, marimo_server, screenshot_all
+from tests.browser_util import ROOT, browser_available, chromium, free_port, marimo_server, screenshot_all
 
 # In CI (`make test`): minutes on a busy 2-core machine, small settings. `slow` is kept for tests too long for CI.
 pytestmark = [pytest.mark.skipif(not browser_available(), reason="needs playwright and Debian's chromium")]
@@ -105,3 +111,49 @@ def test_several_tabs_opened_at_once_on_a_fresh_server_all_come_up_whole():
             assert page.get_by_text("ImportError").count() == 0
             assert page.get_by_text("partially initialized").count() == 0
         screenshot_all(pages[-1], "llm_three_tabs", parts=1)
+
+
+@contextlib.contextmanager
+def marimo_edit_server(app):
+    """`marimo edit app --headless --no-token` on a free port (the notebook runs on open: auto_instantiate)."""
+    port = free_port()
+    command = [sys.executable, "-m", "marimo", "-q", "edit", app, "--headless", "--no-token", "-p", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_a_fresh_open_in_marimo_edit_marks_no_cell_stale():
+    """Open the notebook in the editor and change nothing: once every cell has run, none carries the stale
+    mark ("has not yet been run"), so the "run stale cells" button has nothing to do."""
+    with marimo_edit_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
+        busy = page.locator(
+            "[data-testid=cell-status][data-status=running], [data-testid=cell-status][data-status=queued]"
+        )
+        deadline = time.time() + 180
+        while busy.count() and time.time() < deadline:
+            page.wait_for_timeout(1000)
+        page.wait_for_timeout(2000)
+        cells = page.locator(".marimo-cell")
+        stale = [
+            cells.nth(i).inner_text()[:60]
+            for i in range(cells.count())
+            if cells.nth(i).locator(".cell-status-stale").count()
+        ]
+        assert cells.count() > 20 and stale == []

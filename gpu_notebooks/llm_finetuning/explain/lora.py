@@ -92,6 +92,19 @@ def hyperparameter_text(settings, why, train_examples):
 """
 
 
+def settings_intro_text(defaults, cuda_available):
+    """The Settings heading: no apply step, and the defaults this machine starts with (`default_choices`)."""
+    where = "a CUDA GPU is visible" if cuda_available else "no CUDA GPU here"
+    return f"""
+## Settings
+
+What you set below is what **Train** uses: there is no separate apply step (the data preview and the
+explanations follow each change). *auto* picks a learning rate and epoch count for the model that
+actually loads. The defaults on this machine ({where}): **{defaults["model"]}**, precision
+**{defaults["precision"]}**.
+"""
+
+
 def intro_text(why, model_source, stored_in="FP16"):
     """The title cell: the adapter's share of the parameters computed for the planned model, never a fixed figure."""
     share = (
