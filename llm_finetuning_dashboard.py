@@ -13,12 +13,12 @@
 #     "psutil>=5.9",
 # ]
 # ///
-"""Fine-tune GPT-2 with LoRA in FP16: seven visible steps, evaluated before/after, saved in PEFT's format."""
+"""Fine-tune GPT-2 or a Llama-family model with LoRA: seven visible steps, evaluated before/after, saved in PEFT's format."""
 
 import marimo
 
 __generated_with = "0.25.2"
-app = marimo.App(width="medium", app_title="GPT-2 LoRA fine-tuning")
+app = marimo.App(width="medium", app_title="LoRA fine-tuning")
 
 with app.setup:
     import sys
