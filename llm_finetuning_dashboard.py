@@ -161,6 +161,7 @@ with app.setup:
             load_step,
             prepare_step,
             save_step,
+            seed_note,
             show_waiting,
             step_done,
             train_step_body,
@@ -426,7 +427,7 @@ def _(data_errors, dataset, settings, train_button, warm_up):
         "environment and precision",
         time.perf_counter() - clicked_at,
         f"Device **{device_label(device)}** · requested **{settings.precision.upper()}** → running "
-        f"**{plan.name}** · seed **{settings.seed}** (set in step 2, once this run holds the GPU).\n\n"
+        f"**{plan.name}** · {seed_note(device, settings.seed)}.\n\n"
         f"{_why_precision} {plan.note}" + warm_up_note(device, warm_up),
         kind=precision_callout_kind(plan),
     )

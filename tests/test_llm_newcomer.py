@@ -111,3 +111,13 @@ def test_the_settings_on_screen_are_the_settings_train_uses():
     }
     settings = settings_from_form(value)
     assert (settings.model_source, settings.epochs, settings.rank, settings.speed) == ("tiny", 1, 4, "plain")
+
+
+def test_step_one_speaks_of_the_gpu_only_when_there_is_one():
+    """Issue 24, item 11: "set in step 2, once this run holds the GPU" on a machine with no GPU."""
+    import torch
+
+    from gpu_notebooks.llm_finetuning.steps import seed_note
+
+    assert "GPU" not in seed_note(torch.device("cpu"), 42) and "**42**" in seed_note(torch.device("cpu"), 42)
+    assert "once this run holds the GPU" in seed_note(torch.device("cuda"), 7)

@@ -222,6 +222,12 @@ def step_done(number, title, seconds, details, kind="success"):
     )
 
 
+def seed_note(device, seed):
+    """Step 1's word on the seed: set in step 2, once this run holds the GPU (on a CPU: has its turn)."""
+    holds = "this run holds the GPU" if device.type == "cuda" else "this run has its turn on this machine"
+    return f"seed **{seed}** (set in step 2, once {holds})"
+
+
 def waiting_message(device):
     """What this viewer waits for: the start-up warm-up, or another run holding the GPU (or, on a CPU, the turn)."""
     if device.type != "cuda":
