@@ -56,7 +56,7 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.cards import (
             check_mark,
             compare_generations,
-            metric_card,
+            evaluation_cards,
             ran_model_explanation,
             release_text,
             summary_cards,
@@ -101,6 +101,7 @@ with app.setup:
             utilization_probe_text,
             utilization_reference_text,
         )
+        from gpu_notebooks.llm_finetuning.explain.results import generations_note
         from gpu_notebooks.llm_finetuning.explain.speed import (
             roofline_text,
             tf32_text,
@@ -662,27 +663,12 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
                 time.perf_counter() - _started,
                 f"{len(comparison)} held-out prompts, greedy decoding, up to {answer_tokens} new tokens.",
             ),
-            mo.hstack(
-                [
-                    metric_card("eval loss", before["eval_loss"], after["eval_loss"], "{:.3f}", "decrease"),
-                    metric_card(
-                        "perplexity", before["perplexity"], after["perplexity"], "{:,.1f}", "decrease"
-                    ),
-                    metric_card(
-                        "exact match",
-                        before["exact_match"],
-                        after["exact_match"],
-                        "{:.0%}",
-                        "increase",
-                        n=after.get("eval_items"),
-                    ),
-                    metric_card(
-                        "answer format", before["format_match"], after["format_match"], "{:.0%}", "increase"
-                    ),
-                ],
-                widths="equal",
-            ),
+            evaluation_cards(before, after),
             mo.md("**Generations for held-out prompts — before vs after** (✓ = exact match)"),
+            mo.callout(
+                mo.md(generations_note(before, after, before_generations, after_generations, run.model_name)),
+                kind="info",
+            ),
             mo.ui.table(
                 comparison, page_size=10, selection=None, wrapped_columns=["prompt", "before", "after"]
             ),
