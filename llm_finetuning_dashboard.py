@@ -99,7 +99,10 @@ with app.setup:
             qlora_text,
             training_memory_text,
             utilization_probe_text,
+            utilization_reference_table_text,
             utilization_reference_text,
+            utilization_section_text,
+            utilization_table_text,
         )
         from gpu_notebooks.llm_finetuning.explain.results import generations_note
         from gpu_notebooks.llm_finetuning.explain.speed import (
@@ -745,32 +748,23 @@ def _(device_samples, eval_records, history, parameter_groups, sampler, stop_rea
 
 
 @app.cell(hide_code=True)
-def _():
+def _(environment):
     probe_button = mo.ui.run_button(
-        label="Measure what utilization hides (about 5 s)",
+        label="Measure what utilization hides (about 5 s)"
+        if environment["cuda_available"]
+        else "Measure what utilization hides (needs a CUDA GPU)",
+        disabled=not environment["cuda_available"],
         tooltip="Three short workloads on this GPU, under the GPU lease",
     )
-    mo.vstack(
-        [
-            mo.md(r"""
-    ## What GPU utilization hides — measured on this GPU
-
-    NVML's classic *utilization* is the share of time **any** kernel was running, however little of the GPU
-    it used. NVML's GPM counters (Hopper and newer) say what the SMs, Tensor Cores and memory really did.
-    The button runs three workloads for about 1.5 s each — a stream of one-element kernels, a large matmul,
-    a device-to-device copy — and samples both while each runs.
-    """),
-            probe_button,
-        ]
-    )
+    mo.vstack([mo.md(utilization_section_text(environment["cuda_available"])), probe_button])
     return (probe_button,)
 
 
 @app.cell
 def _(environment, probe_button):
-    mo.stop(not probe_button.value, mo.md("_Press the button to measure; nothing runs until then._"))
     _reason = utilization_probe_unavailable(environment)
-    mo.stop(_reason is not None, mo.md(f"_{_reason}_\n\n{utilization_reference_text()}"))
+    mo.stop(_reason is not None, mo.md(f"_{_reason}_\n\n{utilization_reference_table_text()}"))
+    mo.stop(not probe_button.value, mo.md("_Press the button to measure; nothing runs until then._"))
     _device = torch.device("cuda", torch.cuda.current_device())
     with gpu_turn(wait=False) as _held:
         mo.stop(
@@ -788,7 +782,7 @@ def _(environment, probe_button):
             probe_rows = run_utilization_probe(_device)
     mo.vstack(
         [
-            mo.ui.table(pd.DataFrame(probe_rows).round(1), selection=None, pagination=False),
+            mo.md(utilization_table_text(probe_rows, f"measured just now on {environment['gpu']}")),
             mo.callout(
                 mo.md(
                     utilization_probe_text(probe_rows, "" if _gpm.available else _gpm.unavailable_reason)
