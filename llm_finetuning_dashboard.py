@@ -72,6 +72,7 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.datasets import (
             UPLOAD_MAX_BYTES,
             choose_dataset,
+            data_source_summary,
         )
         from gpu_notebooks.llm_finetuning.environment import (
             describe_environment,
@@ -267,8 +268,7 @@ def _(environment):
         **Optimization** — {learning_rate} {warmup_pct} {epochs}
         {batch_size} {max_length} {seed} {speed}
 
-        **Data** — {data_source} {upload}
-        {hub_dataset} {prompt_column} {response_column} {hub_split} {max_rows}
+        **Data** — {data_source}
         """).batch(
         model=mo.ui.dropdown(MODEL_CHOICES, value=_defaults["model"], label="model source"),
         local_dir=mo.ui.text(placeholder="/path/to/a/gpt2/folder", label="local directory", full_width=True),
@@ -288,29 +288,34 @@ def _(environment):
         max_length=mo.ui.dropdown(["64", "128", "256", "512"], value="128", label="max sequence length"),
         seed=mo.ui.number(0, 2**31 - 1, 1, value=42, label="seed"),
         speed=mo.ui.dropdown(list(SPEED_CHOICES), value=next(iter(SPEED_CHOICES)), label="training path"),
-        data_source=mo.ui.radio(DATA_CHOICES, value="built-in (200 examples)", label="data", inline=True),
+        data_source=mo.ui.radio(DATA_CHOICES, value=next(iter(DATA_CHOICES)), label="data", inline=True),
+    )
+    # Shown under the data choice only when it is theirs (upload, hub dataset): the summary names what is used.
+    upload_control = mo.ui.file(
+        filetypes=[".csv", ".jsonl"],
+        label=f"upload CSV/JSONL (prompt, response; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB)",
+    )
+    hub_controls = mo.md("{hub_dataset} {prompt_column} {response_column} {hub_split} {max_rows}").batch(
         hub_dataset=mo.ui.text(placeholder="e.g. an instruction dataset id", label="hub dataset id"),
         prompt_column=mo.ui.text(value="instruction", label="prompt column"),
         response_column=mo.ui.text(value="output", label="response column"),
         hub_split=mo.ui.text(value="train", label="split"),
         max_rows=mo.ui.number(10, 50_000, 10, value=2000, label="rows (first N)"),
-        upload=mo.ui.file(
-            filetypes=[".csv", ".jsonl"],
-            label=f"upload CSV/JSONL (prompt, response; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB)",
-        ),
     )
     train_button = mo.ui.run_button(
         label="Train", kind="success", tooltip="Run the seven steps below with the settings on screen"
     )
-    return settings_controls, train_button
+    return hub_controls, settings_controls, train_button, upload_control
 
 
 @app.cell
-def _(settings, settings_controls, train_button):
+def _(hub_controls, settings, settings_controls, train_button, upload_control):
     _note = model_availability_note(settings)  # None: nothing to say (an offline model or a local folder)
+    _data_fields = {"upload": [upload_control], "hub": [hub_controls]}.get(settings.data_source, [])
     mo.vstack(
         [
             settings_controls,
+            *_data_fields,
             *([_note] if _note is not None else []),
             mo.hstack([train_button], justify="start"),
         ]
@@ -319,22 +324,24 @@ def _(settings, settings_controls, train_button):
 
 
 @app.cell
-def _(settings_controls):
+def _(hub_controls, settings_controls, upload_control):
     settings = settings_from_form(
         settings_controls.value, smoke=SMOKE, smoke_model=CLI_OPTIONS.get("model") or "tiny"
     )
-    dataset, data_errors, data_warnings = choose_dataset(settings, settings_controls.value)
-    return data_errors, data_warnings, dataset, settings
+    data_form = {**hub_controls.value, "upload": upload_control.value}
+    dataset, data_errors, data_warnings = choose_dataset(settings, data_form)
+    return data_errors, data_form, data_warnings, dataset, settings
 
 
 @app.cell(hide_code=True)
-def _(data_errors, data_warnings, dataset, settings):
+def _(data_errors, data_form, data_warnings, dataset, settings):
     _source = "smoke test (`--smoke`)" if SMOKE else "on screen: Train uses these"
     _summary = mo.md(
         f"**Settings ({_source}):** `{settings.model_source}` · {settings.precision.upper()} · r={settings.rank}, "
         f"alpha={settings.alpha}, dropout={settings.dropout} · targets {', '.join(settings.target_modules)} · "
         f"lr {settings.learning_rate or 'auto'} · epochs {settings.epochs or 'auto'} · batch "
-        f"{settings.batch_size} · max length {settings.max_length} · seed {settings.seed}"
+        f"{settings.batch_size} · max length {settings.max_length} · seed {settings.seed} · **data: "
+        f"{data_source_summary(settings, data_form, dataset)}**"
     )
     _problems = [mo.callout(mo.md("\n\n".join(data_errors)), kind="danger")] if data_errors else []
     _notes = [mo.callout(mo.md("\n\n".join(data_warnings)), kind="warn")] if data_warnings else []

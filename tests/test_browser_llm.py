@@ -49,18 +49,51 @@ def test_a_bad_upload_gets_a_clear_message_and_the_app_keeps_working():
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(url)
         page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
-        assert page.get_by_text("at most 5 MB").count() >= 1  # the limit is said before anything is uploaded
+        page.get_by_text("upload", exact=True).first.click()  # data source: upload shows the file picker
+        page.get_by_text("at most 5 MB").first.wait_for(timeout=60_000)  # the limit is said before any upload
         file_input = page.locator("input[type=file]").first
         file_input.set_input_files(
             files=[{"name": "data.csv", "mimeType": "text/csv", "buffer": b"question,answer\nhi,there\n"}]
         )
-        page.get_by_text("upload", exact=True).first.click()  # data source: upload
         page.get_by_text("needs columns").first.wait_for(timeout=120_000)
         page.wait_for_timeout(1000)
         screenshot_all(page, "llm_bad_upload", parts=3)
-        # The app names the missing columns and still renders the rest of the page.
-        assert page.get_by_text("missing ['prompt', 'response']").count() >= 1
+        # The app names the missing columns in words (no Python list) and still renders the rest of the page.
+        assert page.get_by_text("missing: prompt and response; found: question and answer").count() >= 1
+        assert page.get_by_text("['prompt', 'response']").count() == 0
+        assert page.get_by_text("data: uploaded data.csv (not usable: see below)").count() >= 1
         assert page.get_by_text("Why LoRA works").count() >= 1
+
+
+def test_the_data_choice_shows_its_own_fields_and_the_summary_names_what_trains():
+    """Issue 24, item 13: a file chosen while "built-in" was selected was silently ignored; the prompt/response
+    column boxes (hub only) sat beside the upload; the settings line never named the data."""
+    rows = "prompt,response\n" + "".join(f"Say {i}.,{i}\n" for i in range(30))
+    with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
+        page.get_by_text("data: the built-in set (200 rows)").first.wait_for(timeout=60_000)
+        assert (
+            page.get_by_text("prompt column").count() == 0 and page.locator("input[type=file]").count() == 0
+        )
+        page.get_by_text("hub dataset", exact=True).first.click()
+        page.get_by_text("prompt column").first.wait_for(
+            timeout=60_000
+        )  # the column boxes come with the hub id
+        assert page.locator("input[type=file]").count() == 0
+        page.get_by_text("upload", exact=True).first.click()
+        page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
+        page.get_by_text("prompt column").first.wait_for(state="detached", timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files(
+            files=[{"name": "mine.csv", "mimeType": "text/csv", "buffer": rows.encode()}]
+        )
+        page.get_by_text("data: uploaded mine.csv (30 rows)").first.wait_for(timeout=60_000)
+        page.get_by_text("Data: 30 rows").first.wait_for(timeout=60_000)  # the preview is the file
+        page.get_by_text("built-in (200 examples)", exact=True).first.click()  # back to the built-in set
+        page.get_by_text("is uploaded but not used").first.wait_for(timeout=60_000)  # said plainly
+        assert page.get_by_text("data: the built-in set (200 rows)").count() >= 1
+        screenshot_all(page, "llm_data_choice", parts=2)
 
 
 def test_an_unreachable_model_hub_falls_back_to_the_offline_model_and_says_so(tmp_path):

@@ -12,6 +12,14 @@ def mark_byte(byte):
     return BYTE_MARK.format(byte)
 
 
+def code_list(names):
+    """Names as a sentence lists them, each in backticks: `a`; `a` and `b`; `a`, `b` and `c` (never a Python list)."""
+    quoted = [f"`{name}`" for name in names]
+    if len(quoted) <= 1:
+        return "".join(quoted) or "none"
+    return ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
 def mib_with_units(mib):
     """MiB as written in the benchmarks, with the same amount in GB and GiB (6,581 → 6.90 GB, 6.43 GiB)."""
     return f"{mib:,} MiB ({mib * 2**20 / 1e9:.2f} GB, {mib / 1024:.2f} GiB)"
