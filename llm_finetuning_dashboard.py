@@ -149,6 +149,7 @@ with app.setup:
             run_utilization_probe,
             utilization_probe_unavailable,
         )
+        from gpu_notebooks.llm_finetuning.progress import RunProgress, follow_progress
         from gpu_notebooks.llm_finetuning.schedule import lr_at
         from gpu_notebooks.llm_finetuning.settings import (
             DATA_CHOICES,
@@ -305,7 +306,8 @@ def _(environment):
     train_button = mo.ui.run_button(
         label="Train", kind="success", tooltip="Run the seven steps below with the settings on screen"
     )
-    return hub_controls, settings_controls, train_button, upload_control
+    train_progress = RunProgress()  # this session's run, as the step cells report it to the status line
+    return hub_controls, settings_controls, train_button, train_progress, upload_control
 
 
 @app.cell
@@ -320,6 +322,23 @@ def _(hub_controls, settings, settings_controls, train_button, upload_control):
             mo.hstack([train_button], justify="start"),
         ]
     )
+    return
+
+
+@app.cell(hide_code=True)
+def _(train_button, train_progress):
+    # The steps run ~1,000 px below the button: this line says which one runs and for how long, redrawn by a
+    # thread while they do (it stops when the run ends, this cell re-runs, or the session's kernel is gone).
+    if train_button.value and not SMOKE:
+        train_progress.press()
+        _kernel = threading.current_thread()
+        mo.Thread(
+            target=follow_progress,
+            args=(train_progress, lambda text: mo.output.replace(mo.md(text))),
+            kwargs={"should_exit": lambda: mo.current_thread().should_exit, "alive": _kernel.is_alive},
+            daemon=True,
+        ).start()
+    mo.md(train_progress.text())
     return
 
 
@@ -423,10 +442,11 @@ def _():
 
 
 @app.cell
-def _(data_errors, dataset, settings, train_button, warm_up):
+def _(data_errors, dataset, settings, train_button, train_progress, warm_up):
     mo.stop(not (train_button.value or SMOKE), mo.md("_Press **Train** to run the seven steps._"))
+    train_progress.begin(1)
     mo.stop(
-        dataset is None,
+        train_progress.halt_if(dataset is None),
         mo.callout(mo.md("Fix the data problem above first: " + " ".join(data_errors)), kind="danger"),
     )
     clicked_at = time.perf_counter()
@@ -446,11 +466,19 @@ def _(data_errors, dataset, settings, train_button, warm_up):
 
 
 @app.cell
-def _(dataset, device, plan, settings):
+def _(dataset, device, plan, settings, train_progress):
+    train_progress.begin(2)
     _started = time.perf_counter()
-    run, _facts = load_step(settings, dataset, device, plan, on_wait=lambda: show_waiting(device))
+    run, _facts = load_step(
+        settings,
+        dataset,
+        device,
+        plan,
+        on_wait=lambda: show_waiting(device, train_progress),
+        on_turn=train_progress.has_turn,
+    )
     mo.stop(
-        _facts["out_of_memory"],
+        train_progress.halt_if(_facts["out_of_memory"]),
         mo.callout(
             mo.md(
                 f"**Step 2 stopped: the GPU has no room for `{settings.model_source}`** (out of memory while "
@@ -480,11 +508,12 @@ def _(dataset, device, plan, settings):
 
 
 @app.cell
-def _(run):
+def _(run, train_progress):
+    train_progress.begin(3)
     _started = time.perf_counter()
     lora_table, _problem = inject_step(run)
     mo.stop(
-        _problem is not None,
+        train_progress.halt_if(_problem is not None),
         mo.callout(mo.md(f"**Step 3 stopped:** {_problem} The model was released."), kind="danger"),
     )
     trainable_params, total_params = parameter_counts(run.model)
@@ -513,11 +542,12 @@ def _(run):
 
 
 @app.cell
-def _(dataset, lora_table, run):
+def _(dataset, lora_table, run, train_progress):
+    train_progress.begin(4)
     _started = time.perf_counter()
     token_stats, _problem = prepare_step(run, dataset)
     mo.stop(
-        _problem is not None,
+        train_progress.halt_if(_problem is not None),
         mo.callout(mo.md(f"**Step 4 stopped:** {_problem} The model was released."), kind="danger"),
     )
     _train = token_stats["train"]
@@ -568,7 +598,8 @@ def _(dataset, lora_table, run):
 
 
 @app.cell
-def _(dataset, run, token_stats):
+def _(dataset, run, token_stats, train_progress):
+    train_progress.begin(5)
     _eval_frame = dataset[dataset["split"] == "eval"]
     answer_tokens = answer_token_budget(run.tokenizer, dataset["response"])
     mo.output.clear()
@@ -651,15 +682,16 @@ def _(history, run, run_facts, stop_reason, token_stats):
 
 
 @app.cell
-def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
+def _(answer_tokens, before, before_generations, dataset, run, stop_reason, train_progress):
     mo.stop(
-        stop_reason is not None,
+        train_progress.halt_if(stop_reason is not None),
         mo.callout(mo.md(f"Step 6 skipped: training stopped — {stop_reason}"), kind="danger"),
     )
+    train_progress.begin(6)
     _started = time.perf_counter()
     after, after_generations, _stop = evaluate_step(run, dataset[dataset["split"] == "eval"], answer_tokens)
     mo.stop(
-        _stop is not None,
+        train_progress.halt_if(_stop is not None),
         mo.callout(
             mo.md(f"**Step 6 stopped.** {_stop and _stop.reason} {_stop and _stop.advice}"), kind="danger"
         ),
@@ -697,12 +729,13 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
 
 
 @app.cell
-def _(after, before, clicked_at, comparison, dataset, run):
+def _(after, before, clicked_at, comparison, dataset, run, train_progress):
+    train_progress.begin(7)
     _started = time.perf_counter()
     adapter_folder = adapter_folder_for(run)
     saved = save_step(run, adapter_folder, dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist())
     mo.stop(
-        saved["failure"] is not None,
+        train_progress.halt_if(saved["failure"] is not None),
         mo.callout(
             mo.md(
                 f"**Step 7 failed:** {saved['failure']}. The run's GPU memory was released "
@@ -714,6 +747,7 @@ def _(after, before, clicked_at, comparison, dataset, run):
     click_to_result = time.perf_counter() - clicked_at
     adapter_zip = zip_folder(adapter_folder)
     keep_recent_adapters(adapter_folder)  # this process keeps its last ADAPTERS_KEPT adapter folders
+    train_progress.finish()
     mo.vstack(
         [
             step_done(

@@ -1,6 +1,7 @@
 """The fine-tuning dashboard as a user sees it under `marimo run` (and, once, `marimo edit`), in headless Chromium."""
 
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -8,7 +9,15 @@ import urllib.request
 
 import pytest
 
-from tests.browser_util import ROOT, browser_available, chromium, free_port, marimo_server, screenshot_all
+from tests.browser_util import (
+    ROOT,
+    SHOTS,
+    browser_available,
+    chromium,
+    free_port,
+    marimo_server,
+    screenshot_all,
+)
 
 # In CI (`make test`): minutes on a busy 2-core machine, small settings. `slow` is kept for tests too long for CI.
 pytestmark = [pytest.mark.skipif(not browser_available(), reason="needs playwright and Debian's chromium")]
@@ -42,6 +51,35 @@ def test_train_runs_all_seven_steps_and_offers_the_adapter():
         assert page.locator(".vega-embed").count() >= 2  # loss and memory charts
         assert page.get_by_text("Step 6 complete").count() == 1
         screenshot_all(page, "llm_run", parts=6)
+
+
+def test_after_train_a_live_status_beside_the_button_names_the_step_and_the_time():
+    """Issue 24, item 12: the steps start ~1,000 px below Train, so the line under the button says which of the
+    seven runs and for how long, then how the run ended; its link goes down to the steps."""
+    with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        choose_small_settings(page)
+        train = page.get_by_role("button", name="Train", exact=True)
+        train.click()
+        status = page.get_by_text(re.compile(r"Running step \d of 7 — .* since Train")).first
+        status.wait_for(timeout=120_000)
+        texts = set()
+        for _ in range(40):  # it changes as the steps run: another step or a later time
+            texts.add(status.inner_text() if status.count() else "")
+            if len(texts) > 1:
+                break
+            page.wait_for_timeout(500)
+        assert len(texts) > 1, texts
+        button_box, status_box = train.bounding_box(), status.bounding_box()
+        assert 0 < status_box["y"] - button_box["y"] < 250  # right under the button, not 1,000 px below
+        page.screenshot(path=str(SHOTS / "llm_status_running.png"))
+        assert page.locator("#the-seven-steps").count() == 1  # where the line's link goes
+        page.get_by_text("Step 7 complete").first.wait_for(timeout=600_000)
+        page.get_by_text("All 7 steps done").first.wait_for(timeout=60_000)
+        page.get_by_text("the steps are below").first.wait_for(state="detached", timeout=60_000)
+        train.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "llm_status_done.png"))
 
 
 def test_a_bad_upload_gets_a_clear_message_and_the_app_keeps_working():

@@ -41,10 +41,16 @@ def status_text(snapshot, now):
             "says why."
         )
     if step == 0:
-        return f"⏳ **Starting the {total} steps** · {elapsed} since Train"
+        return f"**Starting the {total} steps** · {elapsed} since Train"
+    if snapshot.get("waiting"):
+        return (
+            f"**Step {step} of {total} waits for {snapshot['waiting']}**: another run (another viewer, or the "
+            f"benchmark app) holds it; this one starts when it ends · waiting {seconds_text(now - snapshot['waiting_since'])}, "
+            f"{elapsed} since Train"
+        )
     step_elapsed = seconds_text(now - snapshot["step_started"])
     return (
-        f"⏳ **Step {step} of {total} — {STEP_TITLES[step - 1]}** · {step_elapsed} in this step, {elapsed} "
+        f"**Running step {step} of {total} — {STEP_TITLES[step - 1]}** · {step_elapsed} in this step, {elapsed} "
         "since Train · [the steps are below ↓](#the-seven-steps)"
     )
 
