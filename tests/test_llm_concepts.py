@@ -89,7 +89,9 @@ def test_the_title_names_the_model_and_precision_the_settings_will_run():
     }
     assert title["tiny", "FP32"] == "# Fine-tune a tiny offline GPT-2 with LoRA in FP32 — seven visible steps"
     assert title["gpt2", "FP16"] == "# Fine-tune GPT-2 with LoRA in FP16 — seven visible steps"
-    assert title["HuggingFaceTB/SmolLM2-135M", "BF16"].startswith("# Fine-tune SmolLM2-135M with LoRA in BF16")
+    assert title["HuggingFaceTB/SmolLM2-135M", "BF16"].startswith(
+        "# Fine-tune SmolLM2-135M with LoRA in BF16"
+    )
 
 
 @pytest.mark.parametrize("source", ["tiny", "tiny-llama"])
