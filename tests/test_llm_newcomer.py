@@ -91,16 +91,16 @@ def test_generations_never_show_the_replacement_character():
 
 def test_a_byte_that_is_not_text_is_marked_not_shown_as_a_python_escape():
     """Issue 24, item 10: the "before" column showed `exnightEL\\xbb!!`; whole characters read as text and
-    each stray byte (or invisible control character) as one ⟨0xNN⟩ mark."""
+    each stray byte (or invisible control character) as one [byte 0xNN] mark."""
     from gpu_notebooks.llm_finetuning.evaluation import marked_text
 
-    assert marked_text(b"exnightEL\xbb!!") == "exnightEL⟨0xBB⟩!!"
-    assert marked_text("caf\u00e9 \u2603".encode() + b"\xe2\x98") == "café ☃⟨0xE2⟩⟨0x98⟩"
-    assert marked_text(b"a\x07b\nc\td") == "a⟨0x07⟩b\nc\td"
+    assert marked_text(b"exnightEL\xbb!!") == "exnightEL[byte 0xBB]!!"
+    assert marked_text("caf\u00e9 \u2603".encode() + b"\xe2\x98") == "café ☃[byte 0xE2][byte 0x98]"
+    assert marked_text(b"a\x07b\nc\td") == "a[byte 0x07]b\nc\td"
     tokenizer = build_offline_tokenizer(tokenizer_corpus(builtin_examples()))
     partial = next(i for i in range(len(tokenizer)) if "\ufffd" in tokenizer.decode([i]))
     shown = readable_decode(tokenizer, [*tokenizer("ok", add_special_tokens=False)["input_ids"], partial])
-    assert shown.startswith("ok⟨0x") and shown.endswith("⟩")
+    assert shown.startswith("ok[byte 0x") and shown.endswith("]")
 
 
 def test_the_settings_on_screen_are_the_settings_train_uses():

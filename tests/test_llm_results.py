@@ -19,7 +19,7 @@ def scored(exact, formatted, n=40, answer="Answer: 12", marked=False):
             if right
             else answer
             if well_formed
-            else "exnightEL⟨0xBB⟩!!"
+            else "exnightEL[byte 0xBB]!!"
             if marked
             else "x"
         )
@@ -56,7 +56,7 @@ def test_the_note_reads_the_runs_exact_match_format_and_n():
     assert (
         "`Answer: 12`, was given to **29** different prompts where it was wrong: the format without" in note
     )
-    assert "⟨0xBB⟩` marks a byte" in note  # a mark is in the table, so the note says what it is
+    assert "[byte 0xBB]` marks a byte" in note  # a mark is in the table, so the note says what it is
 
 
 def test_the_note_follows_other_numbers_and_says_only_what_applies():
@@ -74,6 +74,15 @@ def test_a_few_well_formed_answers_are_counted_not_read_as_learning_the_format()
     before, after = scored(0, 2), scored(0, 3)
     note = generations_note(metrics(before), metrics(after), before, after, TINY_MODEL_NAME)
     assert "(8%; before: 2 of 40): 3 are well-formed and wrong." in note and "looks like" not in note
+
+
+def test_empty_answers_are_counted():
+    """The tiny model after one epoch often ends every answer at once: the table shows a column of (empty)."""
+    before, after = scored(0, 2), scored(0, 0, answer="")
+    after["generated"] = ""
+    note = generations_note(metrics(before), metrics(after), before, after, TINY_MODEL_NAME)
+    assert "**40 of 40** answers after training are empty" in note and "was given to" not in note
+    assert "are empty" not in generations_note(metrics(before), metrics(before), before, before, "gpt2")
 
 
 def test_uploaded_data_has_no_format_line():

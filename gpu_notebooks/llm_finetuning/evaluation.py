@@ -69,7 +69,7 @@ def byte_level_alphabet():
 
 
 def _mark_undecodable(error):
-    """codecs error handler: each byte that is not part of a whole UTF-8 character becomes a ⟨0xNN⟩ mark."""
+    """codecs error handler: each byte that is not part of a whole UTF-8 character becomes a [byte 0xNN] mark."""
     return "".join(mark_byte(b) for b in error.object[error.start : error.end]), error.end
 
 
@@ -78,7 +78,7 @@ codecs.register_error("mark_bytes", _mark_undecodable)
 
 def marked_text(raw):
     """UTF-8 bytes as text: whole characters as themselves, stray bytes and invisible ASCII control
-    characters (other than newline and tab) as ⟨0xNN⟩ marks."""
+    characters (other than newline and tab) as [byte 0xNN] marks."""
     text = bytes(raw).decode("utf-8", errors="mark_bytes")
     return "".join(
         mark_byte(ord(ch)) if ord(ch) < 0x80 and not ch.isprintable() and ch not in "\n\t" else ch
@@ -87,7 +87,7 @@ def marked_text(raw):
 
 
 def readable_decode(tokenizer, ids):
-    """Generated tokens as text a learner can read; bytes that are not text marked ⟨0xNN⟩, never "�".
+    """Generated tokens as text a learner can read; bytes that are not text marked [byte 0xNN], never "�".
 
     An untrained model can emit one byte of a multi-byte character (byte-level BPE tokens are bytes); a
     plain decode turns it into U+FFFD and a bytes decode into a Python escape (`\\xbb`), both of which read

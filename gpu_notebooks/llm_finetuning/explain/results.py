@@ -30,7 +30,7 @@ def repeated_answer(generations):
 
 def generations_note(before, after, before_generations, after_generations, model_name):
     """What the before/after table shows, in this run's numbers: exact match and answer format out of n,
-    why a model from random weights gets formats before answers, a repeated answer, and the ⟨0xNN⟩ mark."""
+    why a model from random weights gets formats before answers, a repeated answer, and the [byte 0xNN] mark."""
     n = int(after["eval_items"])
     exact = count_of(after["exact_match"], n)
     lines = [
@@ -65,10 +65,16 @@ def generations_note(before, after, before_generations, after_generations, model
             f"The same answer, `{text}`, was given to **{count}** different prompts where it was wrong"
             + (": the format without the computation." if well_formed else ".")
         )
+    empty = int((after_generations["generated"].astype(str).str.strip() == "").sum())
+    if empty:
+        lines.append(
+            f"**{empty} of {n}** answers after training are empty (shown as *(empty)*): the model ended them "
+            "before writing anything visible."
+        )
     shown = [*before_generations["generated"], *after_generations["generated"]]
     if any(BYTE_MARK_PREFIX in str(text) for text in shown):
         lines.append(
-            f"`{BYTE_MARK_PREFIX}BB⟩` marks a byte the model produced that is not text by itself: one byte of a "
+            f"`{BYTE_MARK_PREFIX}BB]` marks a byte the model produced that is not text by itself: one byte of a "
             "character that needs several in UTF-8 (the tokenizer's pieces are bytes, and an untrained model "
             "does not yet put them together into whole characters), or an invisible control character."
         )
