@@ -338,7 +338,7 @@ def _(train_button, train_progress):
             kwargs={"should_exit": lambda: mo.current_thread().should_exit, "alive": _kernel.is_alive},
             daemon=True,
         ).start()
-    mo.md(train_progress.text())
+    mo.md("_`--smoke`: the steps below run without a click._" if SMOKE else train_progress.text())
     return
 
 
