@@ -13,6 +13,7 @@ from gpu_notebooks.llm_finetuning.explain.memory import (
     utilization_reference_table_text,
     utilization_reference_text,
     utilization_section_text,
+    utilization_table_text,
 )
 from gpu_notebooks.llm_finetuning.probe import run_utilization_probe, utilization_probe_unavailable
 from tests.fakes import use_nvml
@@ -188,3 +189,20 @@ def test_the_reference_figures_are_the_ones_recorded_in_the_notes():
         for row in UTILIZATION_REFERENCE["rows"]
     ]
     assert ours == medians
+
+
+def test_this_gpus_probe_rows_make_a_table_labelled_with_the_card():
+    """On a GPU the probe's own rows (missing GPM readings are None, `seconds` is not shown) get their own label."""
+    rows = [
+        {
+            "workload": "tiny",
+            "classic_util_pct": 31.0,
+            "sm_active_pct": None,
+            "tensor_active_pct": None,
+            "dram_bw_pct": None,
+            "seconds": 1.5,
+        },
+    ]
+    table = utilization_table_text(rows, "measured just now on NVIDIA H100 80GB HBM3")
+    assert table.startswith("**Measured just now on NVIDIA H100 80GB HBM3** (medians over each workload)")
+    assert "| tiny | 31.0 | n/a | n/a | n/a |" in table and "1.5" not in table
