@@ -13,12 +13,12 @@
 #     "psutil>=5.9",
 # ]
 # ///
-"""Fine-tune GPT-2 with LoRA in FP16: seven visible steps, evaluated before/after, saved in PEFT's format."""
+"""Fine-tune GPT-2 or a Llama-family model with LoRA: seven visible steps, evaluated before/after, saved in PEFT's format."""
 
 import marimo
 
 __generated_with = "0.25.2"
-app = marimo.App(width="medium", app_title="GPT-2 LoRA fine-tuning")
+app = marimo.App(width="medium", app_title="LoRA fine-tuning")
 
 with app.setup:
     import sys
@@ -56,7 +56,7 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.cards import (
             check_mark,
             compare_generations,
-            metric_card,
+            evaluation_cards,
             ran_model_explanation,
             release_text,
             summary_cards,
@@ -72,6 +72,7 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.datasets import (
             UPLOAD_MAX_BYTES,
             choose_dataset,
+            data_source_summary,
         )
         from gpu_notebooks.llm_finetuning.environment import (
             describe_environment,
@@ -89,6 +90,7 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.explain.lora import (
             hyperparameter_text,
             intro_text,
+            settings_intro_text,
             train_example_count,
             why_conv1d_text,
             why_lora_text,
@@ -98,14 +100,22 @@ with app.setup:
             qlora_text,
             training_memory_text,
             utilization_probe_text,
+            utilization_reference_table_text,
             utilization_reference_text,
+            utilization_section_text,
+            utilization_table_text,
         )
+        from gpu_notebooks.llm_finetuning.explain.results import generations_note
         from gpu_notebooks.llm_finetuning.explain.speed import (
             roofline_text,
             tf32_text,
             why_fast_text,
             why_fp16_text,
             why_mfu_text,
+        )
+        from gpu_notebooks.llm_finetuning.explain.workflow import (
+            how_it_works_text,
+            steps_heading_text,
         )
         from gpu_notebooks.llm_finetuning.formatting import (
             fmt_bytes,
@@ -139,6 +149,7 @@ with app.setup:
             run_utilization_probe,
             utilization_probe_unavailable,
         )
+        from gpu_notebooks.llm_finetuning.progress import RunProgress, follow_progress
         from gpu_notebooks.llm_finetuning.schedule import lr_at
         from gpu_notebooks.llm_finetuning.settings import (
             DATA_CHOICES,
@@ -156,6 +167,7 @@ with app.setup:
             load_step,
             prepare_step,
             save_step,
+            seed_note,
             show_waiting,
             step_done,
             train_step_body,
@@ -239,14 +251,8 @@ def _(environment):
 
 
 @app.cell(hide_code=True)
-def _():
-    mo.md(r"""
-    ## Settings
-
-    What you set below is what **Train** uses: there is no separate apply step (the data preview and the
-    explanations follow each change). *auto* picks a learning rate and epoch count for the model that
-    actually loads. Without a GPU the defaults are the tiny offline GPT-2 in FP32.
-    """)
+def _(environment):
+    mo.md(settings_intro_text(default_choices(environment["cuda_available"]), environment["cuda_available"]))
     return
 
 
@@ -263,8 +269,7 @@ def _(environment):
         **Optimization** — {learning_rate} {warmup_pct} {epochs}
         {batch_size} {max_length} {seed} {speed}
 
-        **Data** — {data_source} {upload}
-        {hub_dataset} {prompt_column} {response_column} {hub_split} {max_rows}
+        **Data** — {data_source}
         """).batch(
         model=mo.ui.dropdown(MODEL_CHOICES, value=_defaults["model"], label="model source"),
         local_dir=mo.ui.text(placeholder="/path/to/a/gpt2/folder", label="local directory", full_width=True),
@@ -284,29 +289,35 @@ def _(environment):
         max_length=mo.ui.dropdown(["64", "128", "256", "512"], value="128", label="max sequence length"),
         seed=mo.ui.number(0, 2**31 - 1, 1, value=42, label="seed"),
         speed=mo.ui.dropdown(list(SPEED_CHOICES), value=next(iter(SPEED_CHOICES)), label="training path"),
-        data_source=mo.ui.radio(DATA_CHOICES, value="built-in (200 examples)", label="data", inline=True),
+        data_source=mo.ui.radio(DATA_CHOICES, value=next(iter(DATA_CHOICES)), label="data", inline=True),
+    )
+    # Shown under the data choice only when it is theirs (upload, hub dataset): the summary names what is used.
+    upload_control = mo.ui.file(
+        filetypes=[".csv", ".jsonl"],
+        label=f"upload CSV/JSONL (prompt, response; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB)",
+    )
+    hub_controls = mo.md("{hub_dataset} {prompt_column} {response_column} {hub_split} {max_rows}").batch(
         hub_dataset=mo.ui.text(placeholder="e.g. an instruction dataset id", label="hub dataset id"),
         prompt_column=mo.ui.text(value="instruction", label="prompt column"),
         response_column=mo.ui.text(value="output", label="response column"),
         hub_split=mo.ui.text(value="train", label="split"),
         max_rows=mo.ui.number(10, 50_000, 10, value=2000, label="rows (first N)"),
-        upload=mo.ui.file(
-            filetypes=[".csv", ".jsonl"],
-            label=f"upload CSV/JSONL (prompt, response; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB)",
-        ),
     )
     train_button = mo.ui.run_button(
         label="Train", kind="success", tooltip="Run the seven steps below with the settings on screen"
     )
-    return settings_controls, train_button
+    train_progress = RunProgress()  # this session's run, as the step cells report it to the status line
+    return hub_controls, settings_controls, train_button, train_progress, upload_control
 
 
 @app.cell
-def _(settings, settings_controls, train_button):
+def _(hub_controls, settings, settings_controls, train_button, upload_control):
     _note = model_availability_note(settings)  # None: nothing to say (an offline model or a local folder)
+    _data_fields = {"upload": [upload_control], "hub": [hub_controls]}.get(settings.data_source, [])
     mo.vstack(
         [
             settings_controls,
+            *_data_fields,
             *([_note] if _note is not None else []),
             mo.hstack([train_button], justify="start"),
         ]
@@ -314,23 +325,42 @@ def _(settings, settings_controls, train_button):
     return
 
 
+@app.cell(hide_code=True)
+def _(train_button, train_progress):
+    # The steps run ~1,000 px below the button: this line says which one runs and for how long, redrawn by a
+    # thread while they do (it stops when the run ends, this cell re-runs, or the session's kernel is gone).
+    if train_button.value and not SMOKE:
+        train_progress.press()
+        _kernel = threading.current_thread()
+        mo.Thread(
+            target=follow_progress,
+            args=(train_progress, lambda text: mo.output.replace(mo.md(text))),
+            kwargs={"should_exit": lambda: mo.current_thread().should_exit, "alive": _kernel.is_alive},
+            daemon=True,
+        ).start()
+    mo.md("_`--smoke`: the steps below run without a click._" if SMOKE else train_progress.text())
+    return
+
+
 @app.cell
-def _(settings_controls):
+def _(hub_controls, settings_controls, upload_control):
     settings = settings_from_form(
         settings_controls.value, smoke=SMOKE, smoke_model=CLI_OPTIONS.get("model") or "tiny"
     )
-    dataset, data_errors, data_warnings = choose_dataset(settings, settings_controls.value)
-    return data_errors, data_warnings, dataset, settings
+    data_form = {**hub_controls.value, "upload": upload_control.value}
+    dataset, data_errors, data_warnings = choose_dataset(settings, data_form)
+    return data_errors, data_form, data_warnings, dataset, settings
 
 
 @app.cell(hide_code=True)
-def _(data_errors, data_warnings, dataset, settings):
+def _(data_errors, data_form, data_warnings, dataset, settings):
     _source = "smoke test (`--smoke`)" if SMOKE else "on screen: Train uses these"
     _summary = mo.md(
         f"**Settings ({_source}):** `{settings.model_source}` · {settings.precision.upper()} · r={settings.rank}, "
         f"alpha={settings.alpha}, dropout={settings.dropout} · targets {', '.join(settings.target_modules)} · "
         f"lr {settings.learning_rate or 'auto'} · epochs {settings.epochs or 'auto'} · batch "
-        f"{settings.batch_size} · max length {settings.max_length} · seed {settings.seed}"
+        f"{settings.batch_size} · max length {settings.max_length} · seed {settings.seed} · **data: "
+        f"{data_source_summary(settings, data_form, dataset)}**"
     )
     _problems = [mo.callout(mo.md("\n\n".join(data_errors)), kind="danger")] if data_errors else []
     _notes = [mo.callout(mo.md("\n\n".join(data_warnings)), kind="warn")] if data_warnings else []
@@ -407,17 +437,16 @@ def _(dataset, planned, settings, why):
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(r"""
-    ## The seven steps
-    """)
+    mo.md(steps_heading_text())
     return
 
 
 @app.cell
-def _(data_errors, dataset, settings, train_button, warm_up):
+def _(data_errors, dataset, settings, train_button, train_progress, warm_up):
     mo.stop(not (train_button.value or SMOKE), mo.md("_Press **Train** to run the seven steps._"))
+    train_progress.begin(1)
     mo.stop(
-        dataset is None,
+        train_progress.halt_if(dataset is None),
         mo.callout(mo.md("Fix the data problem above first: " + " ".join(data_errors)), kind="danger"),
     )
     clicked_at = time.perf_counter()
@@ -429,7 +458,7 @@ def _(data_errors, dataset, settings, train_button, warm_up):
         "environment and precision",
         time.perf_counter() - clicked_at,
         f"Device **{device_label(device)}** · requested **{settings.precision.upper()}** → running "
-        f"**{plan.name}** · seed **{settings.seed}** (set in step 2, once this run holds the GPU).\n\n"
+        f"**{plan.name}** · {seed_note(device, settings.seed)}.\n\n"
         f"{_why_precision} {plan.note}" + warm_up_note(device, warm_up),
         kind=precision_callout_kind(plan),
     )
@@ -437,11 +466,19 @@ def _(data_errors, dataset, settings, train_button, warm_up):
 
 
 @app.cell
-def _(dataset, device, plan, settings):
+def _(dataset, device, plan, settings, train_progress):
+    train_progress.begin(2)
     _started = time.perf_counter()
-    run, _facts = load_step(settings, dataset, device, plan, on_wait=lambda: show_waiting(device))
+    run, _facts = load_step(
+        settings,
+        dataset,
+        device,
+        plan,
+        on_wait=lambda: show_waiting(device, train_progress),
+        on_turn=train_progress.has_turn,
+    )
     mo.stop(
-        _facts["out_of_memory"],
+        train_progress.halt_if(_facts["out_of_memory"]),
         mo.callout(
             mo.md(
                 f"**Step 2 stopped: the GPU has no room for `{settings.model_source}`** (out of memory while "
@@ -471,11 +508,12 @@ def _(dataset, device, plan, settings):
 
 
 @app.cell
-def _(run):
+def _(run, train_progress):
+    train_progress.begin(3)
     _started = time.perf_counter()
     lora_table, _problem = inject_step(run)
     mo.stop(
-        _problem is not None,
+        train_progress.halt_if(_problem is not None),
         mo.callout(mo.md(f"**Step 3 stopped:** {_problem} The model was released."), kind="danger"),
     )
     trainable_params, total_params = parameter_counts(run.model)
@@ -504,11 +542,12 @@ def _(run):
 
 
 @app.cell
-def _(dataset, lora_table, run):
+def _(dataset, lora_table, run, train_progress):
+    train_progress.begin(4)
     _started = time.perf_counter()
     token_stats, _problem = prepare_step(run, dataset)
     mo.stop(
-        _problem is not None,
+        train_progress.halt_if(_problem is not None),
         mo.callout(mo.md(f"**Step 4 stopped:** {_problem} The model was released."), kind="danger"),
     )
     _train = token_stats["train"]
@@ -559,7 +598,8 @@ def _(dataset, lora_table, run):
 
 
 @app.cell
-def _(dataset, run, token_stats):
+def _(dataset, run, token_stats, train_progress):
+    train_progress.begin(5)
     _eval_frame = dataset[dataset["split"] == "eval"]
     answer_tokens = answer_token_budget(run.tokenizer, dataset["response"])
     mo.output.clear()
@@ -642,15 +682,16 @@ def _(history, run, run_facts, stop_reason, token_stats):
 
 
 @app.cell
-def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
+def _(answer_tokens, before, before_generations, dataset, run, stop_reason, train_progress):
     mo.stop(
-        stop_reason is not None,
+        train_progress.halt_if(stop_reason is not None),
         mo.callout(mo.md(f"Step 6 skipped: training stopped — {stop_reason}"), kind="danger"),
     )
+    train_progress.begin(6)
     _started = time.perf_counter()
     after, after_generations, _stop = evaluate_step(run, dataset[dataset["split"] == "eval"], answer_tokens)
     mo.stop(
-        _stop is not None,
+        train_progress.halt_if(_stop is not None),
         mo.callout(
             mo.md(f"**Step 6 stopped.** {_stop and _stop.reason} {_stop and _stop.advice}"), kind="danger"
         ),
@@ -664,27 +705,12 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
                 time.perf_counter() - _started,
                 f"{len(comparison)} held-out prompts, greedy decoding, up to {answer_tokens} new tokens.",
             ),
-            mo.hstack(
-                [
-                    metric_card("eval loss", before["eval_loss"], after["eval_loss"], "{:.3f}", "decrease"),
-                    metric_card(
-                        "perplexity", before["perplexity"], after["perplexity"], "{:,.1f}", "decrease"
-                    ),
-                    metric_card(
-                        "exact match",
-                        before["exact_match"],
-                        after["exact_match"],
-                        "{:.0%}",
-                        "increase",
-                        n=after.get("eval_items"),
-                    ),
-                    metric_card(
-                        "answer format", before["format_match"], after["format_match"], "{:.0%}", "increase"
-                    ),
-                ],
-                widths="equal",
-            ),
+            evaluation_cards(before, after),
             mo.md("**Generations for held-out prompts — before vs after** (✓ = exact match)"),
+            mo.callout(
+                mo.md(generations_note(before, after, before_generations, after_generations, run.model_name)),
+                kind="info",
+            ),
             mo.ui.table(
                 comparison, page_size=10, selection=None, wrapped_columns=["prompt", "before", "after"]
             ),
@@ -703,12 +729,13 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason):
 
 
 @app.cell
-def _(after, before, clicked_at, comparison, dataset, run):
+def _(after, before, clicked_at, comparison, dataset, run, train_progress):
+    train_progress.begin(7)
     _started = time.perf_counter()
     adapter_folder = adapter_folder_for(run)
     saved = save_step(run, adapter_folder, dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist())
     mo.stop(
-        saved["failure"] is not None,
+        train_progress.halt_if(saved["failure"] is not None),
         mo.callout(
             mo.md(
                 f"**Step 7 failed:** {saved['failure']}. The run's GPU memory was released "
@@ -720,6 +747,7 @@ def _(after, before, clicked_at, comparison, dataset, run):
     click_to_result = time.perf_counter() - clicked_at
     adapter_zip = zip_folder(adapter_folder)
     keep_recent_adapters(adapter_folder)  # this process keeps its last ADAPTERS_KEPT adapter folders
+    train_progress.finish()
     mo.vstack(
         [
             step_done(
@@ -761,32 +789,23 @@ def _(device_samples, eval_records, history, parameter_groups, sampler, stop_rea
 
 
 @app.cell(hide_code=True)
-def _():
+def _(environment):
     probe_button = mo.ui.run_button(
-        label="Measure what utilization hides (about 5 s)",
+        label="Measure what utilization hides (about 5 s)"
+        if environment["cuda_available"]
+        else "Measure what utilization hides (needs a CUDA GPU)",
+        disabled=not environment["cuda_available"],
         tooltip="Three short workloads on this GPU, under the GPU lease",
     )
-    mo.vstack(
-        [
-            mo.md(r"""
-    ## What GPU utilization hides — measured on this GPU
-
-    NVML's classic *utilization* is the share of time **any** kernel was running, however little of the GPU
-    it used. NVML's GPM counters (Hopper and newer) say what the SMs, Tensor Cores and memory really did.
-    The button runs three workloads for about 1.5 s each — a stream of one-element kernels, a large matmul,
-    a device-to-device copy — and samples both while each runs.
-    """),
-            probe_button,
-        ]
-    )
+    mo.vstack([mo.md(utilization_section_text(environment["cuda_available"])), probe_button])
     return (probe_button,)
 
 
 @app.cell
 def _(environment, probe_button):
-    mo.stop(not probe_button.value, mo.md("_Press the button to measure; nothing runs until then._"))
     _reason = utilization_probe_unavailable(environment)
-    mo.stop(_reason is not None, mo.md(f"_{_reason}_\n\n{utilization_reference_text()}"))
+    mo.stop(_reason is not None, mo.md(f"_{_reason}_\n\n{utilization_reference_table_text()}"))
+    mo.stop(not probe_button.value, mo.md("_Press the button to measure; nothing runs until then._"))
     _device = torch.device("cuda", torch.cuda.current_device())
     with gpu_turn(wait=False) as _held:
         mo.stop(
@@ -804,7 +823,7 @@ def _(environment, probe_button):
             probe_rows = run_utilization_probe(_device)
     mo.vstack(
         [
-            mo.ui.table(pd.DataFrame(probe_rows).round(1), selection=None, pagination=False),
+            mo.md(utilization_table_text(probe_rows, f"measured just now on {environment['gpu']}")),
             mo.callout(
                 mo.md(
                     utilization_probe_text(probe_rows, "" if _gpm.available else _gpm.unavailable_reason)
@@ -820,61 +839,7 @@ def _(environment, probe_button):
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(r"""
-    ## How it all works
-
-    1. **Environment and precision** — torch finds the GPU (NVML adds driver, utilization and power); without
-       one the app says so and resolves the precision to something a CPU can run (*auto*: FP16 + GradScaler for
-       GPT-2, BF16 for the Llama family on compute capability ≥ 8.0).
-    2. **Lease, seed and load** — the run takes the GPU lease it keeps until step 7 (or a stop), then seeds:
-       torch's global generators (the base model's own dropout) and the run's own `torch.Generator` (LoRA's A
-       init and LoRA dropout), so one seed fixes the run whatever other viewers do. Then
-       `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer` (cache first, the hub only if reachable, never
-       `trust_remote_code`); offline, the tiny GPT-2 or tiny Llama is built from a config with a byte-level
-       BPE tokenizer trained in memory on the data.
-    3. **Inject** — the chosen roles become this architecture's layer names (GPT-2 `c_attn`…, Llama
-       `q_proj`…); every targeted `Conv1D`/`nn.Linear` is replaced by a `LoRALayer` that holds the frozen layer
-       plus A and B; every other parameter is frozen.
-    4. **Prepare** — one prompt template; labels are `-100` on prompt and padding tokens, so the loss is the
-       response (and its end-of-text token) only; batches are padded to their own longest example. AdamW sees
-       the adapter parameters only; LambdaLR does warm-up then cosine; GradScaler is on for FP16.
-    5. **Train** — autocast forward, loss in FP32, scaled backward, unscale → clip → step → update. A non-finite
-       loss or a collapsing loss scale stops training with an explanation; CUDA out-of-memory is caught, the
-       memory freed, and smaller settings suggested. Background threads sample NVML ten times a second (and
-       NVML's GPM counters on Hopper and newer); MFU and energy per token come from the same run.
-    6. **Evaluate** — token-weighted eval loss and perplexity, and greedy generations for the held-out prompts,
-       before (step 0, B = 0) and after.
-    7. **Save and release** — `adapter_config.json` + `adapter_model.safetensors` with PEFT's key names; the app
-       reloads them with `PeftModel.from_pretrained` and compares logits, then drops every reference to the model
-       and empties the CUDA cache, measuring what came back.
-
-    Everything that holds device memory lives in one `FineTuneRun` object so step 7 can release it all at once;
-    cells only pass around numbers, tables and charts. One GPU lease per Train click (steps 2 to 7) makes a
-    second viewer wait instead of fighting over the GPU, and keeps each run's memory figures its own.
-    """)
-    return
-
-
-@app.cell(hide_code=True)
-def _():
-    mo.md(r"""
-    ## Read the code
-
-    The cells above tell the story; the library they call lives in the package `gpu_notebooks/` beside this
-    notebook, one concern a module. Below is the **real source** of the few functions this app is about, read
-    from the package as it runs (`inspect.getsource`), so it is always what ran.
-
-    | what | where |
-    |---|---|
-    | the LoRA layer, injection, merge | `gpu_notebooks/llm_finetuning/lora.py` (`LoRALayer`, `inject_lora`) |
-    | **where the loss is computed** | `llm_finetuning/loss.py`: `batch_loss`, the one entry point (the chunked LM-head loss on the fast path, `causal_lm_loss` as its reference) |
-    | **where the learning rate is set** | `llm_finetuning/schedule.py`: `lr_at` (warm-up, then cosine); `device_schedule` puts the same values on the GPU for the fast path |
-    | the training step and loop | `llm_finetuning/training.py`: `plain_train_step`, `fast_train_step`, `train_steps` (host syncs marked `HOST SYNC`) |
-    | which speed levers run | `llm_finetuning/speed.py`: `SpeedPlan`, `choose_speed_plan`, `apply_speed_plan` |
-    | the seven steps' bodies | `llm_finetuning/steps.py` |
-    | the GPU lease, the samplers | `gpu_notebooks/gpu/lease.py` (`GpuLease`), `gpu/sampler.py`, `gpu/gpm.py`, `gpu/nvml.py` |
-    | the learner texts | `llm_finetuning/explain/` (plain functions: this run's numbers in, markdown out) |
-    """)
+    mo.md(how_it_works_text())
     return
 
 
@@ -889,13 +854,35 @@ def _():
         "batch_loss — the one place the loss is computed": batch_loss,
         "causal_lm_loss — the reference next-token loss": causal_lm_loss,
     }
-    mo.accordion(
-        {
-            f"`{title.split(' — ')[0]}` — {title.split(' — ')[1]} ({inspect.getmodule(obj).__name__})": mo.md(
-                f"```python\n{inspect.getsource(obj)}```"
-            )
-            for title, obj in _shown.items()
-        }
+    mo.vstack(
+        [
+            mo.md(r"""
+    ## Read the code
+
+    The cells above tell the story; the library they call lives in the package `gpu_notebooks/` beside this
+    notebook, one concern a module. Below is the **real source** of the few functions this app is about, read
+    from the package as it runs (`inspect.getsource`), so it is always what ran.
+
+    | what | where |
+    |---|---|
+    | the LoRA layer, injection, merge | `gpu_notebooks/llm_finetuning/lora.py` (`LoRALayer`, `inject_lora`) |
+    | **where the loss is computed** | `llm_finetuning/loss.py`: `batch_loss`, the one entry point (the chunked LM-head loss on the fast path, `causal_lm_loss` as its reference) |
+    | **where the learning rate is set** | `llm_finetuning/schedule.py`: `lr_at` (warm-up, then cosine); `device_schedule` puts the same values on the GPU for the fast path |
+    | the training step and loop | `llm_finetuning/training.py`: `plain_train_step`, `fast_train_step`, `train_steps` (host syncs marked `HOST SYNC`) |
+    | which speed levers run | `llm_finetuning/speed.py`: `SpeedPlan`, `choose_speed_plan`, `apply_speed_plan` |
+    | the seven steps' bodies | `llm_finetuning/steps.py` |
+    | the GPU lease, the samplers | `gpu_notebooks/gpu/lock.py` (`GpuLease`, `gpu_turn`), `gpu/sampler.py`, `gpu/gpm.py`, `gpu/nvml.py` |
+    | the learner texts | `llm_finetuning/explain/` (plain functions: this run's numbers in, markdown out) |
+    """),
+            mo.accordion(
+                {
+                    f"`{title.split(' — ')[0]}` — {title.split(' — ')[1]} ({inspect.getmodule(obj).__name__})": mo.md(
+                        f"```python\n{inspect.getsource(obj)}```"
+                    )
+                    for title, obj in _shown.items()
+                }
+            ),
+        ]
     )
     return
 

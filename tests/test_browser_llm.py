@@ -1,8 +1,23 @@
-"""The fine-tuning dashboard as a user sees it under `marimo run`, in headless Chromium."""
+"""The fine-tuning dashboard as a user sees it under `marimo run` (and, once, `marimo edit`), in headless Chromium."""
+
+import contextlib
+import re
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 
-from tests.browser_util import browser_available, chromium, marimo_server, screenshot_all
+from tests.browser_util import (
+    ROOT,
+    SHOTS,
+    browser_available,
+    chromium,
+    free_port,
+    marimo_server,
+    screenshot_all,
+)
 
 # In CI (`make test`): minutes on a busy 2-core machine, small settings. `slow` is kept for tests too long for CI.
 pytestmark = [pytest.mark.skipif(not browser_available(), reason="needs playwright and Debian's chromium")]
@@ -38,23 +53,85 @@ def test_train_runs_all_seven_steps_and_offers_the_adapter():
         screenshot_all(page, "llm_run", parts=6)
 
 
+def test_after_train_a_live_status_beside_the_button_names_the_step_and_the_time():
+    """Issue 24, item 12: the steps start ~1,000 px below Train, so the line under the button says which of the
+    seven runs and for how long, then how the run ended; its link goes down to the steps."""
+    with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        choose_small_settings(page)
+        train = page.get_by_role("button", name="Train", exact=True)
+        train.click()
+        status = page.get_by_text(re.compile(r"Running step \d of 7 — .* since Train")).first
+        status.wait_for(timeout=120_000)
+        texts = set()
+        for _ in range(40):  # it changes as the steps run: another step or a later time
+            texts.add(status.inner_text() if status.count() else "")
+            if len(texts) > 1:
+                break
+            page.wait_for_timeout(500)
+        assert len(texts) > 1, texts
+        button_box, status_box = train.bounding_box(), status.bounding_box()
+        assert 0 < status_box["y"] - button_box["y"] < 250  # right under the button, not 1,000 px below
+        page.screenshot(path=str(SHOTS / "llm_status_running.png"))
+        assert page.locator("#the-seven-steps").count() == 1  # where the line's link goes
+        page.get_by_text("Step 7 complete").first.wait_for(timeout=600_000)
+        page.get_by_text("All 7 steps done").first.wait_for(timeout=60_000)
+        page.get_by_text("the steps are below").first.wait_for(state="detached", timeout=60_000)
+        train.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "llm_status_done.png"))
+
+
 def test_a_bad_upload_gets_a_clear_message_and_the_app_keeps_working():
     with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(url)
         page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
-        assert page.get_by_text("at most 5 MB").count() >= 1  # the limit is said before anything is uploaded
+        page.get_by_text("upload", exact=True).first.click()  # data source: upload shows the file picker
+        page.get_by_text("at most 5 MB").first.wait_for(timeout=60_000)  # the limit is said before any upload
         file_input = page.locator("input[type=file]").first
         file_input.set_input_files(
             files=[{"name": "data.csv", "mimeType": "text/csv", "buffer": b"question,answer\nhi,there\n"}]
         )
-        page.get_by_text("upload", exact=True).first.click()  # data source: upload
         page.get_by_text("needs columns").first.wait_for(timeout=120_000)
         page.wait_for_timeout(1000)
         screenshot_all(page, "llm_bad_upload", parts=3)
-        # The app names the missing columns and still renders the rest of the page.
-        assert page.get_by_text("missing ['prompt', 'response']").count() >= 1
+        # The app names the missing columns in words (no Python list) and still renders the rest of the page.
+        assert page.get_by_text("missing: prompt and response; found: question and answer").count() >= 1
+        assert page.get_by_text("['prompt', 'response']").count() == 0
+        assert page.get_by_text("data: uploaded data.csv (not usable: see below)").count() >= 1
         assert page.get_by_text("Why LoRA works").count() >= 1
+
+
+def test_the_data_choice_shows_its_own_fields_and_the_summary_names_what_trains():
+    """Issue 24, item 13: a file chosen while "built-in" was selected was silently ignored; the prompt/response
+    column boxes (hub only) sat beside the upload; the settings line never named the data."""
+    rows = "prompt,response\n" + "".join(f"Say {i}.,{i}\n" for i in range(30))
+    with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
+        page.get_by_text("data: the built-in set (200 rows)").first.wait_for(timeout=60_000)
+        assert (
+            page.get_by_text("prompt column").count() == 0 and page.locator("input[type=file]").count() == 0
+        )
+        page.get_by_text("hub dataset", exact=True).first.click()
+        page.get_by_text("prompt column").first.wait_for(
+            timeout=60_000
+        )  # the column boxes come with the hub id
+        assert page.locator("input[type=file]").count() == 0
+        page.get_by_text("upload", exact=True).first.click()
+        page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
+        page.get_by_text("prompt column").first.wait_for(state="detached", timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files(
+            files=[{"name": "mine.csv", "mimeType": "text/csv", "buffer": rows.encode()}]
+        )
+        page.get_by_text("data: uploaded mine.csv (30 rows)").first.wait_for(timeout=60_000)
+        page.get_by_text("Data: 30 rows").first.wait_for(timeout=60_000)  # the preview is the file
+        page.get_by_text("built-in (200 examples)", exact=True).first.click()  # back to the built-in set
+        page.get_by_text("is uploaded but not used").first.wait_for(timeout=60_000)  # said plainly
+        assert page.get_by_text("data: the built-in set (200 rows)").count() >= 1
+        screenshot_all(page, "llm_data_choice", parts=2)
 
 
 def test_an_unreachable_model_hub_falls_back_to_the_offline_model_and_says_so(tmp_path):
@@ -105,3 +182,49 @@ def test_several_tabs_opened_at_once_on_a_fresh_server_all_come_up_whole():
             assert page.get_by_text("ImportError").count() == 0
             assert page.get_by_text("partially initialized").count() == 0
         screenshot_all(pages[-1], "llm_three_tabs", parts=1)
+
+
+@contextlib.contextmanager
+def marimo_edit_server(app):
+    """`marimo edit app --headless --no-token` on a free port (the notebook runs on open: auto_instantiate)."""
+    port = free_port()
+    command = [sys.executable, "-m", "marimo", "-q", "edit", app, "--headless", "--no-token", "-p", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_a_fresh_open_in_marimo_edit_marks_no_cell_stale():
+    """Open the notebook in the editor and change nothing: once every cell has run, none carries the stale
+    mark ("has not yet been run"), so the "run stale cells" button has nothing to do."""
+    with marimo_edit_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
+        busy = page.locator(
+            "[data-testid=cell-status][data-status=running], [data-testid=cell-status][data-status=queued]"
+        )
+        deadline = time.time() + 180
+        while busy.count() and time.time() < deadline:
+            page.wait_for_timeout(1000)
+        page.wait_for_timeout(2000)
+        cells = page.locator(".marimo-cell")
+        stale = [
+            cells.nth(i).inner_text()[:60]
+            for i in range(cells.count())
+            if cells.nth(i).locator(".cell-status-stale").count()
+        ]
+        assert cells.count() > 20 and stale == []

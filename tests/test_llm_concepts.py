@@ -80,6 +80,20 @@ def test_the_intro_computes_the_adapter_share_for_the_planned_model_instead_of_a
     assert "%" not in intro_text(None, "meta-llama/Llama-3.2-1B").split("matrix,")[1].split("while")[0]
 
 
+def test_the_title_names_the_model_and_precision_the_settings_will_run():
+    """Issue 24, item 8: the CPU default is the tiny GPT-2 in FP32, not "GPT-2 … in FP16"."""
+    small = lora_plan(GPT2Config(), settings(rank=8))
+    title = {
+        (source, stored): intro_text(small, source, stored).strip().splitlines()[0]
+        for source, stored in [("tiny", "FP32"), ("gpt2", "FP16"), ("HuggingFaceTB/SmolLM2-135M", "BF16")]
+    }
+    assert title["tiny", "FP32"] == "# Fine-tune a tiny offline GPT-2 with LoRA in FP32 — seven visible steps"
+    assert title["gpt2", "FP16"] == "# Fine-tune GPT-2 with LoRA in FP16 — seven visible steps"
+    assert title["HuggingFaceTB/SmolLM2-135M", "BF16"].startswith(
+        "# Fine-tune SmolLM2-135M with LoRA in BF16"
+    )
+
+
 @pytest.mark.parametrize("source", ["tiny", "tiny-llama"])
 def test_the_planned_share_equals_what_step_3_counts_on_the_model_that_runs(source, tokenizer):
     chosen = settings(model_source=source)

@@ -1,6 +1,7 @@
 """Built-in data, upload validation, the offline tokenizer, label masking and dynamic padding."""
 
 import json
+import types
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import gpu_notebooks.llm_finetuning.datasets as llm_datasets
 from gpu_notebooks.llm_finetuning.datasets import (
     choose_dataset,
+    data_source_summary,
     load_hub_dataset,
     split_by_hash,
     validate_upload,
@@ -145,6 +147,59 @@ def test_choose_dataset_reports_a_missing_upload():
     assert len(frame) == 200 and errors == []
 
 
+def test_missing_columns_are_named_in_words_not_as_a_python_list():
+    """Issue 24, item 13: the message printed `['prompt', 'response']`."""
+    _, errors, _ = validate_upload("data.csv", b"question,answer\nhi,there\n")
+    assert errors == [
+        "`data.csv` needs columns `prompt` and `response`; missing: `prompt` and `response`; found: `question` "
+        "and `answer`."
+    ]
+    _, errors, _ = validate_upload("data.csv", b"prompt,answer,notes\nhi,there,x\n")
+    assert "missing: `response`; found: `prompt`, `answer` and `notes`." in errors[0] and "[" not in errors[0]
+
+
+def uploaded(name, contents):
+    """What mo.ui.file's value holds for one chosen file."""
+    return [types.SimpleNamespace(name=name, contents=contents)]
+
+
+def test_an_upload_is_what_trains_when_upload_is_chosen_and_the_summary_names_it():
+    form = {"upload": uploaded("mine.csv", csv_bytes(GOOD_ROWS))}
+    settings = TrainSettings(data_source="upload")
+    frame, errors, warnings = choose_dataset(settings, form)
+    assert errors == warnings == [] and len(frame) == len(GOOD_ROWS) and set(frame["task"]) == {"upload"}
+    assert data_source_summary(settings, form, frame) == f"uploaded `mine.csv` ({len(GOOD_ROWS)} rows)"
+
+
+def test_a_file_uploaded_while_another_source_is_chosen_is_said_to_be_unused():
+    """Issue 24, item 13: marimo said "Uploaded 1 file.", the preview still showed the built-in 200 rows and
+    nothing said the file was ignored."""
+    form = {"upload": uploaded("mine.csv", csv_bytes(GOOD_ROWS))}
+    settings = TrainSettings(data_source="builtin")
+    frame, errors, warnings = choose_dataset(settings, form)
+    assert errors == [] and len(frame) == len(builtin_examples())
+    assert warnings == [
+        f"`mine.csv` is uploaded but **not used**: the data choice is **built-in ({len(builtin_examples())} "
+        "examples)**. Choose **upload** to train on it."
+    ]
+    assert data_source_summary(settings, form, frame) == f"the built-in set ({len(builtin_examples())} rows)"
+    assert choose_dataset(settings, {"upload": []})[2] == []  # nothing uploaded: nothing to say
+
+
+def test_the_summary_names_every_data_source():
+    assert data_source_summary(TrainSettings(data_source="upload"), {"upload": []}, None) == (
+        "upload (no file chosen yet)"
+    )
+    bad = {"upload": uploaded("bad.csv", b"question,answer\n")}
+    assert data_source_summary(TrainSettings(data_source="upload"), bad, None) == (
+        "uploaded `bad.csv` (not usable: see below)"
+    )
+    hub = {"hub_dataset": "someone/instructions", "hub_split": "train"}
+    assert data_source_summary(TrainSettings(data_source="hub"), hub, None) == (
+        "hub dataset `someone/instructions` (train, not usable: see below)"
+    )
+
+
 def test_offline_tokenizer_is_deterministic_and_round_trips(data, tokenizer):
     again = build_offline_tokenizer(tokenizer_corpus(data))
     assert again.get_vocab() == tokenizer.get_vocab()
@@ -208,7 +263,9 @@ def test_a_dataset_loads_through_datasets_with_its_columns_mapped_and_the_upload
     assert frame.iloc[3]["prompt"] == "Say 3." and frame.iloc[3]["response"] == "3"
     assert any("duplicate" in w for w in warnings) and any("empty" in w for w in warnings)
     frame, errors, _ = load_hub_dataset(str(folder), "question", "output", "train", 100)
-    assert frame is None and "no column ['question']" in errors[0] and "`instruction`" in errors[0]
+    assert (
+        frame is None and "has no column `question`; its columns are `instruction`, `output` and" in errors[0]
+    )
     frame, errors, _ = load_hub_dataset(str(folder), "instruction", "output", "train", 5)
     assert frame is None and "at least" in errors[0]  # the row cap applies before the minimum-rows rule
 

@@ -85,8 +85,22 @@ def test_generations_never_show_the_replacement_character():
     words = tokenizer("café ☃", add_special_tokens=False)["input_ids"]
     assert "\ufffd" in tokenizer.decode([*words, partial])  # what a plain decode shows
     shown = readable_decode(tokenizer, [*words, partial])
-    assert "\ufffd" not in shown and shown.startswith("café ☃") and "\\x" in shown
+    assert "\ufffd" not in shown and shown.startswith("café ☃") and "\\x" not in shown
     assert readable_decode(tokenizer, words) == "café ☃"
+
+
+def test_a_byte_that_is_not_text_is_marked_not_shown_as_a_python_escape():
+    """Issue 24, item 10: the "before" column showed `exnightEL\\xbb!!`; whole characters read as text and
+    each stray byte (or invisible control character) as one [byte 0xNN] mark."""
+    from gpu_notebooks.llm_finetuning.evaluation import marked_text
+
+    assert marked_text(b"exnightEL\xbb!!") == "exnightEL[byte 0xBB]!!"
+    assert marked_text("caf\u00e9 \u2603".encode() + b"\xe2\x98") == "café ☃[byte 0xE2][byte 0x98]"
+    assert marked_text(b"a\x07b\nc\td") == "a[byte 0x07]b\nc\td"
+    tokenizer = build_offline_tokenizer(tokenizer_corpus(builtin_examples()))
+    partial = next(i for i in range(len(tokenizer)) if "\ufffd" in tokenizer.decode([i]))
+    shown = readable_decode(tokenizer, [*tokenizer("ok", add_special_tokens=False)["input_ids"], partial])
+    assert shown.startswith("ok[byte 0x") and shown.endswith("]")
 
 
 def test_the_settings_on_screen_are_the_settings_train_uses():
@@ -111,3 +125,13 @@ def test_the_settings_on_screen_are_the_settings_train_uses():
     }
     settings = settings_from_form(value)
     assert (settings.model_source, settings.epochs, settings.rank, settings.speed) == ("tiny", 1, 4, "plain")
+
+
+def test_step_one_speaks_of_the_gpu_only_when_there_is_one():
+    """Issue 24, item 11: "set in step 2, once this run holds the GPU" on a machine with no GPU."""
+    import torch
+
+    from gpu_notebooks.llm_finetuning.steps import seed_note
+
+    assert "GPU" not in seed_note(torch.device("cpu"), 42) and "**42**" in seed_note(torch.device("cpu"), 42)
+    assert "once this run holds the GPU" in seed_note(torch.device("cuda"), 7)

@@ -1,10 +1,20 @@
 """The "what utilization hides" probe (issue 14) on a CPU: samplers mocked, numbers in, callout out."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 import gpu_notebooks.gpu.probe as probe
-from gpu_notebooks.llm_finetuning.explain.memory import utilization_probe_text, utilization_reference_text
+from gpu_notebooks.llm_finetuning.explain.memory import (
+    UTILIZATION_REFERENCE,
+    utilization_probe_text,
+    utilization_reference_table_text,
+    utilization_reference_text,
+    utilization_section_text,
+    utilization_table_text,
+)
 from gpu_notebooks.llm_finetuning.probe import run_utilization_probe, utilization_probe_unavailable
 from tests.fakes import use_nvml
 
@@ -133,4 +143,66 @@ def test_no_gpu_gives_a_one_line_reason():
     assert "No CUDA GPU here" in utilization_probe_unavailable({"cuda_available": False})
     assert utilization_probe_unavailable({"cuda_available": True}) is None
     reference = utilization_reference_text()
-    assert "measured on an NVIDIA H200, 2026-12-01" in reference and "93.5%" in reference
+    assert "measured on an NVIDIA H200 on 2026-12-01" in reference and "93.5%" in reference
+
+
+def test_without_a_gpu_the_reference_is_labelled_with_its_card_and_date_everywhere():
+    """Issue 24, item 14: "(What the device's H200 measured is below.)" → the card and the date, in the reason,
+    the section's heading and the table's label alike."""
+    label = "measured on an NVIDIA H200 on 2026-12-01"
+    reason = utilization_probe_unavailable({"cuda_available": False})
+    assert label in reason and "device's" not in reason
+    assert f"## What GPU utilization hides — {label}" in utilization_section_text(False)
+    assert "## What GPU utilization hides — measured on this GPU" in utilization_section_text(True)
+    table = utilization_reference_table_text()
+    assert table.startswith(f"**M{label[1:]} (`bench/device_probe_telemetry.py`, notes/BENCHMARKS.md)**")
+    assert "| BF16 matmul 8,192 × 8,192 | 100.0 | 96.4 | 93.5 | 16.2 |" in table
+
+
+def notes_reference():
+    """Card, date and the three probe workloads' medians from notes/BENCHMARKS.md's GPU telemetry section."""
+    notes = (Path(__file__).resolve().parents[1] / "notes" / "BENCHMARKS.md").read_text()
+    section = notes.split("## GPU telemetry: classic utilization against NVML GPM")[1].split("\n## ")[0]
+    first = section.split("\n", 1)[1].strip().splitlines()[0]  # the line under the heading
+    card, date = first.split(" (")[0], re.search(r"\), (\d{4}-\d{2}-\d{2}),", first).group(1)
+    rows = [
+        line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| workload")
+    ]
+
+    def first_number(cell):
+        return float(re.search(r"[\d.]+", cell.replace(",", "")).group())
+
+    medians = []
+    for line in rows[
+        :3
+    ]:  # tiny kernels, matmul, device-to-device copy (the fourth, host→GPU, is not probed here)
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        medians.append([first_number(cells[i]) for i in (1, 2, 4, 5)])
+    return card, date, medians
+
+
+def test_the_reference_figures_are_the_ones_recorded_in_the_notes():
+    card, date, medians = notes_reference()
+    assert (UTILIZATION_REFERENCE["card"], UTILIZATION_REFERENCE["date"]) == (card, date)
+    ours = [
+        [row[k] for k in ("classic_util_pct", "sm_active_pct", "tensor_active_pct", "dram_bw_pct")]
+        for row in UTILIZATION_REFERENCE["rows"]
+    ]
+    assert ours == medians
+
+
+def test_this_gpus_probe_rows_make_a_table_labelled_with_the_card():
+    """On a GPU the probe's own rows (missing GPM readings are None, `seconds` is not shown) get their own label."""
+    rows = [
+        {
+            "workload": "tiny",
+            "classic_util_pct": 31.0,
+            "sm_active_pct": None,
+            "tensor_active_pct": None,
+            "dram_bw_pct": None,
+            "seconds": 1.5,
+        },
+    ]
+    table = utilization_table_text(rows, "measured just now on NVIDIA H100 80GB HBM3")
+    assert table.startswith("**Measured just now on NVIDIA H100 80GB HBM3** (medians over each workload)")
+    assert "| tiny | 31.0 | n/a | n/a | n/a |" in table and "1.5" not in table

@@ -107,6 +107,26 @@ def compare_generations(before, after):
     )
 
 
+def evaluation_cards(before, after):
+    """Step 6's four before → after cards: eval loss, perplexity, exact match (± s.e.), answer format."""
+    return mo.hstack(
+        [
+            metric_card("eval loss", before["eval_loss"], after["eval_loss"], "{:.3f}", "decrease"),
+            metric_card("perplexity", before["perplexity"], after["perplexity"], "{:,.1f}", "decrease"),
+            metric_card(
+                "exact match",
+                before["exact_match"],
+                after["exact_match"],
+                "{:.0%}",
+                "increase",
+                n=after.get("eval_items"),
+            ),
+            metric_card("answer format", before["format_match"], after["format_match"], "{:.0%}", "increase"),
+        ],
+        widths="equal",
+    )
+
+
 def metric_card(label, before, after, fmt, better, n=None):
     """mo.stat showing after, with before in the caption and an arrow coloured by the better direction.
 

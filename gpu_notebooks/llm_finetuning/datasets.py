@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from gpu_notebooks.llm_finetuning.formatting import code_list
 from gpu_notebooks.llm_finetuning.loading import hub_status
+from gpu_notebooks.llm_finetuning.settings import DATA_CHOICES
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
 
 UPLOAD_MAX_BYTES = 5_000_000
@@ -75,10 +77,12 @@ def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None)
     columns = {str(key).strip().lower(): key for key in (records[0] if records else {})}
     missing = [name for name in ("prompt", "response") if name not in columns]
     if missing:
-        found = ", ".join(f"`{c}`" for c in columns) or "none"
         return (
             None,
-            [f"{source} needs columns `prompt` and `response`; missing {missing}, found {found}."],
+            [
+                f"{source} needs columns `prompt` and `response`; missing: {code_list(missing)}; found: "
+                f"{code_list(columns.values())}."
+            ],
             warnings,
         )
     pairs = [
@@ -123,8 +127,9 @@ def load_hub_dataset(dataset_id, prompt_column, response_column, split="train", 
         return None, [f"`{dataset_id}` could not be loaded with `datasets`: {first}"], []
     missing = [c for c in (prompt_column, response_column) if c not in rows.column_names]
     if missing:
-        found = ", ".join(f"`{c}`" for c in rows.column_names)
-        return None, [f"`{dataset_id}` has no column {missing}; its columns are {found}."], []
+        noun = "column" if len(missing) == 1 else "columns"
+        found = code_list(rows.column_names)
+        return None, [f"`{dataset_id}` has no {noun} {code_list(missing)}; its columns are {found}."], []
     records = [
         {"prompt": p, "response": r} for p, r in zip(rows[prompt_column], rows[response_column], strict=True)
     ]
@@ -132,19 +137,31 @@ def load_hub_dataset(dataset_id, prompt_column, response_column, split="train", 
 
 
 def choose_dataset(settings, form_value):
-    """(frame with a split column, errors, warnings) for the chosen data source; uploads are validated."""
+    """(frame with a split column, errors, warnings) for the chosen data source; uploads are validated.
+
+    A file uploaded while another source is chosen is not used, and a warning says so.
+    """
+    value = form_value or {}
+    files = value.get("upload") or ()
+    unused = (
+        [
+            f"`{files[0].name}` is uploaded but **not used**: the data choice is **{data_source_label(settings)}**. "
+            "Choose **upload** to train on it."
+        ]
+        if files and settings.data_source != "upload"
+        else []
+    )
     if settings.data_source == "hub":
-        value = form_value or {}
-        return load_hub_dataset(
+        frame, errors, warnings = load_hub_dataset(
             value.get("hub_dataset"),
             (value.get("prompt_column") or "instruction").strip(),
             (value.get("response_column") or "output").strip(),
             (value.get("hub_split") or "train").strip(),
             int(value.get("max_rows") or 2000),
         )
+        return frame, errors, [*unused, *warnings]
     if settings.data_source != "upload":
-        return builtin_examples(), [], []
-    files = (form_value or {}).get("upload") or ()
+        return builtin_examples(), [], unused
     if not files:
         return (
             None,
@@ -154,3 +171,24 @@ def choose_dataset(settings, form_value):
             [],
         )
     return validate_upload(files[0].name, files[0].contents)
+
+
+def data_source_label(settings):
+    """The data choice as the form shows it ("built-in (200 examples)", "upload", "hub dataset")."""
+    return next(label for label, key in DATA_CHOICES.items() if key == settings.data_source)
+
+
+def data_source_summary(settings, form_value, dataset):
+    """What Train will train on, for the settings line: the source, its file or id, and its rows."""
+    value = form_value or {}
+    rows = f"{len(dataset):,} rows" if dataset is not None else "not usable: see below"
+    if settings.data_source == "upload":
+        files = value.get("upload") or ()
+        return f"uploaded `{files[0].name}` ({rows})" if files else "upload (no file chosen yet)"
+    if settings.data_source == "hub":
+        dataset_id = (value.get("hub_dataset") or "").strip()
+        split = (value.get("hub_split") or "train").strip()
+        return (
+            f"hub dataset `{dataset_id}` ({split}, {rows})" if dataset_id else "hub dataset (no id given yet)"
+        )
+    return f"the built-in set ({rows})"

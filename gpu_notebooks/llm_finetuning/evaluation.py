@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 import math
 import re
 
 import pandas as pd
 import torch
 
+from gpu_notebooks.llm_finetuning.formatting import mark_byte
 from gpu_notebooks.llm_finetuning.precision import autocast_context
 from gpu_notebooks.llm_finetuning.tasks import ANSWER_FORMATS, format_prompt
 from gpu_notebooks.llm_finetuning.training import catch_out_of_memory, evaluate_loss, out_of_memory_stop
@@ -66,16 +68,35 @@ def byte_level_alphabet():
     return chars
 
 
+def _mark_undecodable(error):
+    """codecs error handler: each byte that is not part of a whole UTF-8 character becomes a [byte 0xNN] mark."""
+    return "".join(mark_byte(b) for b in error.object[error.start : error.end]), error.end
+
+
+codecs.register_error("mark_bytes", _mark_undecodable)
+
+
+def marked_text(raw):
+    """UTF-8 bytes as text: whole characters as themselves, stray bytes and invisible ASCII control
+    characters (other than newline and tab) as [byte 0xNN] marks."""
+    text = bytes(raw).decode("utf-8", errors="mark_bytes")
+    return "".join(
+        mark_byte(ord(ch)) if ord(ch) < 0x80 and not ch.isprintable() and ch not in "\n\t" else ch
+        for ch in text
+    )
+
+
 def readable_decode(tokenizer, ids):
-    """Generated tokens as text; bytes that are not complete UTF-8 characters shown as `\\xNN`, never "�".
+    """Generated tokens as text a learner can read; bytes that are not text marked [byte 0xNN], never "�".
 
     An untrained model can emit one byte of a multi-byte character (byte-level BPE tokens are bytes); a
-    plain decode turns it into U+FFFD, which reads like an encoding bug. Tokens that are not byte-level
-    (special or SentencePiece pieces) fall back to the plain decode.
+    plain decode turns it into U+FFFD and a bytes decode into a Python escape (`\\xbb`), both of which read
+    like an encoding bug. Tokens that are not byte-level (special or SentencePiece pieces) fall back to the
+    plain decode.
     """
     text = tokenizer.decode(ids, skip_special_tokens=True)
     if "\ufffd" not in text:
-        return text.strip()
+        return marked_text(text.encode("utf-8")).strip()
     alphabet, raw = byte_level_alphabet(), bytearray()
     for token in tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=True):
         if (
@@ -88,7 +109,7 @@ def readable_decode(tokenizer, ids):
             raw.extend(alphabet[ch] for ch in token)
         else:
             raw.extend(token.replace("▁", " ").encode("utf-8"))
-    return raw.decode("utf-8", errors="backslashreplace").strip()
+    return marked_text(raw).strip()
 
 
 def normalize_answer(text):

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from gpu_notebooks.gpu.probe import utilization_probe
+from gpu_notebooks.llm_finetuning.explain.memory import reference_label
 from gpu_notebooks.llm_finetuning.formatting import fmt_bytes
 from gpu_notebooks.llm_finetuning.precision import bf16_native, dtype_name
 from gpu_notebooks.llm_finetuning.telemetry import nvml_device_index
@@ -76,7 +77,7 @@ def utilization_probe_unavailable(environment):
     """Why the probe cannot run here, in one line (None when it can)."""
     if not environment["cuda_available"]:
         return (
-            "No CUDA GPU here, so there is no utilization to probe: the three workloads need one. (What the "
-            "device's H200 measured is below.)"
+            "No CUDA GPU here, so there is no utilization to probe: the three workloads need one. The table "
+            f"below was {reference_label()}."
         )
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from gpu_notebooks.llm_finetuning.models import TINY_LLAMA_NAME, TINY_MODEL_NAME
+from gpu_notebooks.llm_finetuning.tasks import builtin_examples
 
 ALL_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 SPEED_CHOICES = {
@@ -41,7 +42,11 @@ TARGET_CHOICES = {  # by role; GPT-2's names, mapped to each architecture's own 
 }
 LEARNING_RATES = ["auto", "5e-5", "1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "3e-3", "5e-3", "1e-2"]
 EPOCH_CHOICES = ["auto", "1", "2", "3", "5", "8", "10", "15", "20", "30"]
-DATA_CHOICES = {"built-in (200 examples)": "builtin", "upload": "upload", "hub dataset": "hub"}
+DATA_CHOICES = {
+    f"built-in ({len(builtin_examples())} examples)": "builtin",
+    "upload": "upload",
+    "hub dataset": "hub",
+}
 
 
 @dataclass(frozen=True)

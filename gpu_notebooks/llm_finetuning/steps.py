@@ -41,15 +41,18 @@ from gpu_notebooks.llm_finetuning.training import (
 from gpu_notebooks.llm_finetuning.warmup import warm_up_state
 
 
-def load_step(settings, dataset, device, plan, on_wait=None, loader=None):
+def load_step(settings, dataset, device, plan, on_wait=None, loader=None, on_turn=None):
     """Step 2: take this click's GPU lease, seed, read the memory baseline, load model + tokenizer onto the device.
 
     Returns (run, facts) with facts `waited_s`, `load_warning` and `out_of_memory` (then the run is already
-    released). The lease stays with the run until `run.release()`; `loader` replaces the app's own
-    `load_model_and_tokenizer` (the benchmarks load GPT-2's shape with random weights).
+    released). The lease stays with the run until `run.release()`; `on_wait()` is called if another run holds
+    it, `on_turn()` once this run has it; `loader` replaces the app's own `load_model_and_tokenizer` (the
+    benchmarks load GPT-2's shape with random weights).
     """
     run = FineTuneRun(settings=settings, device=device, plan=plan, lease=GpuLease())
     run.lease.acquire(on_wait=on_wait)
+    if on_turn is not None:
+        on_turn()
     with release_on_interrupt(run):
         # Global generators too (GPT-2's own dropout draws from them): seeded while this run holds the lease.
         set_seed(settings.seed)
@@ -222,6 +225,12 @@ def step_done(number, title, seconds, details, kind="success"):
     )
 
 
+def seed_note(device, seed):
+    """Step 1's word on the seed: set in step 2, once this run holds the GPU (on a CPU: has its turn)."""
+    holds = "this run holds the GPU" if device.type == "cuda" else "this run has its turn on this machine"
+    return f"seed **{seed}** (set in step 2, once {holds})"
+
+
 def waiting_message(device):
     """What this viewer waits for: the start-up warm-up, or another run holding the GPU (or, on a CPU, the turn)."""
     if device.type != "cuda":
@@ -236,6 +245,9 @@ def waiting_message(device):
     return f"**Waiting for the GPU — {who}.** This run starts as soon as it is free."
 
 
-def show_waiting(device):
-    """Show this viewer the waiting message (step 2 replaces it once the run holds the GPU)."""
+def show_waiting(device, progress=None):
+    """Show this viewer the waiting message (step 2 replaces it once the run holds the GPU), and tell the status
+    line beside Train (`progress`, a RunProgress) that the run waits for its turn."""
     mo.output.append(mo.callout(mo.md(waiting_message(device)), kind="warn"))
+    if progress is not None:
+        progress.wait_for_turn(device.type == "cuda")

@@ -92,24 +92,54 @@ def hyperparameter_text(settings, why, train_examples):
 """
 
 
+def settings_intro_text(defaults, cuda_available):
+    """The Settings heading: no apply step, and the defaults this machine starts with (`default_choices`)."""
+    where = "a CUDA GPU is visible" if cuda_available else "no CUDA GPU here"
+    return f"""
+## Settings
+
+What you set below is what **Train** uses: there is no separate apply step (the data preview and the
+explanations follow each change). *auto* picks a learning rate and epoch count for the model that
+actually loads. The defaults on this machine ({where}): **{defaults["model"]}**, precision
+**{defaults["precision"]}**.
+"""
+
+
+# How the title names the model a Train click loads (hub ids not listed here: their last path part).
+MODEL_TITLES = {
+    "gpt2": "GPT-2",
+    "distilgpt2": "DistilGPT-2",
+    "gpt2-medium": "GPT-2 Medium",
+    "local": "a model from a local folder",
+    "tiny": "a tiny offline GPT-2",
+    "tiny-llama": "a tiny offline Llama",
+}
+
+
+def model_title(model_source):
+    """The model as the title names it: 'a tiny offline GPT-2', 'GPT-2 Medium', 'SmolLM2-135M'."""
+    return MODEL_TITLES.get(model_source) or model_source.rstrip("/").split("/")[-1]
+
+
 def intro_text(why, model_source, stored_in="FP16"):
-    """The title cell: the adapter's share of the parameters computed for the planned model, never a fixed figure."""
+    """The title cell for the planned run: its model and weight precision, and the adapter's share of its
+    parameters computed for it, never a fixed figure."""
     share = (
         f"**{why['trainable_pct']:.2f}%** of the parameters for `{model_source}` with the settings below"
         if why is not None
         else "a small share of the parameters (step 3 counts it for the model that loads)"
     )
     return f"""
-# Fine-tune GPT-2 with LoRA in FP16 — seven visible steps
+# Fine-tune {model_title(model_source)} with LoRA in {stored_in} — seven visible steps
 
-This app teaches GPT-2 a handful of small tasks with **fixed answer formats** ("Answer: 43",
+This app teaches a language model a handful of small tasks with **fixed answer formats** ("Answer: 43",
 "GARDEN", "positive", "3000 m", …) by training a **LoRA adapter**: two thin matrices beside each
 chosen weight matrix, {share}, while the base model stays frozen (stored in {stored_in} for the settings below).
 It then measures what changed — eval loss, perplexity, exact match and answer-format match on
 held-out prompts, **before vs after** — and saves the adapter in **PEFT's own format**.
 
 Each of the seven steps below is its own cell and shows what it did and how long it took. With an
-NVIDIA GPU it trains in FP16 with a GradScaler; on a CPU it explains its fallback and still runs.
+NVIDIA GPU, GPT-2 trains in FP16 with a GradScaler; on a CPU the app explains its fallback and still runs.
 Without network access it offers a **tiny offline GPT-2** that needs no download. Llama-family models
 (SmolLM2, Qwen2.5, Llama 3.2, or a tiny offline Llama) run through the same seven steps, in BF16 where
 the GPU has it natively.

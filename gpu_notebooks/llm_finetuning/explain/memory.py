@@ -73,12 +73,88 @@ def utilization_probe_text(rows, gpm_reason=""):
     )
 
 
-def utilization_reference_text():
-    """The probe's reference figures, labelled with card, date and source."""
+# The probe's reference run, as recorded in notes/BENCHMARKS.md ("GPU telemetry: classic utilization against
+# NVML GPM"): the card and date every reference figure is labelled with, and the medians of the three workloads
+# this app's probe runs (tests/test_llm_probe.py reads them back from the notes).
+UTILIZATION_REFERENCE = {
+    "card": "NVIDIA H200",
+    "date": "2026-12-01",
+    "source": "`bench/device_probe_telemetry.py`, notes/BENCHMARKS.md",
+    "rows": [
+        {
+            "workload": "a stream of tiny kernels (1 element each)",
+            "classic_util_pct": 28.0,
+            "sm_active_pct": 0.0,
+            "tensor_active_pct": 0.0,
+            "dram_bw_pct": 0.0,
+        },
+        {
+            "workload": "BF16 matmul 8,192 × 8,192",
+            "classic_util_pct": 100.0,
+            "sm_active_pct": 96.4,
+            "tensor_active_pct": 93.5,
+            "dram_bw_pct": 16.2,
+        },
+        {
+            "workload": "device-to-device copy of 1.00 GiB",
+            "classic_util_pct": 100.0,
+            "sm_active_pct": 98.7,
+            "tensor_active_pct": 0.0,
+            "dram_bw_pct": 88.4,
+        },
+    ],
+}
+PROBE_COLUMNS = {
+    "workload": "workload",
+    "classic_util_pct": "classic utilization %",
+    "sm_active_pct": "SM active % (GPM)",
+    "tensor_active_pct": "Tensor Core active % (GPM)",
+    "dram_bw_pct": "DRAM bandwidth % (GPM)",
+}
+
+
+def reference_label(reference=UTILIZATION_REFERENCE):
+    """Where the reference figures come from: 'measured on an NVIDIA H200 on 2026-12-01'."""
+    return f"measured on an {reference['card']} on {reference['date']}"
+
+
+def utilization_section_text(cuda_available, reference=UTILIZATION_REFERENCE):
+    """The section's heading and what the probe does; the heading says whose figures the section shows."""
+    whose = "measured on this GPU" if cuda_available else reference_label(reference)
+    return f"""
+## What GPU utilization hides — {whose}
+
+NVML's classic *utilization* is the share of time **any** kernel was running, however little of the GPU
+it used. NVML's GPM counters (Hopper and newer) say what the SMs, Tensor Cores and memory really did.
+On a CUDA GPU the button runs three workloads for about 1.5 s each — a stream of one-element kernels, a large matmul,
+a device-to-device copy — and samples both while each runs.
+"""
+
+
+def utilization_table_text(rows, label):
+    """A probe's rows (what the app measured, or the reference) as a markdown table under its bold label."""
+    header = "| " + " | ".join(PROBE_COLUMNS.values()) + " |\n|" + "---|" * len(PROBE_COLUMNS)
+
+    def cell(value):
+        return "n/a" if value is None else value if isinstance(value, str) else f"{value:.1f}"
+
+    body = "\n".join("| " + " | ".join(cell(row.get(key)) for key in PROBE_COLUMNS) + " |" for row in rows)
+    return f"**{label[0].upper()}{label[1:]}** (medians over each workload):\n\n{header}\n{body}"
+
+
+def utilization_reference_table_text(reference=UTILIZATION_REFERENCE):
+    """The reference run's table, labelled with its card, date and source."""
+    return utilization_table_text(reference["rows"], f"{reference_label(reference)} ({reference['source']})")
+
+
+def utilization_reference_text(reference=UTILIZATION_REFERENCE):
+    """The probe's reference figures in one sentence, labelled with card, date and source."""
+    tiny, matmul, copy = reference["rows"]
     return (
-        "For reference, measured on an NVIDIA H200, 2026-12-01 (`bench/device_probe_telemetry.py`, "
-        "notes/BENCHMARKS.md): tiny kernels 28% utilization with 0% SM activity; a BF16 matmul 96.4% SM and "
-        "93.5% Tensor Core activity; a device-to-device copy 88.4% DRAM bandwidth."
+        f"For reference, {reference_label(reference)} ({reference['source']}): tiny kernels "
+        f"{tiny['classic_util_pct']:.0f}% utilization with {tiny['sm_active_pct']:.0f}% SM activity; a BF16 matmul "
+        f"{matmul['sm_active_pct']}% SM and {matmul['tensor_active_pct']}% Tensor Core activity; a "
+        f"device-to-device copy {copy['dram_bw_pct']}% DRAM bandwidth."
     )
 
 
