@@ -835,7 +835,7 @@ def _(get_kept, try_form):
         on_text=lambda texts, role: mo.output.replace(generation_panes(texts, role)),
         on_wait=lambda message: mo.output.append(mo.callout(mo.md(message), kind="warn")),
     )
-    mo.stop(tried["problem"] is not None, mo.callout(mo.md(str(tried["problem"])), kind="danger"))
+    mo.stop(tried["problem"] is not None, mo.callout(mo.md(str(tried["problem"])), kind="warn"))
     _costs = tried["costs"]
     mo.vstack(
         [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import statistics
 import time
 
 import pandas as pd
@@ -14,6 +15,7 @@ from gpu_notebooks.llm_finetuning.formatting import fmt_bytes
 from gpu_notebooks.llm_finetuning.models import model_shape
 
 WARM_UP_TOKENS = 4  # decode steps of the untimed warm-up: kernels picked, allocator and caches warm
+PREFILL_REPEATS = 3  # a prefill is one short forward: the median of a few is steadier than one
 
 
 def synchronize(device):
@@ -36,28 +38,33 @@ def forward_step(model, input_ids, cache, cache_name):
 
 @torch.no_grad()
 def time_decoding(model, input_ids, new_tokens, device):
-    """Time to first token (the prefill) and decode tokens/s at batch 1 with the KV cache: greedy, eos ignored,
-    nothing read back inside the loop, one untimed warm-up first, the device synchronized around each timer."""
-
+    """Time to first token (the prefill: median of PREFILL_REPEATS) and decode tokens/s at batch 1 with the KV
+    cache: greedy, eos ignored, nothing read back inside the loop, one untimed warm-up first, the device
+    synchronized around each timer."""
     cache_name = cache_argument(model)
 
-    def once(steps):
+    def prefill():
         synchronize(device)
         started = time.perf_counter()
         logits, cache = forward_step(model, input_ids, None, cache_name)
         token = logits.argmax(dim=-1, keepdim=True)
         synchronize(device)  # the first token exists: the prefill is over
-        prefilled = time.perf_counter()
+        return time.perf_counter() - started, token, cache
+
+    def decode(token, cache, steps):
+        synchronize(device)
+        started = time.perf_counter()
         for _ in range(steps):
             logits, cache = forward_step(model, token, cache, cache_name)
             token = logits.argmax(dim=-1, keepdim=True)
         synchronize(device)
-        return prefilled - started, time.perf_counter() - prefilled
+        return time.perf_counter() - started
 
-    once(min(WARM_UP_TOKENS, new_tokens))
-    prefill_s, decode_s = once(new_tokens)
+    decode(*prefill()[1:], min(WARM_UP_TOKENS, new_tokens))  # warm-up, not timed
+    prefills = [prefill() for _ in range(PREFILL_REPEATS)]
+    decode_s = decode(*prefills[-1][1:], new_tokens)
     return {
-        "prefill_s": prefill_s,
+        "prefill_s": statistics.median(seconds for seconds, _, _ in prefills),
         "decode_s": decode_s,
         "decode_tokens": new_tokens,
         "decode_tokens_per_s": new_tokens / decode_s,
@@ -133,25 +140,40 @@ def measure_costs(model, input_ids, new_tokens, device):
 
 
 def cost_table(costs):
-    """The measured costs as a table: one row unmerged, one merged, beside the bound for this card."""
+    """The measured costs as a table: a row per measure, a column unmerged and one merged, the bound beside them."""
+    unmerged, merged = costs["unmerged"], costs["merged"]
     no_bound = "none (CPU)" if costs["device_type"] != "cuda" else "n/a (card not in the table)"
-    rows = []
-    for name, label in (
-        ("unmerged", "adapter beside the weights (PEFT)"),
-        ("merged", "merged (merge_and_unload)"),
-    ):
-        c, bound = costs[name], costs[name]["bound_tokens_per_s"]
-        rows.append(
-            {
-                "model": label,
-                f"time to first token (prefill of {costs['prompt_tokens']} tokens)": f"{1e3 * c['prefill_s']:.2f} ms",
-                f"decode tokens/s ({c['decode_tokens']} tokens)": f"{c['decode_tokens_per_s']:,.1f}",
-                "ms per token": f"{1e3 / c['decode_tokens_per_s']:.3f}",
-                "bytes read per token (weights + KV cache)": fmt_bytes(c["bytes"]["total"]),
-                "bound tokens/s (datasheet bandwidth)": no_bound if bound is None else f"{bound:,.0f}",
-                "measured ÷ bound": "—"
-                if bound is None
-                else f"{100 * c['decode_tokens_per_s'] / bound:.1f}%",
-            }
+
+    def row(measure, show):
+        return {
+            "measure": measure,
+            "adapter beside the weights (PEFT)": show(unmerged),
+            "merged (merge_and_unload)": show(merged),
+        }
+
+    def bound(c):
+        return no_bound if c["bound_tokens_per_s"] is None else f"{c['bound_tokens_per_s']:,.0f}"
+
+    def share(c):
+        return (
+            "—"
+            if c["bound_tokens_per_s"] is None
+            else f"{100 * c['decode_tokens_per_s'] / c['bound_tokens_per_s']:.1f}%"
         )
-    return pd.DataFrame(rows)
+
+    return pd.DataFrame(
+        [
+            row(
+                f"time to first token (prefill of {costs['prompt_tokens']} tokens)",
+                lambda c: f"{1e3 * c['prefill_s']:.2f} ms",
+            ),
+            row(
+                f"decode tokens/s ({merged['decode_tokens']} tokens, greedy)",
+                lambda c: f"{c['decode_tokens_per_s']:,.1f}",
+            ),
+            row("ms per token", lambda c: f"{1e3 / c['decode_tokens_per_s']:.3f}"),
+            row("bytes read per token (weights + KV cache)", lambda c: fmt_bytes(c["bytes"]["total"])),
+            row("bound: tokens/s at the datasheet bandwidth", bound),
+            row("measured ÷ bound", share),
+        ]
+    )

@@ -16,8 +16,8 @@ def inference_cost_text(costs):
         f"**What one generated token costs.** At batch 1 every decode step reads all of the model's weights once "
         f"— {fmt_bytes(read['weights'])} here ({costs['dtype']}) — plus the keys and values cached for every "
         f"earlier position ({fmt_bytes(read['kv_cache'])} at this run's mean context of {context:,.0f} "
-        "positions), and does about two FLOPs per weight with them: far too little arithmetic per byte for the "
-        "Tensor Cores to matter.",
+        "positions), and does about two FLOPs per weight with them: far too little arithmetic per byte read for "
+        "compute to be the limit.",
         bound_paragraph(costs),
         f"**Prefill vs decode.** The prompt's {costs['prompt_tokens']} tokens went through in one forward pass: "
         f"{1e3 * merged['prefill_s']:.2f} ms to the first token, "
