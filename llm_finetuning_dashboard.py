@@ -839,7 +839,7 @@ def _(get_kept, try_form):
     _costs = tried["costs"]
     mo.vstack(
         [
-            generation_panes(tried["texts"], adapter=tried["adapter"]),
+            generation_panes(tried["texts"], adapter=tried["adapter"], tokens=tried["tokens"]),
             mo.md(f"### What inference costs on {_costs['device_name']}: batch 1, KV cache, measured"),
             mo.ui.table(cost_table(_costs), selection=None, pagination=False),
             mo.md(f"_{tried['note']}_"),

@@ -377,19 +377,25 @@ def generation_wait_text(device):
     )
 
 
-def generation_panes(texts, active=None, adapter=None):
-    """Base and fine-tuned side by side; generated text is escaped (model output is data, never markup)."""
+def generation_panes(texts, active=None, adapter=None, tokens=None):
+    """Base and fine-tuned side by side (`active`: the one still generating; `tokens`: counts once done);
+    generated text is escaped: model output is data, never markup."""
 
     def pane(role, title):
         if role == active:
             body = html.escape(texts.get(role, "")) + " ▌"  # still generating
         elif role not in texts:
             body = "…"  # not started
+        elif texts[role]:
+            body = html.escape(texts[role])
+        elif tokens and tokens.get(role):
+            body = "<i>(no printable text: ids past the tokenizer's vocabulary)</i>"
         else:
-            body = html.escape(texts[role]) or "<i>(no tokens: the end-of-text token came first)</i>"
+            body = "<i>(no tokens: the end-of-text token came first)</i>"
+        count = f" · {tokens[role]} tokens" if tokens and role in tokens else ""
         return mo.vstack(
             [
-                mo.md(title),
+                mo.md(title + count),
                 mo.Html(f"<div style='white-space: pre-wrap; font-family: monospace'>{body}</div>"),
             ]
         )
