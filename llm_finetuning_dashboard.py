@@ -787,8 +787,7 @@ def _(adapter_folder, set_kept):
 def _(get_kept):
     get_kept()  # re-runs when step 7 keeps a new adapter
     _choices = adapter_choices()  # label → folder name: a viewer never sees a path, nor sends one
-    try_form = (
-        mo.md(r"""
+    try_controls = mo.md(r"""
     ## Try it: your adapter beside the base model
 
     **Generate** loads the adapter from the folder step 7 wrote, through PEFT itself
@@ -800,34 +799,32 @@ def _(get_kept):
     {prompt}
     {max_new_tokens} {decoding} {temperature} {top_p} {seed}
     {adapter}
-    """)
-        .batch(
-            prompt=mo.ui.text_area(
-                placeholder="e.g. Spell 'lemon' backwards.",
-                max_length=PROMPT_MAX_CHARS,
-                full_width=True,
-                label=f"prompt (at most {PROMPT_MAX_CHARS:,} characters; the training template is applied)",
-            ),
-            max_new_tokens=mo.ui.slider(1, MAX_NEW_TOKENS, value=48, show_value=True, label="max new tokens"),
-            decoding=mo.ui.radio(["greedy", "sampling"], value="greedy", inline=True, label="decoding"),
-            temperature=mo.ui.slider(0.1, 2.0, 0.1, value=0.8, show_value=True, label="temperature"),
-            top_p=mo.ui.slider(0.05, 1.0, 0.05, value=0.95, show_value=True, label="top-p"),
-            seed=mo.ui.number(0, 2**31 - 1, 1, value=0, label="seed (sampling)"),
-            adapter=mo.ui.dropdown(
-                _choices, next(iter(_choices), None), label=f"adapter (kept: {ADAPTERS_KEPT})"
-            ),
-        )
-        .form(submit_button_label="Generate", bordered=False)
+    """).batch(
+        prompt=mo.ui.text_area(
+            placeholder="e.g. Spell 'lemon' backwards.",
+            max_length=PROMPT_MAX_CHARS,
+            full_width=True,
+            label=f"prompt (at most {PROMPT_MAX_CHARS:,} characters; the training template is applied)",
+        ),
+        max_new_tokens=mo.ui.slider(1, MAX_NEW_TOKENS, value=48, show_value=True, label="max new tokens"),
+        decoding=mo.ui.radio(["greedy", "sampling"], value="greedy", inline=True, label="decoding"),
+        temperature=mo.ui.slider(0.1, 2.0, 0.1, value=0.8, show_value=True, label="temperature"),
+        top_p=mo.ui.slider(0.05, 1.0, 0.05, value=0.95, show_value=True, label="top-p"),
+        seed=mo.ui.number(0, 2**31 - 1, 1, value=0, label="seed (sampling)"),
+        adapter=mo.ui.dropdown(
+            _choices, next(iter(_choices), None), label=f"adapter (kept: {ADAPTERS_KEPT})"
+        ),
     )
-    try_form
-    return (try_form,)
+    generate_button = mo.ui.run_button(label="Generate", kind="success")
+    mo.vstack([try_controls, generate_button])
+    return generate_button, try_controls
 
 
 @app.cell
-def _(get_kept, try_form):
-    mo.stop(not SMOKE and try_form.value is None, mo.md("_Type a prompt and press **Generate**._"))
+def _(generate_button, get_kept, try_controls):
+    mo.stop(not (generate_button.value or SMOKE), mo.md("_Type a prompt and press **Generate**._"))
     mo.stop(SMOKE and get_kept() is None, None)  # headless: one short generation once step 7 kept its adapter
-    _request, _problem = generation_request(try_form.value, smoke=SMOKE)
+    _request, _problem = generation_request(try_controls.value, smoke=SMOKE)
     mo.stop(_problem is not None, mo.callout(mo.md(str(_problem)), kind="warn"))
     tried = try_adapter(
         _request,

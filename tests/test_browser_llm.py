@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.browser_util import browser_available, chromium, marimo_server, screenshot_all
+from tests.browser_util import SHOTS, browser_available, chromium, marimo_server, screenshot_all
 
 # In CI (`make test`): minutes on a busy 2-core machine, small settings. `slow` is kept for tests too long for CI.
 pytestmark = [pytest.mark.skipif(not browser_available(), reason="needs playwright and Debian's chromium")]
@@ -109,7 +109,7 @@ def test_several_tabs_opened_at_once_on_a_fresh_server_all_come_up_whole():
 
 def test_try_it_generates_with_the_trained_adapter_beside_the_base_model():
     """Generate before any Train says there is no adapter yet; after a one-epoch run a typed prompt streams into
-    the base and fine-tuned panes, with the measured cost table below them."""
+    the base and fine-tuned panes, with the measured cost table below them; Generate again runs again."""
     with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(url)
@@ -121,7 +121,9 @@ def test_try_it_generates_with_the_trained_adapter_beside_the_base_model():
         page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text("Step 7 complete").first.wait_for(timeout=600_000)
         # the picker lists the adapter step 7 kept (an <option>: attached, not visible)
-        page.locator("option", has_text="tiny-offline-gpt2 · r=8").first.wait_for(state="attached", timeout=60_000)
+        page.locator("option", has_text="tiny-offline-gpt2 · r=8").first.wait_for(
+            state="attached", timeout=60_000
+        )
         prompt.fill("What is 12 + 5?")
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("What inference costs on").first.wait_for(timeout=300_000)
@@ -133,4 +135,8 @@ def test_try_it_generates_with_the_trained_adapter_beside_the_base_model():
         assert page.get_by_text("On a CPU there is no card").count() >= 1
         assert page.get_by_text("/tmp/").count() == 0  # no server path anywhere
         page.get_by_text("What inference costs on").first.scroll_into_view_if_needed()
-        screenshot_all(page, "llm_try_it", parts=1)
+        page.screenshot(path=str(SHOTS / "llm_try_it.png"))
+        # The same settings again: Generate runs again (a form re-submitted unchanged would not)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("What inference costs on").first.wait_for(state="hidden", timeout=60_000)
+        page.get_by_text("What inference costs on").first.wait_for(timeout=300_000)

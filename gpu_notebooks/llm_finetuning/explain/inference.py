@@ -84,6 +84,6 @@ def merge_paragraph(costs, unmerged, merged):
         f"so the model has its base shape again. Measured here: **{unmerged['decode_tokens_per_s']:,.1f} → "
         f"{merged['decode_tokens_per_s']:,.1f} tokens/s ({100 * change:+.1f}%)**, time to first token "
         f"{1e3 * unmerged['prefill_s']:.2f} → {1e3 * merged['prefill_s']:.2f} ms (one timed run each, after a "
-        "warm-up: on a busy machine a few percent is noise). What merging costs: the adapter can no longer be "
+        "warm-up: on a busy machine a difference of a few percent can be noise). What merging costs: the adapter can no longer be "
         "switched off (as for the base column above) or swapped for another without reloading the base."
     )
