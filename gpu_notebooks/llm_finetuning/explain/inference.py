@@ -63,8 +63,8 @@ def bound_paragraph(costs):
     element = {"float32": 4, "bfloat16": 2, "float16": 2}.get(costs["dtype"], 2)
     even_bytes = overhead_s * bandwidth
     return text + (
-        f" So this decode is **launch-bound**: each token is hundreds of small kernels ({costs['n_layer']} layers, "
-        "a dozen or more each), every one done in microseconds at batch 1, and the GPU mostly waits for Python "
+        " So this decode is **launch-bound**: each token is a long chain of small kernels (a dozen or more in each "
+        f"of the {costs['n_layer']} layers), every one done in microseconds at batch 1, and the GPU mostly waits for Python "
         f"and the CPU to launch the next — about {1e3 * overhead_s:.2f} ms a token here beyond the reading. A "
         f"model whose weights take longer than that to read (at this bandwidth about {fmt_bytes(even_bytes)}, "
         f"roughly {fmt_count(even_bytes / element)} parameters in {costs['dtype']}, if the per-token overhead stayed "
