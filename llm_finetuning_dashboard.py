@@ -87,6 +87,7 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.evaluation import (
             per_task_scores,
         )
+        from gpu_notebooks.llm_finetuning.explain.inference import inference_cost_text
         from gpu_notebooks.llm_finetuning.explain.lora import (
             hyperparameter_text,
             intro_text,
@@ -121,6 +122,15 @@ with app.setup:
             fmt_bytes,
             fmt_count,
         )
+        from gpu_notebooks.llm_finetuning.inference import (
+            MAX_NEW_TOKENS,
+            PROMPT_MAX_CHARS,
+            adapter_choices,
+            generation_panes,
+            generation_request,
+            try_adapter,
+        )
+        from gpu_notebooks.llm_finetuning.inference_cost import cost_table
         from gpu_notebooks.llm_finetuning.loading import (
             default_choices,
             model_availability_note,
@@ -786,6 +796,82 @@ def _(device_samples, eval_records, history, parameter_groups, sampler, stop_rea
     ]
     mo.vstack([mo.md("## Charts" + (" (training stopped early)" if stop_reason else "")), *_charts])
     return
+
+
+@app.cell
+def _():
+    # Step 7 sets it when it keeps an adapter: the picker lists the new folder (and a --smoke run generates).
+    get_kept, set_kept = mo.state(None)
+    return get_kept, set_kept
+
+
+@app.cell
+def _(adapter_folder, set_kept):
+    set_kept(adapter_folder.name)
+    return
+
+
+@app.cell(hide_code=True)
+def _(get_kept):
+    get_kept()  # re-runs when step 7 keeps a new adapter
+    _choices = adapter_choices()  # label → folder name: a viewer never sees a path, nor sends one
+    try_controls = mo.md(r"""
+    ## Try it: your adapter beside the base model
+
+    **Generate** loads the adapter from the folder step 7 wrote, through PEFT itself
+    (`PeftModel.from_pretrained` over the same base), and sends your prompt, in the training template, to the base
+    (the same weights inside `with model.disable_adapter():`, no second copy) and to the fine-tuned model; tokens
+    appear as they are generated. Then it times decoding with the adapter beside the weights and merged into them.
+    It takes the GPU like a training run, and frees its memory when done.
+
+    {prompt}
+    {max_new_tokens} {decoding} {temperature} {top_p} {seed}
+    {adapter}
+    """).batch(
+        prompt=mo.ui.text_area(
+            placeholder="e.g. Spell 'lemon' backwards.",
+            max_length=PROMPT_MAX_CHARS,
+            full_width=True,
+            label=f"prompt (at most {PROMPT_MAX_CHARS:,} characters; the training template is applied)",
+        ),
+        max_new_tokens=mo.ui.slider(1, MAX_NEW_TOKENS, value=48, show_value=True, label="max new tokens"),
+        decoding=mo.ui.radio(["greedy", "sampling"], value="greedy", inline=True, label="decoding"),
+        temperature=mo.ui.slider(0.1, 2.0, 0.1, value=0.8, show_value=True, label="temperature"),
+        top_p=mo.ui.slider(0.05, 1.0, 0.05, value=0.95, show_value=True, label="top-p"),
+        seed=mo.ui.number(0, 2**31 - 1, 1, value=0, label="seed (sampling)"),
+        adapter=mo.ui.dropdown(
+            _choices, next(iter(_choices), None), label=f"adapter (kept: {ADAPTERS_KEPT})"
+        ),
+    )
+    generate_button = mo.ui.run_button(label="Generate", kind="success")
+    mo.vstack([try_controls, generate_button])
+    return generate_button, try_controls
+
+
+@app.cell
+def _(generate_button, get_kept, try_controls):
+    mo.stop(not (generate_button.value or SMOKE), mo.md("_Type a prompt and press **Generate**._"))
+    mo.stop(SMOKE and get_kept() is None, None)  # headless: one short generation once step 7 kept its adapter
+    _request, _problem = generation_request(try_controls.value, smoke=SMOKE)
+    mo.stop(_problem is not None, mo.callout(mo.md(str(_problem)), kind="warn"))
+    tried = try_adapter(
+        _request,
+        choose_device(),
+        on_text=lambda texts, role: mo.output.replace(generation_panes(texts, role)),
+        on_wait=lambda message: mo.output.append(mo.callout(mo.md(message), kind="warn")),
+    )
+    mo.stop(tried["problem"] is not None, mo.callout(mo.md(str(tried["problem"])), kind="warn"))
+    _costs = tried["costs"]
+    mo.vstack(
+        [
+            generation_panes(tried["texts"], adapter=tried["adapter"], tokens=tried["tokens"]),
+            mo.md(f"### What inference costs on {_costs['device_name']}: batch 1, KV cache, measured"),
+            mo.ui.table(cost_table(_costs), selection=None, pagination=False),
+            mo.md(f"_{tried['note']}_"),
+            mo.callout(mo.md(inference_cost_text(_costs)), kind="info"),
+        ]
+    )
+    return (tried,)
 
 
 @app.cell(hide_code=True)

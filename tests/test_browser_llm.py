@@ -228,3 +228,38 @@ def test_a_fresh_open_in_marimo_edit_marks_no_cell_stale():
             if cells.nth(i).locator(".cell-status-stale").count()
         ]
         assert cells.count() > 20 and stale == []
+
+
+def test_try_it_generates_with_the_trained_adapter_beside_the_base_model():
+    """Generate before any Train says there is no adapter yet; after a one-epoch run a typed prompt streams into
+    the base and fine-tuned panes, with the measured cost table below them; Generate again runs again."""
+    with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        choose_small_settings(page)
+        prompt = page.get_by_placeholder("e.g. Spell 'lemon' backwards.")
+        prompt.fill("Spell 'lemon' backwards.")
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("No adapter yet").first.wait_for(timeout=120_000)
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.get_by_text("Step 7 complete").first.wait_for(timeout=600_000)
+        # the picker lists the adapter step 7 kept (an <option>: attached, not visible)
+        page.locator("option", has_text="tiny-offline-gpt2 · r=8").first.wait_for(
+            state="attached", timeout=60_000
+        )
+        prompt.fill("What is 12 + 5?")
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("What inference costs on").first.wait_for(timeout=300_000)
+        page.wait_for_timeout(1000)
+        assert page.get_by_text("No adapter yet").count() == 0
+        assert page.get_by_text("disable_adapter():", exact=False).count() >= 1  # the base pane's title
+        assert page.get_by_text("Fine-tuned (loaded with").count() >= 1
+        assert page.get_by_text("merged (merge_and_unload)").count() >= 1  # the cost table's second row
+        assert page.get_by_text("On a CPU there is no card").count() >= 1
+        assert page.get_by_text("/tmp/").count() == 0  # no server path anywhere
+        page.get_by_text("What inference costs on").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "llm_try_it.png"))
+        # The same settings again: Generate runs again (a form re-submitted unchanged would not)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("What inference costs on").first.wait_for(state="hidden", timeout=60_000)
+        page.get_by_text("What inference costs on").first.wait_for(timeout=300_000)

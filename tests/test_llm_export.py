@@ -45,6 +45,8 @@ def test_llm_dashboard_smoke_export_runs_all_seven_steps(tmp_path, model):
     # The plan that ran, in step 1's sentence (the dropdown's "FP16 + GradScaler" label is always on the page).
     ran = "FP16 + GradScaler" if torch.cuda.is_available() else "FP32 (CPU fallback)"
     assert re.search(r"→ running.{0,60}?" + re.escape(ran), html.replace("\\u2192", "→")), ran
+    # Try it (issue 25): one short generation from the saved adapter, with its cost callout (text only in outputs)
+    assert "What one generated token costs" in html
     (folder,) = adapters.iterdir()
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and (folder / "adapter_model.safetensors").stat().st_size > 0

@@ -16,9 +16,12 @@ import torch
 from safetensors.torch import save_file
 
 from gpu_notebooks.llm_finetuning.lora import lora_layers, remove_lora, set_merged
+from gpu_notebooks.llm_finetuning.models import TINY_LLAMA_NAME, TINY_MODEL_NAME
 from gpu_notebooks.llm_finetuning.tokens import prompt_batch
 from gpu_notebooks.registry import process_gpu_lock_guard, process_registry
 
+# Beside the adapter: how to rebuild its base (the Try-it section reads it).
+BASE_RECIPE_FILE = "base_model.json"
 ADAPTERS_KEPT = 5  # adapter folders one server process keeps; older ones it wrote are deleted
 OUTPUT_ROOT = Path(
     os.environ.get("LLM_DASHBOARD_OUTPUT_DIR") or (mo.notebook_dir() or Path.cwd()) / "outputs" / "adapters"
@@ -74,6 +77,26 @@ def save_adapter(model, folder, settings, base_model_name):
     config = adapter_config(settings, base_model_name, fan_in_fan_out)
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
     save_file(adapter_state_dict(model), str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return {path.name: path.stat().st_size for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def save_base_recipe(run, folder):
+    """Write base_model.json (base name, seed, dtype, rank) and, for an offline model, the tokenizer it trained in
+    memory, so the folder alone rebuilds the base (hub models come from the cache); returns the folder's files."""
+    folder = Path(folder)
+    offline = run.model_name in (TINY_MODEL_NAME, TINY_LLAMA_NAME)
+    if offline:  # its vocabulary was learned from this run's data: the only copy is the run's tokenizer
+        run.tokenizer.save_pretrained(str(folder))
+    recipe = {
+        "model_name": run.model_name,
+        "offline": offline,
+        "local": run.settings.model_source == "local" and not offline,
+        "seed": run.settings.seed,
+        "dtype": str(run.plan.param_dtype).removeprefix("torch."),
+        "rank": run.settings.rank,
+        "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (folder / BASE_RECIPE_FILE).write_text(json.dumps(recipe, indent=2))
     return {path.name: path.stat().st_size for path in sorted(folder.rglob("*")) if path.is_file()}
 
 

@@ -15,7 +15,12 @@ import torch
 from gpu_notebooks.gpu.gpm import GpmSampler
 from gpu_notebooks.gpu.lock import GpuLease
 from gpu_notebooks.gpu.nvml import energy_joules
-from gpu_notebooks.llm_finetuning.adapter import merge_check, peft_reload_check, save_adapter
+from gpu_notebooks.llm_finetuning.adapter import (
+    merge_check,
+    peft_reload_check,
+    save_adapter,
+    save_base_recipe,
+)
 from gpu_notebooks.llm_finetuning.evaluation import evaluate_run
 from gpu_notebooks.llm_finetuning.loading import load_model_and_tokenizer
 from gpu_notebooks.llm_finetuning.lora import NoTargetModules, inject_lora
@@ -176,6 +181,7 @@ def save_step(run, folder, prompts):
     with release_on_interrupt(run):
         try:
             out["saved_files"] = save_adapter(run.model, folder, run.settings, run.model_name)
+            out["saved_files"] = save_base_recipe(run, folder)  # so the Try-it section can rebuild the base
         except OSError as error:
             out["failure"] = f"saving the adapter to disk failed ({type(error).__name__}: {error})"
         if out["failure"] is None:

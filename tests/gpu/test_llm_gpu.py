@@ -1,5 +1,7 @@
 """The LLM dashboard on a CUDA GPU (skipped without one): FP16 + GradScaler at GPT-2 124M size, memory release."""
 
+import types
+
 import pandas as pd
 import pytest
 import torch
@@ -7,11 +9,19 @@ from transformers import GPT2Config
 
 from gpu_notebooks.gpu.gpm import GpmSampler
 from gpu_notebooks.gpu.lock import gpu_turn
-from gpu_notebooks.llm_finetuning.adapter import merge_check, peft_reload_check, save_adapter
+from gpu_notebooks.llm_finetuning.adapter import (
+    merge_check,
+    peft_reload_check,
+    save_adapter,
+    save_base_recipe,
+)
 from gpu_notebooks.llm_finetuning.cards import peft_tolerance
 from gpu_notebooks.llm_finetuning.estimates import run_model_facts, training_memory
 from gpu_notebooks.llm_finetuning.evaluation import evaluate_run
+from gpu_notebooks.llm_finetuning.explain.inference import inference_cost_text
 from gpu_notebooks.llm_finetuning.explain.memory import utilization_probe_text
+from gpu_notebooks.llm_finetuning.inference import GenerationRequest, try_adapter
+from gpu_notebooks.llm_finetuning.inference_cost import cost_table
 from gpu_notebooks.llm_finetuning.lora import inject_lora, lora_layers
 from gpu_notebooks.llm_finetuning.models import (
     build_offline_tokenizer,
@@ -43,6 +53,7 @@ from gpu_notebooks.llm_finetuning.training import (
     train_steps,
 )
 from gpu_notebooks.llm_finetuning.warmup import warm_up_kernels
+from gpu_notebooks.registry import process_registry
 from tests.gpu.conftest import needs_cuda
 
 pytestmark = [pytest.mark.gpu, needs_cuda]
@@ -450,3 +461,48 @@ def test_the_utilization_probe_separates_launch_compute_and_memory_bound_work():
     else:
         assert all(row["sm_active_pct"] is None for row in rows), gpm.unavailable_reason
     assert torch.cuda.memory_allocated(device) <= before + 2**20  # the probe's buffers are gone
+
+
+def test_try_it_on_cuda_streams_both_models_and_decodes_below_the_bandwidth_bound(tmp_path, monkeypatch):
+    """Issue 25 on the device: GPT-2 124M's shape (random weights, FP16, from a local folder as a hub model would
+    load) with a LoRA adapter PEFT loads from disk: both models stream, decode tokens/s unmerged and merged never
+    pass the bound it reports (bytes per token ÷ datasheet bandwidth), and the click gives its memory back."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    tokenizer = build_offline_tokenizer(tokenizer_corpus(builtin_examples()))
+    base_dir, folder = tmp_path / "gpt2-124m-random", tmp_path / "adapter"
+    model = offline_gpt2(tokenizer, GPT2Config(), seed=0).to(torch.float16)
+    model.save_pretrained(base_dir)  # a local model folder: AutoModelForCausalLM reads it back offline
+    tokenizer.save_pretrained(base_dir)
+    settings = TrainSettings(model_source="local", local_dir=str(base_dir), rank=16, alpha=32, dropout=0.0)
+    inject_lora(model, settings.target_modules, settings.rank, settings.alpha)
+    generator = torch.Generator().manual_seed(1)
+    for _, layer in lora_layers(
+        model
+    ):  # B ≠ 0, as after training: the fine-tuned model differs from the base
+        layer.lora_B.weight.data = torch.randn(layer.lora_B.weight.shape, generator=generator) * 0.05
+    save_adapter(model, folder, settings, str(base_dir))
+    plan = resolve_precision("fp16", "cuda", bf16_native(device))
+    save_base_recipe(types.SimpleNamespace(model_name=str(base_dir), settings=settings, plan=plan), folder)
+    del model
+    monkeypatch.setitem(process_registry(), "adapter_folders", [folder])
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    drawn = []
+    out = try_adapter(
+        GenerationRequest("What is 12 + 5?", max_new_tokens=64), device, on_text=lambda t, r: drawn.append(r)
+    )
+    assert out["problem"] is None, out["problem"]
+    assert set(out["texts"]) == {"base", "fine-tuned"} and "base" in drawn
+    costs = out["costs"]
+    print(cost_table(costs).to_string())
+    print(inference_cost_text(costs))
+    assert costs["device_type"] == "cuda" and costs["dtype"] == "float16"
+    # 124M FP16 weights (~250 MB) cannot sit in L2: every decode step really reads them from HBM
+    assert costs["merged"]["bytes"]["weights"] > 200e6
+    for name in ("unmerged", "merged"):
+        measured, bound = costs[name]["decode_tokens_per_s"], costs[name]["bound_tokens_per_s"]
+        assert measured > 0 and costs[name]["prefill_s"] > 0
+        if costs["bandwidth"] is not None:  # a card in the datasheet table (H100, H200, A100, ...)
+            assert measured <= bound, (name, measured, bound)
+    assert out["memory"]["after"] <= before + 16 * 2**20  # the models were freed
+    assert out["memory"]["peak"] > before + 200e6  # they were on the device while generating
