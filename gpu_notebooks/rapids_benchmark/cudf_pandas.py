@@ -83,7 +83,9 @@ def worker_main(request: dict) -> dict:
     else:
         df, lookup = generate_data(request["rows"], request.get("seed", 0))
         # The timings come from the unprofiled runs; the GPU/CPU split from one profiled call on a small sample.
-        sample, sample_lookup = generate_data(min(request["rows"], PROFILE_SAMPLE_ROWS), request.get("seed", 0))
+        sample, sample_lookup = generate_data(
+            min(request["rows"], PROFILE_SAMPLE_ROWS), request.get("seed", 0)
+        )
         steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
     out = {"accelerated": accelerated, "ops": {}, "profile_rows": min(request["rows"], PROFILE_SAMPLE_ROWS)}
     for op in request["ops"]:
@@ -331,7 +333,13 @@ def run_cudf_pandas_engine(
     for n in sizes:
         out_dir = tempfile.mkdtemp(prefix="rapids-cudf-pandas-")
         try:
-            request = {"rows": n, "ops": wanted, "repeats": repeats, "accelerate": accelerate, "out_dir": out_dir}
+            request = {
+                "rows": n,
+                "ops": wanted,
+                "repeats": repeats,
+                "accelerate": accelerate,
+                "out_dir": out_dir,
+            }
             if dataset is not None:
                 table, lookup_path = dataset.worker_files(n)
                 request |= {"table": table, "lookup": lookup_path, "spec": dataset.spec()}

@@ -86,7 +86,9 @@ def finish_record(
             check = results_match
         else:
             check = eng.compare or functools.partial(results_match, to_library=eng.to_device)
-        order, tolerance = (OP_ORDER[op], {}) if dataset is None else (dataset.order(op), {"atol": dataset.atol})
+        order, tolerance = (
+            (OP_ORDER[op], {}) if dataset is None else (dataset.order(op), {"atol": dataset.atol})
+        )
         rec["match"], rec["detail"] = check(expected, result, order, **tolerance)
         rec["checked_by"] = "pandas"
     elif op not in FILE_OPS and (eng.compare is None or eng.load is not None):  # pandas API: from the input
@@ -144,7 +146,9 @@ def run_benchmark(
             df, lookup = dataset.frames(n)
         else:
             df, lookup = (
-                generate_data(n, seed) if any(e.load is None for e in engines) else (None, generate_lookup(seed))
+                generate_data(n, seed)
+                if any(e.load is None for e in engines)
+                else (None, generate_lookup(seed))
             )
         generation.append({"rows": n, "seconds": clock() - t0})
         files = None

@@ -30,7 +30,11 @@ SIGNATURES = {
 }
 # How every engine is told to read missing values: an empty field, and nothing else.
 CSV_NULLS = {"null_values": [""], "strings_can_be_null": True}
-ROLE_KINDS = {"value": ("number", "integer"), "key": ("integer", "text"), "sort": ("number", "integer", "text")}
+ROLE_KINDS = {
+    "value": ("number", "integer"),
+    "key": ("integer", "text"),
+    "sort": ("number", "integer", "text"),
+}
 
 
 class UserDataError(ValueError):
@@ -166,17 +170,21 @@ def check_utf8(path: str, chunk_bytes: int = 1 << 20) -> None:
                 raise UserDataError(
                     f"This CSV is not UTF-8: byte {bad:,} (line {line:,}) is 0x{chunk[err.start]:02x}, which "
                     "UTF-8 does not allow — the file is probably Latin-1 or Windows-1252. Save it as "
-                    "\"CSV UTF-8\" (Excel) or re-encode it (`iconv -f cp1252 -t utf-8`)."
+                    '"CSV UTF-8" (Excel) or re-encode it (`iconv -f cp1252 -t utf-8`).'
                 ) from None
             line += chunk.count(b"\n")
             offset += len(chunk)
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise UserDataError("This CSV is not UTF-8: it ends in the middle of a character (truncated?).") from None
+        raise UserDataError(
+            "This CSV is not UTF-8: it ends in the middle of a character (truncated?)."
+        ) from None
 
 
-def open_table(path: str, label: str, kind: str | None = None, free_host_bytes: int | None = None) -> UserTable:
+def open_table(
+    path: str, label: str, kind: str | None = None, free_host_bytes: int | None = None
+) -> UserTable:
     """Check and describe a CSV or Parquet file; UserDataError says what is wrong with a bad one."""
     size = os.path.getsize(path)
     if kind is None:
@@ -342,6 +350,15 @@ def default_roles(table: UserTable) -> dict:
     floats = [c for c in values if table.column(c).kind == "number" and c != key]
     value = (floats or [c for c in values if c != key] or values)[0]
     return {"value": value, "key": key, "sort": value}
+
+
+def role_dropdowns(table: UserTable) -> dict:
+    """Each role's dropdown arguments: its columns labelled with their kind, the default role column chosen."""
+    defaults, out = default_roles(table), {}
+    for role in ROLE_KINDS:
+        options = {f"{c} ({table.column(c).kind})": c for c in table.choices(role)}
+        out[role] = {"options": options, "value": next(k for k, v in options.items() if v == defaults[role])}
+    return out
 
 
 def read_server_table(path: str, free_host_bytes: int | None = None) -> UserTable:

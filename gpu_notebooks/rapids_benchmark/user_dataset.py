@@ -139,14 +139,19 @@ class UserDataset:
                 need = self.table.file_bytes * n / self.table.rows
                 short = memory_shortfall("disk in the temp folder", need, shutil.disk_usage(self.folder).free)
                 if short:
-                    return None, f"File operations skipped at {format_rows(n)} rows: their sample file {short}."
+                    return (
+                        None,
+                        f"File operations skipped at {format_rows(n)} rows: their sample file {short}.",
+                    )
                 write_table(sample_rows(self.table, n), path, kind)
         return {kind: path}, None
 
     def worker_files(self, n: int) -> tuple[str, str]:
         """Parquet copies of the frame at n rows and of the lookup, for the cudf.pandas worker to load."""
         tag = hashlib.sha1(repr((sorted(self.roles.items()), self.source_rows)).encode()).hexdigest()[:12]
-        paths = tuple(os.path.join(self.folder, f"worker_{name}_{tag}_{n}.parquet") for name in ("frame", "lookup"))
+        paths = tuple(
+            os.path.join(self.folder, f"worker_{name}_{tag}_{n}.parquet") for name in ("frame", "lookup")
+        )
         with self._lock:
             if not all(os.path.exists(p) for p in paths):
                 df, lookup = self.frames(n)

@@ -22,20 +22,6 @@ SQL_TYPES = {"float64": "DOUBLE", "int64": "BIGINT", "str": "VARCHAR"}
 CSV_MISSING = {"keep_default_na": False, "na_values": [""]}
 
 
-def user_ops_text(spec: dict, roles: dict, key_count: int) -> dict:
-    """Each op's line, in the user's column names (for the page and the results table)."""
-    v, k, s = (f"`{roles[r]}`" for r in ("value", "key", "sort"))
-    what = "few" if spec["group_op"] == "groupby_few" else "many"
-    return {
-        "pipeline": f"Pipeline: read your file → {v} > threshold → join → revenue by region → sort",
-        spec["read_op"]: f"Read {', '.join(f'`{c}`' for c in spec['names'])} from your file as uploaded",
-        "filter": f"Filter: keep rows where {v} > {spec['threshold']:.6g} (the chosen quantile)",
-        spec["group_op"]: f"Group by {k} ({key_count:,} keys: {what}): sum, mean, max, count of {v}",
-        "join": f"Inner join on {k} with a lookup of every other distinct key (price, region)",
-        "sort": f"Sort all rows by {s}",
-    }
-
-
 def pandas_user_ops(spec: dict) -> dict:
     """filter, the group-by, join and sort in the pandas API: pandas, cuDF and cudf.pandas run these."""
     threshold, sort_column = spec["threshold"], spec["sort_column"]
@@ -111,7 +97,9 @@ def polars_user_ops(spec: dict, engine: str = "cpu") -> dict:
         value = pl.col("value")
         aggs = [value.sum(), value.mean(), value.max(), value.count()]
         names = ["value_sum", "value_mean", "value_max", "value_count"]
-        return collect(df.lazy().group_by("key").agg(a.alias(n) for a, n in zip(aggs, names, strict=True)), pl)
+        return collect(
+            df.lazy().group_by("key").agg(a.alias(n) for a, n in zip(aggs, names, strict=True)), pl
+        )
 
     def join(pl, df, lookup):
         return collect(df.lazy().join(lookup.lazy(), on="key", how="inner"), pl)
@@ -128,7 +116,9 @@ def polars_scan(pl, path: str, spec: dict, columns: list[str]):
     if spec["kind"] == "parquet":
         lf = pl.scan_parquet(path)
     else:  # the file's other columns as text: nothing in them can stop the read
-        schema = {c: pl.String for c in spec["other_columns"]} | {c: types[t] for c, t in spec["types"].items()}
+        schema = {c: pl.String for c in spec["other_columns"]} | {
+            c: types[t] for c, t in spec["types"].items()
+        }
         lf = pl.scan_csv(path, schema_overrides=schema)
     return lf.select(pl.col(c).alias(spec["names"][c]) for c in columns)
 
@@ -168,7 +158,9 @@ def duckdb_user_sql(spec: dict) -> dict:
     threshold = f"CAST('{spec['threshold']!r}' AS DOUBLE)"
     return {
         "filter": f"SELECT * FROM df WHERE value > {threshold}",
-        spec["group_op"]: 'SELECT "key", sum(value) AS value_sum, avg(value) AS value_mean, max(value) AS value_max, '
+        spec[
+            "group_op"
+        ]: 'SELECT "key", sum(value) AS value_sum, avg(value) AS value_mean, max(value) AS value_max, '
         'count(value) AS value_count FROM df GROUP BY "key"',
         "join": 'SELECT * FROM df JOIN lookup USING ("key")',
         "sort": f"SELECT * FROM df ORDER BY {quoted(spec['sort_column'])}",
@@ -181,7 +173,9 @@ def duckdb_user_file_sql(spec: dict, files: dict) -> dict:
     if spec["kind"] == "parquet":
         source = f"read_parquet('{path}')"
     else:
-        types = {c: "VARCHAR" for c in spec["other_columns"]} | {c: SQL_TYPES[t] for c, t in spec["types"].items()}
+        types = {c: "VARCHAR" for c in spec["other_columns"]} | {
+            c: SQL_TYPES[t] for c, t in spec["types"].items()
+        }
         listed = ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': '{t}'" for c, t in types.items())
         source = f"read_csv('{path}', types={{{listed}}})"
     names = spec["names"]
@@ -206,7 +200,9 @@ def user_engines(engines: list, spec: dict, atol: float) -> tuple[list, list[str
     for eng in engines:
         if eng.name == "pandas" or eng.name == "cudf":
             compare = (
-                None if eng.name == "pandas" else functools.partial(results_match, to_library=eng.to_device, atol=atol)
+                None
+                if eng.name == "pandas"
+                else functools.partial(results_match, to_library=eng.to_device, atol=atol)
             )
             ops, file_ops = pandas_user_ops(spec), pandas_user_file_ops(spec)
         elif eng.name in ("polars", "polars_gpu"):
