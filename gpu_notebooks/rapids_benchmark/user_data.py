@@ -319,7 +319,9 @@ def finish_table(table: UserTable) -> UserTable:
     numeric = [c for c in table.columns if c.kind in ("number", "integer")]
     if not table.choices("value"):
         mixed = [c for c in table.columns if c.note]
-        empty = [c.name for c in numeric if c.nulls == table.rows]
+        empty = [
+            c.name for c in table.columns if c.kind == "empty" or (c in numeric and c.nulls == table.rows)
+        ]
         why = (
             f" Column '{mixed[0].name}' {mixed[0].note}."
             if mixed

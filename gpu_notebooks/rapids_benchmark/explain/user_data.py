@@ -82,7 +82,7 @@ def user_dataset_text(dataset, ops_text: dict) -> str:
         + "\n".join(f"- **{op}** — {ops_text[op]}" for op in dataset.ops)
     )
     parts.append(
-        f"**The files:** at the full size the {dataset.read_op.replace('_', ' ')} and the pipeline read "
+        f"**The files:** at the full size the {dataset.table.kind.upper()} read and the pipeline read "
         "your file, byte for byte as uploaded; the smaller sizes of a sweep read a random sample of its rows "
         f"(every column) that the app writes in the same format into your session's folder. Floats agree "
         f"within 1e-7 relative or {dataset.atol:.2g} absolute ({MAGNITUDE_TOLERANCE:g} of the values' total "
