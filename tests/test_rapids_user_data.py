@@ -218,6 +218,7 @@ def test_each_bad_file_gets_its_message(what, folder):
     with pytest.raises(UserDataError) as err:
         save_upload(folder, "upload", data if isinstance(data, bytes) else data.encode())
     assert message in str(err.value), str(err.value)
+    assert os.listdir(folder.path) == []  # a file that cannot be used is not kept
 
 
 def test_a_file_over_the_cap_is_refused_before_it_is_written(folder):

@@ -124,17 +124,21 @@ def pid_alive(pid: int) -> bool:
 
 def save_upload(folder: SessionFolder, name: str, contents: bytes, cap: int = UPLOAD_CAP_BYTES) -> UserTable:
     """Write an uploaded file into the session's folder (replacing its previous one) and check it."""
+    folder.clear()  # a new upload replaces the previous one, usable or not
     if len(contents) > cap:
         raise UserDataError(
             f"The file is {len(contents) / 1e6:,.0f} MB; uploads are capped at {cap / 1e6:,.0f} MB. "
             "Upload a sample of it, or ask whoever runs this server to start it with `-- --data` on the file."
         )
     kind = sniff_kind(contents[:65536], contents[-8:])
-    folder.clear()
     path = os.path.join(folder.path, f"upload.{kind}")
     with open(path, "wb") as handle:
         handle.write(contents)
-    return open_table(path, label=os.path.basename(name or "your file"), kind=kind)
+    try:
+        return open_table(path, label=os.path.basename(name or "your file"), kind=kind)
+    except UserDataError:
+        os.remove(path)  # a file that cannot be used is not kept
+        raise
 
 
 def sniff_kind(head: bytes, tail: bytes) -> str:
