@@ -140,6 +140,82 @@ def test_an_integer_key_with_many_values_and_a_text_sort_column_agree(folder):
     assert filtered["rows_out"] == (dataset.frame["value"] > dataset.frame["value"].quantile(0.9)).sum()
 
 
+def parquet_of(kind: str) -> bytes:
+    """Parquet files with the types people's files have (pandas and Arrow write them)."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng, n = np.random.default_rng(0), 3_000
+    if kind == "decimal":
+        amounts = [decimal.Decimal(f"{x:.2f}") for x in rng.normal(0, 10, n)]
+        table = pa.table({"k": rng.integers(0, 50, n), "v": pa.array(amounts, pa.decimal128(10, 2))})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        return sink.getvalue().to_pybytes()
+    frames = {
+        "categorical, int32, float32": lambda: pd.DataFrame(
+            {
+                "k": pd.Categorical(rng.choice(list("abcdefg"), n)),
+                "i": rng.integers(0, 3_000, n).astype("int32"),
+                "v": rng.random(n).astype("float32"),
+            }
+        ),
+        "nullable integers only": lambda: pd.DataFrame(
+            {
+                "k": pd.array(np.where(rng.random(n) < 0.05, None, rng.integers(0, 40, n)), dtype="Int64"),
+                "v": rng.integers(-100, 100, n),
+            }
+        ),
+        "booleans and timestamps beside": lambda: pd.DataFrame(
+            {
+                "k": rng.choice(["x", "y"], n),
+                "flag": rng.random(n) < 0.5,
+                "t": pd.date_range("2020", periods=n, freq="s"),
+                "v": rng.random(n),
+            }
+        ),
+    }
+    return frames[kind]().to_parquet(index=False)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["categorical, int32, float32", "decimal", "nullable integers only", "booleans and timestamps beside"],
+)
+def test_parquet_types_people_have_run_and_agree(kind, folder):
+    table = save_upload(folder, "t.parquet", parquet_of(kind))
+    dataset = prepare_dataset(table, default_roles(table), 0.5, folder.path)
+    out, _ = run_on(dataset, [1_000, dataset.rows])
+    assert not out["errors"], out["errors"]
+    summary = summarize_records(out["records"])
+    assert (summary["match"] == "✓").all(), summary["detail"].tolist()
+
+
+def test_an_awkward_csv_runs_and_agrees(folder):
+    """A BOM, CRLF lines, a quoted header with a doubled quote, non-ASCII names, keys with commas, newlines, NA."""
+    rng, n = np.random.default_rng(0), 3_000
+    keys = ["Zürich, CH", 'say "hi"', "NA", "null", "x\ny", "plain", "O'Brien"]
+    df = pd.DataFrame(
+        {
+            'shop "main"': rng.choice(keys, n),
+            "Umsatz €": rng.normal(0, 50, n).round(3),
+            "n": rng.integers(0, 9, n),
+        }
+    )
+    data = b"\xef\xbb\xbf" + df.to_csv(index=False, lineterminator="\r\n").encode()
+    table = save_upload(folder, "t.csv", data)
+    assert [c.name for c in table.columns] == list(df.columns)
+    for roles in (default_roles(table), {"value": "Umsatz €", "key": "n", "sort": 'shop "main"'}):
+        dataset = prepare_dataset(table, roles, 0.3, folder.path)
+        out, _ = run_on(dataset, [1_000, dataset.rows])
+        assert not out["errors"], out["errors"]
+        summary = summarize_records(out["records"])
+        assert (summary["match"] == "✓").all(), summary["detail"].tolist()
+    assert dataset.frame["sort_by"].isin(["NA", "null"]).any()  # text, as Polars and DuckDB read it
+
+
 def test_a_wrong_result_on_your_table_reads_as_a_disagreement(folder):
     table = save_upload(folder, "sales.parquet", as_bytes(sales(), "parquet"))
     dataset = prepare_dataset(table, default_roles(table), 0.5, folder.path)

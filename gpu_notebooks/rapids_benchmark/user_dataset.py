@@ -115,6 +115,7 @@ class UserDataset:
             "types": {user: frame_type(self.frame[col]) for user, col in self.names.items()},
             # the file's other columns: the CSV readers take them as text, so nothing in them stops a read
             "other_columns": [c.name for c in self.table.columns if c.name not in self.names],
+            "columns": [c.name for c in self.table.columns],  # in the file's order
         }
 
     def frames(self, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:

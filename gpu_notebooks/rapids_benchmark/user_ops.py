@@ -67,6 +67,7 @@ def pandas_user_file_ops(spec: dict) -> dict:
     def pipeline(xdf, files, lookup):
         columns = [u for u, c in spec["names"].items() if c in ("key", "value")]
         df = pandas_read(xdf, files[spec["kind"]], spec, columns)
+        df["value"] = df["value"].astype("float64")  # the file's own type (integer, decimal) as the frame's
         # The file is read as uploaded: `< inf` leaves out NaN and infinity (DuckDB orders NaN above
         # every number), missing keys never join.
         df = df[(df["value"] > spec["threshold"]) & (df["value"] < float("inf"))]
@@ -119,7 +120,8 @@ def polars_scan(pl, path: str, spec: dict, columns: list[str]):
         schema = {c: pl.String for c in spec["other_columns"]} | {
             c: types[t] for c, t in spec["types"].items()
         }
-        lf = pl.scan_csv(path, schema_overrides=schema)
+        # The header's names as Arrow, pandas and DuckDB read them (Polars keeps a quoted name's "" doubled).
+        lf = pl.scan_csv(path, new_columns=spec["columns"], schema_overrides=schema)
     return lf.select(pl.col(c).alias(spec["names"][c]) for c in columns)
 
 
@@ -134,7 +136,8 @@ def polars_user_file_ops(spec: dict) -> dict:
         value = pl.col("value")
         return (
             polars_scan(pl, files[spec["kind"]], spec, columns)
-            .with_columns(pl.col("key").cast(lookup.schema["key"]))  # Polars joins equal types only
+            # the value a float, as in the frame; the key the lookup's type (Polars joins equal types only)
+            .with_columns(value.cast(pl.Float64), pl.col("key").cast(lookup.schema["key"]))
             .filter((value > spec["threshold"]) & (value < float("inf")))
             .join(lookup.lazy(), on="key", how="inner")
             .with_columns((value * pl.col("price")).alias("revenue"))
@@ -184,7 +187,8 @@ def duckdb_user_file_sql(spec: dict, files: dict) -> dict:
     return {
         spec["read_op"]: f"SELECT {select} FROM {source}",
         "pipeline": "SELECT region, count(value) AS rows, sum(value * price) AS revenue, avg(value) AS mean_value "
-        f'FROM (SELECT {quoted(key)} AS "key", {quoted(value)} AS value FROM {source}) JOIN lookup USING ("key") '
+        f'FROM (SELECT {quoted(key)} AS "key", CAST({quoted(value)} AS DOUBLE) AS value FROM {source}) '
+        'JOIN lookup USING ("key") '
         f"WHERE value > CAST('{spec['threshold']!r}' AS DOUBLE) AND value < CAST('inf' AS DOUBLE) "
         "GROUP BY region ORDER BY revenue DESC",
     }
