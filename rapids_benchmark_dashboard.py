@@ -684,7 +684,10 @@ def _(cli, user_file, user_folder):
     try:
         if user_file.value:
             with mo.status.spinner("Checking your file…"):
-                user_table = save_upload(user_folder, user_file.name(), user_file.contents())
+                _free = read_host_status()["available_bytes"]
+                user_table = save_upload(
+                    user_folder, user_file.name(), user_file.contents(), free_host_bytes=_free
+                )
         else:
             user_folder.clear()  # nothing uploaded (or deleted on request): nothing of it stays on disk
             if cli["data"]:
@@ -811,6 +814,7 @@ def _(cli, gpus, user_base, user_dataset, user_run, user_settings):
                 )
             user_bench["records"] += _cp["records"]
             user_bench["errors"] += _cp["errors"]
+    user_bench["errors"] = [user_dataset.scrub(_e) for _e in user_bench["errors"]]  # no server paths
     _waited = lock_waited_text(_lease.waited_s, bool(gpus))
     mo.output.replace(mo.md(f"{user_run_text(user_bench, user_plan, _left)} {_waited}"))
     return (user_bench,)

@@ -232,6 +232,20 @@ def test_a_wrong_result_on_your_table_reads_as_a_disagreement(folder):
     assert (summarize_records(out["records"])["match"] == "✗").all()
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_file_damaged_after_upload_fails_its_reads_with_a_message_and_no_server_path(kind, folder):
+    table = save_upload(folder, f"sales.{kind}", as_bytes(sales(), kind))
+    dataset = prepare_dataset(table, default_roles(table), 0.5, folder.path)
+    with open(table.path, "r+b") as handle:  # cut in the middle of a row / a page
+        handle.truncate(table.file_bytes // 2 + 7)
+    out, _ = run_on(dataset, [dataset.rows])
+    ran = {r["op"] for r in out["records"]}
+    assert {"filter", dataset.group_op, "join", "sort"} <= ran  # the in-memory ops still run
+    errors = [dataset.scrub(e) for e in out["errors"]]
+    assert any(f"· {dataset.read_op} ·" in e for e in errors)
+    assert not any(folder.path in e or os.path.realpath(folder.path) in e for e in errors), errors
+
+
 def test_cudf_pandas_runs_on_your_table_from_a_parquet_in_the_session_folder(folder):
     table = save_upload(folder, "sales.csv", as_bytes(sales(3_000), "csv"))
     dataset = prepare_dataset(table, {"value": "amount", "key": "store", "sort": "units"}, 0.5, folder.path)
@@ -294,6 +308,7 @@ def test_each_bad_file_gets_its_message(what, folder):
     with pytest.raises(UserDataError) as err:
         save_upload(folder, "upload", data if isinstance(data, bytes) else data.encode())
     assert message in str(err.value), str(err.value)
+    assert "rapids-user-data-" not in str(err.value)  # never a server path
     assert os.listdir(folder.path) == []  # a file that cannot be used is not kept
 
 

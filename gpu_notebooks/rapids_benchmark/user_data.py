@@ -122,7 +122,13 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def save_upload(folder: SessionFolder, name: str, contents: bytes, cap: int = UPLOAD_CAP_BYTES) -> UserTable:
+def save_upload(
+    folder: SessionFolder,
+    name: str,
+    contents: bytes,
+    cap: int = UPLOAD_CAP_BYTES,
+    free_host_bytes: int | None = None,
+) -> UserTable:
     """Write an uploaded file into the session's folder (replacing its previous one) and check it."""
     folder.clear()  # a new upload replaces the previous one, usable or not
     if len(contents) > cap:
@@ -135,7 +141,7 @@ def save_upload(folder: SessionFolder, name: str, contents: bytes, cap: int = UP
     with open(path, "wb") as handle:
         handle.write(contents)
     try:
-        return open_table(path, label=os.path.basename(name or "your file"), kind=kind)
+        return open_table(path, os.path.basename(name or "your file"), kind, free_host_bytes)
     except UserDataError:
         os.remove(path)  # a file that cannot be used is not kept
         raise
@@ -215,7 +221,9 @@ def open_parquet(path: str, label: str, size: int) -> UserTable:
         meta = pq.ParquetFile(path).metadata
         schema = meta.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as err:
-        raise UserDataError(f"This Parquet file cannot be read (corrupt or truncated): {err}") from None
+        raise UserDataError(
+            f"This Parquet file cannot be read (corrupt or truncated): {without_paths(str(err), path)}"
+        ) from None
     columns = []
     for i, f in enumerate(schema):
         nulls = parquet_null_count(meta, i) if i < meta.num_columns else None
@@ -252,7 +260,7 @@ def open_csv(path: str, label: str, size: int) -> UserTable:
                 f"The CSV is malformed or truncated: {text.removeprefix('CSV parse error: ')}. Every line must "
                 "have as many fields as the header; a file cut short ends in a partial line."
             ) from None
-        raise UserDataError(f"The CSV cannot be read: {text}") from None
+        raise UserDataError(f"The CSV cannot be read: {without_paths(text, path)}") from None
     check_names(table.column_names)
     notes = []
     columns = []
@@ -267,6 +275,14 @@ def open_csv(path: str, label: str, size: int) -> UserTable:
             "Save it comma-separated."
         )
     return finish_table(UserTable(path, "csv", label, size, table.num_rows, columns, table, notes))
+
+
+def without_paths(text: str, path: str) -> str:
+    """A library's message with the file's server path (and its folder) taken out: viewers never see paths."""
+    for where, word in ((path, "your file"), (os.path.dirname(path), "the session's folder")):
+        for form in {where, os.path.realpath(where)}:
+            text = text.replace(form, word)
+    return text
 
 
 def check_names(names: list[str]) -> None:

@@ -15,7 +15,7 @@ from gpu_notebooks.rapids_benchmark.checks import OP_ORDER
 from gpu_notebooks.rapids_benchmark.formatting import format_rows
 from gpu_notebooks.rapids_benchmark.ops import ALL_OPS
 from gpu_notebooks.rapids_benchmark.sizing import memory_shortfall
-from gpu_notebooks.rapids_benchmark.user_data import UserDataError, UserTable
+from gpu_notebooks.rapids_benchmark.user_data import UserDataError, UserTable, without_paths
 
 # A key with at most this many distinct values is "few keys" (the app's own few-key group-by has 100).
 FEW_KEYS_LIMIT = 1_000
@@ -102,6 +102,13 @@ class UserDataset:
     def bytes_per_row(self) -> float:
         """Bytes per row of the frame in host memory."""
         return float(self.frame.memory_usage(index=False, deep=True).sum()) / max(len(self.frame), 1)
+
+    def scrub(self, text: str) -> str:
+        """A run's message without the server paths of the file and the session's folder."""
+        text = without_paths(text, self.table.path)
+        for form in {self.folder, os.path.realpath(self.folder)}:
+            text = text.replace(form, "the session's folder")
+        return text
 
     def spec(self) -> dict:
         """What the ops need to know, as plain values (the cudf.pandas worker gets it as JSON)."""
@@ -231,7 +238,9 @@ def read_role_columns(table: UserTable, columns: list[str], max_rows: int | None
             parts.append(batch.filter(pa.array(rng.random(batch.num_rows) < share)))
         return pa.Table.from_batches(parts)
     except (pa.ArrowException, OSError) as err:
-        raise UserDataError(f"The Parquet file cannot be read (corrupt or truncated): {err}") from None
+        raise UserDataError(
+            f"The Parquet file cannot be read (corrupt or truncated): {without_paths(str(err), table.path)}"
+        ) from None
 
 
 def prepare_dataset(
