@@ -333,17 +333,13 @@ def run_cudf_pandas_engine(
     for n in sizes:
         out_dir = tempfile.mkdtemp(prefix="rapids-cudf-pandas-")
         try:
-            request = {
-                "rows": n,
-                "ops": wanted,
-                "repeats": repeats,
-                "accelerate": accelerate,
-                "out_dir": out_dir,
-            }
-            if dataset is not None:
-                table, lookup_path = dataset.worker_files(n)
-                request |= {"table": table, "lookup": lookup_path, "spec": dataset.spec()}
-            answer, failure = run_worker(request, timeout_s)
+            # your own table: the Parquet copy the worker reads, and its ops
+            yours = {} if dataset is None else dataset.worker_request(n)
+            answer, failure = run_worker(
+                {"rows": n, "ops": wanted, "repeats": repeats, "accelerate": accelerate, "out_dir": out_dir}
+                | yours,
+                timeout_s,
+            )
             if failure:
                 errors.append(f"cudf.pandas at {format_rows(n)} rows: {failure}")
                 continue

@@ -154,6 +154,11 @@ class UserDataset:
                 write_table(sample_rows(self.table, n), path, kind)
         return {kind: path}, None
 
+    def worker_request(self, n: int) -> dict:
+        """What the cudf.pandas worker needs to run this table at n rows: its Parquet copies and the spec."""
+        table, lookup = self.worker_files(n)
+        return {"table": table, "lookup": lookup, "spec": self.spec()}
+
     def worker_files(self, n: int) -> tuple[str, str]:
         """Parquet copies of the frame at n rows and of the lookup, for the cudf.pandas worker to load."""
         tag = hashlib.sha1(repr((sorted(self.roles.items()), self.source_rows)).encode()).hexdigest()[:12]
