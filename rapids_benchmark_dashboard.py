@@ -93,6 +93,14 @@ with app.setup:
         summary_text,
         takeaways_text,
     )
+    from gpu_notebooks.rapids_benchmark.explain.user_data import (
+        user_dataset_text,
+        user_intro_text,
+        user_ops_text,
+        user_run_text,
+        user_summary_text,
+        user_table_text,
+    )
     from gpu_notebooks.rapids_benchmark.files import (
         clear_data_cache,
         data_cache_bytes,
@@ -134,6 +142,16 @@ with app.setup:
         run_utilization_probe,
     )
     from gpu_notebooks.rapids_benchmark.timing import time_operation
+    from gpu_notebooks.rapids_benchmark.user_data import (
+        UPLOAD_CAP_BYTES,
+        SessionFolder,
+        UserDataError,
+        read_server_table,
+        role_dropdowns,
+        save_upload,
+    )
+    from gpu_notebooks.rapids_benchmark.user_dataset import prepare_dataset, role_bytes_per_row
+    from gpu_notebooks.rapids_benchmark.user_ops import user_engines
 
 
 @app.cell(hide_code=True)
@@ -641,6 +659,213 @@ def _(get_last_run, gpus, host):
 
 
 @app.cell
+def _():
+    # One private folder per session (one viewer's file is never in another's); gone when the session ends.
+    user_folder = SessionFolder()
+    user_forget = mo.ui.run_button(label="Delete my file", kind="neutral")
+    return user_folder, user_forget
+
+
+@app.cell
+def _(user_forget):
+    user_forget  # a click makes a fresh, empty upload box: the file's bytes leave this session too
+    user_file = mo.ui.file(
+        filetypes=[".csv", ".parquet"],
+        kind="area",
+        max_size=UPLOAD_CAP_BYTES,  # marimo's upload limit for this box; save_upload checks it again
+        label="Drop a CSV or Parquet file here, or click to choose one",
+    )
+    return (user_file,)
+
+
+@app.cell
+def _(cli, user_file, user_folder):
+    user_table, user_error = None, None
+    try:
+        if user_file.value:
+            with mo.status.spinner("Checking your file…"):
+                _free = read_host_status()["available_bytes"]
+                user_table = save_upload(
+                    user_folder, user_file.name(), user_file.contents(), free_host_bytes=_free
+                )
+        else:
+            user_folder.clear()  # nothing uploaded (or deleted on request): nothing of it stays on disk
+            if cli["data"]:
+                with mo.status.spinner("Reading the table this server was started with…"):
+                    user_table = read_server_table(cli["data"], read_host_status()["available_bytes"])
+    except UserDataError as _err:
+        user_error = str(_err)
+    return user_error, user_table
+
+
+@app.cell(hide_code=True)
+def _(cli, user_error, user_file, user_forget, user_table):
+    mo.vstack(
+        [
+            mo.md(user_intro_text(UPLOAD_CAP_BYTES, bool(cli["data"]))),
+            mo.hstack([user_file, user_forget], justify="start", align="center"),
+            mo.callout(mo.md(f"**This file cannot be used.** {user_error}"), kind="danger")
+            if user_error
+            else mo.md(user_table_text(user_table))
+            if user_table is not None
+            else mo.md("_No table yet: upload one to run the benchmark on it._"),
+        ]
+    )
+    return
+
+
+@app.cell
+def _(cudf_module, duckdb_module, polars_gpu, polars_module, user_table):
+    mo.stop(user_table is None)
+    _pick = role_dropdowns(user_table)  # each role's columns, the sensible default first
+    user_value = mo.ui.dropdown(**_pick["value"], label="Value (filtered, summed, averaged)")
+    user_key = mo.ui.dropdown(**_pick["key"], label="Key (group by, join)")
+    user_sort = mo.ui.dropdown(**_pick["sort"], label="Sort by")
+    user_quantile = mo.ui.slider(
+        0.05, 0.95, step=0.05, value=0.5, label="Filter: keep values above this quantile", show_value=True
+    )
+    # The engines your table runs on, for the memory checks (a run makes its own, with your ops).
+    user_base = make_engines(cudf_module, polars_module, polars_gpu, duckdb_module)
+    return user_base, user_key, user_quantile, user_sort, user_value
+
+
+@app.cell
+def _(user_base, user_folder, user_key, user_quantile, user_sort, user_table, user_value):
+    user_roles = {"value": user_value.value, "key": user_key.value, "sort": user_sort.value}
+    # Before anything is read: as many rows as the free GPU and host memory hold for the engines that run.
+    _fit = plan_from_settings(
+        {"requested_rows": user_table.rows, "ops": [], "repeats": 1, "sweep": False},
+        user_base,
+        bytes_per_row=role_bytes_per_row(user_table, user_roles),
+    )["rows"]
+    try:
+        with mo.status.spinner("Mapping your columns…"):
+            user_dataset = prepare_dataset(
+                user_table, user_roles, user_quantile.value, user_folder.path, min(_fit, user_table.rows)
+            )
+        _said = mo.md(
+            user_dataset_text(
+                user_dataset, user_ops_text(user_dataset.spec(), user_roles, user_dataset.key_count)
+            )
+        )
+    except UserDataError as _err:
+        user_dataset, _said = None, mo.callout(mo.md(str(_err)), kind="warn")
+    mo.vstack(
+        [mo.hstack([user_value, user_key, user_sort], justify="start", wrap=True), user_quantile, _said]
+    )
+    return (user_dataset,)
+
+
+@app.cell
+def _(user_dataset):
+    mo.stop(user_dataset is None)
+    user_rows = mo.ui.dropdown(
+        options={f"all {user_dataset.rows:,} rows": user_dataset.rows}
+        | {f"a sample of {format_rows(n)} rows": n for n in reversed(ROW_STEPS) if n < user_dataset.rows},
+        value=f"all {user_dataset.rows:,} rows",
+        label="Rows",
+    )
+    user_sweep = mo.ui.radio(["One size", "Size sweep (1K → rows)"], value="One size", label="Mode")
+    user_repeats = mo.ui.number(start=1, stop=20, value=3, label="Timed repeats")
+    user_run = mo.ui.run_button(label="Run on my table", kind="success")
+    mo.hstack([user_rows, user_repeats, user_sweep, user_run], justify="start", gap=2)
+    return user_repeats, user_rows, user_run, user_sweep
+
+
+@app.cell
+def _(cli, cudf_module, cudf_pandas_switch, user_base, user_dataset, user_repeats, user_rows, user_sweep):
+    # Headless (`-- --run --data FILE`, `-- --smoke --data FILE`): the command line's settings, as above.
+    _auto, _all = cli["autorun"] and bool(cli["data"]), user_dataset.rows
+    user_settings = {
+        "requested_rows": min(cli["rows"] or _all, _all) if _auto else user_rows.value,
+        "ops": user_dataset.ops,
+        "repeats": (cli["repeats"] or (1 if cli["smoke"] else 3)) if _auto else int(user_repeats.value or 1),
+        "sweep": (cli["smoke"] or cli["sweep"]) if _auto else user_sweep.value.startswith("Size"),
+        "dask": False,
+        "cudf_pandas": bool(cudf_pandas_switch.value) and cudf_module is not None,
+    }
+    # The memory checks with the memory free now; the run checks again when Run is clicked.
+    _preview = plan_from_settings(user_settings, user_base, bytes_per_row=user_dataset.bytes_per_row)
+    mo.callout(mo.md(_preview["cap_message"]), kind="warn") if _preview["cap_message"] else None
+    return (user_settings,)
+
+
+@app.cell
+def _(cli, gpus, user_base, user_dataset, user_run, user_settings):
+    mo.stop(
+        not (user_run.value or (cli["autorun"] and cli["data"])),
+        mo.md("_Pick the columns and the rows, then click **Run on my table**._"),
+    )
+    _wait = lock_wait_text(bool(gpus))
+    with (
+        gpu_turn(on_wait=lambda: mo.output.replace(mo.callout(mo.md(_wait), kind="info"))) as _lease,
+        frames_freed_on_interrupt(),
+    ):
+        mo.output.clear()
+        _engines, _left = user_engines(user_base, user_dataset.spec(), user_dataset.atol)
+        user_plan = plan_from_settings(user_settings, _engines, bytes_per_row=user_dataset.bytes_per_row)
+        if user_plan["cap_message"]:
+            mo.output.append(mo.callout(mo.md(user_plan["cap_message"]), kind="warn"))
+        user_bench = run_with_progress(user_plan, _engines, user_dataset)
+        if user_settings["cudf_pandas"]:
+            with mo.status.spinner("cudf.pandas on your table, in a worker process (no code change)…"):
+                _cp = run_cudf_pandas_engine(
+                    user_plan["sizes"], user_plan["ops"], user_plan["repeats"], dataset=user_dataset
+                )
+            user_bench["records"] += _cp["records"]
+            user_bench["errors"] += _cp["errors"]
+    user_bench["errors"] = [user_dataset.scrub(_e) for _e in user_bench["errors"]]  # no server paths
+    _waited = lock_waited_text(_lease.waited_s, bool(gpus))
+    mo.output.replace(mo.md(f"{user_run_text(user_bench, user_plan, _left)} {_waited}"))
+    return (user_bench,)
+
+
+@app.cell(hide_code=True)
+def _(user_bench):
+    user_summary = summarize_records(user_bench["records"], user_bench["peak_bandwidth_gbs"])
+    mo.vstack(
+        [
+            mo.callout(mo.md(_text), kind=_kind)
+            for _kind, _text in check_messages(user_summary, user_bench["errors"])
+        ]
+        + [
+            mo.md(user_summary_text(user_summary)),
+            mo.ui.table(
+                results_table(user_summary),
+                page_size=12,
+                selection=None,
+                show_column_summaries=False,
+                freeze_columns_left=["rows", "operation"],
+            ),
+            mo.hstack([times_chart(user_summary), speedup_chart(user_summary)], widths="equal", wrap=True),
+        ]
+    )
+    return (user_summary,)
+
+
+@app.cell(hide_code=True)
+def _(user_bench, user_summary):
+    _parts, _times = [], sweep_times_chart(user_summary)
+    if _times is not None:
+        _parts += [
+            mo.md("### How the time grows with your table's size (random samples of its rows)"),
+            _times,
+        ]
+    if user_bench["samples"]:
+        _parts += [
+            mo.md(f"### GPU timeline of your run ({len(user_bench['samples'])} NVML samples)"),
+            timeline_chart(
+                pd.DataFrame(user_bench["samples"]), pd.DataFrame(user_bench["spans"]), gpm_frame(user_bench)
+            ),
+        ]
+    _telemetry = op_telemetry_table(user_summary)
+    if _telemetry is not None:
+        _parts += [mo.md("### What the GPU did on your table"), mo.ui.table(_telemetry, selection=None)]
+    mo.vstack(_parts) if _parts else None
+    return
+
+
+@app.cell
 def _(cli):
     # Decided on the server for this session: a `marimo run` viewer never gets the editor, nor a run.
     snippet_allowed, snippet_why = user_code_allowed(mo.app_meta().mode, cli)
@@ -661,7 +886,7 @@ def _(cli):
 def _(snippet_allowed, snippet_button, snippet_editor, snippet_rows, snippet_why):
     mo.vstack(
         [
-            mo.md("## 5 · Your own pandas code"),
+            mo.md("## 6 · Your own pandas code"),
             mo.md(snippet_why),
             mo.vstack([snippet_editor, mo.hstack([snippet_rows, snippet_button], justify="start")])
             if snippet_allowed

@@ -137,3 +137,58 @@ def test_an_owner_who_allows_user_code_gets_the_box_and_a_result():
         page.get_by_text("result rows").first.wait_for(timeout=240_000)
         screenshot_all(page, "rapids_snippet", parts=2)
         assert page.get_by_text("not run — no cuDF").count() == 1
+
+
+def test_a_viewer_uploads_a_table_picks_columns_runs_and_sees_every_check_pass(tmp_path):
+    """Issue 26 under `marimo run`: a bad file gets its message, a good one runs ✓; another viewer never sees it,
+    and the file is gone from the server once its session ends."""
+    import time
+
+    lines = [f"store {i % 37},{(i * 7919) % 1000 - 300}.5,{i % 11}" for i in range(5_000)]
+    good = tmp_path / "sales.csv"
+    good.write_text("store,amount,units\n" + "\n".join(lines) + "\n")
+    bad = tmp_path / "latin.csv"
+    bad.write_bytes("city,amount\nZürich,1\n".encode("latin-1"))
+    server_tmp = tmp_path / "server-tmp"  # the server's temp folder: where session folders are made
+    server_tmp.mkdir()
+    with (
+        marimo_server(
+            "rapids_benchmark_dashboard.py", "--session-ttl", "1", env={"TMPDIR": str(server_tmp)}
+        ) as url,
+        chromium() as browser,
+    ):
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.get_by_text("No table yet").first.wait_for(timeout=60_000)
+        upload = page.locator("input[type=file]").first
+        upload.set_input_files(str(bad))
+        page.get_by_text("This file cannot be used").first.wait_for(timeout=60_000)
+        assert page.get_by_text("not UTF-8").count() >= 1
+        upload.set_input_files(str(good))
+        page.get_by_text("37 distinct values").first.wait_for(timeout=60_000)
+        assert page.get_by_text("This file cannot be used").count() == 0
+        page.get_by_role("combobox", name="Sort by").select_option(label="units (integer)")
+        page.get_by_text("sort every row by").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Run on my table").click()
+        page.get_by_text("measurements of your table").first.wait_for(timeout=180_000)
+        page.get_by_text("Your table at 5K rows").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.get_by_text("Your own table").first.scroll_into_view_if_needed()
+        screenshot_all(page, "rapids_user_data", parts=4)
+        assert page.get_by_text("Every result matches pandas").count() == 1  # only this section ran
+        assert page.get_by_text("DISAGREE").count() == 0
+        folders = [f for f in server_tmp.iterdir() if f.name.startswith("rapids-user-data-")]
+        mine = [f for f in folders if (f / "upload.csv").exists()]
+        assert len(mine) == 1
+        other = browser.new_page(viewport={"width": 1280, "height": 1000})
+        other.goto(url)
+        other.get_by_text("No table yet").first.wait_for(timeout=60_000)
+        assert other.get_by_text("sales.csv").count() == 0
+        theirs = [f for f in server_tmp.iterdir() if f.name.startswith("rapids-user-data-") and f not in mine]
+        assert theirs and all(not any(f.iterdir()) for f in theirs)  # the other viewer's folder: empty
+        page.close()  # the session ends after the 1 s TTL: its folder and file go with it
+        deadline = time.time() + 60
+        while mine[0].exists() and time.time() < deadline:
+            time.sleep(0.5)
+        assert not mine[0].exists()
+        assert other.get_by_text("No table yet").count() == 1

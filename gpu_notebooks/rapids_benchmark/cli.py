@@ -6,7 +6,7 @@ from gpu_notebooks.rapids_benchmark.ops import ALL_OPS
 
 
 def parse_cli_args(args: dict) -> dict:
-    """Headless flags: `-- --smoke` (tiny, all ops, sweep) or `-- --run --rows N --repeats R --ops a,b --sweep --cpu --probe`."""
+    """Headless flags: `-- --smoke` (tiny, all ops, sweep) or `-- --run --rows N --repeats R --ops a,b --sweep --cpu --probe --data PATH`."""
 
     def _int(name):
         raw = args.get(name)
@@ -24,4 +24,5 @@ def parse_cli_args(args: dict) -> dict:
         "dask": "dask" in args,
         "allow_user_code": "allow-user-code" in args,
         "probe": "probe" in args,  # run the "what utilization hides" probe headless too
+        "data": args.get("data") or None,  # your own table, chosen by whoever starts the server
     }

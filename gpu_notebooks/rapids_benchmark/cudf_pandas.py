@@ -68,14 +68,25 @@ def worker_main(request: dict) -> dict:
     """Runs in the worker process (pandas there may be cudf.pandas' proxy): time the app's own ops, unchanged.
 
     Writes each result as Parquet into `request["out_dir"]` (the parent's private temp folder) and returns
-    per-op timings and, under cudf.pandas, the profiler's per-function GPU/CPU split.
+    per-op timings and, under cudf.pandas, the profiler's per-function GPU/CPU split. With `request["table"]`
+    (your own table: Parquet copies the parent wrote in the session's folder) it loads those and runs
+    user_ops' pandas-API functions instead.
     """
     accelerated = "cudf.pandas" in sys.modules
     sync = cuda_synchronize if accelerated else (lambda: None)
-    df, lookup = generate_data(request["rows"], request.get("seed", 0))
-    # The timings come from the unprofiled runs; the GPU/CPU split from one profiled call on a small sample.
-    sample, sample_lookup = generate_data(min(request["rows"], PROFILE_SAMPLE_ROWS), request.get("seed", 0))
-    steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
+    if request.get("table"):
+        from gpu_notebooks.rapids_benchmark.user_ops import pandas_user_ops
+
+        df, lookup = pd.read_parquet(request["table"]), pd.read_parquet(request["lookup"])
+        sample, sample_lookup = df.head(PROFILE_SAMPLE_ROWS), lookup
+        steps = {**pandas_user_ops(request["spec"]), **fallback_steps()}
+    else:
+        df, lookup = generate_data(request["rows"], request.get("seed", 0))
+        # The timings come from the unprofiled runs; the GPU/CPU split from one profiled call on a small sample.
+        sample, sample_lookup = generate_data(
+            min(request["rows"], PROFILE_SAMPLE_ROWS), request.get("seed", 0)
+        )
+        steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
     out = {"accelerated": accelerated, "ops": {}, "profile_rows": min(request["rows"], PROFILE_SAMPLE_ROWS)}
     for op in request["ops"]:
         fn = functools.partial(steps[op], pd, df, lookup)
@@ -307,11 +318,13 @@ def run_cudf_pandas_engine(
     repeats: int,
     accelerate: bool = True,
     timeout_s: float = WORKER_TIMEOUT_S,
+    dataset=None,
 ) -> dict:
     """The "cudf.pandas (no code change)" engine: the app's pandas op functions in a worker, checked against pandas.
 
     With accelerate=False the worker runs plain pandas (how CI tests the mechanism without a GPU).
-    Returns records like run_benchmark's, the fallback report per op, and errors.
+    Returns records like run_benchmark's, the fallback report per op, and errors. `dataset` (a
+    UserDataset) runs your own table: the worker loads its Parquet copy from the session's folder.
     """
     import shutil
 
@@ -320,18 +333,31 @@ def run_cudf_pandas_engine(
     for n in sizes:
         out_dir = tempfile.mkdtemp(prefix="rapids-cudf-pandas-")
         try:
+            # your own table: the Parquet copy the worker reads, and its ops
+            yours = {} if dataset is None else dataset.worker_request(n)
             answer, failure = run_worker(
-                {"rows": n, "ops": wanted, "repeats": repeats, "accelerate": accelerate, "out_dir": out_dir},
+                {"rows": n, "ops": wanted, "repeats": repeats, "accelerate": accelerate, "out_dir": out_dir}
+                | yours,
                 timeout_s,
             )
             if failure:
                 errors.append(f"cudf.pandas at {format_rows(n)} rows: {failure}")
                 continue
-            df, lookup = generate_data(n)
-            steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
+            if dataset is not None:
+                from gpu_notebooks.rapids_benchmark.user_ops import pandas_user_ops
+
+                df, lookup = dataset.frames(n)
+                steps = {**pandas_user_ops(dataset.spec()), **fallback_steps()}
+                orders, tolerance = {**OP_ORDER, **dataset.orders}, {"atol": dataset.atol}
+            else:
+                df, lookup = generate_data(n)
+                steps = {**{op: get_op(op) for op in OPS}, **fallback_steps()}
+                orders, tolerance = OP_ORDER, {}
             for op, got in answer["ops"].items():
                 expected = steps[op](pd, df, lookup)
-                ok, detail = results_match(expected, pd.read_parquet(got["result"]), OP_ORDER.get(op, "rows"))
+                ok, detail = results_match(
+                    expected, pd.read_parquet(got["result"]), orders.get(op, "rows"), **tolerance
+                )
                 del expected
                 times = got["times"]
                 records.append(
@@ -348,7 +374,9 @@ def run_cudf_pandas_engine(
                         "bytes_touched": math.nan,
                         "on_gpu": answer["accelerated"],
                         "load_s": math.nan,
-                        "load_kind": "data generated in the worker",
+                        "load_kind": "data generated in the worker"
+                        if dataset is None
+                        else "your table, read from Parquet in the worker",
                         "h2d_s": math.nan,
                         "d2h_s": 0.0,
                         "match": ok,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 
 from gpu_notebooks.rapids_benchmark.checks import results_match_polars
 from gpu_notebooks.rapids_benchmark.engine import Engine
@@ -42,13 +43,21 @@ def duckdb_sql() -> dict:
     }
 
 
-def make_duckdb_engine(duckdb) -> Engine:
+def make_duckdb_engine(
+    duckdb,
+    sql: dict | None = None,
+    file_sql: Callable[[dict], dict] | None = None,
+    file_op_names: Iterable[str] = tuple(FILE_OPS),
+) -> Engine:
     """DuckDB on all cores: each op registers the pandas frames as views (no copy) and fetches an Arrow table.
 
     One connection per engine, so each run (each viewer) queries on its own. The filter's row order holds
-    because DuckDB keeps insertion order by default (`preserve_insertion_order`).
+    because DuckDB keeps insertion order by default (`preserve_insertion_order`). `sql`, `file_sql` and
+    `file_op_names` replace the generated data's queries (your own table's: user_ops.py).
     """
     con = duckdb.connect()
+    sql = duckdb_sql() if sql is None else sql
+    file_sql = file_sql or duckdb_file_sql
 
     def op(sql):
         def run(_duckdb, frame, lookup):
@@ -62,7 +71,7 @@ def make_duckdb_engine(duckdb) -> Engine:
     def file_op(name):
         def run(_duckdb, files, lookup):
             con.register("lookup", lookup)
-            rel = con.sql(duckdb_file_sql(files)[name])
+            rel = con.sql(file_sql(files)[name])
             if name == "pipeline":  # the job's small answer ends in pandas, as for every engine
                 return rel.df()
             return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
@@ -78,8 +87,8 @@ def make_duckdb_engine(duckdb) -> Engine:
         "duckdb",
         duckdb,
         on_gpu=False,
-        ops={name: op(sql) for name, sql in duckdb_sql().items()},
+        ops={name: op(query) for name, query in sql.items()},
         compare=compare,
         slice_warmup=True,
-        file_ops={name: file_op(name) for name in FILE_OPS},
+        file_ops={name: file_op(name) for name in file_op_names},
     )

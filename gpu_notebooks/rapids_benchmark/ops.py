@@ -142,14 +142,15 @@ def partition_nbytes(frame, index: bool = True) -> int:
     return total + (int(frame.index.memory_usage(deep=False)) if index else 0)
 
 
-def bytes_touched(op: str, df, result) -> int:
+def bytes_touched(op: str, df, result, columns: list[str] | None = None) -> int:
     """The byte model: bytes an op must at least move through GPU memory, for its achieved bandwidth.
 
     filter, group-bys, join, sort: the input columns the op reads (columns_read), once, plus the result it
     writes, once. Reads (read_parquet, read_csv) and the pipeline: the frame they return, written once (the
     file's bytes cross the disk and PCIe, not counted). Real ops move more (several passes, scratch, gathers
-    in random order), so the achieved bandwidth is a lower bound.
+    in random order), so the achieved bandwidth is a lower bound. `columns` replaces columns_read(op) (your own
+    table's).
     """
     if op in FILE_OPS:
         return frame_nbytes(result)
-    return frame_nbytes(df[columns_read(op)], index=False) + frame_nbytes(result)
+    return frame_nbytes(df[columns or columns_read(op)], index=False) + frame_nbytes(result)

@@ -33,13 +33,24 @@ from gpu_notebooks.rapids_benchmark.timing import CPU_WARMUP_ROWS, GPU_MIN_WARMU
 
 
 def finish_record(
-    eng, op, n, repeats, timing, dev_df, load_s, expected, clock=time.perf_counter, dev_lookup=None
+    eng,
+    op,
+    n,
+    repeats,
+    timing,
+    dev_df,
+    load_s,
+    expected,
+    clock=time.perf_counter,
+    dev_lookup=None,
+    dataset=None,
 ) -> dict:
     """The record of one timed op, checked: against pandas' result, or by a self-check where pandas has none.
 
     pandas (the engine named "pandas") is the reference. Without its result for this op and size (pandas
     failed, or the size is beyond it) a pandas-API result (cuDF, Dask) is self-checked from the input and
     a Polars one is marked not checked: no other engine's result silently becomes the reference.
+    `dataset` (your own table) gives its columns, the sort's column and the checks' absolute tolerance.
     """
     result = timing.result
     rec = {
@@ -52,7 +63,7 @@ def finish_record(
         "warmup_s": timing.warmup_s,
         "repeats": repeats,
         "rows_out": len(result),
-        "bytes_touched": bytes_touched(op, dev_df, result),
+        "bytes_touched": bytes_touched(op, dev_df, result, dataset.columns_read(op) if dataset else None),
         "on_gpu": eng.on_gpu,
         "load_s": load_s,
         "load_kind": eng.load_kind,
@@ -75,7 +86,10 @@ def finish_record(
             check = results_match
         else:
             check = eng.compare or functools.partial(results_match, to_library=eng.to_device)
-        rec["match"], rec["detail"] = check(expected, result, OP_ORDER[op])
+        order, tolerance = (
+            (OP_ORDER[op], {}) if dataset is None else (dataset.order(op), {"atol": dataset.atol})
+        )
+        rec["match"], rec["detail"] = check(expected, result, order, **tolerance)
         rec["checked_by"] = "pandas"
     elif op not in FILE_OPS and (eng.compare is None or eng.load is not None):  # pandas API: from the input
         rec["match"], rec["detail"] = invariant_check(op, dev_df, dev_lookup, result)
@@ -101,6 +115,7 @@ def run_benchmark(
     tick: Callable[..., None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     free_memory: Callable[[], dict] | None = None,
+    dataset=None,
 ) -> dict:
     """Time every op on every engine at every size; check each result against pandas'.
 
@@ -108,11 +123,12 @@ def run_benchmark(
     engine: a size whose host working set no longer fits stops the run, an engine that no longer fits is
     skipped at that size, each with a message — never an out-of-memory kill of the whole server.
     `tick(label, gpus)` is called before the warm-up and after each repeat (`gpus`: the engine's GPUs).
+    `dataset` (a UserDataset: your own table) replaces the generated data: its frames, files and checks.
     """
     records, spans, errors, generation = [], [], [], []
     tick = tick or (lambda label, gpus=None: None)
     free_memory = free_memory or functools.partial(read_free_memory, engines)
-    bytes_per_row = estimate_bytes_per_row()
+    bytes_per_row = estimate_bytes_per_row() if dataset is None else dataset.bytes_per_row
     for n in sizes:
         need = {e.name: n * bytes_per_row * host_working_factor([e.name]) for e in engines}
         start_free = free_memory()
@@ -126,13 +142,18 @@ def run_benchmark(
         gpu_short = memory_shortfall("GPU memory", n * bytes_per_row * GPU_WORKING_FACTOR, start_free["gpu"])
         t0 = clock()
         # Engines that build their own data (Dask workers) need none from the host.
-        df, lookup = (
-            generate_data(n, seed) if any(e.load is None for e in engines) else (None, generate_lookup(seed))
-        )
+        if dataset is not None:
+            df, lookup = dataset.frames(n)
+        else:
+            df, lookup = (
+                generate_data(n, seed)
+                if any(e.load is None for e in engines)
+                else (None, generate_lookup(seed))
+            )
         generation.append({"rows": n, "seconds": clock() - t0})
         files = None
         if df is not None and any(op in FILE_OPS for op in ops):
-            files, why = data_files(n, seed, df)  # once per size, never timed
+            files, why = data_files(n, seed, df) if dataset is None else dataset.files(n)  # never timed
             if why:
                 errors.append(why)
             else:
@@ -226,6 +247,7 @@ def run_benchmark(
                         expected,
                         clock,
                         dev_lookup,
+                        dataset,
                     )
                 except Exception as err:  # in the op, the copy back or the check
                     # A file that cannot be read (truncated, corrupt) is bad input, not a bug: every reader
@@ -251,13 +273,15 @@ def run_benchmark(
     return {"records": records, "spans": spans, "errors": errors, "generation": generation}
 
 
-def run_sized_benchmark(plan: dict, engines: list[Engine], tick: Callable[[str], None] | None = None) -> dict:
+def run_sized_benchmark(
+    plan: dict, engines: list[Engine], tick: Callable[[str], None] | None = None, dataset=None
+) -> dict:
     """run_benchmark, with sizes beyond one GPU (or host RAM) run only on engines that build their own data."""
     limit = plan.get("single_engine_rows", plan["rows"])
     small = [n for n in plan["sizes"] if n <= limit]
     large = [n for n in plan["sizes"] if n > limit]
     spread = [e for e in engines if e.load is not None]
-    out = run_benchmark(small, plan["ops"], engines, plan["repeats"], tick=tick)
+    out = run_benchmark(small, plan["ops"], engines, plan["repeats"], tick=tick, dataset=dataset)
     if large and spread:
         more = run_benchmark(large, plan["ops"], spread, plan["repeats"], tick=tick)
         for key in ("records", "spans", "errors", "generation"):
@@ -273,8 +297,8 @@ def progress_total(plan: dict, engines: list[Engine]) -> int:
     return runs * len(plan["ops"]) * (plan["repeats"] + 1)
 
 
-def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
-    """run_benchmark with a live progress bar and the NVML sampler running around it."""
+def run_with_progress(plan: dict, engines: list[Engine], dataset=None) -> dict:
+    """run_benchmark with a live progress bar and the NVML sampler running around it (`dataset`: your table)."""
     total = max(progress_total(plan, engines), 1)
     gpus = engine_gpus(engines)
     sampler = GpuSampler(interval_s=0.1)
@@ -293,7 +317,7 @@ def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
                 done[0] += 1
                 bar.update(subtitle=f"{label}{sampler.latest_text(gpus)}")
 
-            out = run_sized_benchmark(plan, engines, tick)
+            out = run_sized_benchmark(plan, engines, tick, dataset)
             # Skipped or failed measurements tick less: the bar still ends full.
             if total > done[0]:
                 bar.update(increment=total - done[0], subtitle="done")

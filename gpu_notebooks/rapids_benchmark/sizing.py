@@ -152,10 +152,11 @@ def plan_run(
     }
 
 
-def plan_from_settings(settings: dict, engines: list) -> dict:
+def plan_from_settings(settings: dict, engines: list, bytes_per_row: float | None = None) -> dict:
     """plan_run for these settings and engines, with free GPU and host memory read now (at the Run click).
 
     `settings["dask"]` plans for Dask-cuDF over every GPU even before its engine (and cluster) exists.
+    `bytes_per_row` replaces the generated frame's (your own table's).
     """
     names = [e.name for e in engines]
     use_gpu = any(e.on_gpu and e.load is None for e in engines)
@@ -170,7 +171,7 @@ def plan_from_settings(settings: dict, engines: list) -> dict:
         ops=settings["ops"],
         repeats=settings["repeats"],
         sweep=settings["sweep"],
-        bytes_per_row=estimate_bytes_per_row(),
+        bytes_per_row=bytes_per_row or estimate_bytes_per_row(),
         free_gpu_bytes=min((g["memory_free_bytes"] or 0 for g in gpus), default=None) if use_gpu else None,
         free_host_bytes=read_host_status()["available_bytes"],
         all_gpus_free_bytes=sum(g["memory_free_bytes"] or 0 for g in gpus) if use_dask else None,
