@@ -4,19 +4,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpu_notebooks.gpu.nvml import read_gpu_status
 from gpu_notebooks.rapids_benchmark.cudf_pandas import run_cudf_pandas_engine
 from gpu_notebooks.rapids_benchmark.duckdb_engine import detect_duckdb
-from gpu_notebooks.rapids_benchmark.engines import detect_cudf, make_engines
+from gpu_notebooks.rapids_benchmark.engines import make_engines
 from gpu_notebooks.rapids_benchmark.report import summarize_records
 from gpu_notebooks.rapids_benchmark.runner import run_benchmark
 from gpu_notebooks.rapids_benchmark.user_data import SessionFolder, open_table, save_upload
 from gpu_notebooks.rapids_benchmark.user_dataset import prepare_dataset
 from gpu_notebooks.rapids_benchmark.user_ops import user_engines
+from tests.gpu.conftest import CUDF, needs_cudf
 
-GPUS = read_gpu_status()
-CUDF, WHY = detect_cudf(len(GPUS)) if GPUS else (None, "no GPU")
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(CUDF is None, reason=f"needs cuDF on a GPU: {WHY}")]
+pytestmark = [pytest.mark.gpu, needs_cudf]
 ROWS = 10_000_000
 
 
