@@ -86,6 +86,7 @@ with app.setup:
         explain_measurement,
         explain_multi_gpu,
         explain_operations,
+        intro_text,
     )
     from gpu_notebooks.rapids_benchmark.explain.results import (
         crossover_sentence,
@@ -95,13 +96,14 @@ with app.setup:
     )
     from gpu_notebooks.rapids_benchmark.files import (
         clear_data_cache,
-        data_cache_bytes,
+        data_cache_text,
     )
     from gpu_notebooks.rapids_benchmark.formatting import (
         format_rows,
     )
     from gpu_notebooks.rapids_benchmark.ops import (
         ALL_OPS,
+        OP_SHORT_NAMES,
         op_filter,
         op_groupby_few,
         op_groupby_many,
@@ -113,6 +115,7 @@ with app.setup:
     )
     from gpu_notebooks.rapids_benchmark.report import (
         results_table,
+        speedup_table,
         summarize_records,
     )
     from gpu_notebooks.rapids_benchmark.roofline import (
@@ -121,6 +124,7 @@ with app.setup:
         copy_bandwidth_probe,
     )
     from gpu_notebooks.rapids_benchmark.runner import (
+        SAMPLE_INTERVAL_S,
         run_with_progress,
     )
     from gpu_notebooks.rapids_benchmark.sizing import (
@@ -138,20 +142,7 @@ with app.setup:
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(r"""
-    # RAPIDS cuDF vs pandas — what does the GPU really buy you?
-
-    This app runs the same five DataFrame operations — **filter, group by (few and many keys), join,
-    sort** — with **pandas** on the CPU and **cuDF** on your NVIDIA GPU, and measures them honestly:
-    a warm-up call that is not counted, several timed repeats reported as **median with min/max**, the GPU
-    **synchronized** before the clock stops, and the copies between host and GPU timed **separately**.
-    Every cuDF result is compared with pandas' and marked ✓ or ✗.
-
-    While it runs, NVML samplers record what the GPU is doing ten times a second — utilization, power and
-    clocks, and on Hopper and newer GPUs what the SMs, Tensor Cores, memory and PCIe really did (GPM) — so you
-    can see each operation on the timeline below, with its energy and bandwidth beside its result. No GPU? The app still runs the
-    whole pandas benchmark and tells you what is missing.
-    """)
+    mo.md(intro_text([OP_SHORT_NAMES[op] for op in ALL_OPS], 1 / SAMPLE_INTERVAL_S))
     return
 
 
@@ -395,6 +386,34 @@ def _(
 
 
 @app.cell
+def _():
+    clear_cache_button = mo.ui.run_button(label="Delete the cached data files", kind="neutral")
+    return (clear_cache_button,)
+
+
+@app.cell(hide_code=True)
+def _(clear_cache_button, get_last_run):
+    # Here, not under the results: the section's heading shows before a run too. get_last_run: after each run,
+    # the files it wrote are counted again.
+    get_last_run()
+    mo.vstack(
+        [
+            mo.md("## 3 · Results"),
+            mo.hstack(
+                [
+                    mo.md(data_cache_text(clear_data_cache() if clear_cache_button.value else None)),
+                    clear_cache_button,
+                ],
+                justify="start",
+                align="center",
+                wrap=True,  # the button moves under the text rather than squeezing its label
+            ),
+        ]
+    )
+    return
+
+
+@app.cell
 def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_button, settings):
     mo.stop(
         not (run_button.value or cli["autorun"]),
@@ -454,20 +473,32 @@ def _(bench):
 
 @app.cell(hide_code=True)
 def _(bench, summary):
+    _times, _speedups = results_table(summary), speedup_table(summary)
     mo.vstack(
         [
-            mo.md("## 3 · Results"),
             mo.md(pipeline_text(summary) or ""),
             mo.md(summary_text(summary, bench)),
+            mo.md(
+                "**Time per operation**: the median of the timed repeats, the fastest and slowest in brackets."
+            ),
             mo.ui.table(
-                results_table(summary),
+                _times,
                 page_size=12,
                 selection=None,
                 show_column_summaries=False,
-                # Wider than the page at 1280 px with several engines: the check column stays in view.
-                freeze_columns_left=["rows", "operation"],
-                freeze_columns_right=["result check"] if summary["check"].ne("").any() else None,
+                # Wider than the page with the GPU engines: size, operation and check stay in view as it scrolls.
+                freeze_columns_left=[c for c in ("rows", "operation", "result check") if c in _times],
             ),
+            mo.md("**Speedups** (× faster; under 1× is slower), every engine against pandas:"),
+            mo.ui.table(
+                _speedups,
+                page_size=12,
+                selection=None,
+                show_column_summaries=False,
+                freeze_columns_left=["rows", "operation"],
+            )
+            if _speedups is not None
+            else mo.md("_No speedup: only pandas ran._"),
         ]
     )
     return
@@ -483,30 +514,6 @@ def _(summary):
 def _(bench, summary):
     mo.stop(not bench.get("copy_probe"))
     mo.md(copy_text(bench["copy_probe"], summary))
-    return
-
-
-@app.cell
-def _():
-    clear_cache_button = mo.ui.run_button(label="Delete the cached data files", kind="neutral")
-    return (clear_cache_button,)
-
-
-@app.cell(hide_code=True)
-def _(clear_cache_button):
-    _freed = clear_data_cache() if clear_cache_button.value else None
-    mo.hstack(
-        [
-            mo.md(
-                f"_Deleted {_freed / 1e6:,.0f} MB of cached data files._"
-                if _freed is not None
-                else f"_The file operations read Parquet and CSV copies of the data, written once per size "
-                f"into the app's temp folder (not timed): {data_cache_bytes() / 1e6:,.0f} MB now._"
-            ),
-            clear_cache_button,
-        ],
-        justify="space-between",
-    )
     return
 
 

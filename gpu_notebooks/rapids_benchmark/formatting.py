@@ -40,3 +40,11 @@ def fmt_seconds(s: float | None) -> str:
 def fmt_ratio(x: float) -> str:
     """2.04 → '2.0×', 145.3 → '145×'."""
     return f"{x:,.1f}×" if x < 10 else f"{x:,.0f}×"
+
+
+def fmt_bytes(n: float) -> str:
+    """84_000 → '84 kB', 72_000_000 → '72 MB', 2.1e9 → '2.1 GB' (decimal units, as disks count)."""
+    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= div:
+            return f"{n / div:,.1f} {unit}" if n < 10 * div else f"{n / div:,.0f} {unit}"
+    return f"{int(n)} B"

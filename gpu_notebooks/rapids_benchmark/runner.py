@@ -31,6 +31,9 @@ from gpu_notebooks.rapids_benchmark.sizing import (
 from gpu_notebooks.rapids_benchmark.telemetry import attach_gpm, engine_gpus
 from gpu_notebooks.rapids_benchmark.timing import CPU_WARMUP_ROWS, GPU_MIN_WARMUP_S, Timing, time_operation
 
+# The NVML sampler's period during a run (the intro says how often it samples from this).
+SAMPLE_INTERVAL_S = 0.1
+
 
 def finish_record(
     eng, op, n, repeats, timing, dev_df, load_s, expected, clock=time.perf_counter, dev_lookup=None
@@ -277,7 +280,7 @@ def run_with_progress(plan: dict, engines: list[Engine]) -> dict:
     """run_benchmark with a live progress bar and the NVML sampler running around it."""
     total = max(progress_total(plan, engines), 1)
     gpus = engine_gpus(engines)
-    sampler = GpuSampler(interval_s=0.1)
+    sampler = GpuSampler(interval_s=SAMPLE_INTERVAL_S)
     gpm = GpmSampler(device_indices=gpus) if gpus != [] else None
     t_start = time.perf_counter()
     sampler.start()
