@@ -22,14 +22,37 @@ def open_app(browser, url, small: bool = True):
     return page
 
 
-def test_run_button_gives_results_with_checks_and_charts():
-    with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
+# Ancestors of a table that scroll it sideways (through marimo's shadow roots): a column cut at the page's width.
+SIDEWAYS_SCROLL = """t => { const cut = []; let e = t;
+  while (e) { if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible') cut.push(e.tagName);
+    e = e.parentElement || e.getRootNode().host || null; }
+  return cut; }"""
+
+
+def test_run_button_gives_results_with_checks_and_charts(tmp_path):
+    # A temp folder of its own: the data-cache line starts empty and must count what this run writes.
+    with (
+        marimo_server("rapids_benchmark_dashboard.py", env={"TMPDIR": str(tmp_path)}) as url,
+        chromium() as browser,
+    ):
         page = open_app(browser, url)
+        page.get_by_text("none there yet").first.wait_for(timeout=30_000)
         page.get_by_role("button", name="Run benchmark").click()
         page.get_by_text("Finished in").first.wait_for(timeout=120_000)
         page.get_by_text("pandas median").first.wait_for(timeout=30_000)
+        # The line re-reads the folder after the run (it once said "1 MB now" with 72 MB on disk).
+        page.get_by_text(re.compile(r"\(not timed\): [\d.,]+ kB there now")).first.wait_for(timeout=30_000)
         page.wait_for_timeout(1500)
         screenshot_all(page, "rapids_run", parts=5)
+        # At 1280 px a CPU run's two result tables fit: no column cut between frozen ones ("Pol…").
+        tables = page.locator("table").filter(has=page.get_by_role("columnheader", name="operation"))
+        assert tables.count() == 2
+        for i in range(tables.count()):
+            assert tables.nth(i).evaluate(SIDEWAYS_SCROLL) == []
+        # The label stays inside its button (it wrapped onto a second line outside a one-line button).
+        delete = page.get_by_role("button", name="Delete the cached data files")
+        assert delete.evaluate("b => b.scrollHeight - b.clientHeight") <= 2
+        assert page.get_by_text("DuckDB vs pandas").count() >= 1  # every engine that ran, DuckDB too
         assert page.get_by_text("Running pandas only").count() == 1  # no GPU on CI: said plainly
         assert (
             page.get_by_text("Every result matches pandas").count() == 1

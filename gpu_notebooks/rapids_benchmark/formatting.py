@@ -37,6 +37,15 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s * 1e6:.0f} µs"
 
 
+def fmt_spread(median: float, low: float, high: float) -> str:
+    """'177.2 ms (159.5–230.4 ms)': the unit once when the range shares it (a narrower table column)."""
+    m, a, b = fmt_seconds(median), fmt_seconds(low), fmt_seconds(high)
+    unit_a, unit_b = a.rpartition(" ")[2], b.rpartition(" ")[2]
+    if unit_a == unit_b and a != "—":
+        a = a.rpartition(" ")[0]
+    return f"{m} ({a}–{b})"
+
+
 def fmt_ratio(x: float) -> str:
     """2.04 → '2.0×', 145.3 → '145×'."""
     return f"{x:,.1f}×" if x < 10 else f"{x:,.0f}×"

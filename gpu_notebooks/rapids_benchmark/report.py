@@ -9,7 +9,7 @@ import pandas as pd
 
 from gpu_notebooks.gpu.gpm import GPM_FIELDS
 from gpu_notebooks.rapids_benchmark.checks import check_label
-from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_seconds, format_rows
+from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_seconds, fmt_spread, format_rows
 
 
 def summarize_records(
@@ -116,7 +116,7 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
         if f"{eng}_median_s" in summary:
             # One column per engine: median with the min–max spread (two columns each cut the table at 1280 px).
             out[f"{ENGINE_LABELS[eng]} median (min–max)"] = [
-                f"{fmt_seconds(m)} ({fmt_seconds(a)}–{fmt_seconds(b)})" if m == m else "—"
+                fmt_spread(m, a, b) if m == m else "—"
                 for m, a, b in zip(
                     summary[f"{eng}_median_s"], summary[f"{eng}_min_s"], summary[f"{eng}_max_s"], strict=True
                 )
