@@ -132,6 +132,7 @@ with app.setup:
         nearest_step,
         plan_from_settings,
         read_host_status,
+        run_cap_notice,
     )
     from gpu_notebooks.rapids_benchmark.telemetry import (
         op_telemetry_table,
@@ -378,11 +379,11 @@ def _(
         "cudf_pandas": bool(cudf_pandas_switch.value) and cudf_module is not None,
     }
     # A preview with the memory free now; the run re-plans with what is free when Run is clicked.
-    _preview = plan_from_settings(
+    preview_plan = plan_from_settings(
         settings, make_engines(cudf_module, polars_module, polars_gpu, duckdb_module)
     )
-    mo.callout(mo.md(_preview["cap_message"]), kind="warn") if _preview["cap_message"] else None
-    return (settings,)
+    mo.callout(mo.md(preview_plan["cap_message"]), kind="warn") if preview_plan["cap_message"] else None
+    return preview_plan, settings
 
 
 @app.cell
@@ -414,7 +415,17 @@ def _(clear_cache_button, get_last_run):
 
 
 @app.cell
-def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_button, settings):
+def _(
+    cli,
+    cudf_module,
+    duckdb_module,
+    gpus,
+    polars_gpu,
+    polars_module,
+    preview_plan,
+    run_button,
+    settings,
+):
     mo.stop(
         not (run_button.value or cli["autorun"]),
         mo.md("_Choose a size and operations, then click **Run benchmark**._"),
@@ -437,8 +448,9 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
                 engines.append(make_dask_engine(dask_client("gpu")))
         # Free memory read now, at the click and under the lock: the previous run has given its memory back.
         plan = plan_from_settings(settings, engines)
-        if plan["cap_message"]:
-            mo.output.append(mo.callout(mo.md(plan["cap_message"]), kind="warn"))
+        _cap = run_cap_notice(preview_plan, plan)  # None when the preview above already says it
+        if _cap:
+            mo.output.append(mo.callout(mo.md(_cap), kind="warn"))
         bench = run_with_progress(plan, engines)
         if settings["cudf_pandas"]:
             with mo.status.spinner("cudf.pandas: the same pandas code in a worker process (no code change)…"):
