@@ -127,6 +127,9 @@ with app.setup:
         SAMPLE_INTERVAL_S,
         run_with_progress,
     )
+    from gpu_notebooks.rapids_benchmark.session import (
+        stop_if_session_closed,
+    )
     from gpu_notebooks.rapids_benchmark.sizing import (
         ROW_STEPS,
         nearest_step,
@@ -458,6 +461,7 @@ def _(
                     [n for n in plan["sizes"] if n <= plan["single_engine_rows"]],
                     plan["ops"],
                     plan["repeats"],
+                    checkpoint=stop_if_session_closed,  # a closed tab's run stops here too
                 )
             bench["records"] += _cp["records"]
             bench["errors"] += _cp["errors"]

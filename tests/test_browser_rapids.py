@@ -109,6 +109,41 @@ def test_a_viewer_closing_the_tab_mid_run_leaves_the_gpu_free_for_the_next():
         second.get_by_text("Finished in").first.wait_for(timeout=120_000)
 
 
+def test_a_run_whose_tab_closes_stops_at_the_next_operation_and_frees_the_gpu(tmp_path):
+    """A closed tab's run went on for minutes at full CPU, holding the lock other viewers queue on.
+
+    `--session-ttl 1`: marimo closes a tab's session 1 s after it goes (120 s by default). A 1K → 1M sweep,
+    closed while it runs at 10K rows, must give the lease back without reaching 1M rows (whose data files
+    it would write first).
+    """
+    import time
+
+    from gpu_notebooks.gpu.lock import GpuLease, gpu_lock_path
+
+    with (
+        marimo_server(
+            "rapids_benchmark_dashboard.py", "--session-ttl", "1", env={"TMPDIR": str(tmp_path)}
+        ) as url,
+        chromium() as browser,
+    ):
+        page = open_app(browser, url)
+        slider = page.get_by_role("slider").first
+        for _ in range(3):  # 1K → 10K → 100K → 1M
+            slider.press("ArrowRight")
+        page.get_by_text("1M rows").first.wait_for(timeout=30_000)
+        page.get_by_role("radio", name=re.compile("Size sweep")).check()
+        page.get_by_role("button", name="Run benchmark").click()
+        page.get_by_text(re.compile(r"· 10K rows")).first.wait_for(timeout=120_000)
+        page.close()
+        lease, deadline = GpuLease(gpu_lock_path()), time.monotonic() + 120
+        while not lease.acquire(wait=False):
+            assert time.monotonic() < deadline, "the closed tab's run still holds the GPU lease"
+            time.sleep(0.5)
+        lease.release()
+        cached = sorted(p.name for p in (tmp_path / "rapids-benchmark-data-cache").glob("data_*"))
+        assert cached and not [name for name in cached if name.startswith("data_1000000_")], cached
+
+
 def test_several_tabs_opened_at_once_on_a_fresh_server_all_come_up_whole():
     """`marimo run` viewers are threads of one process: sessions starting together must each get the app."""
     with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
