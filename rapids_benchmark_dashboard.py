@@ -717,7 +717,11 @@ def _(get_last_run):
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(r"""
+    # Prose and sources in one cell: a cell that is only `mo.md("...")` opens stale in `marimo edit` (marimo
+    # renders it on open without running it, and the editor then counts it as never run).
+    import inspect
+
+    _intro = mo.md(r"""
     ## Read the code
 
     The cells above tell the story; the library they call lives in the package `gpu_notebooks/` beside this
@@ -735,13 +739,6 @@ def _():
     | the GPU lock, the samplers | `gpu_notebooks/gpu/lock.py`, `gpu/sampler.py`, `gpu/gpm.py`, `gpu/nvml.py` |
     | the learner texts | `rapids_benchmark/explain/` (plain functions: this run's numbers in, markdown out) |
     """)
-    return
-
-
-@app.cell(hide_code=True)
-def _():
-    import inspect
-
     _shown = {
         "time_operation — warm-up, repeats, median and spread": time_operation,
         "op_filter — keep rows by two conditions": op_filter,
@@ -751,7 +748,7 @@ def _():
         "op_sort — sort every row by a float column": op_sort,
         "results_match — every result compared with pandas'": results_match,
     }
-    mo.accordion(
+    _sources = mo.accordion(
         {
             f"`{title.split(' — ')[0]}` — {title.split(' — ')[1]} ({inspect.getmodule(obj).__name__})": mo.md(
                 f"```python\n{inspect.getsource(obj)}```"
@@ -759,6 +756,7 @@ def _():
             for title, obj in _shown.items()
         }
     )
+    mo.vstack([_intro, _sources])
     return
 
 

@@ -195,3 +195,42 @@ def test_an_owner_who_allows_user_code_gets_the_box_and_a_result():
         page.get_by_text("result rows").first.wait_for(timeout=240_000)
         screenshot_all(page, "rapids_snippet", parts=2)
         assert page.get_by_text("not run — no cuDF").count() == 1
+
+
+def test_a_fresh_open_in_marimo_edit_has_no_stale_cell():
+    """`marimo edit` opened the app with 2 cells stale (the intro and "Read the code") and no edit made."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.browser_util import ROOT, free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "marimo", "-q", "edit", "rapids_benchmark_dashboard.py"]
+        + ["--headless", "--no-token", "-p", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            # The project's pyproject.toml runs every cell on open (auto_instantiate): wait for the last ones.
+            page.get_by_text("Takeaways").first.wait_for(timeout=120_000)
+            page.get_by_text("Choose what to run").first.wait_for(timeout=120_000)
+            page.wait_for_timeout(3000)
+            # The editor's "Run all stale cells" button turns yellow when any cell is stale (edited or never run).
+            assert page.locator(".mo-button.yellow[data-testid=run-button]").count() == 0
+    finally:
+        server.terminate()
+        server.wait(10)

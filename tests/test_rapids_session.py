@@ -31,7 +31,9 @@ def run_in_session(queues, work) -> dict:
         try:
             outcome["result"] = work()
         except SessionClosed as err:
-            outcome["stopped"] = err  # kept, as marimo keeps a cell's error: its traceback must not pin the data
+            outcome["stopped"] = (
+                err  # kept, as marimo keeps a cell's error: its traceback must not pin the data
+            )
 
     thread = threading.Thread(target=kernel_thread)
     thread.start()
