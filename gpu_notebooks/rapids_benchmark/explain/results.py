@@ -63,7 +63,7 @@ def summary_text(summary: pd.DataFrame, bench: dict) -> str:
             if len(with_pandas) and with_pandas["rows"].iloc[0] == n
             else (f" at {format_rows(int(with_pandas['rows'].iloc[0]))} rows")
         )
-        lines.append(f"Against pandas on one core{at}: {versus}.")
+        lines.append(f"Each engine against pandas (one core){at}: {versus}.")
     # The cuDF comparison at the largest size where both pandas and cuDF ran.
     both = summary.dropna(subset=["speedup"]) if "speedup" in summary else summary.iloc[0:0]
     if len(both):
@@ -168,7 +168,7 @@ def takeaways_text(last: dict | None) -> str:
     versus = engines_vs_pandas_text(with_pandas)
     if versus:
         rows = format_rows(int(with_pandas["rows"].iloc[0]))
-        lines.append(f"- At {rows} rows, against pandas on one core: {versus}.")
+        lines.append(f"- At {rows} rows, each engine against pandas (one core): {versus}.")
     winner = pipeline_winner_text(s)
     if winner:
         lines.append(
