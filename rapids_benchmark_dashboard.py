@@ -209,8 +209,8 @@ def _(cudf_message, cudf_module, duckdb_message, gpus, host, polars_message):
         if cudf_module is not None
         else mo.md(
             f"**Running pandas only — the GPU side is missing.** {cudf_message}\n\n"
-            "Everything below still works: you get the full pandas benchmark, and the speedup columns "
-            "stay empty until cuDF can run."
+            "Everything below still works: you get the full benchmark on the CPU engines, and cuDF's "
+            "columns appear once cuDF can run."
         ),
         kind="success" if cudf_module is not None else "warn",
     )
