@@ -86,6 +86,7 @@ with app.setup:
         explain_measurement,
         explain_multi_gpu,
         explain_operations,
+        intro_text,
     )
     from gpu_notebooks.rapids_benchmark.explain.results import (
         crossover_sentence,
@@ -103,13 +104,14 @@ with app.setup:
     )
     from gpu_notebooks.rapids_benchmark.files import (
         clear_data_cache,
-        data_cache_bytes,
+        data_cache_text,
     )
     from gpu_notebooks.rapids_benchmark.formatting import (
         format_rows,
     )
     from gpu_notebooks.rapids_benchmark.ops import (
         ALL_OPS,
+        OP_SHORT_NAMES,
         op_filter,
         op_groupby_few,
         op_groupby_many,
@@ -121,6 +123,7 @@ with app.setup:
     )
     from gpu_notebooks.rapids_benchmark.report import (
         results_table,
+        speedup_table,
         summarize_records,
     )
     from gpu_notebooks.rapids_benchmark.roofline import (
@@ -129,13 +132,18 @@ with app.setup:
         copy_bandwidth_probe,
     )
     from gpu_notebooks.rapids_benchmark.runner import (
+        SAMPLE_INTERVAL_S,
         run_with_progress,
+    )
+    from gpu_notebooks.rapids_benchmark.session import (
+        stop_if_session_closed,
     )
     from gpu_notebooks.rapids_benchmark.sizing import (
         ROW_STEPS,
         nearest_step,
         plan_from_settings,
         read_host_status,
+        run_cap_notice,
     )
     from gpu_notebooks.rapids_benchmark.telemetry import (
         op_telemetry_table,
@@ -156,20 +164,7 @@ with app.setup:
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(r"""
-    # RAPIDS cuDF vs pandas — what does the GPU really buy you?
-
-    This app runs the same five DataFrame operations — **filter, group by (few and many keys), join,
-    sort** — with **pandas** on the CPU and **cuDF** on your NVIDIA GPU, and measures them honestly:
-    a warm-up call that is not counted, several timed repeats reported as **median with min/max**, the GPU
-    **synchronized** before the clock stops, and the copies between host and GPU timed **separately**.
-    Every cuDF result is compared with pandas' and marked ✓ or ✗.
-
-    While it runs, NVML samplers record what the GPU is doing ten times a second — utilization, power and
-    clocks, and on Hopper and newer GPUs what the SMs, Tensor Cores, memory and PCIe really did (GPM) — so you
-    can see each operation on the timeline below, with its energy and bandwidth beside its result. No GPU? The app still runs the
-    whole pandas benchmark and tells you what is missing.
-    """)
+    mo.md(intro_text([OP_SHORT_NAMES[op] for op in ALL_OPS], 1 / SAMPLE_INTERVAL_S))
     return
 
 
@@ -232,8 +227,8 @@ def _(cudf_message, cudf_module, duckdb_message, gpus, host, polars_message):
         if cudf_module is not None
         else mo.md(
             f"**Running pandas only — the GPU side is missing.** {cudf_message}\n\n"
-            "Everything below still works: you get the full pandas benchmark, and the speedup columns "
-            "stay empty until cuDF can run."
+            "Everything below still works: you get the full benchmark on the CPU engines, and cuDF's "
+            "columns appear once cuDF can run."
         ),
         kind="success" if cudf_module is not None else "warn",
     )
@@ -405,15 +400,53 @@ def _(
         "cudf_pandas": bool(cudf_pandas_switch.value) and cudf_module is not None,
     }
     # A preview with the memory free now; the run re-plans with what is free when Run is clicked.
-    _preview = plan_from_settings(
+    preview_plan = plan_from_settings(
         settings, make_engines(cudf_module, polars_module, polars_gpu, duckdb_module)
     )
-    mo.callout(mo.md(_preview["cap_message"]), kind="warn") if _preview["cap_message"] else None
-    return (settings,)
+    mo.callout(mo.md(preview_plan["cap_message"]), kind="warn") if preview_plan["cap_message"] else None
+    return preview_plan, settings
 
 
 @app.cell
-def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_button, settings):
+def _():
+    clear_cache_button = mo.ui.run_button(label="Delete the cached data files", kind="neutral")
+    return (clear_cache_button,)
+
+
+@app.cell(hide_code=True)
+def _(clear_cache_button, get_last_run):
+    # Here, not under the results: the section's heading shows before a run too. get_last_run: after each run,
+    # the files it wrote are counted again.
+    get_last_run()
+    mo.vstack(
+        [
+            mo.md("## 3 · Results"),
+            mo.hstack(
+                [
+                    mo.md(data_cache_text(clear_data_cache() if clear_cache_button.value else None)),
+                    clear_cache_button,
+                ],
+                justify="start",
+                align="center",
+                wrap=True,  # the button moves under the text rather than squeezing its label
+            ),
+        ]
+    )
+    return
+
+
+@app.cell
+def _(
+    cli,
+    cudf_module,
+    duckdb_module,
+    gpus,
+    polars_gpu,
+    polars_module,
+    preview_plan,
+    run_button,
+    settings,
+):
     mo.stop(
         not (run_button.value or cli["autorun"]),
         mo.md("_Choose a size and operations, then click **Run benchmark**._"),
@@ -436,8 +469,9 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
                 engines.append(make_dask_engine(dask_client("gpu")))
         # Free memory read now, at the click and under the lock: the previous run has given its memory back.
         plan = plan_from_settings(settings, engines)
-        if plan["cap_message"]:
-            mo.output.append(mo.callout(mo.md(plan["cap_message"]), kind="warn"))
+        _cap = run_cap_notice(preview_plan, plan)  # None when the preview above already says it
+        if _cap:
+            mo.output.append(mo.callout(mo.md(_cap), kind="warn"))
         bench = run_with_progress(plan, engines)
         if settings["cudf_pandas"]:
             with mo.status.spinner("cudf.pandas: the same pandas code in a worker process (no code change)…"):
@@ -445,6 +479,7 @@ def _(cli, cudf_module, duckdb_module, gpus, polars_gpu, polars_module, run_butt
                     [n for n in plan["sizes"] if n <= plan["single_engine_rows"]],
                     plan["ops"],
                     plan["repeats"],
+                    checkpoint=stop_if_session_closed,  # a closed tab's run stops here too
                 )
             bench["records"] += _cp["records"]
             bench["errors"] += _cp["errors"]
@@ -472,20 +507,32 @@ def _(bench):
 
 @app.cell(hide_code=True)
 def _(bench, summary):
+    _times, _speedups = results_table(summary), speedup_table(summary)
     mo.vstack(
         [
-            mo.md("## 3 · Results"),
             mo.md(pipeline_text(summary) or ""),
             mo.md(summary_text(summary, bench)),
+            mo.md(
+                "**Time per operation**: the median of the timed repeats, the fastest and slowest in brackets."
+            ),
             mo.ui.table(
-                results_table(summary),
+                _times,
                 page_size=12,
                 selection=None,
                 show_column_summaries=False,
-                # Wider than the page at 1280 px with several engines: the check column stays in view.
-                freeze_columns_left=["rows", "operation"],
-                freeze_columns_right=["result check"] if summary["check"].ne("").any() else None,
+                # Wider than the page with the GPU engines: size, operation and check stay in view as it scrolls.
+                freeze_columns_left=[c for c in ("rows", "operation", "result check") if c in _times],
             ),
+            mo.md("**Speedups** (× faster; under 1× is slower), every engine against pandas:"),
+            mo.ui.table(
+                _speedups,
+                page_size=12,
+                selection=None,
+                show_column_summaries=False,
+                freeze_columns_left=["rows", "operation"],
+            )
+            if _speedups is not None
+            else mo.md("_No speedup: only pandas ran._"),
         ]
     )
     return
@@ -501,30 +548,6 @@ def _(summary):
 def _(bench, summary):
     mo.stop(not bench.get("copy_probe"))
     mo.md(copy_text(bench["copy_probe"], summary))
-    return
-
-
-@app.cell
-def _():
-    clear_cache_button = mo.ui.run_button(label="Delete the cached data files", kind="neutral")
-    return (clear_cache_button,)
-
-
-@app.cell(hide_code=True)
-def _(clear_cache_button):
-    _freed = clear_data_cache() if clear_cache_button.value else None
-    mo.hstack(
-        [
-            mo.md(
-                f"_Deleted {_freed / 1e6:,.0f} MB of cached data files._"
-                if _freed is not None
-                else f"_The file operations read Parquet and CSV copies of the data, written once per size "
-                f"into the app's temp folder (not timed): {data_cache_bytes() / 1e6:,.0f} MB now._"
-            ),
-            clear_cache_button,
-        ],
-        justify="space-between",
-    )
     return
 
 
@@ -810,7 +833,11 @@ def _(cli, gpus, user_base, user_dataset, user_run, user_settings):
         if user_settings["cudf_pandas"]:
             with mo.status.spinner("cudf.pandas on your table, in a worker process (no code change)…"):
                 _cp = run_cudf_pandas_engine(
-                    user_plan["sizes"], user_plan["ops"], user_plan["repeats"], dataset=user_dataset
+                    user_plan["sizes"],
+                    user_plan["ops"],
+                    user_plan["repeats"],
+                    dataset=user_dataset,
+                    checkpoint=stop_if_session_closed,  # a closed tab's run stops here too
                 )
             user_bench["records"] += _cp["records"]
             user_bench["errors"] += _cp["errors"]
@@ -919,7 +946,11 @@ def _(get_last_run):
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(r"""
+    # Prose and sources in one cell: a cell that is only `mo.md("...")` opens stale in `marimo edit` (marimo
+    # renders it on open without running it, and the editor then counts it as never run).
+    import inspect
+
+    _intro = mo.md(r"""
     ## Read the code
 
     The cells above tell the story; the library they call lives in the package `gpu_notebooks/` beside this
@@ -937,13 +968,6 @@ def _():
     | the GPU lock, the samplers | `gpu_notebooks/gpu/lock.py`, `gpu/sampler.py`, `gpu/gpm.py`, `gpu/nvml.py` |
     | the learner texts | `rapids_benchmark/explain/` (plain functions: this run's numbers in, markdown out) |
     """)
-    return
-
-
-@app.cell(hide_code=True)
-def _():
-    import inspect
-
     _shown = {
         "time_operation — warm-up, repeats, median and spread": time_operation,
         "op_filter — keep rows by two conditions": op_filter,
@@ -953,7 +977,7 @@ def _():
         "op_sort — sort every row by a float column": op_sort,
         "results_match — every result compared with pandas'": results_match,
     }
-    mo.accordion(
+    _sources = mo.accordion(
         {
             f"`{title.split(' — ')[0]}` — {title.split(' — ')[1]} ({inspect.getmodule(obj).__name__})": mo.md(
                 f"```python\n{inspect.getsource(obj)}```"
@@ -961,6 +985,7 @@ def _():
             for title, obj in _shown.items()
         }
     )
+    mo.vstack([_intro, _sources])
     return
 
 

@@ -22,14 +22,37 @@ def open_app(browser, url, small: bool = True):
     return page
 
 
-def test_run_button_gives_results_with_checks_and_charts():
-    with marimo_server("rapids_benchmark_dashboard.py") as url, chromium() as browser:
+# Ancestors of a table that scroll it sideways (through marimo's shadow roots): a column cut at the page's width.
+SIDEWAYS_SCROLL = """t => { const cut = []; let e = t;
+  while (e) { if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible') cut.push(e.tagName);
+    e = e.parentElement || e.getRootNode().host || null; }
+  return cut; }"""
+
+
+def test_run_button_gives_results_with_checks_and_charts(tmp_path):
+    # A temp folder of its own: the data-cache line starts empty and must count what this run writes.
+    with (
+        marimo_server("rapids_benchmark_dashboard.py", env={"TMPDIR": str(tmp_path)}) as url,
+        chromium() as browser,
+    ):
         page = open_app(browser, url)
+        page.get_by_text("none there yet").first.wait_for(timeout=30_000)
         page.get_by_role("button", name="Run benchmark").click()
         page.get_by_text("Finished in").first.wait_for(timeout=120_000)
         page.get_by_text("pandas median").first.wait_for(timeout=30_000)
+        # The line re-reads the folder after the run (it once said "1 MB now" with 72 MB on disk).
+        page.get_by_text(re.compile(r"\(not timed\): [\d.,]+ kB there now")).first.wait_for(timeout=30_000)
         page.wait_for_timeout(1500)
         screenshot_all(page, "rapids_run", parts=5)
+        # At 1280 px a CPU run's two result tables fit: no column cut between frozen ones ("Pol…").
+        tables = page.locator("table").filter(has=page.get_by_role("columnheader", name="operation"))
+        assert tables.count() == 2
+        for i in range(tables.count()):
+            assert tables.nth(i).evaluate(SIDEWAYS_SCROLL) == []
+        # The label stays inside its button (it wrapped onto a second line outside a one-line button).
+        delete = page.get_by_role("button", name="Delete the cached data files")
+        assert delete.evaluate("b => b.scrollHeight - b.clientHeight") <= 2
+        assert page.get_by_text("DuckDB vs pandas").count() >= 1  # every engine that ran, DuckDB too
         assert page.get_by_text("Running pandas only").count() == 1  # no GPU on CI: said plainly
         assert (
             page.get_by_text("Every result matches pandas").count() == 1
@@ -84,6 +107,41 @@ def test_a_viewer_closing_the_tab_mid_run_leaves_the_gpu_free_for_the_next():
         second = open_app(browser, url)
         second.get_by_role("button", name="Run benchmark").click()
         second.get_by_text("Finished in").first.wait_for(timeout=120_000)
+
+
+def test_a_run_whose_tab_closes_stops_at_the_next_operation_and_frees_the_gpu(tmp_path):
+    """A closed tab's run went on for minutes at full CPU, holding the lock other viewers queue on.
+
+    `--session-ttl 1`: marimo closes a tab's session 1 s after it goes (120 s by default). A 1K → 1M sweep,
+    closed while it runs at 10K rows, must give the lease back without reaching 1M rows (whose data files
+    it would write first).
+    """
+    import time
+
+    from gpu_notebooks.gpu.lock import GpuLease, gpu_lock_path
+
+    with (
+        marimo_server(
+            "rapids_benchmark_dashboard.py", "--session-ttl", "1", env={"TMPDIR": str(tmp_path)}
+        ) as url,
+        chromium() as browser,
+    ):
+        page = open_app(browser, url)
+        slider = page.get_by_role("slider").first
+        for _ in range(3):  # 1K → 10K → 100K → 1M
+            slider.press("ArrowRight")
+        page.get_by_text("1M rows").first.wait_for(timeout=30_000)
+        page.get_by_role("radio", name=re.compile("Size sweep")).check()
+        page.get_by_role("button", name="Run benchmark").click()
+        page.get_by_text(re.compile(r"· 10K rows")).first.wait_for(timeout=120_000)
+        page.close()
+        lease, deadline = GpuLease(gpu_lock_path()), time.monotonic() + 120
+        while not lease.acquire(wait=False):
+            assert time.monotonic() < deadline, "the closed tab's run still holds the GPU lease"
+            time.sleep(0.5)
+        lease.release()
+        cached = sorted(p.name for p in (tmp_path / "rapids-benchmark-data-cache").glob("data_*"))
+        assert cached and not [name for name in cached if name.startswith("data_1000000_")], cached
 
 
 def test_several_tabs_opened_at_once_on_a_fresh_server_all_come_up_whole():
@@ -192,3 +250,42 @@ def test_a_viewer_uploads_a_table_picks_columns_runs_and_sees_every_check_pass(t
             time.sleep(0.5)
         assert not mine[0].exists()
         assert other.get_by_text("No table yet").count() == 1
+
+
+def test_a_fresh_open_in_marimo_edit_has_no_stale_cell():
+    """`marimo edit` opened the app with 2 cells stale (the intro and "Read the code") and no edit made."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.browser_util import ROOT, free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "marimo", "-q", "edit", "rapids_benchmark_dashboard.py"]
+        + ["--headless", "--no-token", "-p", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            # The project's pyproject.toml runs every cell on open (auto_instantiate): wait for the last ones.
+            page.get_by_text("Takeaways").first.wait_for(timeout=120_000)
+            page.get_by_text("Choose what to run").first.wait_for(timeout=120_000)
+            page.wait_for_timeout(3000)
+            # The editor's "Run all stale cells" button turns yellow when any cell is stale (edited or never run).
+            assert page.locator(".mo-button.yellow[data-testid=run-button]").count() == 0
+    finally:
+        server.terminate()
+        server.wait(10)

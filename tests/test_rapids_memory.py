@@ -116,3 +116,63 @@ def test_the_capped_largest_size_completes_on_this_machine():
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]  # -9 would be the OOM killer
     assert "ROWS" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "which, free_gpu, free_host, advice, not_advice",
+    [
+        ("host RAM", None, 24e9, "more RAM", "bigger card"),
+        ("GPU memory", 10e9, 2_000e9, "card with more memory", "more RAM"),
+    ],
+)
+def test_the_cap_message_multiplies_the_factors_it_shows_and_advises_for_the_limit_it_hit(
+    which, free_gpu, free_host, advice, not_advice
+):
+    """It once showed 500M × 25 × 26 ≈ 331 GB (26.5 was used) and said "use a bigger card" for host RAM."""
+    import re
+
+    factor = host_working_factor(["pandas", "duckdb", "polars"])  # 26.5: one decimal
+    _, msg = cap_rows(500_000_000, 25.0108, free_gpu, free_host, host_factor=factor)
+    rows, bpr, fac, need = re.search(
+        r"([\d,]+) rows × ([\d.]+) B/row × ([\d.]+) .*?≈ ([\d,]+) GB", msg
+    ).groups()
+    product = int(rows.replace(",", "")) * float(bpr) * float(fac) / 1e9
+    assert round(product) == int(need.replace(",", "")), msg
+    assert f"GB of {which}" in msg and advice in msg and not_advice not in msg
+
+
+def test_the_run_does_not_repeat_the_cap_the_preview_shows():
+    from gpu_notebooks.rapids_benchmark.sizing import run_cap_notice
+
+    preview = plan_run(10**8, ["filter"], 1, False, 25, None, 1e9)
+    assert preview["cap_message"] and run_cap_notice(preview, preview) is None
+    tighter = plan_run(10**8, ["filter"], 1, False, 25, None, 0.5e9)
+    assert "at the click" in run_cap_notice(preview, tighter)
+    assert run_cap_notice(plan_run(1_000, ["filter"], 1, False, 25, None, 1e9), tighter)  # no preview cap
+
+
+def test_a_capped_run_shows_its_cap_once_in_the_notebook():
+    """During the run the same cap callout was shown twice: the preview's and the run's."""
+    code = (
+        "import sys; sys.argv = ['app', '--run', '--rows', '1000000', '--ops', 'filter', '--repeats', '1']\n"
+        "import gpu_notebooks.rapids_benchmark.sizing as sizing\n"
+        "real = sizing.read_host_status\n"
+        "def scarce():  # 0.3 GB free: a million rows is capped for pandas, Polars and DuckDB\n"
+        "    return {**real(), 'available_bytes': 3e8, 'available_gb': 0.3}\n"
+        "sizing.read_host_status = scarce\n"
+        "import marimo\n"
+        "shown, real_append = [], marimo.output.append\n"
+        "def append(obj):\n"
+        "    shown.append(getattr(obj, 'text', ''))\n"
+        "    real_append(obj)\n"
+        "marimo.output.append = append\n"
+        "import rapids_benchmark_dashboard as app\n"
+        "outputs, defs = app.app.run()\n"
+        "texts = [getattr(o, 'text', '') or '' for o in outputs] + shown\n"
+        "print('ROWS', defs['bench']['plan']['rows'])\n"
+        "print('CAPS', sum(t.count('Size capped to') for t in texts))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ROWS 1000000" not in proc.stdout  # the cap held
+    assert "CAPS 1" in proc.stdout, proc.stdout[-2000:]

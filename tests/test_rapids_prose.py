@@ -15,12 +15,15 @@ from gpu_notebooks.rapids_benchmark.explain.gpu import (
     roofline_text,
 )
 from gpu_notebooks.rapids_benchmark.explain.method import (
+    count_words,
     csv_parquet_size_text,
     explain_baseline,
     explain_multi_gpu,
     explain_operations,
+    intro_text,
 )
 from gpu_notebooks.rapids_benchmark.explain.results import crossover_sentence, takeaways_text
+from gpu_notebooks.rapids_benchmark.ops import ALL_OPS, OP_SHORT_NAMES
 from gpu_notebooks.rapids_benchmark.runner import run_benchmark
 
 HOST = {"cpu_count": 16}
@@ -301,3 +304,14 @@ def test_csv_against_parquet_size_is_this_runs_files_not_a_fixed_ratio(tmp_path,
     assert csv > 0 and parquet > 0
     text = explain_operations({"bench": bench, "summary": pd.DataFrame({"rows": [20_000]})})
     assert f"{csv / parquet:.1f}×" in text and "20K rows" in text
+
+
+def test_the_intro_counts_and_lists_the_operations_from_the_ops_the_app_runs():
+    assert list(OP_SHORT_NAMES) == list(ALL_OPS)  # a new op needs its short name, in the same order
+    names = [OP_SHORT_NAMES[op] for op in ALL_OPS]
+    text = intro_text(names, 10)
+    assert f"the same {count_words(len(ALL_OPS))} DataFrame operations" in text
+    assert all(name in text for name in names)
+    assert "same two DataFrame operations — **filter and sort**" in intro_text(["filter", "sort"], 10)
+    assert "ten times a second" in text and "four times a second" in intro_text(names, 4)
+    assert count_words(13) == "13"

@@ -31,7 +31,7 @@ from gpu_notebooks.rapids_benchmark.engines import make_engines
 from gpu_notebooks.rapids_benchmark.errors import is_out_of_memory
 from gpu_notebooks.rapids_benchmark.explain.results import speed_range_text, summary_text, takeaways_text
 from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
-from gpu_notebooks.rapids_benchmark.report import results_table, summarize_records
+from gpu_notebooks.rapids_benchmark.report import results_table, speedup_table, summarize_records
 from gpu_notebooks.rapids_benchmark.runner import progress_total, run_benchmark, run_with_progress
 from gpu_notebooks.rapids_benchmark.sizing import plan_from_settings
 from gpu_notebooks.registry import process_registry
@@ -443,7 +443,32 @@ def test_the_takeaways_name_only_columns_the_table_has():
     ]
     summary = summarize_records(recs)
     text = takeaways_text({"summary": summary, "bench": {}})
-    columns = " ".join(results_table(summary).columns)
+    columns = " ".join([*results_table(summary).columns, *speedup_table(summary).columns])
     assert "fastest CPU" not in text and "fastest CPU" not in columns
     assert "0.4× (slower) to 2.0× (faster)" in text and "faster than pandas" not in text
     assert "Run the benchmark" in takeaways_text(None)
+
+
+@pytest.mark.parametrize("with_gpu", [False, True])
+def test_every_engine_that_ran_appears_in_the_speedup_table_chart_and_takeaways_the_same_way(with_gpu):
+    """DuckDB was timed but had no "vs pandas" column, no bar and no takeaway, while it won the pipeline."""
+    from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS
+
+    times = {"pandas": 0.1772, "polars": 0.09, "duckdb": 0.0445} | ({"cudf": 0.05} if with_gpu else {})
+    recs = [
+        record(10**6, op, eng, m, eng == "cudf", *(() if eng == "pandas" else (True, "pandas")), h2d_s=0.01)
+        for op in ("pipeline", "filter")
+        for eng, m in times.items()
+    ]
+    summary = summarize_records(recs)
+    labels = {f"{ENGINE_LABELS[e]} vs pandas" for e in times if e != "pandas"}
+    assert labels <= set(speedup_table(summary).columns)
+    spec = speedup_chart(summary).to_dict()
+    bars = {row["kind"] for rows in spec["datasets"].values() for row in rows if "kind" in row}
+    assert labels <= bars
+    text = takeaways_text({"summary": summary, "bench": {}})
+    versus = next(line for line in text.splitlines() if "each engine against pandas" in line)
+    assert all(f"**{ENGINE_LABELS[e]}**" in versus for e in times if e != "pandas"), versus
+    assert "the fastest engine was **DuckDB**: 44.5 ms against pandas' 177.2 ms" in text
+    bench = {"generation": [], "plan": {"repeats": 1}, "wall_s": 1.0}
+    assert "**DuckDB**" in summary_text(summary, bench) and "**Polars**" in summary_text(summary, bench)

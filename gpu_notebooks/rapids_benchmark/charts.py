@@ -11,6 +11,7 @@ import pandas as pd
 from gpu_notebooks.gpu.sampler import reading
 from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, format_rows
 from gpu_notebooks.rapids_benchmark.ops import ALL_OPS
+from gpu_notebooks.rapids_benchmark.report import speedup_kinds
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
@@ -22,20 +23,12 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 
 
 def speedup_chart(summary: pd.DataFrame):
-    """Bars of every speedup this run has (log scale), largest size only."""
-    kinds = {
-        "speedup_vs_cpu": "cuDF vs fastest CPU engine",
-        "speedup": "cuDF vs pandas",
-        "speedup_e2e": "cuDF vs pandas, with copies",
-        "polars_gpu_speedup": "Polars GPU vs pandas",
-        "polars_speedup": "Polars (CPU) vs pandas",
-    }
+    """Bars of every engine's speedup over pandas this run has (and cuDF's other two), log scale, largest size."""
+    kinds = speedup_kinds(summary, vs_cudf=False)
     top = summary[summary["rows"] == summary["rows"].max()]
-    parts = [
-        pd.DataFrame({"op": top["op"], "kind": k, "speedup": top[c]}) for c, k in kinds.items() if c in top
-    ]
+    parts = [pd.DataFrame({"op": top["op"], "kind": k, "speedup": top[c]}) for c, k in kinds.items()]
     if not parts:
-        return mo.md("_Speedups appear when a second engine (Polars or cuDF) runs._")
+        return mo.md("_Speedups appear when a second engine (Polars, DuckDB or cuDF) runs beside pandas._")
     data = pd.concat(parts).dropna()
     if data.empty:
         return mo.md("_No speedup at the largest size: only one engine ran there._")

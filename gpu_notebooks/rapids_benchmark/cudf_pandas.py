@@ -9,6 +9,7 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -319,18 +320,22 @@ def run_cudf_pandas_engine(
     accelerate: bool = True,
     timeout_s: float = WORKER_TIMEOUT_S,
     dataset=None,
+    checkpoint: Callable[[str], None] | None = None,
 ) -> dict:
     """The "cudf.pandas (no code change)" engine: the app's pandas op functions in a worker, checked against pandas.
 
     With accelerate=False the worker runs plain pandas (how CI tests the mechanism without a GPU).
     Returns records like run_benchmark's, the fallback report per op, and errors. `dataset` (a
     UserDataset) runs your own table: the worker loads its Parquet copy from the session's folder.
+    `checkpoint(what)` is called before each size and may raise to stop (run_benchmark's).
     """
     import shutil
 
     records, profiles, errors = [], [], []
     wanted = [o for o in ops if o in OPS] + [FALLBACK_STEP]
     for n in sizes:
+        if checkpoint is not None:
+            checkpoint(f"cudf.pandas at {format_rows(n)} rows")
         out_dir = tempfile.mkdtemp(prefix="rapids-cudf-pandas-")
         try:
             # your own table: the Parquet copy the worker reads, and its ops

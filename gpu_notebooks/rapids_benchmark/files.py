@@ -8,7 +8,7 @@ import threading
 
 import pandas as pd
 
-from gpu_notebooks.rapids_benchmark.formatting import format_rows
+from gpu_notebooks.rapids_benchmark.formatting import fmt_bytes, format_rows
 from gpu_notebooks.rapids_benchmark.sizing import memory_shortfall
 
 CACHE_DIR_NAME = "rapids-benchmark-data-cache"
@@ -70,3 +70,14 @@ def clear_data_cache() -> int:
             freed += entry.stat().st_size
             os.remove(entry.path)
     return freed
+
+
+def data_cache_text(freed_bytes: int | None = None) -> str:
+    """What the data-file cache holds now (read at the call), or what a click on Delete just freed."""
+    if freed_bytes is not None:
+        return f"_Deleted {fmt_bytes(freed_bytes)} of cached data files._"
+    held = data_cache_bytes()
+    return (
+        "_The file operations read Parquet and CSV copies of the data, written once per size into the app's "
+        "temp folder (not timed): " + (f"{fmt_bytes(held)} there now._" if held else "none there yet._")
+    )

@@ -37,6 +37,23 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s * 1e6:.0f} µs"
 
 
+def fmt_spread(median: float, low: float, high: float) -> str:
+    """'177.2 ms (159.5–230.4 ms)': the unit once when the range shares it (a narrower table column)."""
+    m, a, b = fmt_seconds(median), fmt_seconds(low), fmt_seconds(high)
+    unit_a, unit_b = a.rpartition(" ")[2], b.rpartition(" ")[2]
+    if unit_a == unit_b and a != "—":
+        a = a.rpartition(" ")[0]
+    return f"{m} ({a}–{b})"
+
+
 def fmt_ratio(x: float) -> str:
     """2.04 → '2.0×', 145.3 → '145×'."""
     return f"{x:,.1f}×" if x < 10 else f"{x:,.0f}×"
+
+
+def fmt_bytes(n: float) -> str:
+    """84_000 → '84 kB', 72_000_000 → '72 MB', 2.1e9 → '2.1 GB' (decimal units, as disks count)."""
+    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= div:
+            return f"{n / div:,.1f} {unit}" if n < 10 * div else f"{n / div:,.0f} {unit}"
+    return f"{int(n)} B"

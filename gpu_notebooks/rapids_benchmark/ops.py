@@ -27,6 +27,17 @@ ALL_OPS = {
     "read_csv": FILE_OPS["read_csv"],
     **OPS,
 }
+# What the intro calls each op, in a few words (same keys as ALL_OPS).
+OP_SHORT_NAMES = {
+    "pipeline": "the whole job as one pipeline (read Parquet → filter → join → group by → sort)",
+    "read_parquet": "read Parquet",
+    "read_csv": "read CSV",
+    "filter": "filter",
+    "groupby_few": "group by 100 keys",
+    "groupby_many": "group by 100k keys",
+    "join": "join",
+    "sort": "sort",
+}
 
 
 def op_filter(xdf, df, lookup):

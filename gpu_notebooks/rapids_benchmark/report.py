@@ -9,7 +9,7 @@ import pandas as pd
 
 from gpu_notebooks.gpu.gpm import GPM_FIELDS
 from gpu_notebooks.rapids_benchmark.checks import check_label
-from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_seconds, format_rows
+from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_seconds, fmt_spread, format_rows
 
 
 def summarize_records(
@@ -51,10 +51,10 @@ def summarize_records(
         rows.append(row)
     out = pd.DataFrame(rows)
     pandas_s = out["pandas_median_s"] if "pandas_median_s" in out else pd.Series(math.nan, index=out.index)
-    if "polars_median_s" in out:
-        out["polars_speedup"] = pandas_s / out["polars_median_s"]
+    for eng in ENGINE_LABELS:  # every engine that ran, against pandas, the same way
+        if eng != "pandas" and f"{eng}_median_s" in out:
+            out[speedup_column(eng)] = pandas_s / out[f"{eng}_median_s"]
     if "cudf_median_s" in out:
-        out["speedup"] = pandas_s / out["cudf_median_s"]
         out["speedup_vs_cpu"] = out["fastest_cpu_s"] / out["cudf_median_s"]
         out["h2d_s"], out["d2h_s"], out["gpu_bytes"] = (
             out["cudf_h2d_s"],
@@ -68,58 +68,82 @@ def summarize_records(
             out["bandwidth_pct"] = 100 * out["bandwidth_gbs"] / peak_bandwidth_gbs
         if achievable_gbs:
             out["bandwidth_achievable_pct"] = 100 * out["bandwidth_gbs"] / achievable_gbs
-    if "cudf_pandas_median_s" in out:
-        out["cudf_pandas_speedup"] = pandas_s / out["cudf_pandas_median_s"]
-        if "cudf_median_s" in out:  # how close zero code change gets to hand-written cuDF (1× = as fast)
-            out["cudf_pandas_vs_cudf"] = out["cudf_median_s"] / out["cudf_pandas_median_s"]
+    if "cudf_pandas_median_s" in out and "cudf_median_s" in out:
+        # how close zero code change gets to hand-written cuDF (1× = as fast)
+        out["cudf_pandas_vs_cudf"] = out["cudf_median_s"] / out["cudf_pandas_median_s"]
     if "dask_cudf_median_s" in out and "cudf_median_s" in out:
         out["dask_vs_cudf"] = out["cudf_median_s"] / out["dask_cudf_median_s"]
-    if "polars_gpu_median_s" in out:
-        out["polars_gpu_speedup"] = pandas_s / out["polars_gpu_median_s"]
-        if "polars_median_s" in out:
-            out["polars_gpu_vs_polars"] = out["polars_median_s"] / out["polars_gpu_median_s"]
+    if "polars_gpu_median_s" in out and "polars_median_s" in out:
+        out["polars_gpu_vs_polars"] = out["polars_median_s"] / out["polars_gpu_median_s"]
     return out
 
 
+def speedup_column(engine: str) -> str:
+    """The summary column of an engine's speedup over pandas (cuDF's is plain "speedup")."""
+    return "speedup" if engine == "cudf" else f"{engine}_speedup"
+
+
+# cuDF's other ratios, and the two measured against cuDF rather than pandas (table only: the chart is vs pandas).
+CUDF_RATIOS = {"speedup_vs_cpu": "cuDF vs fastest CPU engine", "speedup_e2e": "cuDF vs pandas, with copies"}
+VS_CUDF_RATIOS = {
+    "dask_vs_cudf": "Dask-cuDF vs 1-GPU cuDF",
+    "cudf_pandas_vs_cudf": "cudf.pandas vs hand-written cuDF",
+}
+
+
+def speedup_kinds(summary: pd.DataFrame, vs_cudf: bool = True) -> dict[str, str]:
+    """The ratio columns this summary has, with their labels, in table order: every engine vs pandas first.
+
+    The table and the chart both name their columns and bars from here, so an engine that ran appears in
+    both the same way; `vs_cudf=False` leaves out VS_CUDF_RATIOS.
+    """
+    kinds = {
+        speedup_column(eng): f"{label} vs pandas"
+        for eng, label in ENGINE_LABELS.items()
+        if eng != "pandas" and speedup_column(eng) in summary
+    }
+    extra = {**CUDF_RATIOS, **(VS_CUDF_RATIOS if vs_cudf else {})}
+    kinds.update({col: label for col, label in extra.items() if col in summary})
+    return kinds
+
+
 def results_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary as a readable table."""
+    """Each engine's time per op and size (median with the min–max spread), after the result check."""
     out = pd.DataFrame({"rows": summary["rows"].map(format_rows), "operation": summary["op"]})
+    if summary["check"].ne("").any():
+        out["result check"] = summary["check"]
     for eng in ENGINE_LABELS:
         if f"{eng}_median_s" in summary:
             # One column per engine: median with the min–max spread (two columns each cut the table at 1280 px).
             out[f"{ENGINE_LABELS[eng]} median (min–max)"] = [
-                f"{fmt_seconds(m)} ({fmt_seconds(a)}–{fmt_seconds(b)})" if m == m else "—"
+                fmt_spread(m, a, b) if m == m else "—"
                 for m, a, b in zip(
                     summary[f"{eng}_median_s"], summary[f"{eng}_min_s"], summary[f"{eng}_max_s"], strict=True
                 )
             ]
+    return out
 
-    def times(col):
-        return summary[col].map(lambda x: f"{x:,.1f}×" if x == x else "—")
 
-    if "polars_speedup" in summary:
-        out["Polars vs pandas"] = times("polars_speedup")
-    if "speedup" in summary:
-        out["fastest CPU engine"] = summary["fastest_cpu"].map(ENGINE_LABELS.get)
-        out["cuDF vs fastest CPU"] = times("speedup_vs_cpu")
-        out["cuDF vs pandas"] = times("speedup")
+def speedup_table(summary: pd.DataFrame) -> pd.DataFrame | None:
+    """Every engine's speedup over pandas per op and size, then cuDF's copies and energy; None without any."""
+    kinds = speedup_kinds(summary)
+    if not kinds:
+        return None
+    out = pd.DataFrame({"rows": summary["rows"].map(format_rows), "operation": summary["op"]})
+    for col, label in kinds.items():
+        out[label] = summary[col].map(lambda x: f"{x:,.1f}×" if x == x else "—")
+    if "speedup_vs_cpu" in summary:
+        out.insert(
+            out.columns.get_loc("cuDF vs fastest CPU engine"),
+            "fastest CPU engine",
+            summary["fastest_cpu"].map(ENGINE_LABELS.get),
+        )
         out["host→GPU copy"] = summary["h2d_s"].map(fmt_seconds)
         out["GPU→host copy"] = summary["d2h_s"].map(fmt_seconds)
-        out["cuDF vs pandas, with copies"] = times("speedup_e2e")
     if "cudf_energy_j" in summary and summary["cudf_energy_j"].notna().any():
         out["cuDF energy per call"] = summary["cudf_energy_j"].map(
             lambda j: "—" if j is None or j != j else f"{j:,.3f} J"
         )
-    if "polars_gpu_speedup" in summary:
-        out["Polars GPU vs pandas"] = times("polars_gpu_speedup")
-    if "dask_vs_cudf" in summary:
-        out["Dask-cuDF vs 1-GPU cuDF"] = times("dask_vs_cudf")
-    if "cudf_pandas_speedup" in summary:
-        out["cudf.pandas vs pandas"] = times("cudf_pandas_speedup")
-    if "cudf_pandas_vs_cudf" in summary:
-        out["cudf.pandas vs hand-written cuDF"] = times("cudf_pandas_vs_cudf")
-    if summary["check"].ne("").any():
-        out["result check"] = summary["check"]
     return out
 
 

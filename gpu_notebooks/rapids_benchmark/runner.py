@@ -22,6 +22,7 @@ from gpu_notebooks.rapids_benchmark.errors import describe_error, is_reported_fa
 from gpu_notebooks.rapids_benchmark.files import data_files
 from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, format_rows
 from gpu_notebooks.rapids_benchmark.ops import FILE_OPS, bytes_touched, get_op
+from gpu_notebooks.rapids_benchmark.session import stop_if_session_closed
 from gpu_notebooks.rapids_benchmark.sizing import (
     GPU_WORKING_FACTOR,
     host_working_factor,
@@ -30,6 +31,9 @@ from gpu_notebooks.rapids_benchmark.sizing import (
 )
 from gpu_notebooks.rapids_benchmark.telemetry import attach_gpm, engine_gpus
 from gpu_notebooks.rapids_benchmark.timing import CPU_WARMUP_ROWS, GPU_MIN_WARMUP_S, Timing, time_operation
+
+# The NVML sampler's period during a run (the intro says how often it samples from this).
+SAMPLE_INTERVAL_S = 0.1
 
 
 def finish_record(
@@ -116,6 +120,7 @@ def run_benchmark(
     clock: Callable[[], float] = time.perf_counter,
     free_memory: Callable[[], dict] | None = None,
     dataset=None,
+    checkpoint: Callable[[str], None] | None = None,
 ) -> dict:
     """Time every op on every engine at every size; check each result against pandas'.
 
@@ -124,12 +129,16 @@ def run_benchmark(
     skipped at that size, each with a message — never an out-of-memory kill of the whole server.
     `tick(label, gpus)` is called before the warm-up and after each repeat (`gpus`: the engine's GPUs).
     `dataset` (a UserDataset: your own table) replaces the generated data: its frames, files and checks.
+    `checkpoint(what_comes_next)` is called at every operation boundary (each size, each engine's load, each
+    engine's op); it raises to stop the run there (SessionClosed when the viewer's tab has gone).
     """
     records, spans, errors, generation = [], [], [], []
     tick = tick or (lambda label, gpus=None: None)
+    checkpoint = checkpoint or (lambda what: None)
     free_memory = free_memory or functools.partial(read_free_memory, engines)
     bytes_per_row = estimate_bytes_per_row() if dataset is None else dataset.bytes_per_row
     for n in sizes:
+        checkpoint(f"{format_rows(n)} rows")
         need = {e.name: n * bytes_per_row * host_working_factor([e.name]) for e in engines}
         start_free = free_memory()
         short = memory_shortfall("host RAM", sum(need.values()), start_free["host"])
@@ -160,6 +169,7 @@ def run_benchmark(
                 generation[-1]["file_bytes"] = {kind: os.path.getsize(path) for kind, path in files.items()}
         frames, load_s = {}, {}
         for k, eng in enumerate(engines):
+            checkpoint(f"{eng.name} took {format_rows(n)} rows")
             if eng.on_gpu and eng.load is None and gpu_short:
                 errors.append(f"{eng.name} skipped at {format_rows(n)} rows: it {gpu_short}.")
                 continue
@@ -208,6 +218,7 @@ def run_benchmark(
                     fn = eng.ops[op] if eng.ops else get_op(op)
                     small = dev_df.head(cpu_warmup_rows) if eng.slice_warmup and n > cpu_warmup_rows else None
                 label = f"{eng.name} · {op} · {format_rows(n)} rows"
+                checkpoint(label)
                 tick(f"{label} · warm-up", eng.gpus)
                 start = clock()
                 failure = None
@@ -274,16 +285,22 @@ def run_benchmark(
 
 
 def run_sized_benchmark(
-    plan: dict, engines: list[Engine], tick: Callable[[str], None] | None = None, dataset=None
+    plan: dict,
+    engines: list[Engine],
+    tick: Callable[[str], None] | None = None,
+    dataset=None,
+    checkpoint: Callable[[str], None] | None = None,
 ) -> dict:
     """run_benchmark, with sizes beyond one GPU (or host RAM) run only on engines that build their own data."""
     limit = plan.get("single_engine_rows", plan["rows"])
     small = [n for n in plan["sizes"] if n <= limit]
     large = [n for n in plan["sizes"] if n > limit]
     spread = [e for e in engines if e.load is not None]
-    out = run_benchmark(small, plan["ops"], engines, plan["repeats"], tick=tick, dataset=dataset)
+    out = run_benchmark(
+        small, plan["ops"], engines, plan["repeats"], tick=tick, dataset=dataset, checkpoint=checkpoint
+    )
     if large and spread:
-        more = run_benchmark(large, plan["ops"], spread, plan["repeats"], tick=tick)
+        more = run_benchmark(large, plan["ops"], spread, plan["repeats"], tick=tick, checkpoint=checkpoint)
         for key in ("records", "spans", "errors", "generation"):
             out[key] += more[key]
     return out
@@ -297,11 +314,19 @@ def progress_total(plan: dict, engines: list[Engine]) -> int:
     return runs * len(plan["ops"]) * (plan["repeats"] + 1)
 
 
-def run_with_progress(plan: dict, engines: list[Engine], dataset=None) -> dict:
-    """run_benchmark with a live progress bar and the NVML sampler running around it (`dataset`: your table)."""
+def run_with_progress(
+    plan: dict,
+    engines: list[Engine],
+    dataset=None,
+    checkpoint: Callable[[str], None] = stop_if_session_closed,
+) -> dict:
+    """run_benchmark with a live progress bar and the NVML sampler running around it (`dataset`: your table).
+
+    By default it stops at the next operation boundary once the viewer's marimo session is gone.
+    """
     total = max(progress_total(plan, engines), 1)
     gpus = engine_gpus(engines)
-    sampler = GpuSampler(interval_s=0.1)
+    sampler = GpuSampler(interval_s=SAMPLE_INTERVAL_S)
     gpm = GpmSampler(device_indices=gpus) if gpus != [] else None
     t_start = time.perf_counter()
     sampler.start()
@@ -317,7 +342,7 @@ def run_with_progress(plan: dict, engines: list[Engine], dataset=None) -> dict:
                 done[0] += 1
                 bar.update(subtitle=f"{label}{sampler.latest_text(gpus)}")
 
-            out = run_sized_benchmark(plan, engines, tick, dataset)
+            out = run_sized_benchmark(plan, engines, tick, dataset, checkpoint)
             # Skipped or failed measurements tick less: the bar still ends full.
             if total > done[0]:
                 bar.update(increment=total - done[0], subtitle="done")

@@ -79,15 +79,44 @@ def cap_rows(
     # Round down to two significant digits so the capped size reads well.
     magnitude = 10 ** max(int(math.log10(max(limit, 1))) - 1, 0)
     capped = max((limit // magnitude) * magnitude, 1_000)
-    free = free_gpu_bytes if which == "GPU" else free_host_bytes
-    need_gb = requested * bytes_per_row * (gpu_factor if which == "GPU" else host_factor) / 1e9
-    return capped, (
-        f"**Size capped to {format_rows(capped)} rows** (you asked for {format_rows(requested)}): "
-        f"{format_rows(requested)} rows × {bytes_per_row:.0f} B/row × {gpu_factor if which == 'GPU' else host_factor:.0f} "
-        f"(working memory for results, scratch and checks) ≈ {need_gb:,.0f} GB, but only "
-        f"{free / 1e9:,.0f} GB of {which} is free (we keep {100 - headroom * 100:.0f}% spare). "
-        "This avoids an out-of-memory crash; free memory or use a bigger card to go further."
+    return capped, cap_text(
+        requested,
+        capped,
+        bytes_per_row,
+        gpu_factor if which == "GPU" else host_factor,
+        free_gpu_bytes if which == "GPU" else free_host_bytes,
+        which,
+        headroom,
     )
+
+
+def cap_text(
+    requested: int, capped: int, bytes_per_row: float, factor: float, free: float, which: str, headroom: float
+) -> str:
+    """Why a size was capped: the factors as shown multiply to the need shown, and the advice fits the limit."""
+    # The need is computed from the factors as printed, so a reader's own product gives the same figure.
+    bpr, fac = f"{bytes_per_row:.1f}", f"{factor:.3g}"
+    need_gb = requested * float(bpr) * float(fac) / 1e9
+    memory = "GPU memory" if which == "GPU" else "host RAM"
+    advice = (
+        "free GPU memory (another notebook may hold some) or use a card with more memory"
+        if which == "GPU"
+        else "close programs (or another run) that hold host RAM, or use a machine with more RAM"
+    )
+    return (
+        f"**Size capped to {format_rows(capped)} rows** (you asked for {format_rows(requested)}): "
+        f"{requested:,} rows × {bpr} B/row × {fac} (working memory for results, scratch and checks) "
+        f"≈ {need_gb:,.0f} GB of {memory}, but only {free / 1e9:,.0f} GB is free and the app uses at most "
+        f"{headroom * 100:.0f}% of it ({free * headroom / 1e9:,.0f} GB). This avoids an out-of-memory crash; to "
+        f"go further, {advice}."
+    )
+
+
+def run_cap_notice(preview: dict, plan: dict) -> str | None:
+    """The cap to show as a run starts: None when the preview above it already says so (same sizes)."""
+    if not plan["cap_message"] or (preview["cap_message"] and preview["sizes"] == plan["sizes"]):
+        return None
+    return f"With the memory free at the click: {plan['cap_message']}"
 
 
 def sweep_sizes(max_rows: int) -> list[int]:

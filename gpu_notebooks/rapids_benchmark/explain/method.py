@@ -6,6 +6,32 @@ import math
 
 from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_ratio, fmt_seconds, format_rows
 
+NUMBER_WORDS = "no one two three four five six seven eight nine ten eleven twelve".split()
+
+
+def count_words(n: int) -> str:
+    """3 → 'three'; past twelve, the digits."""
+    return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else f"{n:,}"
+
+
+def intro_text(names: list[str], samples_per_s: float) -> str:
+    """The app's opening paragraphs: the operations' count and list from `names`, the sampling rate given."""
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+    return (
+        "# RAPIDS cuDF vs pandas — what does the GPU really buy you?\n\n"
+        f"This app runs the same {count_words(len(names))} DataFrame operations — **{listed}** — with "
+        "**pandas** on the CPU (beside **Polars** and **DuckDB** on all cores, where installed) and **cuDF** on "
+        "your NVIDIA GPU, and measures them honestly: a warm-up call that is not counted, several timed repeats "
+        "reported as **median with min/max**, the GPU **synchronized** before the clock stops, and the copies "
+        "between host and GPU timed **separately**. Every cuDF result is compared with pandas' and marked ✓ or "
+        "✗.\n\n"
+        f"While it runs, NVML samplers record what the GPU is doing {count_words(round(samples_per_s))} times "
+        "a second — utilization, power and clocks, and on Hopper and newer GPUs what the SMs, Tensor Cores, "
+        "memory and PCIe really did (GPM) — so you can see each operation on the timeline below, with its "
+        "energy and bandwidth beside its result. No GPU? The app still runs the whole pandas benchmark and "
+        "tells you what is missing."
+    )
+
 
 def explain_baseline(host: dict, last: dict | None) -> str:
     """'Is pandas a fair baseline?' with this run's pandas, Polars and cuDF numbers."""

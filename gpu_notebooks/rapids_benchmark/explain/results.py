@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_ratio, fmt_seconds, format_rows
-from gpu_notebooks.rapids_benchmark.report import crossover_rows
+from gpu_notebooks.rapids_benchmark.report import crossover_rows, speedup_column
 
 
 def crossover_sentence(summary: pd.DataFrame) -> str | None:
@@ -55,10 +55,15 @@ def summary_text(summary: pd.DataFrame, bench: dict) -> str:
         f"data generated in {fmt_seconds(gen)}; whole run {bench['wall_s']:.1f} s."
     ]
     ran = {e for e in ENGINE_LABELS if f"{e}_median_s" in summary and summary[f"{e}_median_s"].notna().any()}
-    if "polars" in ran and "polars_speedup" in top and top["polars_speedup"].notna().any():
-        lines.append(
-            f"Polars on all CPU cores was {speed_range_text(top['polars_speedup'], 'pandas on one core')}."
+    with_pandas = pandas_rows(summary)
+    versus = engines_vs_pandas_text(with_pandas, skip=("cudf",))  # cuDF has its own sentences below
+    if versus:
+        at = (
+            ""
+            if len(with_pandas) and with_pandas["rows"].iloc[0] == n
+            else (f" at {format_rows(int(with_pandas['rows'].iloc[0]))} rows")
         )
+        lines.append(f"Each engine against pandas (one core){at}: {versus}.")
     # The cuDF comparison at the largest size where both pandas and cuDF ran.
     both = summary.dropna(subset=["speedup"]) if "speedup" in summary else summary.iloc[0:0]
     if len(both):
@@ -68,9 +73,11 @@ def summary_text(summary: pd.DataFrame, bench: dict) -> str:
         best, worst = at.loc[at["speedup"].idxmax()], at.loc[at["speedup"].idxmin()]
         vs_cpu = at.dropna(subset=["speedup_vs_cpu"])
         if len(vs_cpu) and (vs_cpu["fastest_cpu"] != "pandas").any():
+            won = ", ".join(sorted({ENGINE_LABELS.get(e, e) for e in vs_cpu["fastest_cpu"] if e != "pandas"}))
             lines.append(
-                f"{lead}**{'against' if lead else 'Against'} the fastest CPU engine** (Polars on all cores where it won) cuDF was "
-                f"**{speed_range_text(vs_cpu['speedup_vs_cpu'], 'it')}** — the honest figure."
+                f"{lead}**{'against' if lead else 'Against'} the fastest CPU engine** ({won} on all cores, where "
+                f"it beat pandas) cuDF was **{speed_range_text(vs_cpu['speedup_vs_cpu'], 'it')}** — the honest "
+                "figure."
             )
         lines.append(
             f"{lead}cuDF did best relative to pandas on **{best.op}** ({fmt_ratio(best.speedup)} — "
@@ -106,6 +113,46 @@ def summary_text(summary: pd.DataFrame, bench: dict) -> str:
     return " ".join(line.strip() for line in lines)
 
 
+def pandas_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary's rows at the largest size pandas ran (where every engine has its speedup); maybe empty."""
+    if "pandas_median_s" not in summary:
+        return summary.iloc[0:0]
+    ran = summary.dropna(subset=["pandas_median_s"])
+    return ran[ran["rows"] == ran["rows"].max()]
+
+
+def engines_vs_pandas_text(top: pd.DataFrame, skip: tuple[str, ...] = ()) -> str:
+    """'**Polars** 1.5×–18× faster than pandas; **DuckDB** …' for every engine in this summary (one size)."""
+    parts = []
+    for eng, label in ENGINE_LABELS.items():
+        col = speedup_column(eng)
+        if eng != "pandas" and eng not in skip and col in top and top[col].notna().any():
+            parts.append(f"**{label}** {speed_range_text(top[col], 'pandas')}")
+    return "; ".join(parts)
+
+
+def pipeline_winner_text(summary: pd.DataFrame) -> str | None:
+    """Which engine ran the whole job (the pipeline) fastest at its largest size, beside pandas; None without it."""
+    rows = summary[summary["op"] == "pipeline"]
+    if rows.empty:
+        return None
+    top = rows[rows["rows"] == rows["rows"].max()].iloc[0]
+    times = {
+        e: top[f"{e}_median_s"]
+        for e in ENGINE_LABELS
+        if f"{e}_median_s" in top and top[f"{e}_median_s"] == top[f"{e}_median_s"]
+    }
+    if len(times) < 2:
+        return None
+    best = min(times, key=times.get)
+    pandas_s = times.get("pandas")
+    beside = f" against pandas' {fmt_seconds(pandas_s)}" if pandas_s is not None and best != "pandas" else ""
+    return (
+        f"On the whole job (the pipeline, {format_rows(int(top['rows']))} rows) the fastest engine was "
+        f"**{ENGINE_LABELS[best]}**: {fmt_seconds(times[best])}{beside}."
+    )
+
+
 def takeaways_text(last: dict | None) -> str:
     """The takeaways, each claim filled from the last run and naming only columns its table has."""
     lines = ["## Takeaways", ""]
@@ -117,6 +164,16 @@ def takeaways_text(last: dict | None) -> str:
     n = int(s["rows"].max())
     top = s[s["rows"] == n]
     gpu = "speedup" in s and s["speedup"].notna().any()
+    with_pandas = pandas_rows(s)
+    versus = engines_vs_pandas_text(with_pandas)
+    if versus:
+        rows = format_rows(int(with_pandas["rows"].iloc[0]))
+        lines.append(f"- At {rows} rows, each engine against pandas (one core): {versus}.")
+    winner = pipeline_winner_text(s)
+    if winner:
+        lines.append(
+            f"- {winner} That is the number to decide on: it counts reading the file and the answer."
+        )
     if gpu:
         cross = crossover_sentence(s)
         lines.append(
@@ -132,9 +189,12 @@ def takeaways_text(last: dict | None) -> str:
             f"({at['op'].iloc[-1]}) in this run."
         )
         if "speedup_vs_cpu" in s and (s["fastest_cpu"].dropna() != "pandas").any():
+            won = ", ".join(
+                sorted({ENGINE_LABELS.get(e, e) for e in s["fastest_cpu"].dropna() if e != "pandas"})
+            )
             lines.append(
-                "- pandas uses **one core**. Against Polars on all cores the GPU's lead is smaller — compare the "
-                "*cuDF vs fastest CPU* column before you decide."
+                f"- pandas uses **one core**. Against {won} on all cores the GPU's lead is smaller — compare the "
+                "*cuDF vs fastest CPU engine* column before you decide."
             )
         lines.append(
             "- **Copies count.** If your data starts in pandas and must return to pandas, the *with copies* "
@@ -145,11 +205,11 @@ def takeaways_text(last: dict | None) -> str:
         lines.append(
             "- No GPU engine ran, so this run says nothing about the GPU; the box at the top says why."
         )
-        if "polars_speedup" in top and top["polars_speedup"].notna().any():
+        parallel = [ENGINE_LABELS[e] for e in ("polars", "duckdb") if f"{e}_median_s" in top]
+        if parallel:
             lines.append(
-                f"- pandas uses **one core**. At {format_rows(n)} rows Polars on all cores was "
-                f"{speed_range_text(top['polars_speedup'], 'pandas')}: a parallel CPU engine is the fair "
-                "baseline for any GPU comparison."
+                f"- pandas uses **one core**; {' and '.join(parallel)} use all of them: a parallel CPU engine is "
+                "the fair baseline for any GPU comparison."
             )
     return "\n".join(lines)
 
