@@ -40,12 +40,8 @@ with app.setup:
 
         # The package's modules import torch and transformers too: under the same lock.
         from gpu_notebooks.cli import cli_options
-        from gpu_notebooks.gpu.gpm import (
-            GpmSampler,
-        )
-        from gpu_notebooks.gpu.lock import (
-            gpu_turn,
-        )
+        from gpu_notebooks.gpu.gpm import GpmSampler
+        from gpu_notebooks.gpu.lock import gpu_turn
         from gpu_notebooks.llm_finetuning.adapter import (
             ADAPTERS_KEPT,
             adapter_folder_for,
@@ -74,19 +70,9 @@ with app.setup:
             choose_dataset,
             data_source_summary,
         )
-        from gpu_notebooks.llm_finetuning.environment import (
-            describe_environment,
-            device_label,
-            device_status,
-        )
-        from gpu_notebooks.llm_finetuning.estimates import (
-            planned_run,
-            run_model_facts,
-            training_memory,
-        )
-        from gpu_notebooks.llm_finetuning.evaluation import (
-            per_task_scores,
-        )
+        from gpu_notebooks.llm_finetuning.environment import describe_environment, device_label, device_status
+        from gpu_notebooks.llm_finetuning.estimates import planned_run, run_model_facts, training_memory
+        from gpu_notebooks.llm_finetuning.evaluation import per_task_scores
         from gpu_notebooks.llm_finetuning.explain.inference import inference_cost_text
         from gpu_notebooks.llm_finetuning.explain.lora import (
             hyperparameter_text,
@@ -114,14 +100,8 @@ with app.setup:
             why_fp16_text,
             why_mfu_text,
         )
-        from gpu_notebooks.llm_finetuning.explain.workflow import (
-            how_it_works_text,
-            steps_heading_text,
-        )
-        from gpu_notebooks.llm_finetuning.formatting import (
-            fmt_bytes,
-            fmt_count,
-        )
+        from gpu_notebooks.llm_finetuning.explain.workflow import how_it_works_text, steps_heading_text
+        from gpu_notebooks.llm_finetuning.formatting import fmt_bytes, fmt_count
         from gpu_notebooks.llm_finetuning.inference import (
             MAX_NEW_TOKENS,
             PROMPT_MAX_CHARS,
@@ -131,10 +111,7 @@ with app.setup:
             try_adapter,
         )
         from gpu_notebooks.llm_finetuning.inference_cost import cost_table
-        from gpu_notebooks.llm_finetuning.loading import (
-            default_choices,
-            model_availability_note,
-        )
+        from gpu_notebooks.llm_finetuning.loading import default_choices, model_availability_note
         from gpu_notebooks.llm_finetuning.lora import (
             LoRALayer,
             lora_plan,
@@ -155,10 +132,7 @@ with app.setup:
             precision_callout_kind,
             resolve_precision,
         )
-        from gpu_notebooks.llm_finetuning.probe import (
-            run_utilization_probe,
-            utilization_probe_unavailable,
-        )
+        from gpu_notebooks.llm_finetuning.probe import run_utilization_probe, utilization_probe_unavailable
         from gpu_notebooks.llm_finetuning.progress import RunProgress, follow_progress
         from gpu_notebooks.llm_finetuning.schedule import lr_at
         from gpu_notebooks.llm_finetuning.settings import (
@@ -182,19 +156,10 @@ with app.setup:
             step_done,
             train_step_body,
         )
-        from gpu_notebooks.llm_finetuning.telemetry import (
-            gpm_status,
-            nvml_device_index,
-            telemetry_cards,
-        )
-        from gpu_notebooks.llm_finetuning.tokens import (
-            answer_token_budget,
-        )
+        from gpu_notebooks.llm_finetuning.telemetry import gpm_status, nvml_device_index, telemetry_cards
+        from gpu_notebooks.llm_finetuning.tokens import answer_token_budget
         from gpu_notebooks.llm_finetuning.training import device_memory, plain_train_step
-        from gpu_notebooks.llm_finetuning.warmup import (
-            start_warm_up,
-            warm_up_note,
-        )
+        from gpu_notebooks.llm_finetuning.warmup import start_warm_up, warm_up_note
     # Per session (this block runs once per session): `-- --smoke --model tiny-llama` → {"smoke": "", "model": ...}.
     CLI_OPTIONS = cli_options()
     CLI_FLAGS = set(CLI_OPTIONS)

@@ -24,22 +24,10 @@ with app.setup:
     import pandas as pd
 
     from gpu_notebooks.cli import cli_options
-    from gpu_notebooks.gpu.gpm import (
-        gpm_frame,
-        gpm_status_line,
-        gpm_unavailable_reason,
-    )
-    from gpu_notebooks.gpu.lock import (
-        gpu_turn,
-        lock_wait_text,
-        lock_waited_text,
-    )
-    from gpu_notebooks.gpu.nvml import (
-        read_gpu_status,
-    )
-    from gpu_notebooks.gpu.probe import (
-        PROBE_SECONDS,
-    )
+    from gpu_notebooks.gpu.gpm import gpm_frame, gpm_status_line, gpm_unavailable_reason
+    from gpu_notebooks.gpu.lock import gpu_turn, lock_wait_text, lock_waited_text
+    from gpu_notebooks.gpu.nvml import read_gpu_status
+    from gpu_notebooks.gpu.probe import PROBE_SECONDS
     from gpu_notebooks.rapids_benchmark.charts import (
         live_gpu_panel,
         speedup_chart,
@@ -59,19 +47,9 @@ with app.setup:
         snippet_report,
         user_code_allowed,
     )
-    from gpu_notebooks.rapids_benchmark.dask_engine import (
-        dask_client,
-        detect_dask,
-        make_dask_engine,
-    )
-    from gpu_notebooks.rapids_benchmark.duckdb_engine import (
-        detect_duckdb,
-    )
-    from gpu_notebooks.rapids_benchmark.engines import (
-        detect_cudf,
-        frames_freed_on_interrupt,
-        make_engines,
-    )
+    from gpu_notebooks.rapids_benchmark.dask_engine import dask_client, detect_dask, make_dask_engine
+    from gpu_notebooks.rapids_benchmark.duckdb_engine import detect_duckdb
+    from gpu_notebooks.rapids_benchmark.engines import detect_cudf, frames_freed_on_interrupt, make_engines
     from gpu_notebooks.rapids_benchmark.explain.gpu import (
         bandwidth_intro,
         copy_text,
@@ -102,13 +80,8 @@ with app.setup:
         user_summary_text,
         user_table_text,
     )
-    from gpu_notebooks.rapids_benchmark.files import (
-        clear_data_cache,
-        data_cache_text,
-    )
-    from gpu_notebooks.rapids_benchmark.formatting import (
-        format_rows,
-    )
+    from gpu_notebooks.rapids_benchmark.files import clear_data_cache, data_cache_text
+    from gpu_notebooks.rapids_benchmark.formatting import format_rows
     from gpu_notebooks.rapids_benchmark.ops import (
         ALL_OPS,
         OP_SHORT_NAMES,
@@ -118,26 +91,11 @@ with app.setup:
         op_join,
         op_sort,
     )
-    from gpu_notebooks.rapids_benchmark.polars_engine import (
-        detect_polars,
-    )
-    from gpu_notebooks.rapids_benchmark.report import (
-        results_table,
-        speedup_table,
-        summarize_records,
-    )
-    from gpu_notebooks.rapids_benchmark.roofline import (
-        bandwidth_table,
-        card_probes,
-        copy_bandwidth_probe,
-    )
-    from gpu_notebooks.rapids_benchmark.runner import (
-        SAMPLE_INTERVAL_S,
-        run_with_progress,
-    )
-    from gpu_notebooks.rapids_benchmark.session import (
-        stop_if_session_closed,
-    )
+    from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars
+    from gpu_notebooks.rapids_benchmark.report import results_table, speedup_table, summarize_records
+    from gpu_notebooks.rapids_benchmark.roofline import bandwidth_table, card_probes, copy_bandwidth_probe
+    from gpu_notebooks.rapids_benchmark.runner import SAMPLE_INTERVAL_S, run_with_progress
+    from gpu_notebooks.rapids_benchmark.session import stop_if_session_closed
     from gpu_notebooks.rapids_benchmark.sizing import (
         ROW_STEPS,
         nearest_step,
@@ -145,10 +103,7 @@ with app.setup:
         read_host_status,
         run_cap_notice,
     )
-    from gpu_notebooks.rapids_benchmark.telemetry import (
-        op_telemetry_table,
-        run_utilization_probe,
-    )
+    from gpu_notebooks.rapids_benchmark.telemetry import op_telemetry_table, run_utilization_probe
     from gpu_notebooks.rapids_benchmark.timing import time_operation
     from gpu_notebooks.rapids_benchmark.user_data import (
         UPLOAD_CAP_BYTES,
