@@ -113,17 +113,22 @@ def evaluation_cards(before, after):
         [
             metric_card("eval loss", before["eval_loss"], after["eval_loss"], "{:.3f}", "decrease"),
             metric_card("perplexity", before["perplexity"], after["perplexity"], "{:,.1f}", "decrease"),
-            metric_card(
-                "exact match",
-                before["exact_match"],
-                after["exact_match"],
-                "{:.0%}",
-                "increase",
-                n=after.get("eval_items"),
-            ),
+            exact_match_card(before, after),
             metric_card("answer format", before["format_match"], after["format_match"], "{:.0%}", "increase"),
         ],
         widths="equal",
+    )
+
+
+def exact_match_card(before, after):
+    """The exact-match card (steps 6 and 7): before → after, with its ±1 s.e. over this run's n."""
+    return metric_card(
+        "exact match",
+        before["exact_match"],
+        after["exact_match"],
+        "{:.0%}",
+        "increase",
+        n=after.get("eval_items"),
     )
 
 
@@ -181,14 +186,7 @@ def summary_cards(before, after, click_to_result, peak_memory, release_report, r
     cards = [
         mo.stat(f"{click_to_result:.1f} s", label="click → result", caption="steps 1–7", bordered=True),
         metric_card("eval loss", before["eval_loss"], after["eval_loss"], "{:.3f}", "decrease"),
-        metric_card(
-            "exact match",
-            before["exact_match"],
-            after["exact_match"],
-            "{:.0%}",
-            "increase",
-            n=after.get("eval_items"),
-        ),
+        exact_match_card(before, after),
     ]
     if run.device.type == "cuda":
         cards += [
