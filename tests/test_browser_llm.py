@@ -259,7 +259,21 @@ def test_try_it_generates_with_the_trained_adapter_beside_the_base_model():
         assert page.get_by_text("/tmp/").count() == 0  # no server path anywhere
         page.get_by_text("What inference costs on").first.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "llm_try_it.png"))
+
         # The same settings again: Generate runs again (a form re-submitted unchanged would not)
+        def cost_cell_text():  # the cell that holds the cost table: its timings change with every run
+            heading = page.get_by_text("What inference costs on")
+            if heading.count() == 0:
+                return ""
+            return heading.first.evaluate("e => (e.closest('.marimo-cell') || e).innerText")
+
+        first_run = cost_cell_text()
         page.get_by_role("button", name="Generate").click()
-        page.get_by_text("What inference costs on").first.wait_for(state="hidden", timeout=60_000)
+        # Polled rather than waiting for the table to vanish: a fast re-run can hide and redraw it between polls.
+        # Any change of the cell (cleared, streaming, new text) means the click ran the generation again.
+        deadline, ran_again = time.time() + 300, False
+        while time.time() < deadline and not ran_again:
+            ran_again = cost_cell_text() != first_run
+            page.wait_for_timeout(100)
+        assert ran_again, "Generate did not run again"
         page.get_by_text("What inference costs on").first.wait_for(timeout=300_000)
