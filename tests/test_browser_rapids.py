@@ -190,6 +190,8 @@ def test_an_owner_who_allows_user_code_gets_the_box_and_a_result():
     ):
         page = open_app(browser, url)
         page.get_by_text("started with").first.wait_for(timeout=60_000)
+        # The editor is drawn by a component loaded after the text beside it: on a busy machine it comes later.
+        page.locator(".cm-editor").first.wait_for(timeout=60_000)
         assert page.locator(".cm-editor").count() == 1
         page.get_by_role("button", name="Run my code with pandas and cudf.pandas").click()
         page.get_by_text("result rows").first.wait_for(timeout=240_000)
