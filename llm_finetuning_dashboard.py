@@ -42,28 +42,14 @@ with app.setup:
         from gpu_notebooks.cli import cli_options
         from gpu_notebooks.gpu.gpm import GpmSampler
         from gpu_notebooks.gpu.lock import gpu_turn
-        from gpu_notebooks.llm_finetuning.adapter import (
-            ADAPTERS_KEPT,
-            adapter_folder_for,
-            keep_recent_adapters,
-            project_path,
-            zip_folder,
-        )
-        from gpu_notebooks.llm_finetuning.cards import (
-            check_mark,
-            compare_generations,
-            evaluation_cards,
-            ran_model_explanation,
-            release_text,
-            summary_cards,
-            training_summary,
-        )
-        from gpu_notebooks.llm_finetuning.charts import (
-            device_timeline_chart,
-            loss_chart,
-            parameter_chart,
-            step_chart,
-            throughput_chart,
+        from gpu_notebooks.llm_finetuning import (
+            adapter as adapters,
+            cards,
+            charts,
+            inference,
+            lora,
+            settings as choices,
+            steps as seven_steps,
         )
         from gpu_notebooks.llm_finetuning.datasets import (
             UPLOAD_MAX_BYTES,
@@ -73,51 +59,17 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.environment import describe_environment, device_label, device_status
         from gpu_notebooks.llm_finetuning.estimates import planned_run, run_model_facts, training_memory
         from gpu_notebooks.llm_finetuning.evaluation import per_task_scores
+        from gpu_notebooks.llm_finetuning.explain import (
+            lora as explain_lora,
+            memory as explain_memory,
+            speed as explain_speed,
+        )
         from gpu_notebooks.llm_finetuning.explain.inference import inference_cost_text
-        from gpu_notebooks.llm_finetuning.explain.lora import (
-            hyperparameter_text,
-            intro_text,
-            settings_intro_text,
-            train_example_count,
-            why_conv1d_text,
-            why_lora_text,
-        )
-        from gpu_notebooks.llm_finetuning.explain.memory import (
-            memory_scope_note,
-            qlora_text,
-            training_memory_text,
-            utilization_probe_text,
-            utilization_reference_table_text,
-            utilization_reference_text,
-            utilization_section_text,
-            utilization_table_text,
-        )
         from gpu_notebooks.llm_finetuning.explain.results import generations_note
-        from gpu_notebooks.llm_finetuning.explain.speed import (
-            roofline_text,
-            tf32_text,
-            why_fast_text,
-            why_fp16_text,
-            why_mfu_text,
-        )
         from gpu_notebooks.llm_finetuning.explain.workflow import how_it_works_text, steps_heading_text
         from gpu_notebooks.llm_finetuning.formatting import fmt_bytes, fmt_count
-        from gpu_notebooks.llm_finetuning.inference import (
-            MAX_NEW_TOKENS,
-            PROMPT_MAX_CHARS,
-            adapter_choices,
-            generation_panes,
-            generation_request,
-            try_adapter,
-        )
         from gpu_notebooks.llm_finetuning.inference_cost import cost_table
         from gpu_notebooks.llm_finetuning.loading import default_choices, model_availability_note
-        from gpu_notebooks.llm_finetuning.lora import (
-            LoRALayer,
-            lora_plan,
-            parameter_breakdown,
-            parameter_counts,
-        )
         from gpu_notebooks.llm_finetuning.loss import batch_loss, causal_lm_loss
         from gpu_notebooks.llm_finetuning.models import (
             build_offline_tokenizer,
@@ -135,27 +87,6 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.probe import run_utilization_probe, utilization_probe_unavailable
         from gpu_notebooks.llm_finetuning.progress import RunProgress, follow_progress
         from gpu_notebooks.llm_finetuning.schedule import lr_at
-        from gpu_notebooks.llm_finetuning.settings import (
-            DATA_CHOICES,
-            EPOCH_CHOICES,
-            LEARNING_RATES,
-            MODEL_CHOICES,
-            PRECISION_CHOICES,
-            SPEED_CHOICES,
-            TARGET_CHOICES,
-            settings_from_form,
-        )
-        from gpu_notebooks.llm_finetuning.steps import (
-            evaluate_step,
-            inject_step,
-            load_step,
-            prepare_step,
-            save_step,
-            seed_note,
-            show_waiting,
-            step_done,
-            train_step_body,
-        )
         from gpu_notebooks.llm_finetuning.telemetry import gpm_status, nvml_device_index, telemetry_cards
         from gpu_notebooks.llm_finetuning.tokens import answer_token_budget
         from gpu_notebooks.llm_finetuning.training import device_memory, plain_train_step
@@ -168,7 +99,7 @@ with app.setup:
 
 @app.cell(hide_code=True)
 def _(planned, settings, why):
-    mo.md(intro_text(why, settings.model_source, dtype_name(planned["plan"].param_dtype)))
+    mo.md(explain_lora.intro_text(why, settings.model_source, dtype_name(planned["plan"].param_dtype)))
     return
 
 
@@ -227,7 +158,11 @@ def _(environment):
 
 @app.cell(hide_code=True)
 def _(environment):
-    mo.md(settings_intro_text(default_choices(environment["cuda_available"]), environment["cuda_available"]))
+    mo.md(
+        explain_lora.settings_intro_text(
+            default_choices(environment["cuda_available"]), environment["cuda_available"]
+        )
+    )
     return
 
 
@@ -246,25 +181,31 @@ def _(environment):
 
         **Data** — {data_source}
         """).batch(
-        model=mo.ui.dropdown(MODEL_CHOICES, value=_defaults["model"], label="model source"),
+        model=mo.ui.dropdown(choices.MODEL_CHOICES, value=_defaults["model"], label="model source"),
         local_dir=mo.ui.text(placeholder="/path/to/a/gpt2/folder", label="local directory", full_width=True),
-        precision=mo.ui.dropdown(PRECISION_CHOICES, value=_defaults["precision"], label="precision"),
+        precision=mo.ui.dropdown(choices.PRECISION_CHOICES, value=_defaults["precision"], label="precision"),
         rank=mo.ui.slider(steps=[4, 8, 16, 32, 64], value=8, show_value=True, debounce=True, label="rank r"),
         alpha=mo.ui.slider(
             steps=[4, 8, 16, 32, 64, 128], value=16, show_value=True, debounce=True, label="alpha"
         ),
         dropout=mo.ui.slider(0.0, 0.3, 0.05, value=0.05, show_value=True, debounce=True, label="dropout"),
-        targets=mo.ui.multiselect(TARGET_CHOICES, value=list(TARGET_CHOICES), label="target modules"),
-        learning_rate=mo.ui.dropdown(LEARNING_RATES, value="auto", label="learning rate"),
+        targets=mo.ui.multiselect(
+            choices.TARGET_CHOICES, value=list(choices.TARGET_CHOICES), label="target modules"
+        ),
+        learning_rate=mo.ui.dropdown(choices.LEARNING_RATES, value="auto", label="learning rate"),
         warmup_pct=mo.ui.slider(
             0, 30, 5, value=10, show_value=True, debounce=True, label="warm-up % of steps"
         ),
-        epochs=mo.ui.dropdown(EPOCH_CHOICES, value="auto", label="epochs"),
+        epochs=mo.ui.dropdown(choices.EPOCH_CHOICES, value="auto", label="epochs"),
         batch_size=mo.ui.dropdown(["4", "8", "16", "32"], value="16", label="batch size"),
         max_length=mo.ui.dropdown(["64", "128", "256", "512"], value="128", label="max sequence length"),
         seed=mo.ui.number(0, 2**31 - 1, 1, value=42, label="seed"),
-        speed=mo.ui.dropdown(list(SPEED_CHOICES), value=next(iter(SPEED_CHOICES)), label="training path"),
-        data_source=mo.ui.radio(DATA_CHOICES, value=next(iter(DATA_CHOICES)), label="data", inline=True),
+        speed=mo.ui.dropdown(
+            list(choices.SPEED_CHOICES), value=next(iter(choices.SPEED_CHOICES)), label="training path"
+        ),
+        data_source=mo.ui.radio(
+            choices.DATA_CHOICES, value=next(iter(choices.DATA_CHOICES)), label="data", inline=True
+        ),
     )
     # Shown under the data choice only when it is theirs (upload, hub dataset): the summary names what is used.
     upload_control = mo.ui.file(
@@ -319,7 +260,7 @@ def _(train_button, train_progress):
 
 @app.cell
 def _(hub_controls, settings_controls, upload_control):
-    settings = settings_from_form(
+    settings = choices.settings_from_form(
         settings_controls.value, smoke=SMOKE, smoke_model=CLI_OPTIONS.get("model") or "tiny"
     )
     data_form = {**hub_controls.value, "upload": upload_control.value}
@@ -362,7 +303,7 @@ def _(dataset, environment, settings):
         else None
     )
     _config = planned_config(settings, _vocab)
-    why = None if _config is None else lora_plan(_config, settings)
+    why = None if _config is None else lora.lora_plan(_config, settings)
     planned = planned_run(settings, environment)
     return planned, why
 
@@ -378,31 +319,37 @@ def _(dataset, planned, settings, why):
     )
     _tokens = settings.batch_size * settings.max_length  # before a run: the most one batch can hold
     _plan, _speed = planned["plan"], planned["speed"]
-    _memory = training_memory_text(why, settings, _plan, _speed, _tokens, _tokens)
+    _memory = explain_memory.training_memory_text(why, settings, _plan, _speed, _tokens, _tokens)
     _estimated = sum(training_memory(why, _plan, _speed, _tokens, _tokens).values())
-    _conv1d = {"Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(why_conv1d_text(why))}
+    _conv1d = {
+        "Why GPT-2's Conv1D is unusual, and what it means for LoRA": mo.md(explain_lora.why_conv1d_text(why))
+    }
     mo.accordion(
         {
-            "Why LoRA works — with this model's numbers": mo.md(why_lora_text(why, settings)),
-            "Why mixed precision (FP16), and why a GradScaler": mo.md(why_fp16_text()),
+            "Why LoRA works — with this model's numbers": mo.md(explain_lora.why_lora_text(why, settings)),
+            "Why mixed precision (FP16), and why a GradScaler": mo.md(explain_speed.why_fp16_text()),
             **(_conv1d if why["architecture"] == "gpt2" else {}),
-            "Hyperparameter choices": mo.md(hyperparameter_text(settings, why, train_example_count(dataset))),
+            "Hyperparameter choices": mo.md(
+                explain_lora.hyperparameter_text(settings, why, explain_lora.train_example_count(dataset))
+            ),
             f"Where training memory goes at {settings.batch_size} × {settings.max_length}, and what "
             "checkpointing and accumulation trade": mo.md(_memory),
             'TF32: what `set_float32_matmul_precision("high")` changes, and for this run': mo.md(
-                tf32_text(_plan, planned["device_type"], planned["compute_capability"])
+                explain_speed.tf32_text(_plan, planned["device_type"], planned["compute_capability"])
             ),
             "QLoRA: the next memory lever (a pointer)": mo.md(
-                qlora_text(why, _plan, settings.model_source, _estimated)
+                explain_memory.qlora_text(why, _plan, settings.model_source, _estimated)
             ),
             "Compute-, memory- or overhead-bound: this run on the roofline": mo.md(
-                roofline_text(
+                explain_speed.roofline_text(
                     why, _plan, _speed, planned["device_type"], planned["device_name"], _tokens, _tokens
                 )
             ),
-            "Why the fast training path is fast — what each lever buys": mo.md(why_fast_text(settings, why)),
+            "Why the fast training path is fast — what each lever buys": mo.md(
+                explain_speed.why_fast_text(settings, why)
+            ),
             "What step 5's GPU activity means: MFU, SM and Tensor Core activity, energy": mo.md(
-                why_mfu_text(why)
+                explain_speed.why_mfu_text(why)
             ),
         },
         multiple=True,
@@ -428,12 +375,12 @@ def _(data_errors, dataset, settings, train_button, train_progress, warm_up):
     device = choose_device()
     _precision, _why_precision = choose_precision(settings, device)
     plan = resolve_precision(_precision, device.type, bf16_native(device))
-    step_done(
+    seven_steps.step_done(
         1,
         "environment and precision",
         time.perf_counter() - clicked_at,
         f"Device **{device_label(device)}** · requested **{settings.precision.upper()}** → running "
-        f"**{plan.name}** · {seed_note(device, settings.seed)}.\n\n"
+        f"**{plan.name}** · {seven_steps.seed_note(device, settings.seed)}.\n\n"
         f"{_why_precision} {plan.note}" + warm_up_note(device, warm_up),
         kind=precision_callout_kind(plan),
     )
@@ -444,12 +391,12 @@ def _(data_errors, dataset, settings, train_button, train_progress, warm_up):
 def _(dataset, device, plan, settings, train_progress):
     train_progress.begin(2)
     _started = time.perf_counter()
-    run, _facts = load_step(
+    run, _facts = seven_steps.load_step(
         settings,
         dataset,
         device,
         plan,
-        on_wait=lambda: show_waiting(device, train_progress),
+        on_wait=lambda: seven_steps.show_waiting(device, train_progress),
         on_turn=train_progress.has_turn,
     )
     mo.stop(
@@ -463,10 +410,10 @@ def _(dataset, device, plan, settings, train_progress):
             kind="danger",
         ),
     )
-    _trainable, _total = parameter_counts(run.model)
+    _trainable, _total = lora.parameter_counts(run.model)
     _dtype = str(next(run.model.parameters()).dtype).replace("torch.", "")
     _waited = f" · waited {_facts['waited_s']:.1f} s for its turn" if _facts["waited_s"] >= 0.1 else ""
-    _done = step_done(
+    _done = seven_steps.step_done(
         2,
         "tokenizer and model loaded",
         time.perf_counter() - _started,
@@ -475,7 +422,7 @@ def _(dataset, device, plan, settings, train_progress):
         f"{fmt_bytes(device_memory(device)['allocated'])} allocated"
         + ("" if device.type == "cuda" else " (CPU: host RAM, not tracked here)")
         + f" · *auto* resolved to learning rate {run.settings.learning_rate:g}, {run.settings.epochs} epochs"
-        + f"{_waited}.\n\n{memory_scope_note(run)}",
+        + f"{_waited}.\n\n{explain_memory.memory_scope_note(run)}",
     )
     _warning = mo.callout(mo.md(f"**No `{settings.model_source}`:** {_facts['load_warning']}"), kind="warn")
     mo.output.replace(mo.vstack([_warning, _done]) if _facts["load_warning"] else _done)
@@ -486,18 +433,18 @@ def _(dataset, device, plan, settings, train_progress):
 def _(run, train_progress):
     train_progress.begin(3)
     _started = time.perf_counter()
-    lora_table, _problem = inject_step(run)
+    lora_table, _problem = seven_steps.inject_step(run)
     mo.stop(
         train_progress.halt_if(_problem is not None),
         mo.callout(mo.md(f"**Step 3 stopped:** {_problem} The model was released."), kind="danger"),
     )
-    trainable_params, total_params = parameter_counts(run.model)
-    parameter_groups = parameter_breakdown(run.model)
+    trainable_params, total_params = lora.parameter_counts(run.model)
+    parameter_groups = lora.parameter_breakdown(run.model)
     run_facts = run_model_facts(run)  # read now: step 7 frees the model
     _kinds = lora_table["type"].str.split(" ").str[0].value_counts().to_dict()
     mo.vstack(
         [
-            step_done(
+            seven_steps.step_done(
                 3,
                 "LoRA injected",
                 time.perf_counter() - _started,
@@ -509,7 +456,7 @@ def _(run, train_progress):
             ),
             mo.accordion(
                 {"Wrapped layers": mo.ui.table(lora_table, page_size=8, selection=None)}
-                | ran_model_explanation(run)
+                | cards.ran_model_explanation(run)
             ),
         ]
     )
@@ -520,7 +467,7 @@ def _(run, train_progress):
 def _(dataset, lora_table, run, train_progress):
     train_progress.begin(4)
     _started = time.perf_counter()
-    token_stats, _problem = prepare_step(run, dataset)
+    token_stats, _problem = seven_steps.prepare_step(run, dataset)
     mo.stop(
         train_progress.halt_if(_problem is not None),
         mo.callout(mo.md(f"**Step 4 stopped:** {_problem} The model was released."), kind="danger"),
@@ -528,7 +475,7 @@ def _(dataset, lora_table, run, train_progress):
     _train = token_stats["train"]
     mo.vstack(
         [
-            step_done(
+            seven_steps.step_done(
                 4,
                 "data tokenized; loaders, optimizer, learning-rate schedule and scaler ready",
                 time.perf_counter() - _started,
@@ -594,18 +541,18 @@ def _(dataset, run, token_stats, train_progress):
                 )
             if time.perf_counter() - _last_draw[0] > 0.5 or record["step"] == run.total_steps:
                 mo.output.replace_at_index(
-                    loss_chart(so_far["train_records"], so_far["eval_records"], title="Loss (live)"), 1
+                    charts.loss_chart(so_far["train_records"], so_far["eval_records"], title="Loss (live)"), 1
                 )
                 _last_draw[0] = time.perf_counter()
 
-        _result = train_step_body(run, _eval_frame, answer_tokens, on_record=_draw)
+        _result = seven_steps.train_step_body(run, _eval_frame, answer_tokens, on_record=_draw)
     before, before_generations = _result["before"], _result["before_generations"]
     eval_records, stop_reason, sampler = _result["eval_records"], _result["stop_reason"], _result["sampler"]
     history, device_samples = pd.DataFrame(_result["train_records"]), _result["samples"]
     mo.output.replace(
         mo.vstack(
             [
-                training_summary(
+                cards.training_summary(
                     history,
                     eval_records,
                     stop_reason,
@@ -641,7 +588,7 @@ def _(history, run, run_facts, stop_reason, token_stats):
     mo.accordion(
         {
             "This run's memory: the estimate against what torch measured": mo.md(
-                training_memory_text(
+                explain_memory.training_memory_text(
                     run_facts,
                     run.settings,
                     run.plan,
@@ -664,23 +611,25 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason, trai
     )
     train_progress.begin(6)
     _started = time.perf_counter()
-    after, after_generations, _stop = evaluate_step(run, dataset[dataset["split"] == "eval"], answer_tokens)
+    after, after_generations, _stop = seven_steps.evaluate_step(
+        run, dataset[dataset["split"] == "eval"], answer_tokens
+    )
     mo.stop(
         train_progress.halt_if(_stop is not None),
         mo.callout(
             mo.md(f"**Step 6 stopped.** {_stop and _stop.reason} {_stop and _stop.advice}"), kind="danger"
         ),
     )
-    comparison = compare_generations(before_generations, after_generations)
+    comparison = cards.compare_generations(before_generations, after_generations)
     mo.vstack(
         [
-            step_done(
+            seven_steps.step_done(
                 6,
                 "evaluated before vs after",
                 time.perf_counter() - _started,
                 f"{len(comparison)} held-out prompts, greedy decoding, up to {answer_tokens} new tokens.",
             ),
-            evaluation_cards(before, after),
+            cards.evaluation_cards(before, after),
             mo.md("**Generations for held-out prompts — before vs after** (✓ = exact match)"),
             mo.callout(
                 mo.md(generations_note(before, after, before_generations, after_generations, run.model_name)),
@@ -707,41 +656,45 @@ def _(answer_tokens, before, before_generations, dataset, run, stop_reason, trai
 def _(after, before, clicked_at, comparison, dataset, run, train_progress):
     train_progress.begin(7)
     _started = time.perf_counter()
-    adapter_folder = adapter_folder_for(run)
-    saved = save_step(run, adapter_folder, dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist())
+    adapter_folder = adapters.adapter_folder_for(run)
+    saved = seven_steps.save_step(
+        run, adapter_folder, dataset[dataset["split"] == "eval"]["prompt"].head(8).tolist()
+    )
     mo.stop(
         train_progress.halt_if(saved["failure"] is not None),
         mo.callout(
             mo.md(
                 f"**Step 7 failed:** {saved['failure']}. The run's GPU memory was released "
-                f"({release_text(saved['release_report'], run.device)}). Press Train to run again."
+                f"({cards.release_text(saved['release_report'], run.device)}). Press Train to run again."
             ),
             kind="danger",
         ),
     )
     click_to_result = time.perf_counter() - clicked_at
-    adapter_zip = zip_folder(adapter_folder)
-    keep_recent_adapters(adapter_folder)  # this process keeps its last ADAPTERS_KEPT adapter folders
+    adapter_zip = adapters.zip_folder(adapter_folder)
+    adapters.keep_recent_adapters(adapter_folder)  # this process keeps its last ADAPTERS_KEPT adapter folders
     train_progress.finish()
     mo.vstack(
         [
-            step_done(
+            seven_steps.step_done(
                 7,
                 "adapter saved, checked with PEFT, memory released",
                 time.perf_counter() - _started,
-                f"`{project_path(adapter_folder)}` "
+                f"`{adapters.project_path(adapter_folder)}` "
                 f"({', '.join(f'{k} {fmt_bytes(v)}' for k, v in saved['saved_files'].items())}; this server "
-                f"keeps its last {ADAPTERS_KEPT} adapter folders) · merged into the weights for inference, the "
+                f"keeps its last {adapters.ADAPTERS_KEPT} adapter folders) · merged into the weights for inference, the "
                 f"model gives the same logits: max |Δ| = **{saved['merge_max_diff']:.2e}** "
-                f"{check_mark(saved['merge_max_diff'], run.plan)} · `PeftModel.from_pretrained(base, folder)` "
+                f"{cards.check_mark(saved['merge_max_diff'], run.plan)} · `PeftModel.from_pretrained(base, folder)` "
                 f"reproduces this app's logits: max |Δ| = **{saved['peft_max_diff']:.2e}** "
-                f"{check_mark(saved['peft_max_diff'], run.plan)} · "
-                + release_text(saved["release_report"], run.device),
+                f"{cards.check_mark(saved['peft_max_diff'], run.plan)} · "
+                + cards.release_text(saved["release_report"], run.device),
             ),
             mo.download(
                 adapter_zip, filename=f"{adapter_folder.name}.zip", label="Download the adapter (.zip)"
             ),
-            summary_cards(before, after, click_to_result, saved["peak_memory"], saved["release_report"], run),
+            cards.summary_cards(
+                before, after, click_to_result, saved["peak_memory"], saved["release_report"], run
+            ),
         ]
     )
     return adapter_folder, click_to_result, saved
@@ -752,12 +705,14 @@ def _(device_samples, eval_records, history, parameter_groups, sampler, stop_rea
     mo.stop(history.empty, None)
     _charts = [
         mo.md("_Loss against step (train raw and smoothed, eval per epoch) is in step 5._"),
-        step_chart(history, "lr", "Learning-rate schedule (warm-up, then cosine decay)", "learning rate"),
-        throughput_chart(history),
-        device_timeline_chart(device_samples, sampler.source)
+        charts.step_chart(
+            history, "lr", "Learning-rate schedule (warm-up, then cosine decay)", "learning rate"
+        ),
+        charts.throughput_chart(history),
+        charts.device_timeline_chart(device_samples, sampler.source)
         if len(device_samples)
         else mo.md("_No device samples._"),
-        parameter_chart(parameter_groups),
+        charts.parameter_chart(parameter_groups),
     ]
     mo.vstack([mo.md("## Charts" + (" (training stopped early)" if stop_reason else "")), *_charts])
     return
@@ -779,7 +734,7 @@ def _(adapter_folder, set_kept):
 @app.cell(hide_code=True)
 def _(get_kept):
     get_kept()  # re-runs when step 7 keeps a new adapter
-    _choices = adapter_choices()  # label → folder name: a viewer never sees a path, nor sends one
+    _choices = inference.adapter_choices()  # label → folder name: a viewer never sees a path, nor sends one
     try_controls = mo.md(r"""
     ## Try it: your adapter beside the base model
 
@@ -795,17 +750,19 @@ def _(get_kept):
     """).batch(
         prompt=mo.ui.text_area(
             placeholder="e.g. Spell 'lemon' backwards.",
-            max_length=PROMPT_MAX_CHARS,
+            max_length=inference.PROMPT_MAX_CHARS,
             full_width=True,
-            label=f"prompt (at most {PROMPT_MAX_CHARS:,} characters; the training template is applied)",
+            label=f"prompt (at most {inference.PROMPT_MAX_CHARS:,} characters; the training template is applied)",
         ),
-        max_new_tokens=mo.ui.slider(1, MAX_NEW_TOKENS, value=48, show_value=True, label="max new tokens"),
+        max_new_tokens=mo.ui.slider(
+            1, inference.MAX_NEW_TOKENS, value=48, show_value=True, label="max new tokens"
+        ),
         decoding=mo.ui.radio(["greedy", "sampling"], value="greedy", inline=True, label="decoding"),
         temperature=mo.ui.slider(0.1, 2.0, 0.1, value=0.8, show_value=True, label="temperature"),
         top_p=mo.ui.slider(0.05, 1.0, 0.05, value=0.95, show_value=True, label="top-p"),
         seed=mo.ui.number(0, 2**31 - 1, 1, value=0, label="seed (sampling)"),
         adapter=mo.ui.dropdown(
-            _choices, next(iter(_choices), None), label=f"adapter (kept: {ADAPTERS_KEPT})"
+            _choices, next(iter(_choices), None), label=f"adapter (kept: {adapters.ADAPTERS_KEPT})"
         ),
     )
     generate_button = mo.ui.run_button(label="Generate", kind="success")
@@ -817,19 +774,19 @@ def _(get_kept):
 def _(generate_button, get_kept, try_controls):
     mo.stop(not (generate_button.value or SMOKE), mo.md("_Type a prompt and press **Generate**._"))
     mo.stop(SMOKE and get_kept() is None, None)  # headless: one short generation once step 7 kept its adapter
-    _request, _problem = generation_request(try_controls.value, smoke=SMOKE)
+    _request, _problem = inference.generation_request(try_controls.value, smoke=SMOKE)
     mo.stop(_problem is not None, mo.callout(mo.md(str(_problem)), kind="warn"))
-    tried = try_adapter(
+    tried = inference.try_adapter(
         _request,
         choose_device(),
-        on_text=lambda texts, role: mo.output.replace(generation_panes(texts, role)),
+        on_text=lambda texts, role: mo.output.replace(inference.generation_panes(texts, role)),
         on_wait=lambda message: mo.output.append(mo.callout(mo.md(message), kind="warn")),
     )
     mo.stop(tried["problem"] is not None, mo.callout(mo.md(str(tried["problem"])), kind="warn"))
     _costs = tried["costs"]
     mo.vstack(
         [
-            generation_panes(tried["texts"], adapter=tried["adapter"], tokens=tried["tokens"]),
+            inference.generation_panes(tried["texts"], adapter=tried["adapter"], tokens=tried["tokens"]),
             mo.md(f"### What inference costs on {_costs['device_name']}: batch 1, KV cache, measured"),
             mo.ui.table(cost_table(_costs), selection=None, pagination=False),
             mo.md(f"_{tried['note']}_"),
@@ -848,14 +805,14 @@ def _(environment):
         disabled=not environment["cuda_available"],
         tooltip="Three short workloads on this GPU, under the GPU lease",
     )
-    mo.vstack([mo.md(utilization_section_text(environment["cuda_available"])), probe_button])
+    mo.vstack([mo.md(explain_memory.utilization_section_text(environment["cuda_available"])), probe_button])
     return (probe_button,)
 
 
 @app.cell
 def _(environment, probe_button):
     _reason = utilization_probe_unavailable(environment)
-    mo.stop(_reason is not None, mo.md(f"_{_reason}_\n\n{utilization_reference_table_text()}"))
+    mo.stop(_reason is not None, mo.md(f"_{_reason}_\n\n{explain_memory.utilization_reference_table_text()}"))
     mo.stop(not probe_button.value, mo.md("_Press the button to measure; nothing runs until then._"))
     _device = torch.device("cuda", torch.cuda.current_device())
     with gpu_turn(wait=False) as _held:
@@ -874,12 +831,18 @@ def _(environment, probe_button):
             probe_rows = run_utilization_probe(_device)
     mo.vstack(
         [
-            mo.md(utilization_table_text(probe_rows, f"measured just now on {environment['gpu']}")),
+            mo.md(
+                explain_memory.utilization_table_text(
+                    probe_rows, f"measured just now on {environment['gpu']}"
+                )
+            ),
             mo.callout(
                 mo.md(
-                    utilization_probe_text(probe_rows, "" if _gpm.available else _gpm.unavailable_reason)
+                    explain_memory.utilization_probe_text(
+                        probe_rows, "" if _gpm.available else _gpm.unavailable_reason
+                    )
                     + "\n\n"
-                    + utilization_reference_text()
+                    + explain_memory.utilization_reference_text()
                 ),
                 kind="info",
             ),
@@ -899,7 +862,7 @@ def _():
     import inspect
 
     _shown = {
-        "LoRALayer — the frozen layer plus B·A, scaled": LoRALayer,
+        "LoRALayer — the frozen layer plus B·A, scaled": lora.LoRALayer,
         "plain_train_step — one optimizer step, written out": plain_train_step,
         "lr_at — the learning-rate schedule": lr_at,
         "batch_loss — the one place the loss is computed": batch_loss,

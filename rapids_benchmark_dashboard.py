@@ -28,98 +28,34 @@ with app.setup:
     from gpu_notebooks.gpu.lock import gpu_turn, lock_wait_text, lock_waited_text
     from gpu_notebooks.gpu.nvml import read_gpu_status
     from gpu_notebooks.gpu.probe import PROBE_SECONDS
-    from gpu_notebooks.rapids_benchmark.charts import (
-        live_gpu_panel,
-        speedup_chart,
-        sweep_chart,
-        sweep_times_chart,
-        timeline_chart,
-        times_chart,
-    )
+    from gpu_notebooks.rapids_benchmark import charts, cudf_pandas, ops, sizing, user_data
     from gpu_notebooks.rapids_benchmark.checks import check_messages, results_match
     from gpu_notebooks.rapids_benchmark.cli import parse_cli_args
-    from gpu_notebooks.rapids_benchmark.cudf_pandas import (
-        FALLBACK_STEP,
-        PROFILE_SAMPLE_ROWS,
-        fallback_table,
-        run_cudf_pandas_engine,
-        run_user_snippet,
-        snippet_report,
-        user_code_allowed,
-    )
     from gpu_notebooks.rapids_benchmark.dask_engine import dask_client, detect_dask, make_dask_engine
     from gpu_notebooks.rapids_benchmark.duckdb_engine import detect_duckdb
     from gpu_notebooks.rapids_benchmark.engines import detect_cudf, frames_freed_on_interrupt, make_engines
-    from gpu_notebooks.rapids_benchmark.explain.gpu import (
-        bandwidth_intro,
-        copy_text,
-        explain_metrics,
-        explain_why_gpu,
-        telemetry_text,
-        utilization_probe_text,
-    )
-    from gpu_notebooks.rapids_benchmark.explain.method import (
-        explain_baseline,
-        explain_cudf_pandas,
-        explain_measurement,
-        explain_multi_gpu,
-        explain_operations,
-        intro_text,
-    )
-    from gpu_notebooks.rapids_benchmark.explain.results import (
-        crossover_sentence,
-        pipeline_text,
-        summary_text,
-        takeaways_text,
-    )
-    from gpu_notebooks.rapids_benchmark.explain.user_data import (
-        user_dataset_text,
-        user_intro_text,
-        user_ops_text,
-        user_run_text,
-        user_summary_text,
-        user_table_text,
+    from gpu_notebooks.rapids_benchmark.explain import (
+        gpu as explain_gpu,
+        method as explain_method,
+        results as explain_results,
+        user_data as explain_user_data,
     )
     from gpu_notebooks.rapids_benchmark.files import clear_data_cache, data_cache_text
     from gpu_notebooks.rapids_benchmark.formatting import format_rows
-    from gpu_notebooks.rapids_benchmark.ops import (
-        ALL_OPS,
-        OP_SHORT_NAMES,
-        op_filter,
-        op_groupby_few,
-        op_groupby_many,
-        op_join,
-        op_sort,
-    )
     from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars
     from gpu_notebooks.rapids_benchmark.report import results_table, speedup_table, summarize_records
     from gpu_notebooks.rapids_benchmark.roofline import bandwidth_table, card_probes, copy_bandwidth_probe
     from gpu_notebooks.rapids_benchmark.runner import SAMPLE_INTERVAL_S, run_with_progress
     from gpu_notebooks.rapids_benchmark.session import stop_if_session_closed
-    from gpu_notebooks.rapids_benchmark.sizing import (
-        ROW_STEPS,
-        nearest_step,
-        plan_from_settings,
-        read_host_status,
-        run_cap_notice,
-    )
     from gpu_notebooks.rapids_benchmark.telemetry import op_telemetry_table, run_utilization_probe
     from gpu_notebooks.rapids_benchmark.timing import time_operation
-    from gpu_notebooks.rapids_benchmark.user_data import (
-        UPLOAD_CAP_BYTES,
-        SessionFolder,
-        UserDataError,
-        read_server_table,
-        role_dropdowns,
-        save_upload,
-    )
     from gpu_notebooks.rapids_benchmark.user_dataset import prepare_dataset, role_bytes_per_row
     from gpu_notebooks.rapids_benchmark.user_ops import user_engines
 
 
 @app.cell(hide_code=True)
 def _():
-    mo.md(intro_text([OP_SHORT_NAMES[op] for op in ALL_OPS], 1 / SAMPLE_INTERVAL_S))
+    mo.md(explain_method.intro_text([ops.OP_SHORT_NAMES[op] for op in ops.ALL_OPS], 1 / SAMPLE_INTERVAL_S))
     return
 
 
@@ -136,7 +72,7 @@ def _(cli):
     polars_module, polars_gpu, polars_message = detect_polars(cudf_module, force_cpu=cli["cpu"])
     dask_ok, dask_message = detect_dask(len(gpus) if cudf_module is not None else 0)
     duckdb_module, duckdb_message = detect_duckdb()
-    host = read_host_status()
+    host = sizing.read_host_status()
     gpm_line = gpm_status_line(gpus)
     return (
         cudf_message,
@@ -211,7 +147,7 @@ def _(gpm_line, gpus, live_refresh):
     mo.vstack(
         [
             mo.hstack([mo.md("### Live GPU status"), live_refresh], justify="space-between"),
-            live_gpu_panel(_now, gpm_line)
+            charts.live_gpu_panel(_now, gpm_line)
             if _now
             else mo.md("_No NVIDIA GPU visible to NVML, so there is nothing live to show._"),
         ]
@@ -248,7 +184,7 @@ def _(cli, gpus, probe_button):
         with mo.status.spinner("Tiny kernels, a matmul and a copy on GPU 0, with both samplers…"):
             _rows, _error = run_utilization_probe()
     mo.callout(
-        mo.md(_error or utilization_probe_text(_rows, gpm_unavailable_reason(0))),
+        mo.md(_error or explain_gpu.utilization_probe_text(_rows, gpm_unavailable_reason(0))),
         kind="warn" if _error else "info",
     )
     return
@@ -258,11 +194,15 @@ def _(cli, gpus, probe_button):
 def _(cli, cudf_module, dask_ok, gpus):
     _default_rows = cli["rows"] or (10_000_000 if cudf_module is not None else 1_000_000)
     rows_slider = mo.ui.slider(
-        steps=ROW_STEPS, value=nearest_step(_default_rows), label="Rows", show_value=False, full_width=True
+        steps=sizing.ROW_STEPS,
+        value=sizing.nearest_step(_default_rows),
+        label="Rows",
+        show_value=False,
+        full_width=True,
     )
     ops_select = mo.ui.multiselect(
-        options={desc: name for name, desc in ALL_OPS.items()},
-        value=[ALL_OPS[o] for o in (cli["ops"] or list(ALL_OPS))],
+        options={desc: name for name, desc in ops.ALL_OPS.items()},
+        value=[ops.ALL_OPS[o] for o in (cli["ops"] or list(ops.ALL_OPS))],
         label="Operations",
         full_width=True,  # long option names: the chips wrap inside the column instead of widening it
     )
@@ -348,14 +288,14 @@ def _(
         "requested_rows": (cli["rows"] or (10_000 if cli["smoke"] else rows_slider.value))
         if _auto
         else rows_slider.value,
-        "ops": (cli["ops"] or list(ALL_OPS)) if _auto else (ops_select.value or []),
+        "ops": (cli["ops"] or list(ops.ALL_OPS)) if _auto else (ops_select.value or []),
         "repeats": (cli["repeats"] or (1 if cli["smoke"] else 3)) if _auto else int(repeats_input.value or 1),
         "sweep": (cli["smoke"] or cli["sweep"]) if _auto else mode_radio.value.startswith("Size sweep"),
         "dask": bool(dask_switch.value),
         "cudf_pandas": bool(cudf_pandas_switch.value) and cudf_module is not None,
     }
     # A preview with the memory free now; the run re-plans with what is free when Run is clicked.
-    preview_plan = plan_from_settings(
+    preview_plan = sizing.plan_from_settings(
         settings, make_engines(cudf_module, polars_module, polars_gpu, duckdb_module)
     )
     mo.callout(mo.md(preview_plan["cap_message"]), kind="warn") if preview_plan["cap_message"] else None
@@ -423,14 +363,14 @@ def _(
             with mo.status.spinner("Starting one Dask worker per GPU (once per app process)…"):
                 engines.append(make_dask_engine(dask_client("gpu")))
         # Free memory read now, at the click and under the lock: the previous run has given its memory back.
-        plan = plan_from_settings(settings, engines)
-        _cap = run_cap_notice(preview_plan, plan)  # None when the preview above already says it
+        plan = sizing.plan_from_settings(settings, engines)
+        _cap = sizing.run_cap_notice(preview_plan, plan)  # None when the preview above already says it
         if _cap:
             mo.output.append(mo.callout(mo.md(_cap), kind="warn"))
         bench = run_with_progress(plan, engines)
         if settings["cudf_pandas"]:
             with mo.status.spinner("cudf.pandas: the same pandas code in a worker process (no code change)…"):
-                _cp = run_cudf_pandas_engine(
+                _cp = cudf_pandas.run_cudf_pandas_engine(
                     [n for n in plan["sizes"] if n <= plan["single_engine_rows"]],
                     plan["ops"],
                     plan["repeats"],
@@ -465,8 +405,8 @@ def _(bench, summary):
     _times, _speedups = results_table(summary), speedup_table(summary)
     mo.vstack(
         [
-            mo.md(pipeline_text(summary) or ""),
-            mo.md(summary_text(summary, bench)),
+            mo.md(explain_results.pipeline_text(summary) or ""),
+            mo.md(explain_results.summary_text(summary, bench)),
             mo.md(
                 "**Time per operation**: the median of the timed repeats, the fastest and slowest in brackets."
             ),
@@ -495,23 +435,23 @@ def _(bench, summary):
 
 @app.cell(hide_code=True)
 def _(summary):
-    mo.hstack([times_chart(summary), speedup_chart(summary)], widths="equal", wrap=True)
+    mo.hstack([charts.times_chart(summary), charts.speedup_chart(summary)], widths="equal", wrap=True)
     return
 
 
 @app.cell(hide_code=True)
 def _(bench, summary):
     mo.stop(not bench.get("copy_probe"))
-    mo.md(copy_text(bench["copy_probe"], summary))
+    mo.md(explain_gpu.copy_text(bench["copy_probe"], summary))
     return
 
 
 @app.cell(hide_code=True)
 def _(summary):
-    _times = sweep_times_chart(summary)
+    _times = charts.sweep_times_chart(summary)
     mo.stop(_times is None)
-    _sweep = sweep_chart(summary)
-    _cross = crossover_sentence(summary)
+    _sweep = charts.sweep_chart(summary)
+    _cross = explain_results.crossover_sentence(summary)
     _parts = [
         mo.md("### How the time grows with the size"),
         mo.md("Median time of each engine at every size of the sweep (log–log; one panel per operation)."),
@@ -536,7 +476,9 @@ def _(bench):
                 f"### GPU timeline ({len(bench['samples'])} NVML samples, "
                 f"{bench['sample_rate_hz']:.0f} Hz) — shaded: when each engine ran an operation"
             ),
-            timeline_chart(pd.DataFrame(bench["samples"]), pd.DataFrame(bench["spans"]), gpm_frame(bench)),
+            charts.timeline_chart(
+                pd.DataFrame(bench["samples"]), pd.DataFrame(bench["spans"]), gpm_frame(bench)
+            ),
             mo.md(
                 f"_GPM: {len(bench['gpm_samples'])} windows, {bench['gpm_rate_hz']:.1f} per second per GPU._"
                 if bench["gpm_samples"]
@@ -560,7 +502,7 @@ def _(bench, summary):
                 "**Tensor active**, **PCIe** traffic, and the **energy** one call took."
             ),
             mo.ui.table(_telemetry, selection=None, show_column_summaries=False, page_size=15),
-            mo.callout(mo.md(telemetry_text(bench)), kind="neutral"),
+            mo.callout(mo.md(explain_gpu.telemetry_text(bench)), kind="neutral"),
         ]
     )
     return
@@ -572,7 +514,7 @@ def _(bench, summary):
     mo.stop(_bw is None)
     mo.vstack(
         [
-            mo.md(bandwidth_intro(bench)),
+            mo.md(explain_gpu.bandwidth_intro(bench)),
             mo.ui.table(_bw, selection=None, show_column_summaries=False),
         ]
     )
@@ -581,17 +523,18 @@ def _(bench, summary):
 
 @app.cell(hide_code=True)
 def _(bench):
-    _fallbacks = fallback_table(bench.get("cudf_pandas_profiles") or [])
+    _fallbacks = cudf_pandas.fallback_table(bench.get("cudf_pandas_profiles") or [])
     mo.stop(_fallbacks is None)
     mo.vstack(
         [
             mo.md(
                 "### What ran on the GPU under cudf.pandas, and what fell back\n\n"
                 "From `cudf.pandas.profiler.Profiler`, one profiled call per operation on a "
-                f"{PROFILE_SAMPLE_ROWS:,}-row sample (the profiler traces every Python call, so a fallback that "
-                "runs Python per row is far slower under it; the timings above come from unprofiled runs): each "
-                f"pandas function that ran on the GPU and each that fell back to the CPU. **{FALLBACK_STEP}** is a "
-                "realistic step included to show what a fallback looks like and what it costs."
+                f"{cudf_pandas.PROFILE_SAMPLE_ROWS:,}-row sample (the profiler traces every Python call, so a "
+                "fallback that runs Python per row is far slower under it; the timings above come from unprofiled "
+                "runs): each pandas function that ran on the GPU and each that fell back to the CPU. "
+                f"**{cudf_pandas.FALLBACK_STEP}** is a realistic step included to show what a fallback looks like "
+                "and what it costs."
             ),
             mo.ui.table(_fallbacks, selection=None, show_column_summaries=False, page_size=15),
         ]
@@ -619,14 +562,18 @@ def _(get_last_run, gpus, host):
             mo.md("## 4 · Understand what you measured"),
             mo.accordion(
                 {
-                    "Why GPU-accelerated DataFrames?": mo.md(explain_why_gpu(gpus, host, _last)),
-                    "Is pandas a fair baseline?": mo.md(explain_baseline(host, _last)),
-                    "When one GPU is not enough: Dask-cuDF": mo.md(explain_multi_gpu(gpus, _last)),
-                    "Understanding the benchmark operations": mo.md(explain_operations(_last)),
-                    "Understanding GPU metrics": mo.md(explain_metrics(gpus, _last)),
-                    "cudf.pandas: pandas on the GPU without changing code": mo.md(explain_cudf_pandas(_last)),
+                    "Why GPU-accelerated DataFrames?": mo.md(explain_gpu.explain_why_gpu(gpus, host, _last)),
+                    "Is pandas a fair baseline?": mo.md(explain_method.explain_baseline(host, _last)),
+                    "When one GPU is not enough: Dask-cuDF": mo.md(
+                        explain_method.explain_multi_gpu(gpus, _last)
+                    ),
+                    "Understanding the benchmark operations": mo.md(explain_method.explain_operations(_last)),
+                    "Understanding GPU metrics": mo.md(explain_gpu.explain_metrics(gpus, _last)),
+                    "cudf.pandas: pandas on the GPU without changing code": mo.md(
+                        explain_method.explain_cudf_pandas(_last)
+                    ),
                     "How we measure (and why one timed `op().to_pandas()` misleads)": mo.md(
-                        explain_measurement(_last)
+                        explain_method.explain_measurement(_last)
                     ),
                 },
                 multiple=True,
@@ -639,7 +586,7 @@ def _(get_last_run, gpus, host):
 @app.cell
 def _():
     # One private folder per session (one viewer's file is never in another's); gone when the session ends.
-    user_folder = SessionFolder()
+    user_folder = user_data.SessionFolder()
     user_forget = mo.ui.run_button(label="Delete my file", kind="neutral")
     return user_folder, user_forget
 
@@ -650,7 +597,7 @@ def _(user_forget):
     user_file = mo.ui.file(
         filetypes=[".csv", ".parquet"],
         kind="area",
-        max_size=UPLOAD_CAP_BYTES,  # marimo's upload limit for this box; save_upload checks it again
+        max_size=user_data.UPLOAD_CAP_BYTES,  # marimo's upload limit for this box; save_upload checks it again
         label="Drop a CSV or Parquet file here, or click to choose one",
     )
     return (user_file,)
@@ -662,16 +609,18 @@ def _(cli, user_file, user_folder):
     try:
         if user_file.value:
             with mo.status.spinner("Checking your file…"):
-                _free = read_host_status()["available_bytes"]
-                user_table = save_upload(
+                _free = sizing.read_host_status()["available_bytes"]
+                user_table = user_data.save_upload(
                     user_folder, user_file.name(), user_file.contents(), free_host_bytes=_free
                 )
         else:
             user_folder.clear()  # nothing uploaded (or deleted on request): nothing of it stays on disk
             if cli["data"]:
                 with mo.status.spinner("Reading the table this server was started with…"):
-                    user_table = read_server_table(cli["data"], read_host_status()["available_bytes"])
-    except UserDataError as _err:
+                    user_table = user_data.read_server_table(
+                        cli["data"], sizing.read_host_status()["available_bytes"]
+                    )
+    except user_data.UserDataError as _err:
         user_error = str(_err)
     return user_error, user_table
 
@@ -680,11 +629,11 @@ def _(cli, user_file, user_folder):
 def _(cli, user_error, user_file, user_forget, user_table):
     mo.vstack(
         [
-            mo.md(user_intro_text(UPLOAD_CAP_BYTES, bool(cli["data"]))),
+            mo.md(explain_user_data.user_intro_text(user_data.UPLOAD_CAP_BYTES, bool(cli["data"]))),
             mo.hstack([user_file, user_forget], justify="start", align="center"),
             mo.callout(mo.md(f"**This file cannot be used.** {user_error}"), kind="danger")
             if user_error
-            else mo.md(user_table_text(user_table))
+            else mo.md(explain_user_data.user_table_text(user_table))
             if user_table is not None
             else mo.md("_No table yet: upload one to run the benchmark on it._"),
         ]
@@ -695,7 +644,7 @@ def _(cli, user_error, user_file, user_forget, user_table):
 @app.cell
 def _(cudf_module, duckdb_module, polars_gpu, polars_module, user_table):
     mo.stop(user_table is None)
-    _pick = role_dropdowns(user_table)  # each role's columns, the sensible default first
+    _pick = user_data.role_dropdowns(user_table)  # each role's columns, the sensible default first
     user_value = mo.ui.dropdown(**_pick["value"], label="Value (filtered, summed, averaged)")
     user_key = mo.ui.dropdown(**_pick["key"], label="Key (group by, join)")
     user_sort = mo.ui.dropdown(**_pick["sort"], label="Sort by")
@@ -711,7 +660,7 @@ def _(cudf_module, duckdb_module, polars_gpu, polars_module, user_table):
 def _(user_base, user_folder, user_key, user_quantile, user_sort, user_table, user_value):
     user_roles = {"value": user_value.value, "key": user_key.value, "sort": user_sort.value}
     # Before anything is read: as many rows as the free GPU and host memory hold for the engines that run.
-    _fit = plan_from_settings(
+    _fit = sizing.plan_from_settings(
         {"requested_rows": user_table.rows, "ops": [], "repeats": 1, "sweep": False},
         user_base,
         bytes_per_row=role_bytes_per_row(user_table, user_roles),
@@ -722,11 +671,12 @@ def _(user_base, user_folder, user_key, user_quantile, user_sort, user_table, us
                 user_table, user_roles, user_quantile.value, user_folder.path, min(_fit, user_table.rows)
             )
         _said = mo.md(
-            user_dataset_text(
-                user_dataset, user_ops_text(user_dataset.spec(), user_roles, user_dataset.key_count)
+            explain_user_data.user_dataset_text(
+                user_dataset,
+                explain_user_data.user_ops_text(user_dataset.spec(), user_roles, user_dataset.key_count),
             )
         )
-    except UserDataError as _err:
+    except user_data.UserDataError as _err:
         user_dataset, _said = None, mo.callout(mo.md(str(_err)), kind="warn")
     mo.vstack(
         [mo.hstack([user_value, user_key, user_sort], justify="start", wrap=True), user_quantile, _said]
@@ -739,7 +689,11 @@ def _(user_dataset):
     mo.stop(user_dataset is None)
     user_rows = mo.ui.dropdown(
         options={f"all {user_dataset.rows:,} rows": user_dataset.rows}
-        | {f"a sample of {format_rows(n)} rows": n for n in reversed(ROW_STEPS) if n < user_dataset.rows},
+        | {
+            f"a sample of {format_rows(n)} rows": n
+            for n in reversed(sizing.ROW_STEPS)
+            if n < user_dataset.rows
+        },
         value=f"all {user_dataset.rows:,} rows",
         label="Rows",
     )
@@ -763,7 +717,7 @@ def _(cli, cudf_module, cudf_pandas_switch, user_base, user_dataset, user_repeat
         "cudf_pandas": bool(cudf_pandas_switch.value) and cudf_module is not None,
     }
     # The memory checks with the memory free now; the run checks again when Run is clicked.
-    _preview = plan_from_settings(user_settings, user_base, bytes_per_row=user_dataset.bytes_per_row)
+    _preview = sizing.plan_from_settings(user_settings, user_base, bytes_per_row=user_dataset.bytes_per_row)
     mo.callout(mo.md(_preview["cap_message"]), kind="warn") if _preview["cap_message"] else None
     return (user_settings,)
 
@@ -781,13 +735,15 @@ def _(cli, gpus, user_base, user_dataset, user_run, user_settings):
     ):
         mo.output.clear()
         _engines, _left = user_engines(user_base, user_dataset.spec(), user_dataset.atol)
-        user_plan = plan_from_settings(user_settings, _engines, bytes_per_row=user_dataset.bytes_per_row)
+        user_plan = sizing.plan_from_settings(
+            user_settings, _engines, bytes_per_row=user_dataset.bytes_per_row
+        )
         if user_plan["cap_message"]:
             mo.output.append(mo.callout(mo.md(user_plan["cap_message"]), kind="warn"))
         user_bench = run_with_progress(user_plan, _engines, user_dataset)
         if user_settings["cudf_pandas"]:
             with mo.status.spinner("cudf.pandas on your table, in a worker process (no code change)…"):
-                _cp = run_cudf_pandas_engine(
+                _cp = cudf_pandas.run_cudf_pandas_engine(
                     user_plan["sizes"],
                     user_plan["ops"],
                     user_plan["repeats"],
@@ -798,7 +754,7 @@ def _(cli, gpus, user_base, user_dataset, user_run, user_settings):
             user_bench["errors"] += _cp["errors"]
     user_bench["errors"] = [user_dataset.scrub(_e) for _e in user_bench["errors"]]  # no server paths
     _waited = lock_waited_text(_lease.waited_s, bool(gpus))
-    mo.output.replace(mo.md(f"{user_run_text(user_bench, user_plan, _left)} {_waited}"))
+    mo.output.replace(mo.md(f"{explain_user_data.user_run_text(user_bench, user_plan, _left)} {_waited}"))
     return (user_bench,)
 
 
@@ -811,7 +767,7 @@ def _(user_bench):
             for _kind, _text in check_messages(user_summary, user_bench["errors"])
         ]
         + [
-            mo.md(user_summary_text(user_summary)),
+            mo.md(explain_user_data.user_summary_text(user_summary)),
             mo.ui.table(
                 results_table(user_summary),
                 page_size=12,
@@ -819,7 +775,11 @@ def _(user_bench):
                 show_column_summaries=False,
                 freeze_columns_left=["rows", "operation"],
             ),
-            mo.hstack([times_chart(user_summary), speedup_chart(user_summary)], widths="equal", wrap=True),
+            mo.hstack(
+                [charts.times_chart(user_summary), charts.speedup_chart(user_summary)],
+                widths="equal",
+                wrap=True,
+            ),
         ]
     )
     return (user_summary,)
@@ -827,7 +787,7 @@ def _(user_bench):
 
 @app.cell(hide_code=True)
 def _(user_bench, user_summary):
-    _parts, _times = [], sweep_times_chart(user_summary)
+    _parts, _times = [], charts.sweep_times_chart(user_summary)
     if _times is not None:
         _parts += [
             mo.md("### How the time grows with your table's size (random samples of its rows)"),
@@ -836,7 +796,7 @@ def _(user_bench, user_summary):
     if user_bench["samples"]:
         _parts += [
             mo.md(f"### GPU timeline of your run ({len(user_bench['samples'])} NVML samples)"),
-            timeline_chart(
+            charts.timeline_chart(
                 pd.DataFrame(user_bench["samples"]), pd.DataFrame(user_bench["spans"]), gpm_frame(user_bench)
             ),
         ]
@@ -850,7 +810,7 @@ def _(user_bench, user_summary):
 @app.cell
 def _(cli):
     # Decided on the server for this session: a `marimo run` viewer never gets the editor, nor a run.
-    snippet_allowed, snippet_why = user_code_allowed(mo.app_meta().mode, cli)
+    snippet_allowed, snippet_why = cudf_pandas.user_code_allowed(mo.app_meta().mode, cli)
     snippet_editor = mo.ui.code_editor(
         value="df.groupby('category', observed=True)['value'].agg(['mean', 'max']).reset_index()",
         language="python",
@@ -886,16 +846,16 @@ def _(cudf_module, gpus, snippet_allowed, snippet_button, snippet_editor, snippe
         on_wait=lambda: mo.output.replace(mo.callout(mo.md(lock_wait_text(bool(gpus))), kind="info"))
     ):
         with mo.status.spinner("Running your snippet in worker processes…"):
-            _out = run_user_snippet(
+            _out = cudf_pandas.run_user_snippet(
                 snippet_editor.value, int(snippet_rows.value or 1_000_000), accelerate=cudf_module is not None
             )
-    mo.md(snippet_report(_out, cudf_module is not None))
+    mo.md(cudf_pandas.snippet_report(_out, cudf_module is not None))
     return
 
 
 @app.cell(hide_code=True)
 def _(get_last_run):
-    mo.md(takeaways_text(get_last_run()))
+    mo.md(explain_results.takeaways_text(get_last_run()))
     return
 
 
@@ -925,11 +885,11 @@ def _():
     """)
     _shown = {
         "time_operation — warm-up, repeats, median and spread": time_operation,
-        "op_filter — keep rows by two conditions": op_filter,
-        "op_groupby_few — five aggregations over 100 keys": op_groupby_few,
-        "op_groupby_many — sum and count over 100k keys": op_groupby_many,
-        "op_join — inner join with a lookup table": op_join,
-        "op_sort — sort every row by a float column": op_sort,
+        "op_filter — keep rows by two conditions": ops.op_filter,
+        "op_groupby_few — five aggregations over 100 keys": ops.op_groupby_few,
+        "op_groupby_many — sum and count over 100k keys": ops.op_groupby_many,
+        "op_join — inner join with a lookup table": ops.op_join,
+        "op_sort — sort every row by a float column": ops.op_sort,
         "results_match — every result compared with pandas'": results_match,
     }
     _sources = mo.accordion(

@@ -38,9 +38,11 @@ BLOCK = re.compile(
 def _apps():
     sys.path.insert(0, str(ROOT))
     from gpu_notebooks.llm_finetuning import datasets, estimates, lora, models, precision, settings, speed
-    from gpu_notebooks.llm_finetuning.explain import lora as lora_texts
-    from gpu_notebooks.llm_finetuning.explain import memory as memory_texts
-    from gpu_notebooks.llm_finetuning.explain import speed as speed_texts
+    from gpu_notebooks.llm_finetuning.explain import (
+        lora as lora_texts,
+        memory as memory_texts,
+        speed as speed_texts,
+    )
 
     # One namespace over the fine-tuning modules the blocks use; the block names keep their `llm.` prefix.
     modules = (
@@ -58,8 +60,7 @@ def _apps():
     llm = types.SimpleNamespace(
         **{k: v for m in modules for k, v in vars(m).items() if not k.startswith("_")}
     )
-    from gpu_notebooks.rapids_benchmark.explain import gpu as rapids_gpu
-    from gpu_notebooks.rapids_benchmark.explain import method as rapids_method
+    from gpu_notebooks.rapids_benchmark.explain import gpu as rapids_gpu, method as rapids_method
 
     return (rapids_gpu, rapids_method), llm
 

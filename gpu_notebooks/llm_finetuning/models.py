@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
-from tokenizers import models as tokenizer_models
+from tokenizers import Tokenizer, decoders, models as tokenizer_models, pre_tokenizers, trainers
 from transformers import (
     AutoConfig,
     GPT2Config,
