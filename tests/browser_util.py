@@ -108,3 +108,38 @@ def screenshot_all(page, name: str, parts: int = 4) -> list[Path]:
         page.mouse.wheel(0, page.viewport_size["height"] - 100)
         page.wait_for_timeout(600)
     return paths
+
+
+def server_paths_shown(page) -> list[str]:
+    """Snippets of the notebook's own output that name a server path (the project folder, the temp folder).
+
+    Read from the cells' outputs (collapsed accordions included), not from the whole document: marimo itself
+    writes the notebook's absolute path into every page it serves (a hidden <marimo-filename> element and the
+    mount config: "filename", "cwd"), which this project cannot change — README says so.
+    """
+    import tempfile
+
+    text = page.evaluate(_OUTPUT_TEXT_JS)
+    assert len(text) > 1_000, "the cells' outputs were not found: the check would pass on an empty page"
+    roots = {str(ROOT), os.path.realpath(tempfile.gettempdir()), tempfile.gettempdir(), "/tmp/"}
+    return [text[max(0, i - 80) : i + 120] for r in roots for i in _find_all(text, r)]
+
+
+def _find_all(text: str, needle: str):
+    start = text.find(needle)
+    while start != -1:
+        yield start
+        start = text.find(needle, start + 1)
+
+
+# Every cell output's text, through the shadow roots marimo's UI elements (accordions, tables, …) draw into.
+_OUTPUT_TEXT_JS = """() => {
+  const parts = [];
+  const walk = (node) => {
+    if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.childNodes) walk(child);
+  };
+  document.querySelectorAll('.output-area').forEach(walk);
+  return parts.join(' ');
+}"""

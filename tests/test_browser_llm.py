@@ -17,6 +17,7 @@ from tests.browser_util import (
     free_port,
     marimo_server,
     screenshot_all,
+    server_paths_shown,
 )
 
 # In CI (`make test`): minutes on a busy 2-core machine, small settings. `slow` is kept for tests too long for CI.
@@ -256,7 +257,7 @@ def test_try_it_generates_with_the_trained_adapter_beside_the_base_model():
         assert page.get_by_text("Fine-tuned (loaded with").count() >= 1
         assert page.get_by_text("merged (merge_and_unload)").count() >= 1  # the cost table's second row
         assert page.get_by_text("On a CPU there is no card").count() >= 1
-        assert page.get_by_text("/tmp/").count() == 0  # no server path anywhere
+        assert server_paths_shown(page) == []  # no server path in what the app shows
         page.get_by_text("What inference costs on").first.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "llm_try_it.png"))
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.browser_util import browser_available, chromium, marimo_server, screenshot_all
+from tests.browser_util import browser_available, chromium, marimo_server, screenshot_all, server_paths_shown
 
 pytestmark = pytest.mark.skipif(not browser_available(), reason="needs playwright and Debian's chromium")
 
@@ -236,6 +236,7 @@ def test_a_viewer_uploads_a_table_picks_columns_runs_and_sees_every_check_pass(t
         page.get_by_text("Your own table").first.scroll_into_view_if_needed()
         screenshot_all(page, "rapids_user_data", parts=4)
         assert page.get_by_text("Every result matches pandas").count() == 1  # only this section ran
+        assert server_paths_shown(page) == []  # the upload's server folder is never named
         assert page.get_by_text("DISAGREE").count() == 0
         folders = [f for f in server_tmp.iterdir() if f.name.startswith("rapids-user-data-")]
         mine = [f for f in folders if (f / "upload.csv").exists()]
