@@ -21,19 +21,15 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="LoRA fine-tuning")
 
 with app.setup:
-    import sys
+    # Every session of `marimo run` is a thread of one server process running this block: the first imports of
+    # torch and transformers happen under one process-wide lock that marimo's own start of a session waits for
+    # too (two threads importing torch at once can break it for every session: see first_imports.py).
     import threading
     import time
-    import types
 
-    # Every session of `marimo run` is a thread of one server process running this block. Tabs opened at the
-    # same moment would import torch and transformers for the first time concurrently, and a thread can then
-    # see a partially initialised module (`cannot import name 'AutoConfig'`): one process-wide lock, created
-    # atomically in sys.modules, makes the first import happen once while the others wait for it.
-    _import_guard = sys.modules.setdefault(
-        "gpu_notebooks_import_lock", types.ModuleType("gpu_notebooks_import_lock")
-    )
-    with _import_guard.__dict__.setdefault("lock", threading.RLock()):
+    from gpu_notebooks.first_imports import import_lock
+
+    with import_lock():
         import marimo as mo
         import pandas as pd
         import torch

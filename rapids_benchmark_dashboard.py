@@ -20,37 +20,46 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="RAPIDS cuDF vs pandas")
 
 with app.setup:
-    import marimo as mo
-    import pandas as pd
+    # Sessions of `marimo run` are threads of one process: first imports under one process-wide lock that
+    # marimo's own start of a session waits for too (see first_imports.py).
+    from gpu_notebooks.first_imports import import_lock
 
-    from gpu_notebooks.cli import cli_options
-    from gpu_notebooks.gpu.gpm import gpm_frame, gpm_status_line, gpm_unavailable_reason
-    from gpu_notebooks.gpu.lock import gpu_turn, lock_wait_text, lock_waited_text
-    from gpu_notebooks.gpu.nvml import read_gpu_status
-    from gpu_notebooks.gpu.probe import PROBE_SECONDS
-    from gpu_notebooks.rapids_benchmark import charts, cudf_pandas, ops, sizing, user_data
-    from gpu_notebooks.rapids_benchmark.checks import check_messages, results_match
-    from gpu_notebooks.rapids_benchmark.cli import parse_cli_args
-    from gpu_notebooks.rapids_benchmark.dask_engine import dask_client, detect_dask, make_dask_engine
-    from gpu_notebooks.rapids_benchmark.duckdb_engine import detect_duckdb
-    from gpu_notebooks.rapids_benchmark.engines import detect_cudf, frames_freed_on_interrupt, make_engines
-    from gpu_notebooks.rapids_benchmark.explain import (
-        gpu as explain_gpu,
-        method as explain_method,
-        results as explain_results,
-        user_data as explain_user_data,
-    )
-    from gpu_notebooks.rapids_benchmark.files import clear_data_cache, data_cache_text
-    from gpu_notebooks.rapids_benchmark.formatting import format_rows
-    from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars
-    from gpu_notebooks.rapids_benchmark.report import results_table, speedup_table, summarize_records
-    from gpu_notebooks.rapids_benchmark.roofline import bandwidth_table, card_probes, copy_bandwidth_probe
-    from gpu_notebooks.rapids_benchmark.runner import SAMPLE_INTERVAL_S, run_with_progress
-    from gpu_notebooks.rapids_benchmark.session import stop_if_session_closed
-    from gpu_notebooks.rapids_benchmark.telemetry import op_telemetry_table, run_utilization_probe
-    from gpu_notebooks.rapids_benchmark.timing import time_operation
-    from gpu_notebooks.rapids_benchmark.user_dataset import prepare_dataset, role_bytes_per_row
-    from gpu_notebooks.rapids_benchmark.user_ops import user_engines
+    with import_lock():
+        import marimo as mo
+        import pandas as pd
+
+        from gpu_notebooks.cli import cli_options
+        from gpu_notebooks.gpu.gpm import gpm_frame, gpm_status_line, gpm_unavailable_reason
+        from gpu_notebooks.gpu.lock import gpu_turn, lock_wait_text, lock_waited_text
+        from gpu_notebooks.gpu.nvml import read_gpu_status
+        from gpu_notebooks.gpu.probe import PROBE_SECONDS
+        from gpu_notebooks.rapids_benchmark import charts, cudf_pandas, ops, sizing, user_data
+        from gpu_notebooks.rapids_benchmark.checks import check_messages, results_match
+        from gpu_notebooks.rapids_benchmark.cli import parse_cli_args
+        from gpu_notebooks.rapids_benchmark.dask_engine import dask_client, detect_dask, make_dask_engine
+        from gpu_notebooks.rapids_benchmark.duckdb_engine import detect_duckdb
+        from gpu_notebooks.rapids_benchmark.engines import (
+            detect_cudf,
+            frames_freed_on_interrupt,
+            make_engines,
+        )
+        from gpu_notebooks.rapids_benchmark.explain import (
+            gpu as explain_gpu,
+            method as explain_method,
+            results as explain_results,
+            user_data as explain_user_data,
+        )
+        from gpu_notebooks.rapids_benchmark.files import clear_data_cache, data_cache_text
+        from gpu_notebooks.rapids_benchmark.formatting import format_rows
+        from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars
+        from gpu_notebooks.rapids_benchmark.report import results_table, speedup_table, summarize_records
+        from gpu_notebooks.rapids_benchmark.roofline import bandwidth_table, card_probes, copy_bandwidth_probe
+        from gpu_notebooks.rapids_benchmark.runner import SAMPLE_INTERVAL_S, run_with_progress
+        from gpu_notebooks.rapids_benchmark.session import stop_if_session_closed
+        from gpu_notebooks.rapids_benchmark.telemetry import op_telemetry_table, run_utilization_probe
+        from gpu_notebooks.rapids_benchmark.timing import time_operation
+        from gpu_notebooks.rapids_benchmark.user_dataset import prepare_dataset, role_bytes_per_row
+        from gpu_notebooks.rapids_benchmark.user_ops import user_engines
 
 
 @app.cell(hide_code=True)
@@ -68,10 +77,11 @@ def _():
 @app.cell
 def _(cli):
     gpus = read_gpu_status()
-    cudf_module, cudf_message = detect_cudf(len(gpus), force_cpu=cli["cpu"])
-    polars_module, polars_gpu, polars_message = detect_polars(cudf_module, force_cpu=cli["cpu"])
-    dask_ok, dask_message = detect_dask(len(gpus) if cudf_module is not None else 0)
-    duckdb_module, duckdb_message = detect_duckdb()
+    with import_lock():  # cuDF, Polars, DuckDB: first imports, one session at a time (see the setup block)
+        cudf_module, cudf_message = detect_cudf(len(gpus), force_cpu=cli["cpu"])
+        polars_module, polars_gpu, polars_message = detect_polars(cudf_module, force_cpu=cli["cpu"])
+        dask_ok, dask_message = detect_dask(len(gpus) if cudf_module is not None else 0)
+        duckdb_module, duckdb_message = detect_duckdb()
     host = sizing.read_host_status()
     gpm_line = gpm_status_line(gpus)
     return (

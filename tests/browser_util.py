@@ -32,7 +32,11 @@ def free_port() -> int:
 @contextlib.contextmanager
 def marimo_server(app: str, *flags: str, env: dict | None = None):
     """`marimo run app --headless --no-token` on a free port (extra environment `env`); yields its URL."""
+    import tempfile
+
     port = free_port()
+    # The server's output goes to a file: a pipe nobody reads would block the server once 64 KiB are written.
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -49,7 +53,7 @@ def marimo_server(app: str, *flags: str, env: dict | None = None):
         ],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -62,7 +66,8 @@ def marimo_server(app: str, *flags: str, env: dict | None = None):
             except OSError:
                 time.sleep(0.3)
         else:
-            raise RuntimeError(f"marimo did not start: {proc.stdout.read1().decode(errors='replace')}")
+            log.seek(0)
+            raise RuntimeError(f"marimo did not start: {log.read()[-4000:].decode(errors='replace')}")
         yield url
     finally:
         proc.terminate()
@@ -70,6 +75,7 @@ def marimo_server(app: str, *flags: str, env: dict | None = None):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 @contextlib.contextmanager

@@ -52,14 +52,16 @@ def test_run_button_gives_results_with_checks_and_charts(tmp_path):
         # The label stays inside its button (it wrapped onto a second line outside a one-line button).
         delete = page.get_by_role("button", name="Delete the cached data files")
         assert delete.evaluate("b => b.scrollHeight - b.clientHeight") <= 2
-        assert page.get_by_text("DuckDB vs pandas").count() >= 1  # every engine that ran, DuckDB too
+        page.get_by_text("DuckDB vs pandas").first.wait_for(
+            state="attached", timeout=60_000
+        )  # every engine that ran, DuckDB too
         assert page.get_by_text("Running pandas only").count() == 1  # no GPU on CI: said plainly
         assert (
             page.get_by_text("Every result matches pandas").count() == 1
         )  # Polars' results, checked in the app
         assert page.get_by_text("DISAGREE").count() == 0
-        assert page.get_by_text("Time per operation").count() >= 1 or page.locator(".vega-embed").count() >= 1
-        assert page.locator(".vega-embed").count() >= 1
+        page.get_by_text("Time per operation").first.wait_for(state="attached", timeout=60_000)
+        page.locator(".vega-embed").first.wait_for(state="attached", timeout=60_000)
 
 
 def test_two_viewers_queue_for_the_gpu_and_both_get_results():
@@ -95,7 +97,9 @@ def test_two_viewers_queue_for_the_gpu_and_both_get_results():
             page.get_by_text("Finished in").first.wait_for(timeout=180_000)
             # The waiting box is gone once the run has its turn, and the page says how long it waited.
             assert page.get_by_text("Waiting for the other run").count() == 0
-            assert page.get_by_text(re.compile(r"Waited \d+\.\d s for its turn")).count() >= 1
+            page.get_by_text(re.compile(r"Waited \d+\.\d s for its turn")).first.wait_for(
+                state="attached", timeout=60_000
+            )
 
 
 def test_a_viewer_closing_the_tab_mid_run_leaves_the_gpu_free_for_the_next():
@@ -152,7 +156,7 @@ def test_several_tabs_opened_at_once_on_a_fresh_server_all_come_up_whole():
             page.goto(url, wait_until="commit")
         for page in pages:
             page.get_by_role("button", name="Run benchmark").wait_for(timeout=120_000)
-            assert page.get_by_text("Operations").count() >= 1
+            page.get_by_text("Operations").first.wait_for(state="attached", timeout=60_000)
 
 
 @pytest.mark.slow
@@ -180,7 +184,7 @@ def test_a_marimo_run_viewer_cannot_execute_a_snippet():
         page.get_by_text("The snippet box is off").first.wait_for(timeout=60_000)
         assert page.locator(".cm-editor").count() == 0  # no code editor anywhere on the page
         assert page.get_by_role("button", name="Run my code with pandas and cudf.pandas").count() == 0
-        assert page.get_by_text("--allow-user-code").count() >= 1
+        page.get_by_text("--allow-user-code").first.wait_for(state="attached", timeout=60_000)
 
 
 def test_an_owner_who_allows_user_code_gets_the_box_and_a_result():
@@ -223,7 +227,7 @@ def test_a_viewer_uploads_a_table_picks_columns_runs_and_sees_every_check_pass(t
         upload = page.locator("input[type=file]").first
         upload.set_input_files(str(bad))
         page.get_by_text("This file cannot be used").first.wait_for(timeout=60_000)
-        assert page.get_by_text("not UTF-8").count() >= 1
+        page.get_by_text("not UTF-8").first.wait_for(state="attached", timeout=60_000)
         upload.set_input_files(str(good))
         page.get_by_text("37 distinct values").first.wait_for(timeout=60_000)
         assert page.get_by_text("This file cannot be used").count() == 0
