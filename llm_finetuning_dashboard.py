@@ -63,7 +63,7 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.explain.inference import inference_cost_text
         from gpu_notebooks.llm_finetuning.explain.results import generations_note
         from gpu_notebooks.llm_finetuning.explain.workflow import how_it_works_text, steps_heading_text
-        from gpu_notebooks.llm_finetuning.formatting import fmt_bytes, fmt_count
+        from gpu_notebooks.llm_finetuning.formatting import count_of, fmt_bytes, fmt_count
         from gpu_notebooks.llm_finetuning.inference_cost import cost_table
         from gpu_notebooks.llm_finetuning.loading import default_choices, model_availability_note
         from gpu_notebooks.llm_finetuning.loss import batch_loss, causal_lm_loss
@@ -417,7 +417,7 @@ def _(dataset, device, plan, settings, train_progress):
         f"weights in **{_dtype}** · vocabulary {len(run.tokenizer):,} · device memory "
         f"{fmt_bytes(device_memory(device)['allocated'])} allocated"
         + ("" if device.type == "cuda" else " (CPU: host RAM, not tracked here)")
-        + f" · *auto* resolved to learning rate {run.settings.learning_rate:g}, {run.settings.epochs} epochs"
+        + f" · *auto* resolved to learning rate {run.settings.learning_rate:g}, {count_of(run.settings.epochs, 'epoch')}"
         + f"{_waited}.\n\n{explain_memory.memory_scope_note(run)}",
     )
     _warning = mo.callout(mo.md(f"**No `{settings.model_source}`:** {_facts['load_warning']}"), kind="warn")
@@ -477,7 +477,7 @@ def _(dataset, lora_table, run, train_progress):
                 time.perf_counter() - _started,
                 f"{token_stats['train_examples']} train / {token_stats['eval_examples']} eval examples "
                 f"({token_stats['dropped']} dropped: prompt longer than max length) · {token_stats['steps_per_epoch']} "
-                f"steps/epoch × {run.settings.epochs} epochs = **{token_stats['total_steps']} steps**, "
+                f"steps/epoch × {count_of(run.settings.epochs, 'epoch')} = **{token_stats['total_steps']} steps**, "
                 f"{token_stats['warmup_steps']} warm-up · AdamW on {len(lora_table) * 2} adapter tensors only · "
                 f"GradScaler **{'on' if run.plan.use_grad_scaler else 'off'}**"
                 + (

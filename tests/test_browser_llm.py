@@ -172,9 +172,9 @@ def test_train_uses_the_settings_on_screen_without_any_apply_step():
         page.get_by_text("Step 7 complete").first.wait_for(timeout=600_000)
         assert page.get_by_text("Falling back").count() == 0  # the tiny model was chosen, not a fallback
         page.get_by_text("tiny-offline-gpt2").first.wait_for(state="attached", timeout=60_000)
-        page.get_by_text("× 1 epochs").first.wait_for(
+        page.get_by_text("× 1 epoch =").first.wait_for(
             state="attached", timeout=60_000
-        )  # step 4: steps/epoch × 1 epochs
+        )  # step 4: steps/epoch × 1 epoch (singular)
         screenshot_all(page, "llm_on_screen_settings", parts=2)
 
 

@@ -135,3 +135,14 @@ def test_step_one_speaks_of_the_gpu_only_when_there_is_one():
 
     assert "GPU" not in seed_note(torch.device("cpu"), 42) and "**42**" in seed_note(torch.device("cpu"), 42)
     assert "once this run holds the GPU" in seed_note(torch.device("cuda"), 7)
+
+
+def test_one_epoch_is_said_in_the_singular():
+    """Steps 2 and 4 said "1 epochs" on the default CPU run."""
+    from gpu_notebooks.llm_finetuning.formatting import count_of
+
+    assert count_of(1, "epoch") == "1 epoch"
+    assert count_of(3, "epoch") == "3 epochs"
+    assert count_of(1_200, "step") == "1,200 steps"
+    source = (Path(__file__).resolve().parents[1] / "llm_finetuning_dashboard.py").read_text()
+    assert "settings.epochs} epochs" not in source
