@@ -443,3 +443,45 @@ def test_the_picker_shows_labels_never_server_paths(tmp_path, monkeypatch):
     assert labels[1] == "2. (folder missing or damaged)"
     assert set(adapter_choices().values()) == {"local-adapter", "gone"}  # names, not paths
     assert Path(str(tmp_path)).name not in "".join(labels)
+
+
+def test_logits_that_are_not_numbers_get_a_clear_message_instead_of_a_sampling_error(kept, monkeypatch):
+    """An FP16 model that overflows gives NaN/inf logits; torch.multinomial would raise a bare RuntimeError."""
+    real = inference.forward_step
+
+    def overflowing(*args, **kwargs):
+        logits, cache = real(*args, **kwargs)
+        return logits.fill_(float("nan")), cache
+
+    monkeypatch.setattr(inference, "forward_step", overflowing)
+    request = GenerationRequest(kept["prompts"][0], 4, sampling=True, temperature=0.8, top_p=0.95, seed=0)
+    out = try_adapter(request, CPU)
+    assert "not a number" in out["problem"] and not process_gpu_lock().locked()
+    monkeypatch.setattr(inference, "forward_step", real)
+    assert try_adapter(request, CPU)["problem"] is None
+
+
+def test_a_bug_while_generating_raises_and_its_traceback_does_not_keep_the_model(kept, monkeypatch):
+    alive, seen_at_free = [], []
+
+    def watched(folder, device):
+        model, tokenizer = load_adapted(folder, device)
+        alive.append(weakref.ref(model.get_base_model()))
+        return model, tokenizer
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug in the cost table")
+
+    real_free = inference.free_device_memory
+
+    def free_and_look(device):
+        gc.collect()
+        seen_at_free.append(alive[0]() is None)
+        return real_free(device)
+
+    monkeypatch.setattr(inference, "load_adapted", watched)
+    monkeypatch.setattr(inference, "measure_costs", bug)
+    monkeypatch.setattr(inference, "free_device_memory", free_and_look)
+    with pytest.raises(KeyError, match="a bug in the cost table"):  # a bug is never a "problem" line
+        try_adapter(greedy(kept["prompts"][0], 4), CPU)
+    assert seen_at_free == [True] and not process_gpu_lock().locked()

@@ -229,3 +229,37 @@ def test_a_profiled_step_that_never_ends_is_stopped_and_the_report_says_so():
     rows = profile_fallbacks(endless, None, None, profiler_cls=_CountingProfiler, timeout_s=0.3)
     assert calls and "profiling stopped after" in rows[-1]["function"]
     assert rows[0]["function"] == "DataFrame.apply"
+
+
+def test_the_stop_is_not_swallowed_by_a_step_that_catches_every_exception():
+    """cudf.pandas catches Exception around each GPU call and reruns it on the CPU: the stop must get through."""
+    calls = []
+
+    def retries_on_any_error(frame, _lookup):
+        while len(calls) < 3_000:  # ends by itself (~30 s) if the stop were swallowed: a failure, not a hang
+            try:  # as a fast/slow fallback does
+                calls.append(1)
+                time.sleep(0.01)
+            except Exception:
+                continue
+
+    rows = profile_fallbacks(retries_on_any_error, None, None, profiler_cls=_CountingProfiler, timeout_s=0.3)
+    assert calls and "profiling stopped after" in rows[-1]["function"]
+
+
+def test_a_snippet_that_needs_more_rows_than_the_profiled_sample_still_gets_its_result(tmp_path, monkeypatch):
+    """The snippet is timed on the whole frame, then profiled on a small sample it may not fit (df.iloc[500])."""
+    import types
+
+    fake_cudf = types.ModuleType("cudf")
+    fake_pandas = types.ModuleType("cudf.pandas")
+    fake_pandas.Profiler = _CountingProfiler
+    fake_cudf.pandas = fake_pandas
+    monkeypatch.setitem(sys.modules, "cudf", fake_cudf)  # as in a worker where cudf.pandas is installed
+    monkeypatch.setitem(sys.modules, "cudf.pandas", fake_pandas)
+    df, _ = generate_data(2_000)
+    out = cudf_pandas.run_snippet_here(
+        f"result = df.iloc[[{PROFILE_SAMPLE_ROWS + 200}]]", df, str(tmp_path), lambda: None
+    )
+    assert "failed on the" in out["profile"][0]["function"] and "IndexError" in out["profile"][0]["function"]
+    assert os.path.exists(os.path.join(tmp_path, "snippet.parquet"))  # the result itself was kept

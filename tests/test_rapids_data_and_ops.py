@@ -161,3 +161,26 @@ def test_frame_nbytes_measures_two_level_group_by_columns_column_by_column():
     assert grouped.columns.nlevels == 2
     assert frame_nbytes(grouped) == int(grouped.memory_usage(deep=False).sum())
     assert frame_nbytes(frame, index=False) == 160
+
+
+@pytest.mark.parametrize("dtype", ["Int64", "string", "Float64"])
+def test_a_value_against_a_gap_is_a_mismatch_with_nullable_types(dtype):
+    """cuDF (and pandas' nullable types) answer a comparison with a missing value with a missing value, and
+    `.sum()` skips it: the check once counted a value against a gap as a match."""
+    values = {"Int64": [1, 2], "string": ["a", "b"], "Float64": [1.5, 2.5]}[dtype]
+    expected = pd.DataFrame({"c": pd.array(values, dtype=dtype)})
+    with_gap = pd.DataFrame({"c": pd.array([values[0], None], dtype=dtype)})
+    assert results_match(expected, with_gap, "rows") == (False, "1 of 2 values differ in column 'c'")
+    assert results_match(with_gap, with_gap.copy(), "rows")[0]  # missing on both sides is equal
+    assert not results_match(expected, with_gap, "key:c")[0]  # and in the sort's key check
+
+
+def test_decimals_compare_as_floats_with_any_engine():
+    """A Parquet decimal column: pandas gives Decimal objects, cuDF Decimal64 (another precision once moved to
+    the GPU), other engines floats. Compared as floats: equal values agree, a different one does not."""
+    import decimal
+
+    expected = pd.DataFrame({"amount": [decimal.Decimal("1.10"), decimal.Decimal("2.25"), None]})
+    assert results_match(expected, pd.DataFrame({"amount": [1.1, 2.25, np.nan]}), "rows")[0]
+    assert not results_match(expected, pd.DataFrame({"amount": [1.1, 2.5, np.nan]}), "rows")[0]
+    assert results_match(expected, expected.copy(), "unordered")[0]

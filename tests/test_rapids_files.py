@@ -128,3 +128,16 @@ def test_the_pipeline_is_one_job_per_library_written_before_it_was_measured():
 def test_a_path_with_a_quote_cannot_break_out_of_duckdbs_sql():
     sql = duckdb_file_sql({"parquet": "/tmp/a'b.parquet", "csv": "/tmp/a'b.csv"})
     assert "read_parquet('/tmp/a''b.parquet')" in sql["read_parquet"]
+
+
+def test_a_bug_in_a_file_ops_check_raises_and_never_reads_as_an_unreadable_file(private_cache, monkeypatch):
+    """Only the read itself may fail as bad input (OSError, ValueError, RuntimeError); the same error types from
+    the copy back or the check are a bug (on a GPU, a CUDA fault arrives as a RuntimeError)."""
+    import gpu_notebooks.rapids_benchmark.runner as runner
+
+    def broken_check(*args, **kwargs):
+        raise ValueError("a bug in the result check")
+
+    monkeypatch.setattr(runner, "finish_record", broken_check)
+    with pytest.raises(ValueError, match="a bug in the result check"):
+        run_benchmark([5_000], ["read_parquet"], make_engines(None), 1)

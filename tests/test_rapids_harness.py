@@ -220,6 +220,16 @@ def test_cudf_missing_and_cudf_failing_to_import_are_explained(monkeypatch):
     module, msg = detect_cudf(1)
     assert module is None and "failed to import" in msg and "libcudf.so" in msg
 
+    class CudfWithoutItsDependency(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "cudf":
+                raise ModuleNotFoundError("No module named 'pylibcudf'", name="pylibcudf")
+            return None
+
+    monkeypatch.setattr(sys, "meta_path", [CudfWithoutItsDependency(), *sys.meta_path[1:]])
+    module, msg = detect_cudf(1)
+    assert module is None and "needs `pylibcudf`" in msg and "not installed" not in msg
+
 
 def test_gpu_lock_queues_a_second_viewer(tmp_path):
     path = str(tmp_path / "gpu.lock")

@@ -7,6 +7,7 @@ import gc
 import html
 import json
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,10 @@ class GenerationRequest:
 
 class AdapterUnusable(ValueError):
     """No adapter to try, or the chosen folder is missing or damaged (the message says what to do)."""
+
+
+class OutputNotFinite(ValueError):
+    """The model's logits held inf or NaN (a half-precision overflow): said, never sampled from."""
 
 
 class PromptTooLong(ValueError):
@@ -278,6 +283,12 @@ def stream_tokens(model, input_ids, request, eos_id):
     step_ids, cache, cache_name = input_ids, None, cache_argument(model)
     for _ in range(request.max_new_tokens):
         logits, cache = forward_step(model, step_ids, cache, cache_name)
+        # NaN or +inf (-inf only masks a token): one more sync, in a loop that syncs per token anyway
+        if bool((torch.isnan(logits) | torch.isposinf(logits)).any()):
+            raise OutputNotFinite(
+                "**The model's output is not a number** (inf or NaN in its logits): half-precision weights can "
+                "overflow. Nothing was sampled from it; try greedy decoding, a shorter prompt, or train in BF16."
+            )
         token = pick_token(logits, request, generator)
         token_id = int(token)  # HOST SYNC: a streamed token has to reach the page (and eos is checked here)
         if token_id == eos_id:
@@ -327,7 +338,8 @@ def try_adapter(request, device, on_text=None, on_wait=None):
     `on_text(texts, role)` redraws the streamed texts; `on_wait(message)` tells a viewer who has to wait for the
     lease. Returns texts, tokens, costs, adapter (its label), waited_s, memory, note (a line on waiting and
     memory) and `problem` (a sentence for the viewer, or None). Caught: no or unusable adapter, a prompt past
-    the context, out of memory; anything else is a bug and raises (the lease and the memory still go back).
+    the context, logits that are not numbers, out of memory; anything else is a bug and raises (the lease and
+    the memory still go back: its traceback's frames are cleared first, so they do not hold the model).
     """
     out = {"texts": {}, "tokens": {}, "costs": None, "problem": None, "waited_s": 0.0, "adapter": None}
     try:
@@ -348,8 +360,11 @@ def try_adapter(request, device, on_text=None, on_wait=None):
                     "**Out of GPU memory while generating.** The memory was freed; another program may be "
                     "using the card. Ask for fewer new tokens or a shorter prompt and press **Generate** again."
                 )
-        except (AdapterUnusable, PromptTooLong) as error:
+        except (AdapterUnusable, PromptTooLong, OutputNotFinite) as error:
             out["problem"] = str(error)
+        except BaseException as error:  # a bug: it raises, but its traceback must not keep the model alive
+            traceback.clear_frames(error.__traceback__)
+            raise
         finally:
             out["memory"] = {"before": before, "peak": device_memory(device)["peak"]}
             out["memory"]["after"] = free_device_memory(device)  # read before the lease goes to someone else

@@ -30,6 +30,38 @@ def flatten_result(frame):
     return frame.reset_index(drop=True)
 
 
+def same_or_both_missing(a, e):
+    """Element-wise equal, or missing on both sides; never missing itself.
+
+    With nullable types (pandas' Int64 and string, and every cuDF column) a comparison with a missing value is
+    missing, not False, and `.sum()` skips it: a value against a gap would count as a match.
+    """
+    return (a == e).fillna(False) | (a.isna() & e.isna())
+
+
+def decimals_as_float(frame):
+    """Decimal columns (Arrow/cuDF decimals, pandas' object column of Decimal) as float64.
+
+    cuDF reads a Parquet decimal(10,2) as Decimal64(10,2), while pandas' Decimal objects moved to the GPU
+    become decimal(4,2), and cuDF compares decimals only at equal precision and scale; a Decimal object
+    never equals the float another engine returns. Compared as floats, within the float tolerance.
+    """
+    import decimal
+
+    copied = False
+    for col in frame.columns:
+        dtype = str(frame[col].dtype).lower()
+        is_decimal = "decimal" in dtype
+        if dtype == "object" and isinstance(frame, pd.DataFrame):
+            first = frame[col].dropna().head(1)
+            is_decimal = len(first) == 1 and isinstance(first.iloc[0], decimal.Decimal)
+        if is_decimal:
+            if not copied:
+                frame, copied = frame.copy(deep=False), True
+            frame[col] = frame[col].astype("float64")
+    return frame
+
+
 def results_match(
     expected: pd.DataFrame,
     actual,
@@ -44,7 +76,7 @@ def results_match(
     runs on the GPU instead of copying the result back to the host. Nothing is caught here: out of memory
     reaches run_benchmark (a failed measurement), any other error is a bug and must not read as ✗.
     """
-    exp, act = flatten_result(expected), flatten_result(actual)
+    exp, act = decimals_as_float(flatten_result(expected)), decimals_as_float(flatten_result(actual))
     if len(exp) != len(act):
         return False, f"{len(act):,} rows, expected {len(exp):,}"
     if set(map(str, exp.columns)) != set(map(str, act.columns)):
@@ -55,7 +87,7 @@ def results_match(
         exp = to_library(exp)
     if order.startswith("key:"):
         key = order.split(":", 1)[1]
-        if not bool((exp[key] == act[key]).all()):
+        if not bool(same_or_both_missing(exp[key], act[key]).all()):
             return False, f"not sorted like pandas by {key}"
     if order != "rows":
         # Rows as a multiset: both sides in one canonical order (ties broken by every column).
@@ -64,9 +96,9 @@ def results_match(
     for col in cols:
         a, e = act[col], exp[col]
         if str(e.dtype).startswith("float"):
-            close = ((a - e).abs() <= atol + rtol * e.abs()) | (a.isna() & e.isna())
+            close = ((a - e).abs() <= atol + rtol * e.abs()).fillna(False) | (a.isna() & e.isna())
         else:
-            close = (a == e) | (a.isna() & e.isna())
+            close = same_or_both_missing(a, e)
         bad = int((~close).sum())
         if bad:
             return False, f"{bad:,} of {len(exp):,} values differ in column '{col}'"

@@ -127,14 +127,16 @@ def profile_fallbacks(
     if profiler_cls is None:
         from cudf.pandas import Profiler as profiler_cls
 
-    class ProfileTimeout(Exception):
+    # A BaseException: cudf.pandas catches Exception around each GPU call and reruns it on the CPU, which
+    # would swallow the stop; the timer also fires again every second until the stop is seen.
+    class ProfileTimeout(BaseException):
         pass
 
     def stop(_signum, _frame):
         raise ProfileTimeout
 
     previous = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s, 1.0)
     stopped = False
     try:
         with profiler_cls() as profiler:
@@ -159,6 +161,10 @@ def profile_fallbacks(
     return rows
 
 
+class SnippetFailedOnSample(Exception):
+    """The snippet ran on the whole frame but raised on the profiler's small sample."""
+
+
 def run_snippet_here(code: str, df, out_dir: str, sync) -> dict:
     """Runs in the worker: the user's snippet over `df`, timed once after a warm-up; its result saved as Parquet."""
     namespace = {"pd": pd, "np": np, "df": df}
@@ -173,7 +179,24 @@ def run_snippet_here(code: str, df, out_dir: str, sync) -> dict:
     result = timing.result
     profile = None
     if "cudf.pandas" in sys.modules:  # on a sample, bounded in time, as in worker_main
-        profile = profile_fallbacks(lambda frame, _lookup: run(frame), df.head(PROFILE_SAMPLE_ROWS), None)
+
+        def on_sample(frame, _lookup):
+            try:
+                run(frame)
+            except (
+                Exception
+            ) as err:  # the user's code, on a sample it was not written for (e.g. df.iloc[500])
+                raise SnippetFailedOnSample(type(err).__name__) from None
+
+        try:
+            profile = profile_fallbacks(on_sample, df.head(PROFILE_SAMPLE_ROWS), None)
+        except SnippetFailedOnSample as err:
+            profile = [
+                {
+                    "function": f"(no fallback report: your code failed on the {PROFILE_SAMPLE_ROWS:,}-row sample "
+                    f"it is profiled on: {err})"
+                }
+            ]
     if hasattr(result, "columns"):  # a DataFrame
         frame = result.copy()
     elif hasattr(result, "to_frame"):  # a Series or an Index

@@ -111,7 +111,12 @@ def detect_cudf(gpu_count: int, force_cpu: bool = False):
         )
     try:
         import cudf
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as err:
+        if err.name not in ("cudf", None):  # cuDF is there, one of its own dependencies is not
+            return None, (
+                f"cuDF is installed but needs `{err.name}`, which is missing: reinstall it with "
+                "`make install GPU=1` (the same CUDA major version for every RAPIDS wheel), then restart the app."
+            )
         return None, (
             "cuDF is not installed. On this GPU machine run `make install GPU=1` (it installs "
             "`requirements-gpu.txt`: `cudf-cu12` for CUDA 12 drivers; use `cudf-cu13` for CUDA 13 drivers — "

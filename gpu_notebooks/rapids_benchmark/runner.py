@@ -221,7 +221,7 @@ def run_benchmark(
                 checkpoint(label)
                 tick(f"{label} · warm-up", eng.gpus)
                 start = clock()
-                failure = None
+                failure, checking = None, False
                 try:
                     timing = time_operation(
                         functools.partial(fn, xdf, dev_df, dev_lookup),
@@ -247,6 +247,7 @@ def run_benchmark(
                             "repeats": [(t, t + d) for t, d in zip(timing.starts, timing.times, strict=True)],
                         }
                     )
+                    checking = True  # the op ran: an error in the copy back or the check is no bad file
                     rec = finish_record(
                         eng,
                         op,
@@ -263,7 +264,9 @@ def run_benchmark(
                 except Exception as err:  # in the op, the copy back or the check
                     # A file that cannot be read (truncated, corrupt) is bad input, not a bug: every reader
                     # says so with an OSError, ValueError (Arrow, pandas) or RuntimeError (libcudf).
-                    unreadable = from_file and isinstance(err, (OSError, ValueError, RuntimeError))
+                    unreadable = (
+                        from_file and not checking and isinstance(err, (OSError, ValueError, RuntimeError))
+                    )
                     if not (is_reported_failure(err) or unreadable):
                         raise
                     failure = f"{label}: {describe_error(err)}"

@@ -53,8 +53,10 @@ def pandas_read(xdf, path: str, spec: dict, columns: list[str]):
     elif xdf is pd:  # pandas' integers cannot hold a missing value; its nullable Int64 can
         dtype = {c: "Int64" if t == "int64" else t for c, t in types.items()}
         frame = pd.read_csv(path, engine="pyarrow", usecols=columns, dtype=dtype, **CSV_MISSING)
-    else:
-        frame = xdf.read_csv(path, usecols=columns, dtype=types, **CSV_MISSING)
+    else:  # the header's names as Arrow reads them: libcudf keeps a quoted name's "" doubled, as Polars does
+        frame = xdf.read_csv(
+            path, names=spec["columns"], header=0, usecols=columns, dtype=types, **CSV_MISSING
+        )
     return frame.rename(columns=spec["names"])
 
 

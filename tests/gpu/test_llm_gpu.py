@@ -504,5 +504,7 @@ def test_try_it_on_cuda_streams_both_models_and_decodes_below_the_bandwidth_boun
         assert measured > 0 and costs[name]["prefill_s"] > 0
         if costs["bandwidth"] is not None:  # a card in the datasheet table (H100, H200, A100, ...)
             assert measured <= bound, (name, measured, bound)
-    assert out["memory"]["after"] <= before + 16 * 2**20  # the models were freed
+    # The models were freed; cuBLAS/cuBLASLt keep their per-handle workspaces (65 MiB on an H100, 2026-11-26),
+    # which the first matrix multiply of a process creates: this test may be that first one.
+    assert out["memory"]["after"] <= before + 128 * 2**20
     assert out["memory"]["peak"] > before + 200e6  # they were on the device while generating
