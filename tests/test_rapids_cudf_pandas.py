@@ -98,7 +98,12 @@ def test_a_snippet_runs_in_a_worker_and_its_result_comes_back():
     "code, timeout_s, message",
     [
         # The worker needs a few seconds to start on a busy machine: the limit is well above that.
-        ("import time\ntime.sleep(600)\ndf", 25, "stopped after 25 s (the time limit)"),
+        # Where it was stuck, from the worker's faulthandler: the snippet's line, by name (no server path).
+        (
+            "import time\ntime.sleep(600)\ndf",
+            25,
+            "stopped after 25 s (the time limit), inside `<module>` (<your snippet>, line 2)",
+        ),
         ("raise MemoryError('no room')\ndf", 300, "MemoryError: no room"),
         ("df['no_such_column']", 300, "KeyError"),
     ],

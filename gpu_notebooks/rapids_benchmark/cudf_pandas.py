@@ -217,7 +217,8 @@ def worker_command() -> list[str]:
     every other viewer's session, uses it); accelerating it here would change their measurements too.
     """
     boot = (
-        "import json, sys\n"
+        "import faulthandler, json, sys\n"
+        "faulthandler.enable()  # SIGABRT at the time limit prints where every thread was\n"
         "request = json.loads(sys.stdin.read())\n"
         "if request['accelerate']:\n"
         "    import cudf.pandas\n"
@@ -248,7 +249,11 @@ def run_worker(request: dict, timeout_s: float) -> tuple[dict | None, str | None
         try:
             proc.communicate(json.dumps(request), timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            return None, f"stopped after {timeout_s:.0f} s (the time limit); nothing else was affected."
+            where = stuck_at(proc, err)
+            return (
+                None,
+                f"stopped after {timeout_s:.0f} s (the time limit){where}; nothing else was affected.",
+            )
         finally:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -263,6 +268,33 @@ def run_worker(request: dict, timeout_s: float) -> tuple[dict | None, str | None
         return None, "the worker was killed (out of memory?); the app keeps running."
     last = [x for x in stderr.strip().splitlines() if x.strip()][-1:] or [f"exit status {proc.returncode}"]
     return None, f"failed: {last[0][:500]}"
+
+
+def stuck_at(proc, err) -> str:
+    """Where a worker past its time limit was: SIGABRT makes its faulthandler print every thread's stack.
+
+    The whole dump goes to this server's stderr (the operator's log; on the device, the run's log); the viewer
+    gets the innermost frame of the worker's main thread, by file name only (never a server path).
+    """
+    import re
+    import signal
+    import subprocess
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGABRT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+    err.seek(0)
+    dump = err.read()
+    start = dump.find("Current thread")
+    if start < 0:
+        return ""
+    print(f"cudf.pandas worker stopped at its time limit:\n{dump[start:]}", file=sys.stderr)
+    frame = re.search(r'File "([^"]+)", line (\d+) in (\S+)', dump[start:])
+    if frame is None:
+        return ""
+    name, line, function = os.path.basename(frame.group(1)), frame.group(2), frame.group(3)
+    return f", inside `{function}` ({name}, line {line})"
 
 
 def user_code_allowed(mode: str | None, cli: dict) -> tuple[bool, str]:
