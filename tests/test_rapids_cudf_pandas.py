@@ -268,3 +268,10 @@ def test_a_snippet_that_needs_more_rows_than_the_profiled_sample_still_gets_its_
     )
     assert "failed on the" in out["profile"][0]["function"] and "IndexError" in out["profile"][0]["function"]
     assert os.path.exists(os.path.join(tmp_path, "snippet.parquet"))  # the result itself was kept
+
+
+def test_a_snippet_whose_result_mixes_types_in_a_column_comes_back_as_text():
+    """One row of the frame is a Series of mixed types: Parquet cannot hold it as it is."""
+    out = run_user_snippet("df.iloc[5]", 2_000, accelerate=False)
+    assert "error" not in out, out
+    assert out["runs"]["pandas"]["rows_out"] == len(generate_data(10)[0].columns)

@@ -205,7 +205,11 @@ def run_snippet_here(code: str, df, out_dir: str, sync) -> dict:
         frame = pd.DataFrame({"result": [result]})
     frame.columns = [str(c) for c in frame.columns]
     path = os.path.join(out_dir, "snippet.parquet")
-    frame.reset_index(drop=False).to_parquet(path)
+    frame = frame.reset_index(drop=False)
+    try:
+        frame.to_parquet(path)
+    except (ValueError, TypeError):  # pyarrow's ArrowInvalid/ArrowTypeError: a column of mixed types (a row)
+        frame.astype(str).to_parquet(path)  # shown as text, as a mixed column would print
     return {"seconds": timing.median, "result": path, "rows_out": len(frame), "profile": profile}
 
 
