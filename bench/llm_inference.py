@@ -19,6 +19,8 @@ shows the median run by merged decode tokens/s. Paste the printed block into not
 
 On the GPU box (from the repo root):
     source bench/device_setup.sh && python3 bench/llm_inference.py
+A memory-bound case beside them (Llama-3.2-1B's shape: measured ÷ bound comes near 1 only there):
+    source bench/device_setup.sh && python3 bench/llm_inference.py --shapes "GPT-2 124M" Llama-3.2-1B
 Local sanity check (tiny shapes, CPU, seconds):
     .venv/bin/python bench/llm_inference.py --device cpu --tiny --prompt-tokens 16 --new-tokens 8 --repeats 1
 """
@@ -62,7 +64,26 @@ SHAPES = {
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         False,
     ),
+    # Llama-3.2-1B's shape (16 layers, 2048 wide, 32 query heads sharing 8 KV heads, a 128K vocabulary, tied):
+    # ~2.5 GB of FP16 weights per token, so batch-1 decoding comes near the memory bound instead of far below it
+    # (opt-in: --shapes ... "Llama-3.2-1B")
+    "Llama-3.2-1B": (
+        LlamaForCausalLM,
+        lambda: LlamaConfig(
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            vocab_size=128_256,
+            max_position_embeddings=8192,
+            tie_word_embeddings=True,
+        ),
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        False,
+    ),
 }
+DEFAULT_SHAPES = ["GPT-2 124M", "SmolLM2-135M"]
 TINY = {
     "GPT-2 124M": lambda: GPT2Config(
         n_layer=2, n_embd=64, n_head=2, vocab_size=1000, bos_token_id=0, eos_token_id=0
@@ -72,6 +93,15 @@ TINY = {
         | {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4}
         | {"num_key_value_heads": 2, "vocab_size": 1000}
     ),
+    "Llama-3.2-1B": lambda: LlamaConfig(
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1000,
+        tie_word_embeddings=True,
+    ),
 }
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -80,7 +110,8 @@ def peft_model(shape, dtype, device, tiny, seed=0):
     """The shape with random weights in `dtype` on `device`, wrapped by PEFT's LoRA (A and B random)."""
     model_class, config, targets, fan_in_fan_out = SHAPES[shape]
     torch.manual_seed(seed)
-    model = model_class((TINY[shape] if tiny else config)()).to(device=device, dtype=dtype).eval()
+    with torch.device(device):  # built where it runs: a 1B model's random init on the host takes minutes
+        model = model_class((TINY[shape] if tiny else config)()).to(dtype=dtype).eval()
     lora = LoraConfig(
         r=RANK,
         lora_alpha=ALPHA,
@@ -138,6 +169,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="2-layer stand-ins of both shapes (a sanity run)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--shapes", nargs="+", choices=list(SHAPES), default=DEFAULT_SHAPES, help="default: %(default)s"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
@@ -145,7 +179,7 @@ def main():
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     results = {
         shape: measure(shape, dtype, device, args.tiny, args.prompt_tokens, args.new_tokens, args.repeats)
-        for shape in SHAPES
+        for shape in args.shapes
     }
     first = next(iter(results.values()))[0]
     print(
