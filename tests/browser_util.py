@@ -2,10 +2,12 @@
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -32,8 +34,6 @@ def free_port() -> int:
 @contextlib.contextmanager
 def marimo_server(app: str, *flags: str, env: dict | None = None):
     """`marimo run app --headless --no-token` on a free port (extra environment `env`); yields its URL."""
-    import tempfile
-
     port = free_port()
     # The server's output goes to a file: a pipe nobody reads would block the server once 64 KiB are written.
     log = tempfile.TemporaryFile()
@@ -123,19 +123,12 @@ def server_paths_shown(page) -> list[str]:
     writes the notebook's absolute path into every page it serves (a hidden <marimo-filename> element and the
     mount config: "filename", "cwd"), which this project cannot change — README says so.
     """
-    import tempfile
-
     text = page.evaluate(_OUTPUT_TEXT_JS)
     assert len(text) > 1_000, "the cells' outputs were not found: the check would pass on an empty page"
     roots = {str(ROOT), os.path.realpath(tempfile.gettempdir()), tempfile.gettempdir(), "/tmp/"}
-    return [text[max(0, i - 80) : i + 120] for r in roots for i in _find_all(text, r)]
-
-
-def _find_all(text: str, needle: str):
-    start = text.find(needle)
-    while start != -1:
-        yield start
-        start = text.find(needle, start + 1)
+    return [
+        text[max(0, m.start() - 80) : m.start() + 120] for r in roots for m in re.finditer(re.escape(r), text)
+    ]
 
 
 # Every cell output's text, through the shadow roots marimo's UI elements (accordions, tables, …) draw into.

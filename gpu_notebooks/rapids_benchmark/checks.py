@@ -30,13 +30,13 @@ def flatten_result(frame):
     return frame.reset_index(drop=True)
 
 
-def same_or_both_missing(a, e):
-    """Element-wise equal, or missing on both sides; never missing itself.
+def agree(match, a, e):
+    """`match` (element-wise: equal, or close) where it holds, or missing on both sides; never missing itself.
 
     With nullable types (pandas' Int64 and string, and every cuDF column) a comparison with a missing value is
     missing, not False, and `.sum()` skips it: a value against a gap would count as a match.
     """
-    return (a == e).fillna(False) | (a.isna() & e.isna())
+    return match.fillna(False) | (a.isna() & e.isna())
 
 
 def decimals_as_float(frame):
@@ -87,7 +87,7 @@ def results_match(
         exp = to_library(exp)
     if order.startswith("key:"):
         key = order.split(":", 1)[1]
-        if not bool(same_or_both_missing(exp[key], act[key]).all()):
+        if not bool(agree(exp[key] == act[key], exp[key], act[key]).all()):
             return False, f"not sorted like pandas by {key}"
     if order != "rows":
         # Rows as a multiset: both sides in one canonical order (ties broken by every column).
@@ -96,9 +96,9 @@ def results_match(
     for col in cols:
         a, e = act[col], exp[col]
         if str(e.dtype).startswith("float"):
-            close = ((a - e).abs() <= atol + rtol * e.abs()).fillna(False) | (a.isna() & e.isna())
+            close = agree((a - e).abs() <= atol + rtol * e.abs(), a, e)
         else:
-            close = same_or_both_missing(a, e)
+            close = agree(a == e, a, e)
         bad = int((~close).sum())
         if bad:
             return False, f"{bad:,} of {len(exp):,} values differ in column '{col}'"

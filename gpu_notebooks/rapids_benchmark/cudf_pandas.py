@@ -181,11 +181,10 @@ def run_snippet_here(code: str, df, out_dir: str, sync) -> dict:
     if "cudf.pandas" in sys.modules:  # on a sample, bounded in time, as in worker_main
 
         def on_sample(frame, _lookup):
+            # the user's code, on a sample it was not written for (e.g. df.iloc[500])
             try:
                 run(frame)
-            except (
-                Exception
-            ) as err:  # the user's code, on a sample it was not written for (e.g. df.iloc[500])
+            except Exception as err:
                 raise SnippetFailedOnSample(type(err).__name__) from None
 
         try:
