@@ -56,30 +56,31 @@ SMOLLM2_SHAPE = {
     "max_position_embeddings": 2048,
     "tie_word_embeddings": True,
 }
+# Llama-3.2-1B's published shape: 16 layers, 2048 wide, 32 query heads sharing 8 KV heads, a 128K vocabulary.
+LLAMA_1B_SHAPE = {
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128_256,
+    "max_position_embeddings": 8192,
+    "tie_word_embeddings": True,
+}
+LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SHAPES = {
     "GPT-2 124M": (GPT2LMHeadModel, lambda: GPT2Config(), ["c_attn", "c_proj", "c_fc"], True),
     "SmolLM2-135M": (
         LlamaForCausalLM,
         lambda: LlamaConfig(**SMOLLM2_SHAPE),
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        LLAMA_TARGETS,
         False,
     ),
-    # Llama-3.2-1B's shape (16 layers, 2048 wide, 32 query heads sharing 8 KV heads, a 128K vocabulary, tied):
-    # ~2.5 GB of FP16 weights per token, so batch-1 decoding comes near the memory bound instead of far below it
-    # (opt-in: --shapes ... "Llama-3.2-1B")
+    # ~2.5 GB of FP16 weights per token: batch-1 decoding comes near the memory bound (opt-in: --shapes)
     "Llama-3.2-1B": (
         LlamaForCausalLM,
-        lambda: LlamaConfig(
-            hidden_size=2048,
-            intermediate_size=8192,
-            num_hidden_layers=16,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-            vocab_size=128_256,
-            max_position_embeddings=8192,
-            tie_word_embeddings=True,
-        ),
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        lambda: LlamaConfig(**LLAMA_1B_SHAPE),
+        LLAMA_TARGETS,
         False,
     ),
 }
@@ -94,13 +95,9 @@ TINY = {
         | {"num_key_value_heads": 2, "vocab_size": 1000}
     ),
     "Llama-3.2-1B": lambda: LlamaConfig(
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=1000,
-        tie_word_embeddings=True,
+        **LLAMA_1B_SHAPE
+        | {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4}
+        | {"num_key_value_heads": 2, "vocab_size": 1000}
     ),
 }
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
