@@ -36,7 +36,8 @@ def marimo_server(app: str, *flags: str, env: dict | None = None):
     """`marimo run app --headless --no-token` on a free port (extra environment `env`); yields its URL."""
     port = free_port()
     # The server's output goes to a file: a pipe nobody reads would block the server once 64 KiB are written.
-    log = tempfile.TemporaryFile()
+    # MARIMO_TEST_LOG=path keeps it for a look after a failure.
+    log = open(os.environ["MARIMO_TEST_LOG"], "wb") if os.environ.get("MARIMO_TEST_LOG") else tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -130,6 +131,23 @@ def server_paths_shown(page) -> list[str]:
         text[max(0, m.start() - 80) : m.start() + 120] for r in roots for m in re.finditer(re.escape(r), text)
     ]
 
+
+def cell_text(element) -> str:
+    """All the text of the cell that holds `element` (a Locator), read through shadow roots: tables and other
+    UI elements draw into those, so `innerText` misses their values (a re-run with new timings looks unchanged)."""
+    return element.evaluate(_CELL_TEXT_JS)
+
+
+_CELL_TEXT_JS = """(element) => {
+  const parts = [];
+  const walk = (node) => {
+    if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.childNodes) walk(child);
+  };
+  walk(element.closest('.marimo-cell') || element);
+  return parts.join(' ');
+}"""
 
 # Every cell output's text, through the shadow roots marimo's UI elements (accordions, tables, …) draw into.
 _OUTPUT_TEXT_JS = """() => {
