@@ -1,5 +1,6 @@
 """Try it: the adapter step 7 saved loads through PEFT, streams beside the base, and says what decoding costs."""
 
+import contextlib
 import gc
 import json
 import shutil
@@ -116,6 +117,21 @@ def test_the_adapter_loads_from_disk_through_peft_and_reproduces_the_trained_mod
         logits = model(**prompt_batch(run, trained["prompts"])).logits
     # the base rebuilt from its config and seed + the saved tokenizer + PEFT's LoRA = the model step 5 trained
     torch.testing.assert_close(logits, trained["logits"], atol=1e-4, rtol=1e-4)
+
+
+def test_a_generate_clicks_first_imports_take_the_lock_of_first_imports(trained, monkeypatch):
+    """PEFT and the tokenizer classes are first imported on a Generate click, outside the setup block: under
+    the process-wide lock that other sessions' setup blocks and marimo's session start take (first_imports.py)."""
+    entered = []
+
+    @contextlib.contextmanager
+    def recording_lock():
+        entered.append(threading.get_ident())
+        yield
+
+    monkeypatch.setattr(inference, "import_lock", recording_lock)
+    load_adapted(trained["folder"], CPU)
+    assert len(entered) >= 2  # the tokenizer classes (an offline model's saved tokenizer) and PEFT
 
 
 def test_fine_tuned_output_differs_from_the_base_and_equals_it_with_the_adapter_disabled(trained):

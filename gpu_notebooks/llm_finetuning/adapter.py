@@ -15,6 +15,7 @@ import marimo as mo
 import torch
 from safetensors.torch import save_file
 
+from gpu_notebooks.first_imports import import_lock
 from gpu_notebooks.llm_finetuning.lora import lora_layers, remove_lora, set_merged
 from gpu_notebooks.llm_finetuning.models import TINY_LLAMA_NAME, TINY_MODEL_NAME
 from gpu_notebooks.llm_finetuning.tokens import prompt_batch
@@ -114,7 +115,8 @@ def zip_folder(folder):
 @torch.no_grad()
 def peft_reload_check(run, folder, prompts):
     """Reload the saved adapter with PEFT onto the same base weights; max |Δ logits| vs our LoRA model."""
-    from peft import PeftModel  # imported here: only step 7 (and the tests) need PEFT itself
+    with import_lock():  # imported here, under the lock of first imports: only step 7 needs PEFT itself
+        from peft import PeftModel
 
     inputs = prompt_batch(run, prompts)
     run.model.eval()

@@ -16,6 +16,7 @@ import marimo as mo
 import torch
 from safetensors import SafetensorError
 
+from gpu_notebooks.first_imports import import_lock
 from gpu_notebooks.gpu.lock import gpu_turn
 from gpu_notebooks.llm_finetuning.adapter import BASE_RECIPE_FILE
 from gpu_notebooks.llm_finetuning.evaluation import readable_decode
@@ -198,8 +199,9 @@ def load_base(recipe, folder, device):
 def saved_tokenizer(folder):
     """The tokenizer step 7 saved beside an offline model's adapter (its vocabulary was learned from the run's
     data, so this is the only copy); AdapterUnusable when its file is missing or does not parse."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
+    with import_lock():  # first imports outside the setup block: beside other sessions (first_imports.py)
+        from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
 
     damaged = AdapterUnusable(
         "**That adapter's folder is damaged:** its `tokenizer.json` (the offline model's vocabulary) is missing "
@@ -218,7 +220,8 @@ def saved_tokenizer(folder):
 
 def load_adapted(folder, device):
     """(PeftModel, tokenizer): the base rebuilt, then `PeftModel.from_pretrained(base, folder)` — PEFT itself."""
-    from peft import PeftModel  # imported here: only a Generate click (and the tests) need PEFT
+    with import_lock():  # imported here, under the lock of first imports: only a Generate click needs PEFT
+        from peft import PeftModel
 
     base, tokenizer = load_base(read_recipe(folder), folder, device)
     # A transformers deprecation notice raised inside PEFT (as in step 7's check): one process-wide filter.
