@@ -44,6 +44,8 @@ with app.setup:
             charts,
             inference,
             lora,
+            models,
+            precision,
             settings as choices,
             steps as seven_steps,
         )
@@ -67,19 +69,6 @@ with app.setup:
         from gpu_notebooks.llm_finetuning.inference_cost import cost_table
         from gpu_notebooks.llm_finetuning.loading import default_choices, model_availability_note
         from gpu_notebooks.llm_finetuning.loss import batch_loss, causal_lm_loss
-        from gpu_notebooks.llm_finetuning.models import (
-            build_offline_tokenizer,
-            planned_config,
-            tokenizer_corpus,
-        )
-        from gpu_notebooks.llm_finetuning.precision import (
-            bf16_native,
-            choose_device,
-            choose_precision,
-            dtype_name,
-            precision_callout_kind,
-            resolve_precision,
-        )
         from gpu_notebooks.llm_finetuning.probe import run_utilization_probe, utilization_probe_unavailable
         from gpu_notebooks.llm_finetuning.progress import RunProgress, follow_progress
         from gpu_notebooks.llm_finetuning.schedule import lr_at
@@ -95,7 +84,9 @@ with app.setup:
 
 @app.cell(hide_code=True)
 def _(planned, settings, why):
-    mo.md(explain_lora.intro_text(why, settings.model_source, dtype_name(planned["plan"].param_dtype)))
+    mo.md(
+        explain_lora.intro_text(why, settings.model_source, precision.dtype_name(planned["plan"].param_dtype))
+    )
     return
 
 
@@ -114,41 +105,7 @@ def _():
 
 @app.cell(hide_code=True)
 def _(environment):
-    if environment["cuda_available"]:
-        _device_card = mo.stat(
-            environment["gpu"].replace("NVIDIA ", ""),
-            label="GPU (torch + NVML)",
-            caption=f"{environment['gpu_memory_gib']:.0f} GiB · CC {environment['compute_capability']}"
-            f" · driver {environment.get('driver', 'n/a')} · CUDA {environment['cuda']}",
-            bordered=True,
-        )
-        _note = None
-    else:
-        _device_card = mo.stat(
-            "CPU only", label="device", caption="no CUDA GPU visible to torch", bordered=True
-        )
-        _note = mo.callout(
-            mo.md(
-                "**No CUDA GPU here, so everything runs on the CPU.** The settings default to the *tiny "
-                "offline GPT-2* in FP32 (a run of seconds to minutes); FP16 would fall back to FP32 (explained "
-                "in step 1). The steps, the adapter and the PEFT format are the same as on a GPU."
-            ),
-            kind="info",
-        )
-    mo.vstack(
-        [
-            mo.hstack(
-                [
-                    _device_card,
-                    mo.stat(f"{environment['cpu_cores']} cores", label="CPU", bordered=True),
-                    mo.stat(f"{environment['ram_gib']:.0f} GiB", label="RAM", bordered=True),
-                    mo.stat(f"torch {environment['torch']}", label="framework", bordered=True),
-                ],
-                widths="equal",
-            ),
-            _note,
-        ]
-    )
+    cards.environment_cards(environment)
     return
 
 
@@ -294,11 +251,11 @@ def _(data_errors, data_form, data_warnings, dataset, settings):
 def _(dataset, environment, settings):
     # The offline tokenizer's vocabulary sizes the tiny models; every other config is known without loading.
     _vocab = (
-        len(build_offline_tokenizer(tokenizer_corpus(dataset)))
+        len(models.build_offline_tokenizer(models.tokenizer_corpus(dataset)))
         if settings.model_source in ("tiny", "tiny-llama")
         else None
     )
-    _config = planned_config(settings, _vocab)
+    _config = models.planned_config(settings, _vocab)
     why = None if _config is None else lora.lora_plan(_config, settings)
     planned = planned_run(settings, environment)
     return planned, why
@@ -368,9 +325,9 @@ def _(data_errors, dataset, settings, train_button, train_progress, warm_up):
         mo.callout(mo.md("Fix the data problem above first: " + " ".join(data_errors)), kind="danger"),
     )
     clicked_at = time.perf_counter()
-    device = choose_device()
-    _precision, _why_precision = choose_precision(settings, device)
-    plan = resolve_precision(_precision, device.type, bf16_native(device))
+    device = precision.choose_device()
+    _precision, _why_precision = precision.choose_precision(settings, device)
+    plan = precision.resolve_precision(_precision, device.type, precision.bf16_native(device))
     seven_steps.step_done(
         1,
         "environment and precision",
@@ -378,7 +335,7 @@ def _(data_errors, dataset, settings, train_button, train_progress, warm_up):
         f"Device **{device_label(device)}** · requested **{settings.precision.upper()}** → running "
         f"**{plan.name}** · {seven_steps.seed_note(device, settings.seed)}.\n\n"
         f"{_why_precision} {plan.note}" + warm_up_note(device, warm_up),
-        kind=precision_callout_kind(plan),
+        kind=precision.precision_callout_kind(plan),
     )
     return clicked_at, device, plan
 
@@ -774,7 +731,7 @@ def _(generate_button, get_kept, try_controls):
     mo.stop(_problem is not None, mo.callout(mo.md(str(_problem)), kind="warn"))
     tried = inference.try_adapter(
         _request,
-        choose_device(),
+        precision.choose_device(),
         on_text=lambda texts, role: mo.output.replace(inference.generation_panes(texts, role)),
         on_wait=lambda message: mo.output.append(mo.callout(mo.md(message), kind="warn")),
     )

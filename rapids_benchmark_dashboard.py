@@ -33,7 +33,7 @@ with app.setup:
         from gpu_notebooks.gpu.lock import gpu_turn, lock_wait_text, lock_waited_text
         from gpu_notebooks.gpu.nvml import read_gpu_status
         from gpu_notebooks.gpu.probe import PROBE_SECONDS
-        from gpu_notebooks.rapids_benchmark import charts, cudf_pandas, ops, sizing, user_data
+        from gpu_notebooks.rapids_benchmark import cards, charts, cudf_pandas, ops, sizing, user_data
         from gpu_notebooks.rapids_benchmark.checks import check_messages, results_match
         from gpu_notebooks.rapids_benchmark.cli import parse_cli_args
         from gpu_notebooks.rapids_benchmark.dask_engine import dask_client, detect_dask, make_dask_engine
@@ -102,42 +102,11 @@ def _(cli):
 
 @app.cell(hide_code=True)
 def _(cudf_message, cudf_module, duckdb_message, gpus, host, polars_message):
-    _cards = [
-        mo.stat(
-            value=g["name"].replace("NVIDIA ", ""),
-            label=f"GPU {g['index']}",
-            caption=(
-                f"{g['memory_total_gb']:.0f} GB · peak bandwidth {g['peak_bandwidth_gbs']:,.0f} GB/s"
-                if g.get("peak_bandwidth_gbs")
-                else f"{g['memory_total_gb']:.0f} GB"
-            ),
-            bordered=True,
-        )
-        for g in gpus
-    ]
-    _cards.append(
-        mo.stat(
-            value=f"{host['cpu_count']} cores",
-            label="CPU",
-            caption=f"{host['available_gb']:.0f} of {host['total_gb']:.0f} GB RAM free",
-            bordered=True,
-        )
-    )
-    _callout = mo.callout(
-        mo.md(f"**GPU engine ready.** {cudf_message}")
-        if cudf_module is not None
-        else mo.md(
-            f"**Running pandas only — the GPU side is missing.** {cudf_message}\n\n"
-            "Everything below still works: you get the full benchmark on the CPU engines, and cuDF's "
-            "columns appear once cuDF can run."
-        ),
-        kind="success" if cudf_module is not None else "warn",
-    )
     mo.vstack(
         [
             mo.md("## 1 · This machine"),
-            mo.hstack(_cards, wrap=True, justify="start"),
-            _callout,
+            cards.machine_cards(gpus, host),
+            cards.gpu_engine_callout(cudf_module is not None, cudf_message),
             mo.md(f"**CPU engines:** pandas (one core). {polars_message} {duckdb_message}"),
         ]
     )
@@ -538,13 +507,9 @@ def _(bench):
     mo.vstack(
         [
             mo.md(
-                "### What ran on the GPU under cudf.pandas, and what fell back\n\n"
-                "From `cudf.pandas.profiler.Profiler`, one profiled call per operation on a "
-                f"{cudf_pandas.PROFILE_SAMPLE_ROWS:,}-row sample (the profiler traces every Python call, so a "
-                "fallback that runs Python per row is far slower under it; the timings above come from unprofiled "
-                "runs): each pandas function that ran on the GPU and each that fell back to the CPU. "
-                f"**{cudf_pandas.FALLBACK_STEP}** is a realistic step included to show what a fallback looks like "
-                "and what it costs."
+                explain_method.fallback_table_intro(
+                    cudf_pandas.PROFILE_SAMPLE_ROWS, cudf_pandas.FALLBACK_STEP
+                )
             ),
             mo.ui.table(_fallbacks, selection=None, show_column_summaries=False, page_size=15),
         ]

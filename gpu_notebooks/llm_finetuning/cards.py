@@ -1,4 +1,4 @@
-"""The result cards and tables shown after a run (marimo elements)."""
+"""The cards and tables the page shows (marimo elements): this machine at the top, a run's results after it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,38 @@ from gpu_notebooks.llm_finetuning.explain.lora import why_lora_text
 from gpu_notebooks.llm_finetuning.formatting import fmt_bytes
 from gpu_notebooks.llm_finetuning.lora import lora_plan
 from gpu_notebooks.llm_finetuning.steps import step_done
+
+
+def environment_cards(environment):
+    """This machine at the top of the page: GPU (or "CPU only" with what that means), CPU, RAM and torch."""
+    if environment["cuda_available"]:
+        device_card = mo.stat(
+            environment["gpu"].replace("NVIDIA ", ""),
+            label="GPU (torch + NVML)",
+            caption=f"{environment['gpu_memory_gib']:.0f} GiB · CC {environment['compute_capability']}"
+            f" · driver {environment.get('driver', 'n/a')} · CUDA {environment['cuda']}",
+            bordered=True,
+        )
+        note = None
+    else:
+        device_card = mo.stat(
+            "CPU only", label="device", caption="no CUDA GPU visible to torch", bordered=True
+        )
+        note = mo.callout(
+            mo.md(
+                "**No CUDA GPU here, so everything runs on the CPU.** The settings default to the *tiny "
+                "offline GPT-2* in FP32 (a run of seconds to minutes); FP16 would fall back to FP32 (explained "
+                "in step 1). The steps, the adapter and the PEFT format are the same as on a GPU."
+            ),
+            kind="info",
+        )
+    cards = [
+        device_card,
+        mo.stat(f"{environment['cpu_cores']} cores", label="CPU", bordered=True),
+        mo.stat(f"{environment['ram_gib']:.0f} GiB", label="RAM", bordered=True),
+        mo.stat(f"torch {environment['torch']}", label="framework", bordered=True),
+    ]
+    return mo.vstack([mo.hstack(cards, widths="equal"), note])
 
 
 def training_summary(history, eval_records, stop_reason, train_seconds, total_seconds, samples):

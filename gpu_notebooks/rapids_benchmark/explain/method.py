@@ -246,3 +246,16 @@ def explain_measurement(last: dict | None) -> str:
             f"{fmt_seconds(r['cudf_median_s'])}, **{r['speedup']:,.1f}×**."
         )
     return "\n".join(text)
+
+
+def fallback_table_intro(sample_rows: int, fallback_step: str) -> str:
+    """The heading and paragraph above cudf.pandas' fallback table: how the profile was taken (on a sample of
+    `sample_rows` rows), and why; `fallback_step` is the op included to show a fallback."""
+    return (
+        "### What ran on the GPU under cudf.pandas, and what fell back\n\n"
+        "From `cudf.pandas.profiler.Profiler`, one profiled call per operation on a "
+        f"{sample_rows:,}-row sample (the profiler traces every Python call, so a fallback that runs "
+        "Python per row is far slower under it; the timings above come from unprofiled runs): each pandas "
+        f"function that ran on the GPU and each that fell back to the CPU. **{fallback_step}** is a realistic "
+        "step included to show what a fallback looks like and what it costs."
+    )
