@@ -50,7 +50,7 @@ with app.setup:
             user_data as explain_user_data,
         )
         from gpu_notebooks.rapids_benchmark.files import clear_data_cache, data_cache_text
-        from gpu_notebooks.rapids_benchmark.formatting import format_rows
+        from gpu_notebooks.rapids_benchmark.formatting import format_rows, plural
         from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars
         from gpu_notebooks.rapids_benchmark.report import results_table, speedup_table, summarize_records
         from gpu_notebooks.rapids_benchmark.roofline import bandwidth_table, card_probes, copy_bandwidth_probe
@@ -366,7 +366,7 @@ def _(
     mo.output.replace(
         mo.md(
             f"Finished in **{bench['wall_s']:.1f} s** — {len(bench['records'])} measurements over "
-            f"{len(plan['sizes'])} size(s). {_waited}"
+            f"{plural(len(plan['sizes']), 'size')}. {_waited}"
         )
     )
     return (bench,)

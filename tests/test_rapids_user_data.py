@@ -18,6 +18,7 @@ from gpu_notebooks.rapids_benchmark.engines import make_engines
 from gpu_notebooks.rapids_benchmark.explain.user_data import (
     user_dataset_text,
     user_ops_text,
+    user_run_text,
     user_table_text,
 )
 from gpu_notebooks.rapids_benchmark.report import summarize_records
@@ -433,3 +434,11 @@ def test_a_headless_run_with_data_checks_every_result_of_your_table_inside_the_m
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "'read_parquet'" in proc.stdout and "SIZES [1000, " in proc.stdout
+
+
+def test_the_run_line_counts_sizes_in_words_a_reader_would_write():
+    bench = {"wall_s": 1.5, "records": [{}] * 18}
+    one = user_run_text(bench, {"sizes": [5_000]}, [])
+    two = user_run_text(bench, {"sizes": [1_000, 5_000]}, [])
+    assert "over 1 size (5K rows)" in one and "over 2 sizes (1K, 5K rows)" in two
+    assert "(s)" not in one + two
