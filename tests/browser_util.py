@@ -37,7 +37,11 @@ def marimo_server(app: str, *flags: str, env: dict | None = None):
     port = free_port()
     # The server's output goes to a file: a pipe nobody reads would block the server once 64 KiB are written.
     # MARIMO_TEST_LOG=path keeps it for a look after a failure.
-    log = open(os.environ["MARIMO_TEST_LOG"], "wb") if os.environ.get("MARIMO_TEST_LOG") else tempfile.TemporaryFile()
+    log = (
+        open(os.environ["MARIMO_TEST_LOG"], "wb")
+        if os.environ.get("MARIMO_TEST_LOG")
+        else tempfile.TemporaryFile()
+    )
     proc = subprocess.Popen(
         [
             sys.executable,

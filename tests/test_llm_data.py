@@ -128,7 +128,7 @@ def test_empty_overlong_and_duplicate_rows_are_dropped_with_warnings():
     frame, errors, warnings = validate_upload("data.csv", csv_bytes(rows), max_chars=40)
     assert errors == [] and len(frame) == 30
     text = " ".join(warnings)
-    assert "2 row(s) with an empty" in text and "1 row(s) longer than 40" in text and "1 duplicate" in text
+    assert "2 rows with an empty" in text and "1 row longer than 40" in text and "1 duplicate row." in text
 
 
 @pytest.mark.parametrize(

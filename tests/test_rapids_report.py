@@ -472,3 +472,41 @@ def test_every_engine_that_ran_appears_in_the_speedup_table_chart_and_takeaways_
     assert "the fastest engine was **DuckDB**: 44.5 ms against pandas' 177.2 ms" in text
     bench = {"generation": [], "plan": {"repeats": 1}, "wall_s": 1.0}
     assert "**DuckDB**" in summary_text(summary, bench) and "**Polars**" in summary_text(summary, bench)
+
+
+@pytest.mark.parametrize("with_gpu", [False, True])
+def test_an_engine_has_one_colour_in_every_chart_whichever_engines_ran(with_gpu):
+    """Colours were assigned per chart: Polars was orange among the times and blue among the speedups beside."""
+    from gpu_notebooks.rapids_benchmark.charts import ENGINE_COLORS, times_chart
+
+    times = {"pandas": 0.2, "polars": 0.09, "duckdb": 0.04} | ({"cudf": 0.05} if with_gpu else {})
+    recs = [
+        record(
+            10**6, "filter", eng, m, eng == "cudf", *(() if eng == "pandas" else (True, "pandas")), h2d_s=0.01
+        )
+        for eng, m in times.items()
+    ]
+    summary = summarize_records(recs)
+
+    def colours(chart, field):
+        specs = [chart.to_dict()]
+        found = {}
+        while specs:
+            spec = specs.pop()
+            if isinstance(spec, dict):
+                color = spec.get("encoding", {}).get("color", {})
+                if color.get("field") == field and "scale" in color:
+                    found |= dict(zip(color["scale"]["domain"], color["scale"]["range"], strict=True))
+                specs += list(spec.values())
+            elif isinstance(spec, list):
+                specs += spec
+        return found
+
+    in_times = colours(times_chart(summary), "engine")
+    in_speedups = colours(speedup_chart(summary), "kind")
+    assert in_times and in_speedups
+    for label, colour in in_times.items():
+        assert colour == ENGINE_COLORS[label]
+        if label != "pandas":
+            assert in_speedups[f"{label} vs pandas"] == colour
+    assert len(set(in_speedups.values())) == len(in_speedups)  # every bar kind its own colour

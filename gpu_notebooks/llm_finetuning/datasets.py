@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gpu_notebooks.llm_finetuning.formatting import code_list
+from gpu_notebooks.llm_finetuning.formatting import code_list, count_of
 from gpu_notebooks.llm_finetuning.loading import hub_status
 from gpu_notebooks.llm_finetuning.settings import DATA_CHOICES
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
@@ -94,13 +94,15 @@ def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None)
     kept = [(p, r) for p, r in pairs if p and r and max(len(p), len(r)) <= max_chars]
     unique = list(dict.fromkeys(kept))
     if empty:
-        warnings.append(f"Skipped {empty} row(s) with an empty prompt or response.")
+        warnings.append(f"Skipped {count_of(empty, 'row')} with an empty prompt or response.")
     if overlong:
-        warnings.append(f"Skipped {overlong} row(s) longer than {max_chars} characters.")
+        warnings.append(f"Skipped {count_of(overlong, 'row')} longer than {max_chars} characters.")
     if len(unique) < len(kept):
-        warnings.append(f"Dropped {len(kept) - len(unique)} duplicate row(s).")
+        warnings.append(f"Dropped {count_of(len(kept) - len(unique), 'duplicate row')}.")
     if len(unique) < UPLOAD_MIN_ROWS:
-        errors.append(f"{source} has {len(unique)} usable row(s); at least {UPLOAD_MIN_ROWS} are needed.")
+        errors.append(
+            f"{source} has {count_of(len(unique), 'usable row')}; at least {UPLOAD_MIN_ROWS} are needed."
+        )
         return None, errors, warnings
     frame = pd.DataFrame(unique, columns=["prompt", "response"])
     frame.insert(0, "task", "upload" if source.startswith("`") else "dataset")

@@ -11,7 +11,28 @@ import pandas as pd
 from gpu_notebooks.gpu.sampler import reading
 from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, format_rows
 from gpu_notebooks.rapids_benchmark.ops import ALL_OPS
-from gpu_notebooks.rapids_benchmark.report import speedup_kinds
+from gpu_notebooks.rapids_benchmark.report import speedup_column, speedup_kinds
+
+# One colour per engine in every chart (times, speedups, sweeps, the timeline's shading), whichever engines
+# ran: a colour scheme assigned per chart gave Polars one colour in the times chart and another beside it in
+# the speedups. cuDF's two extra ratios are shades of cuDF's green.
+ENGINE_COLORS = {
+    "pandas": "#4c78a8",
+    "Polars": "#f58518",
+    "DuckDB": "#e45756",
+    "Dask (CPU)": "#72b7b2",
+    "cuDF": "#54a24b",
+    "cudf.pandas": "#b79a20",
+    "Polars GPU": "#b279a2",
+    "Dask-cuDF": "#9d755d",
+}
+CUDF_RATIO_COLORS = {"speedup_vs_cpu": "#a0d28d", "speedup_e2e": "#2f6b2a"}
+
+
+def engine_colors(labels) -> alt.Scale:
+    """The fixed colour scale for these engine labels, in ENGINE_LABELS order."""
+    present = [label for label in ENGINE_LABELS.values() if label in set(labels)]
+    return alt.Scale(domain=present, range=[ENGINE_COLORS[label] for label in present])
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
@@ -50,7 +71,10 @@ def speedup_chart(summary: pd.DataFrame):
             x=x,
             x2=alt.datum(lo),
             color=alt.Color(
-                "kind:N", title=None, sort=list(kinds.values()), legend=alt.Legend(orient="bottom", columns=1)
+                "kind:N",
+                title=None,
+                scale=alt.Scale(domain=list(kinds.values()), range=[kind_color(c) for c in kinds]),
+                legend=alt.Legend(orient="bottom", columns=1),
             ),
             tooltip=["op", "kind", alt.Tooltip("speedup:Q", format=",.1f")],
         )
@@ -59,6 +83,14 @@ def speedup_chart(summary: pd.DataFrame):
     return (bars + rule).properties(
         title=f"Speedups at {format_rows(top['rows'].iloc[0])} rows", width=320, height=260
     )
+
+
+def kind_color(column: str) -> str:
+    """A speedup column's colour: the engine's own ("polars_speedup" → Polars'), cuDF's ratios a shade of it."""
+    if column in CUDF_RATIO_COLORS:
+        return CUDF_RATIO_COLORS[column]
+    engine = next(e for e in ENGINE_LABELS if speedup_column(e) == column)
+    return ENGINE_COLORS[ENGINE_LABELS[engine]]
 
 
 def times_chart(summary: pd.DataFrame):
@@ -83,7 +115,7 @@ def times_chart(summary: pd.DataFrame):
     base = alt.Chart(data).encode(
         y=alt.Y("op:N", title=None, sort=list(ALL_OPS)),
         yOffset=alt.YOffset("engine:N", sort=list(ENGINE_LABELS.values())),
-        color=alt.Color("engine:N", sort=list(ENGINE_LABELS.values()), legend=alt.Legend(orient="bottom")),
+        color=alt.Color("engine:N", scale=engine_colors(data["engine"]), legend=alt.Legend(orient="bottom")),
     )
     dots = base.mark_point(filled=True, size=90).encode(
         x=alt.X("median_ms:Q", scale=scale, title="median time (ms, log scale; whiskers = min–max)"),
@@ -144,7 +176,9 @@ def sweep_times_chart(summary: pd.DataFrame):
             x=alt.X("rows:Q", scale=alt.Scale(type="log"), title="rows", axis=alt.Axis(format="~s")),
             y=alt.Y("median_ms:Q", scale=alt.Scale(type="log"), title="median time (ms)"),
             color=alt.Color(
-                "engine:N", sort=list(ENGINE_LABELS.values()), legend=alt.Legend(orient="bottom", title=None)
+                "engine:N",
+                scale=engine_colors(data["engine"]),
+                legend=alt.Legend(orient="bottom", title=None),
             ),
             tooltip=[
                 "op",
@@ -225,7 +259,9 @@ def shade_spans(line, shaded: pd.DataFrame, legend: dict):
         .encode(
             x="start:Q",
             x2="end:Q",
-            color=alt.Color("engine:N", sort=list(ENGINE_LABELS.values()), title="engine running", **legend),
+            color=alt.Color(
+                "engine:N", scale=engine_colors(shaded["engine"]), title="engine running", **legend
+            ),
             tooltip=[
                 "engine",
                 "op",

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import math
 
-from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_ratio, fmt_seconds, format_rows
+from gpu_notebooks.rapids_benchmark.formatting import (
+    ENGINE_LABELS,
+    fmt_ratio,
+    fmt_seconds,
+    format_rows,
+    plural,
+)
 
 NUMBER_WORDS = "no one two three four five six seven eight nine ten eleven twelve".split()
 
@@ -123,7 +129,7 @@ def explain_multi_gpu(gpus: list[dict], last: dict | None) -> str:
     p = max(len(gpus), 2)
     moved = f"{p - 1}/{p} with {p} GPUs" + (" (this machine)" if len(gpus) >= 2 else "")
     text = [
-        f"This machine has **{len(gpus)} GPU(s)**"
+        f"This machine has **{plural(len(gpus), 'GPU')}**"
         + (f" with {total:,.0f} GB of memory together." if gpus else "."),
         "",
         "**Dask-cuDF** splits one DataFrame into partitions — here one per generated chunk of at most 10M rows — "
