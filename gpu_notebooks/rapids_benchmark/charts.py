@@ -30,9 +30,11 @@ CUDF_RATIO_COLORS = {"speedup_vs_cpu": "#a0d28d", "speedup_e2e": "#2f6b2a"}
 
 
 def engine_colors(labels) -> alt.Scale:
-    """The fixed colour scale for these engine labels, in ENGINE_LABELS order."""
-    present = [label for label in ENGINE_LABELS.values() if label in set(labels)]
-    return alt.Scale(domain=present, range=[ENGINE_COLORS[label] for label in present])
+    """The fixed colour scale for these engine labels, in ENGINE_LABELS order (a name it does not know: grey)."""
+    seen = set(labels)
+    present = [label for label in ENGINE_LABELS.values() if label in seen]
+    present += sorted(seen - set(present))
+    return alt.Scale(domain=present, range=[ENGINE_COLORS.get(label, "#8c8c8c") for label in present])
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
