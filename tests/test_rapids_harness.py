@@ -240,7 +240,8 @@ def test_gpu_lock_queues_a_second_viewer(tmp_path):
         with gpu_turn(path=path):
             order.append("first in")
             first_in.set()
-            time.sleep(0.3)
+            waited.wait(60)  # until the second viewer is queued (on a busy machine it may take a while)
+            time.sleep(0.1)
             order.append("first out")
 
     def second():
@@ -252,7 +253,7 @@ def test_gpu_lock_queues_a_second_viewer(tmp_path):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(5)
+        t.join(60)
     assert waited.is_set()
     assert order == ["first in", "first out", "second in"]
 

@@ -94,19 +94,20 @@ def test_without_a_gpu_the_queue_message_says_what_it_waits_for():
 
 def test_the_lock_reports_how_long_a_queued_run_waited(tmp_path):
     path = str(tmp_path / "gpu.lock")
-    held, leases = threading.Event(), []
+    held, asked, leases = threading.Event(), threading.Event(), []
 
-    def first():
+    def first():  # holds the lock until the second run is waiting for it, then 0.3 s more
         with gpu_turn(path=path):
             held.set()
-            time.sleep(0.4)
+            asked.wait(60)
+            time.sleep(0.3)
 
     t = threading.Thread(target=first)
     t.start()
-    held.wait(5)
-    with gpu_turn(path=path) as lease:
+    held.wait(60)
+    with gpu_turn(path=path, on_wait=asked.set) as lease:
         leases.append(lease.waited_s)
-    t.join(5)
+    t.join(60)
     with gpu_turn(path=path) as lease:
         leases.append(lease.waited_s)
     assert leases[0] > 0.1 and leases[1] == 0.0
