@@ -1,5 +1,6 @@
 """GPU telemetry of the fine-tuning app with NVML mocked: GPM, clock-event reasons, energy, MFU by hand."""
 
+import threading
 import time
 import types
 
@@ -263,3 +264,28 @@ def test_energy_is_read_from_nvml_when_it_starts_and_is_none_when_it_does_not(mo
     use_nvml(monkeypatch, lambda: fake_nvml(nvmlDeviceGetTotalEnergyConsumption=raises))
     assert device_energy_mj(torch.device("cuda", 0)) is None
     assert device_energy_mj(torch.device("cpu")) is None
+
+
+def test_stop_keeps_the_gpm_samples_while_the_thread_is_still_inside_nvml(monkeypatch):
+    """A sampling thread stuck in an NVML call (a busy machine) still reads its two GPM samples: stop() must not
+    free them under it; once the thread is done, a later stop() frees them."""
+    inside, leave, freed = threading.Event(), threading.Event(), []
+
+    def slow_metrics_get(request):
+        inside.set()
+        leave.wait(60)
+        return request
+
+    use_nvml(
+        monkeypatch,
+        lambda: fake_nvml(nvmlGpmMetricsGet=slow_metrics_get, nvmlGpmSampleFree=freed.append),
+    )
+    monkeypatch.setattr(GpmSampler, "STOP_WAIT_S", 0.1)
+    sampler = GpmSampler(hz=50).start()
+    assert inside.wait(60)
+    sampler.stop()
+    assert freed == []  # the thread is still reading them
+    leave.set()
+    sampler._thread.join(60)
+    sampler.stop()
+    assert len(freed) == 2  # the pair of the one GPU

@@ -82,6 +82,8 @@ class GpmSampler:
     fine-tuning dashboard's sampler: start(), stop(), samples, available, unavailable_reason.
     """
 
+    STOP_WAIT_S = 30.0  # how long stop() waits for the sampling thread's last NVML call
+
     def __init__(self, device_indices=None, hz=GPM_HZ):
         self.interval, self.samples = 1.0 / hz, []
         self.available, self.unavailable_reason = False, ""
@@ -136,10 +138,12 @@ class GpmSampler:
                 self.samples.append({"t": t, "gpu": gpu["gpu"], **values})
 
     def stop(self):
-        """Stop sampling and free the GPM samples."""
+        """Stop sampling and free the GPM samples (kept, not freed, while the thread is still inside NVML)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=self.STOP_WAIT_S)
+            if self._thread.is_alive():  # stuck in an NVML call on a busy machine: it still reads its samples
+                return self
         for gpu in self._gpus:
             for sample in gpu.pop("pair", []):
                 if sample is not None:
