@@ -20,7 +20,7 @@ import marimo
 __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="LoRA fine-tuning")
 
-with app.setup:
+with app.setup(hide_code=True):
     # Every session of `marimo run` is a thread of one server process running this block: the first imports of
     # torch and transformers happen under one process-wide lock that marimo's own start of a session waits for
     # too (two threads importing torch at once can break it for every session: see first_imports.py).

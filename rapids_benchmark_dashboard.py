@@ -19,7 +19,7 @@ import marimo
 __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="RAPIDS cuDF vs pandas")
 
-with app.setup:
+with app.setup(hide_code=True):
     # Sessions of `marimo run` are threads of one process: first imports under one process-wide lock that
     # marimo's own start of a session waits for too (see first_imports.py).
     from gpu_notebooks.first_imports import import_lock
