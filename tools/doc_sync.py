@@ -60,14 +60,23 @@ def _apps():
     llm = types.SimpleNamespace(
         **{k: v for m in modules for k, v in vars(m).items() if not k.startswith("_")}
     )
-    from gpu_notebooks.rapids_benchmark.explain import gpu as rapids_gpu, method as rapids_method
+    from gpu_notebooks.rapids_benchmark import cudf_pandas, user_data
+    from gpu_notebooks.rapids_benchmark.explain import (
+        gpu as rapids_gpu,
+        method as rapids_method,
+        user_data as rapids_user_data,
+    )
 
-    return (rapids_gpu, rapids_method), llm
+    rapids = types.SimpleNamespace(
+        gpu=rapids_gpu, method=rapids_method, user=rapids_user_data, cudf_pandas=cudf_pandas, data=user_data
+    )
+    return rapids, llm
 
 
 def blocks() -> dict[str, str]:
     """Every generated block's text, by name, rendered by the apps' helpers for the stated inputs."""
-    (rapids_gpu, rapids_method), llm = _apps()
+    rapids, llm = _apps()
+    rapids_gpu, rapids_method = rapids.gpu, rapids.method
     # The app's GPU defaults: GPT-2, r = 8 on all four targets, FP16.
     settings = llm.with_model_defaults(llm.TrainSettings(), "gpt2")
     why = llm.lora_plan(llm.planned_config(settings), settings)
@@ -85,6 +94,11 @@ def blocks() -> dict[str, str]:
         "rapids.explain_metrics": rapids_gpu.explain_metrics([], None),
         "rapids.explain_cudf_pandas": rapids_method.explain_cudf_pandas(None),
         "rapids.explain_multi_gpu": rapids_method.explain_multi_gpu([], None),
+        "rapids.fallback_table_intro": rapids_method.fallback_table_intro(
+            rapids.cudf_pandas.PROFILE_SAMPLE_ROWS, rapids.cudf_pandas.FALLBACK_STEP
+        ),
+        # A server started without `-- --data` (the common case): the upload box alone.
+        "rapids.user_intro_text": rapids.user.user_intro_text(rapids.data.UPLOAD_CAP_BYTES, False),
         "llm.intro_text": llm.intro_text(why, settings.model_source, llm.dtype_name(plan.param_dtype)),
         "llm.why_lora_text": llm.why_lora_text(why, settings),
         "llm.why_fp16_text": llm.why_fp16_text(),
@@ -98,7 +112,8 @@ def blocks() -> dict[str, str]:
         "llm.why_fast_text": llm.why_fast_text(settings, why),
         "llm.why_mfu_text": llm.why_mfu_text(why),
     }
-    return {name: text.strip() for name, text in out.items()}
+    # An app's headings (its title, a section's "## 5 · …") nest under the doc's "### block" heading here.
+    return {name: re.sub(r"(?m)^#{1,4} ", "#### ", text.strip()) for name, text in out.items()}
 
 
 def sync(doc: str, rendered: dict[str, str]) -> tuple[str, list[str]]:
