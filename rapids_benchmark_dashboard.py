@@ -55,11 +55,11 @@ with app.setup(hide_code=True):
         from gpu_notebooks.rapids_benchmark.report import results_table, speedup_table, summarize_records
         from gpu_notebooks.rapids_benchmark.roofline import bandwidth_table, card_probes, copy_bandwidth_probe
         from gpu_notebooks.rapids_benchmark.runner import SAMPLE_INTERVAL_S, run_with_progress
-        from gpu_notebooks.rapids_benchmark.session import stop_if_session_closed
         from gpu_notebooks.rapids_benchmark.telemetry import op_telemetry_table, run_utilization_probe
         from gpu_notebooks.rapids_benchmark.timing import time_operation
         from gpu_notebooks.rapids_benchmark.user_dataset import prepare_dataset, role_bytes_per_row
         from gpu_notebooks.rapids_benchmark.user_ops import user_engines
+        from gpu_notebooks.session import stop_if_session_closed
 
 
 @app.cell(hide_code=True)

@@ -16,7 +16,7 @@ from gpu_notebooks.rapids_benchmark.engine import Engine
 from gpu_notebooks.rapids_benchmark.engines import frames_freed_on_interrupt
 from gpu_notebooks.rapids_benchmark.ops import OPS, get_op
 from gpu_notebooks.rapids_benchmark.runner import run_benchmark
-from gpu_notebooks.rapids_benchmark.session import SessionClosed, session_closed, stop_if_session_closed
+from gpu_notebooks.session import SessionClosed, session_closed, stop_if_session_closed
 
 
 def run_in_session(queues, work) -> dict:

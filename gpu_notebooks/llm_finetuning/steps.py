@@ -44,6 +44,10 @@ from gpu_notebooks.llm_finetuning.training import (
     train_steps,
 )
 from gpu_notebooks.llm_finetuning.warmup import warm_up_state
+from gpu_notebooks.session import session_closed
+
+# How often step 5 looks whether its viewer's session is gone (a peek at marimo's queue: cheap, not free).
+SESSION_CHECK_S = 0.5
 
 
 def load_step(settings, dataset, device, plan, on_wait=None, loader=None, on_turn=None):
@@ -136,12 +140,24 @@ def train_step_body(run, eval_frame, answer_tokens, on_record=None):
             if gpm is not None:
                 gpm.start()
             try:
+                checked = time.perf_counter()
                 for record in train_steps(run):
                     if record["kind"] == "train":
                         record["mfu"] = mfu(record["tokens_per_s"], out["flops_per_token"], out["peak_flops"])
                     out["eval_records" if record["kind"] == "eval" else "train_records"].append(record)
                     if on_record is not None:
                         on_record(record, sampler, out)
+                    if (
+                        time.perf_counter() - checked >= SESSION_CHECK_S
+                    ):  # a closed tab: stop, free, give back
+                        checked = time.perf_counter()
+                        if session_closed():
+                            raise TrainingStopped(
+                                f"The viewer's session closed (the tab was gone): training stopped after "
+                                f"step {record['step']}, for nobody to see.",
+                                "Open the app again and press Train.",
+                                record["step"],
+                            )
             except TrainingStopped as stop:
                 # without its traceback: the frames it points to hold the failed step's GPU tensors
                 traceback.clear_frames(stop.__traceback__)

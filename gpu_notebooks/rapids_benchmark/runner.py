@@ -22,7 +22,6 @@ from gpu_notebooks.rapids_benchmark.errors import describe_error, is_reported_fa
 from gpu_notebooks.rapids_benchmark.files import data_files
 from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, format_rows
 from gpu_notebooks.rapids_benchmark.ops import FILE_OPS, bytes_touched, get_op
-from gpu_notebooks.rapids_benchmark.session import stop_if_session_closed
 from gpu_notebooks.rapids_benchmark.sizing import (
     GPU_WORKING_FACTOR,
     host_working_factor,
@@ -31,6 +30,7 @@ from gpu_notebooks.rapids_benchmark.sizing import (
 )
 from gpu_notebooks.rapids_benchmark.telemetry import attach_gpm, engine_gpus
 from gpu_notebooks.rapids_benchmark.timing import CPU_WARMUP_ROWS, GPU_MIN_WARMUP_S, Timing, time_operation
+from gpu_notebooks.session import stop_if_session_closed
 
 # The NVML sampler's period during a run (the intro says how often it samples from this).
 SAMPLE_INTERVAL_S = 0.1

@@ -1,4 +1,5 @@
-"""Whether the viewer's marimo session still exists: a closed tab's run stops at the next operation boundary."""
+"""Whether the viewer's marimo session still exists: a closed tab's benchmark stops at the next operation,
+its training run after the optimizer step under way."""
 
 from __future__ import annotations
 
