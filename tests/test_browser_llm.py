@@ -292,3 +292,38 @@ def test_try_it_generates_with_the_trained_adapter_beside_the_base_model():
             page.screenshot(path=str(SHOTS / "llm_try_it_not_again.png"), full_page=True)
         assert ran_again, f"Generate did not run again; its cell reads {cost_cell_text()[:600]!r}"
         page.get_by_text("What inference costs on").first.wait_for(timeout=300_000)
+
+
+def test_a_training_run_whose_tab_closes_stops_and_frees_the_gpu(tmp_path):
+    """A closed tab's training went on for nobody, holding the lease every other viewer queues on.
+
+    `--session-ttl 1`: marimo closes a tab's session 1 s after it goes. A 30-epoch run of the tiny model
+    (300 steps), closed once step 5 trains, must give the lease back without reaching step 7 (which would
+    save an adapter).
+    """
+    from gpu_notebooks.gpu.lock import GpuLease, gpu_lock_path
+
+    adapters = tmp_path / "adapters"
+    with (
+        marimo_server(
+            "llm_finetuning_dashboard.py",
+            "--session-ttl",
+            "1",
+            env={"LLM_DASHBOARD_OUTPUT_DIR": str(adapters)},
+        ) as url,
+        chromium() as browser,
+    ):
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        choose_small_settings(page)
+        page.locator("select").nth(3).select_option(label="30")
+        page.get_by_text("epochs 30 ·").first.wait_for(timeout=60_000)
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.get_by_text("Step 4 complete").first.wait_for(timeout=300_000)  # step 5 trains next
+        page.close()
+        lease, deadline = GpuLease(gpu_lock_path()), time.monotonic() + 300
+        while not lease.acquire(wait=False):
+            assert time.monotonic() < deadline, "the closed tab's training still holds the GPU lease"
+            time.sleep(0.5)
+        lease.release()
+        assert not list(adapters.glob("*/adapter_config.json")), "step 7 ran for a closed tab"
