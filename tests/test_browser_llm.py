@@ -322,6 +322,9 @@ def test_a_training_run_whose_tab_closes_stops_and_frees_the_gpu(tmp_path):
         page.get_by_text("Step 4 complete").first.wait_for(timeout=300_000)  # step 5 trains next
         page.close()
         lease, deadline = GpuLease(gpu_lock_path()), time.monotonic() + 300
+        # Still training as the tab goes (300 steps take far longer than a close): a run that had already
+        # ended or failed would leave the lease free, and the checks below would prove nothing.
+        assert not lease.acquire(wait=False), "the run was not training when the tab closed"
         while not lease.acquire(wait=False):
             assert time.monotonic() < deadline, "the closed tab's training still holds the GPU lease"
             time.sleep(0.5)

@@ -65,3 +65,10 @@ def test_the_lora_figures_part_2_quotes_are_the_apps_arithmetic():
     assert f"**{why['full_ft_bytes'] / why['lora_bytes']:.1f}×** less" in section
     assert f"**{4 * why['lora_params'] / 2**20:.1f} MiB** adapter" in section
     assert re.search(rf"{why['layers']} wrapped layers", section)
+
+
+def test_an_apps_headings_nest_under_the_block_heading_and_fenced_code_is_left_alone():
+    text = "# Title\n\ntext\n\n```python\n# a comment\n```\n## 5 · Section"
+    assert doc_sync.nested_headings(text) == (
+        "#### Title\n\ntext\n\n```python\n# a comment\n```\n#### 5 · Section"
+    )

@@ -1,4 +1,4 @@
-"""A closed tab's training run: once marimo closes the viewer's session, step 5 stops after the optimizer step
+"""A closed tab's training run: once marimo closes the viewer's session, step 5 stops after the group of steps
 under way, frees the model and gives the GPU lease back (the benchmark app's twin is test_rapids_session.py)."""
 
 import torch
@@ -37,8 +37,12 @@ def test_training_whose_session_closes_stops_frees_the_model_and_gives_the_lease
         return run, out
 
     run, out = run_in_session(queues, the_train_cells)["result"]
-    assert "session closed" in out["stop_reason"].reason and out["stop_reason"].step == 2
-    assert len(out["train_records"]) == 2 < run.total_steps  # nothing trained after the check
+    stop = out["stop_reason"]
+    assert "session closed" in stop.reason
+    # every step that ran is recorded and counted (the fast path reads steps back in groups: the check comes
+    # after a group), and nothing trained after the check
+    assert stop.step == len(out["train_records"]) >= 2 and f"after step {stop.step}." in stop.reason
+    assert stop.step < run.total_steps
     assert run.model is None and run.optimizer is None  # released: steps 6 and 7 will not run
     assert not process_gpu_lock().locked() and not run.lease.held
 

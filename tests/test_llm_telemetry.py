@@ -268,7 +268,7 @@ def test_energy_is_read_from_nvml_when_it_starts_and_is_none_when_it_does_not(mo
 
 def test_stop_keeps_the_gpm_samples_while_the_thread_is_still_inside_nvml(monkeypatch):
     """A sampling thread stuck in an NVML call (a busy machine) still reads its two GPM samples: stop() must not
-    free them under it; once the thread is done, a later stop() frees them."""
+    free them under it; the thread frees them itself once the call returns, and only once."""
     inside, leave, freed = threading.Event(), threading.Event(), []
 
     def slow_metrics_get(request):
@@ -287,5 +287,15 @@ def test_stop_keeps_the_gpm_samples_while_the_thread_is_still_inside_nvml(monkey
     assert freed == []  # the thread is still reading them
     leave.set()
     sampler._thread.join(60)
+    assert len(freed) == 2  # the pair of the one GPU, freed by the thread as it ended
     sampler.stop()
-    assert len(freed) == 2  # the pair of the one GPU
+    assert len(freed) == 2  # a second stop frees nothing twice
+
+
+def test_a_normal_stop_frees_the_gpm_samples_once(monkeypatch):
+    freed = []
+    use_nvml(monkeypatch, lambda: fake_nvml(nvmlGpmSampleFree=freed.append))
+    sampler = wait_for_samples(GpmSampler(hz=50).start())
+    sampler.stop()
+    sampler._thread.join(60)  # stop() waits STOP_WAIT_S; a busy machine may need longer
+    assert len(freed) == 2

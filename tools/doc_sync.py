@@ -112,8 +112,16 @@ def blocks() -> dict[str, str]:
         "llm.why_fast_text": llm.why_fast_text(settings, why),
         "llm.why_mfu_text": llm.why_mfu_text(why),
     }
-    # An app's headings (its title, a section's "## 5 · …") nest under the doc's "### block" heading here.
-    return {name: re.sub(r"(?m)^#{1,4} ", "#### ", text.strip()) for name, text in out.items()}
+    return {name: nested_headings(text.strip()) for name, text in out.items()}
+
+
+def nested_headings(text: str) -> str:
+    """An app's headings (its title, a section's "## 5 · …") one level under the doc's "### block" heading;
+    fenced code is left as it is (a `# comment` there is not a heading)."""
+    parts = re.split(r"(?m)(^```.*?^```)", text, flags=re.DOTALL) if "```" in text else [text]
+    return "".join(
+        part if part.startswith("```") else re.sub(r"(?m)^#{1,4} ", "#### ", part) for part in parts
+    )
 
 
 def sync(doc: str, rendered: dict[str, str]) -> tuple[str, list[str]]:

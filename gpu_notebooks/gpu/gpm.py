@@ -82,7 +82,7 @@ class GpmSampler:
     fine-tuning dashboard's sampler: start(), stop(), samples, available, unavailable_reason.
     """
 
-    STOP_WAIT_S = 30.0  # how long stop() waits for the sampling thread's last NVML call
+    STOP_WAIT_S = 5.0  # how long stop() waits for the sampling thread's last NVML call
 
     def __init__(self, device_indices=None, hz=GPM_HZ):
         self.interval, self.samples = 1.0 / hz, []
@@ -129,25 +129,29 @@ class GpmSampler:
         return self
 
     def _loop(self):
-        while not self._stop.wait(self.interval):
-            t = time.perf_counter() - self.t0
-            for gpu in self._gpus:
-                previous, current = gpu["pair"]
-                values = gpm_read(self._nvml, gpu["handle"], previous, current)
-                gpu["pair"] = [current, previous]  # this sample is the next window's start
-                self.samples.append({"t": t, "gpu": gpu["gpu"], **values})
+        try:
+            while not self._stop.wait(self.interval):
+                t = time.perf_counter() - self.t0
+                for gpu in self._gpus:
+                    previous, current = gpu["pair"]
+                    values = gpm_read(self._nvml, gpu["handle"], previous, current)
+                    gpu["pair"] = [current, previous]  # this sample is the next window's start
+                    self.samples.append({"t": t, "gpu": gpu["gpu"], **values})
+        finally:
+            self._free_samples()  # here, by the one thread that reads them: never freed under a reading
 
-    def stop(self):
-        """Stop sampling and free the GPM samples (kept, not freed, while the thread is still inside NVML)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.STOP_WAIT_S)
-            if self._thread.is_alive():  # stuck in an NVML call on a busy machine: it still reads its samples
-                return self
+    def _free_samples(self):
         for gpu in self._gpus:
             for sample in gpu.pop("pair", []):
                 if sample is not None:
                     read_nvml(self._nvml, self._nvml.nvmlGpmSampleFree, sample)
+
+    def stop(self):
+        """Stop sampling; the sampling thread frees the GPM samples as it ends. Waits up to STOP_WAIT_S for it
+        (a thread still inside a stuck NVML call frees them whenever that call returns)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.STOP_WAIT_S)
         return self
 
     def frame(self):

@@ -108,6 +108,23 @@ def prepare_step(run, dataset):
     return None, problem
 
 
+def closed_tab_check():
+    """train_steps' `should_stop`: a sentence once this viewer's session is gone (a closed tab), looked at
+    most every SESSION_CHECK_S; else None. The run then stops, frees its memory and gives the lease back."""
+    checked = time.perf_counter()
+
+    def should_stop():
+        nonlocal checked
+        if time.perf_counter() - checked < SESSION_CHECK_S:
+            return None
+        checked = time.perf_counter()
+        if not session_closed():
+            return None
+        return "The viewer's session closed (the tab was gone), so nobody would see the rest."
+
+    return should_stop
+
+
 def train_step_body(run, eval_frame, answer_tokens, on_record=None):
     """Step 5: the "before" evaluation, then every training step with the device sampled throughout.
 
@@ -140,24 +157,12 @@ def train_step_body(run, eval_frame, answer_tokens, on_record=None):
             if gpm is not None:
                 gpm.start()
             try:
-                checked = time.perf_counter()
-                for record in train_steps(run):
+                for record in train_steps(run, should_stop=closed_tab_check()):
                     if record["kind"] == "train":
                         record["mfu"] = mfu(record["tokens_per_s"], out["flops_per_token"], out["peak_flops"])
                     out["eval_records" if record["kind"] == "eval" else "train_records"].append(record)
                     if on_record is not None:
                         on_record(record, sampler, out)
-                    if (
-                        time.perf_counter() - checked >= SESSION_CHECK_S
-                    ):  # a closed tab: stop, free, give back
-                        checked = time.perf_counter()
-                        if session_closed():
-                            raise TrainingStopped(
-                                f"The viewer's session closed (the tab was gone): training stopped after "
-                                f"step {record['step']}, for nobody to see.",
-                                "Open the app again and press Train.",
-                                record["step"],
-                            )
             except TrainingStopped as stop:
                 # without its traceback: the frames it points to hold the failed step's GPU tensors
                 traceback.clear_frames(stop.__traceback__)

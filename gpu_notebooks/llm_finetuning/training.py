@@ -276,8 +276,11 @@ def fast_train_step(run, batch, adapter_parameters, max_grad_norm):
     return torch.stack([loss.detach().float(), grad_norm.float(), scale.float(), skipped, lr.float()])
 
 
-def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
+def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25, should_stop=None):
     """THE training loop: every epoch, one record per optimizer step and one per end-of-epoch evaluation.
+
+    `should_stop()` is asked after each group of steps is read back (every step on the plain path): a
+    sentence (why) stops training there with TrainingStopped, every applied step recorded and counted.
 
     The fast path reads its step records back in groups of SYNC_EVERY (the first step alone: it carries the
     warm-up and any compile), so per-step seconds are the group's wall time divided by its steps. Where the
@@ -367,6 +370,11 @@ def train_steps(run, max_grad_norm=1.0, max_skipped_in_row=25):
             group, pending = pending, []
             for (meta, _), row in zip(group, values, strict=True):
                 yield record(epoch, meta, row, seconds)
+            why = should_stop() if should_stop is not None else None
+            if why:
+                raise TrainingStopped(
+                    f"{why} Training stopped after step {step}.", "Press Train to start again.", step
+                )
             started = time.perf_counter()
         # --- end of epoch: evaluation on the held-out split ---
         metrics, out_of_memory = catch_out_of_memory(evaluate_loss, run)

@@ -91,8 +91,8 @@ def kind_color(column: str) -> str:
     """A speedup column's colour: the engine's own ("polars_speedup" → Polars'), cuDF's ratios a shade of it."""
     if column in CUDF_RATIO_COLORS:
         return CUDF_RATIO_COLORS[column]
-    engine = next(e for e in ENGINE_LABELS if speedup_column(e) == column)
-    return ENGINE_COLORS[ENGINE_LABELS[engine]]
+    engine = next((e for e in ENGINE_LABELS if speedup_column(e) == column), None)
+    return ENGINE_COLORS[ENGINE_LABELS[engine]] if engine is not None else "#8c8c8c"
 
 
 def times_chart(summary: pd.DataFrame):
