@@ -142,25 +142,22 @@ def cell_text(element) -> str:
     return element.evaluate(_CELL_TEXT_JS)
 
 
-_CELL_TEXT_JS = """(element) => {
+# Text through the shadow roots marimo's UI elements (accordions, tables, …) draw into.
+_WALK_JS = """
   const parts = [];
   const walk = (node) => {
     if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
     if (node.shadowRoot) walk(node.shadowRoot);
     for (const child of node.childNodes) walk(child);
-  };
-  walk(element.closest('.marimo-cell') || element);
-  return parts.join(' ');
-}"""
-
-# Every cell output's text, through the shadow roots marimo's UI elements (accordions, tables, …) draw into.
-_OUTPUT_TEXT_JS = """() => {
-  const parts = [];
-  const walk = (node) => {
-    if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
-    if (node.shadowRoot) walk(node.shadowRoot);
-    for (const child of node.childNodes) walk(child);
-  };
-  document.querySelectorAll('.output-area').forEach(walk);
-  return parts.join(' ');
-}"""
+  };"""
+# The text of the cell holding an element; every cell output's text.
+_CELL_TEXT_JS = (
+    "(element) => {"
+    + _WALK_JS
+    + " walk(element.closest('.marimo-cell') || element); return parts.join(' '); }"
+)
+_OUTPUT_TEXT_JS = (
+    "() => {"
+    + _WALK_JS
+    + " document.querySelectorAll('.output-area').forEach(walk); return parts.join(' '); }"
+)

@@ -52,6 +52,7 @@ from gpu_notebooks.llm_finetuning.steps import (
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
 from gpu_notebooks.llm_finetuning.tokens import prompt_batch
 from gpu_notebooks.registry import process_gpu_lock, process_registry
+from tests.fakes import wait_until
 
 CPU = torch.device("cpu")
 
@@ -350,10 +351,7 @@ def test_a_second_viewer_waits_for_the_lease_and_is_told_so(kept):
         target=lambda: result.update(try_adapter(greedy(kept["prompts"][0], 4), CPU, on_wait=told.append))
     )
     viewer.start()
-    deadline = time.time() + 30
-    while not told and time.time() < deadline:
-        time.sleep(0.05)
-    assert told and "another viewer is generating or training" in told[0]
+    assert wait_until(lambda: told, seconds=30) and "another viewer is generating or training" in told[0]
     time.sleep(0.3)
     assert not result  # still waiting
     holder.release()

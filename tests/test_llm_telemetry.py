@@ -1,7 +1,6 @@
 """GPU telemetry of the fine-tuning app with NVML mocked: GPM, clock-event reasons, energy, MFU by hand."""
 
 import threading
-import time
 import types
 
 import pytest
@@ -22,7 +21,7 @@ from gpu_notebooks.llm_finetuning.telemetry import (
     mfu,
     run_flops_per_token,
 )
-from tests.fakes import use_nvml
+from tests.fakes import use_nvml, wait_until
 
 
 class NVMLError(Exception):
@@ -172,9 +171,7 @@ def test_gpm_sampler_reads_every_metric_at_its_rate_and_names_the_fields(monkeyp
     use_nvml(monkeypatch, lambda: fake_nvml(values={"NVML_GPM_METRIC_PCIE_RX_PER_SEC": 3.0}))
     sampler = GpmSampler(hz=50).start()
     assert sampler.available and sampler.unavailable_reason == ""
-    deadline = time.time() + 20
-    while len(sampler.samples) < 5 and time.time() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(sampler.samples) >= 5, seconds=20)
     sampler.stop()
     assert len(sampler.samples) >= 5
     first = sampler.samples[0]
@@ -183,11 +180,9 @@ def test_gpm_sampler_reads_every_metric_at_its_rate_and_names_the_fields(monkeyp
     assert sampler.means()["tensor_active_pct"] == 50.0
 
 
-def wait_for_samples(sampler, count=3, seconds=60.0):
+def wait_for_samples(sampler, count=3):
     """The sampler once it has `count` samples (how long that takes depends on how busy the machine is)."""
-    deadline = time.time() + seconds
-    while len(sampler.samples) < count and time.time() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(sampler.samples) >= count)
     return sampler
 
 

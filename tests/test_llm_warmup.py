@@ -1,7 +1,6 @@
 """The start-up warm-up: runs the demo's work on a one-layer model, leaves the RNG and the GPU lock as found."""
 
 import threading
-import time
 import weakref
 
 import torch
@@ -9,13 +8,7 @@ import torch
 from gpu_notebooks.gpu.lock import gpu_turn
 from gpu_notebooks.llm_finetuning.warmup import start_warm_up, warm_up_kernels, warm_up_note, warm_up_state
 from gpu_notebooks.registry import process_gpu_lock
-
-
-def wait_until(predicate, seconds=60.0):  # returns as soon as it holds: generous for a busy machine
-    deadline = time.time() + seconds
-    while not predicate() and time.time() < deadline:
-        time.sleep(0.01)
-    return predicate()
+from tests.fakes import wait_until
 
 
 class fresh_state:
