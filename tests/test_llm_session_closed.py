@@ -7,7 +7,14 @@ from marimo._session.managers.queue import QueueManagerImpl
 import gpu_notebooks.llm_finetuning.steps as steps
 from gpu_notebooks.llm_finetuning.precision import resolve_precision
 from gpu_notebooks.llm_finetuning.settings import TrainSettings
-from gpu_notebooks.llm_finetuning.steps import inject_step, load_step, prepare_step, train_step_body
+from gpu_notebooks.llm_finetuning.steps import (
+    evaluate_step,
+    inject_step,
+    load_step,
+    prepare_step,
+    save_step,
+    train_step_body,
+)
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
 from gpu_notebooks.registry import process_gpu_lock
 from tests.test_rapids_session import run_in_session
@@ -54,3 +61,38 @@ def test_training_outside_a_marimo_session_is_not_stopped(monkeypatch):
     out = train_step_body(run, eval_frame, 8)
     assert out["stop_reason"] is None and len(out["train_records"]) == run.total_steps
     run.release()
+
+
+def test_a_session_closed_after_training_skips_evaluation_and_saving_and_frees_the_run(tmp_path):
+    """The tab went while step 5's last group ran (or just after): steps 6 and 7 do not run for nobody."""
+    queues = QueueManagerImpl(use_multiprocessing=False)
+
+    def steps_6_and_7_after_the_tab_closed():
+        run, eval_frame = tiny_run(epochs=1)
+        train_step_body(run, eval_frame, 8)
+        queues.close_queues()
+        after, generations, stop = evaluate_step(run, eval_frame, 8)
+        evaluated = (after, generations, stop, run.model is None, run.lease.held)
+        run2, _ = tiny_run(epochs=1)
+        saved = save_step(run2, tmp_path / "adapter", eval_frame["prompt"].head(2).tolist())
+        return evaluated, saved, run2
+
+    (after, generations, stop, freed, held), saved, run2 = run_in_session(
+        queues, steps_6_and_7_after_the_tab_closed
+    )["result"]
+    assert (
+        after is None and generations is None and "session closed" in stop.reason and "Step 6" in stop.reason
+    )
+    assert freed and not held
+    assert "session closed" in saved["failure"] and saved["saved_files"] == {}
+    assert not (tmp_path / "adapter").exists()  # nothing written for nobody
+    assert run2.model is None and not run2.lease.held and not process_gpu_lock().locked()
+
+
+def test_evaluation_and_saving_outside_a_session_run_as_before(tmp_path):
+    run, eval_frame = tiny_run(epochs=1)
+    train_step_body(run, eval_frame, 8)
+    after, _, stop = evaluate_step(run, eval_frame, 8)
+    assert stop is None and after is not None
+    saved = save_step(run, tmp_path / "adapter", eval_frame["prompt"].head(2).tolist())
+    assert saved["failure"] is None and (tmp_path / "adapter" / "adapter_config.json").exists()

@@ -48,6 +48,7 @@ from gpu_notebooks.session import session_closed
 
 # How often step 5 looks whether its viewer's session is gone (a peek at marimo's queue: cheap, not free).
 SESSION_CHECK_S = 0.5
+CLOSED_TAB = "The viewer's session closed (the tab was gone), so nobody would see the rest."
 
 
 def load_step(settings, dataset, device, plan, on_wait=None, loader=None, on_turn=None):
@@ -118,9 +119,7 @@ def closed_tab_check():
         if time.perf_counter() - checked < SESSION_CHECK_S:
             return None
         checked = time.perf_counter()
-        if not session_closed():
-            return None
-        return "The viewer's session closed (the tab was gone), so nobody would see the rest."
+        return CLOSED_TAB if session_closed() else None
 
     return should_stop
 
@@ -179,7 +178,17 @@ def train_step_body(run, eval_frame, answer_tokens, on_record=None):
 
 
 def evaluate_step(run, eval_frame, answer_tokens):
-    """Step 6: the "after" evaluation → (metrics, generations, None), or (None, None, stop) with the run released."""
+    """Step 6: the "after" evaluation → (metrics, generations, None), or (None, None, stop) with the run released.
+
+    A session closed since training ended (the tab went) stops here too: nobody would see the evaluation.
+    """
+    if session_closed():
+        run.release()
+        return (
+            None,
+            None,
+            TrainingStopped(f"{CLOSED_TAB} Step 6 did not run.", "Press Train to start again.", None),
+        )
     with release_on_interrupt(run):
         try:
             after, generations = evaluate_run(run, eval_frame, answer_tokens)
@@ -196,9 +205,14 @@ def save_step(run, folder, prompts):
 
     Returns saved_files, merge_max_diff, peft_max_diff, peak_memory, release_report and `failure` (a
     sentence, or None). Caught: disk errors (OSError), out of memory, and PEFT's documented ValueError for
-    a config it cannot read; anything else is a bug and raises (the run is still released).
+    a config it cannot read; anything else is a bug and raises (the run is still released). A session closed
+    since step 6 (the tab went) saves nothing: the run is released at once.
     """
     out = {"saved_files": {}, "merge_max_diff": math.nan, "peft_max_diff": math.nan, "failure": None}
+    if session_closed():
+        out["failure"] = "the viewer's session closed (the tab was gone), so the adapter was not saved"
+        out["peak_memory"], out["release_report"] = math.nan, run.release()
+        return out
     with release_on_interrupt(run):
         try:
             out["saved_files"] = save_adapter(run.model, folder, run.settings, run.model_name)
