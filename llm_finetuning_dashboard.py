@@ -65,7 +65,7 @@ with app.setup(hide_code=True):
         from gpu_notebooks.llm_finetuning.explain.inference import inference_cost_text
         from gpu_notebooks.llm_finetuning.explain.results import generations_note
         from gpu_notebooks.llm_finetuning.explain.workflow import how_it_works_text, steps_heading_text
-        from gpu_notebooks.llm_finetuning.formatting import count_of, fmt_bytes, fmt_count
+        from gpu_notebooks.llm_finetuning.formatting import fmt_bytes, fmt_count
         from gpu_notebooks.llm_finetuning.inference_cost import cost_table
         from gpu_notebooks.llm_finetuning.loading import default_choices, model_availability_note
         from gpu_notebooks.llm_finetuning.loss import batch_loss, causal_lm_loss
@@ -76,6 +76,7 @@ with app.setup(hide_code=True):
         from gpu_notebooks.llm_finetuning.tokens import answer_token_budget
         from gpu_notebooks.llm_finetuning.training import device_memory, plain_train_step
         from gpu_notebooks.llm_finetuning.warmup import start_warm_up, warm_up_note
+        from gpu_notebooks.text import count_of
     # Per session (this block runs once per session): `-- --smoke --model tiny-llama` → {"smoke": "", "model": ...}.
     CLI_OPTIONS = cli_options()
     CLI_FLAGS = set(CLI_OPTIONS)

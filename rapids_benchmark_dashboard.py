@@ -50,7 +50,7 @@ with app.setup(hide_code=True):
             user_data as explain_user_data,
         )
         from gpu_notebooks.rapids_benchmark.files import clear_data_cache, data_cache_text
-        from gpu_notebooks.rapids_benchmark.formatting import format_rows, plural
+        from gpu_notebooks.rapids_benchmark.formatting import format_rows
         from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars
         from gpu_notebooks.rapids_benchmark.report import results_table, speedup_table, summarize_records
         from gpu_notebooks.rapids_benchmark.roofline import bandwidth_table, card_probes, copy_bandwidth_probe
@@ -60,6 +60,7 @@ with app.setup(hide_code=True):
         from gpu_notebooks.rapids_benchmark.user_dataset import prepare_dataset, role_bytes_per_row
         from gpu_notebooks.rapids_benchmark.user_ops import user_engines
         from gpu_notebooks.session import stop_if_session_closed
+        from gpu_notebooks.text import count_of
 
 
 @app.cell(hide_code=True)
@@ -366,7 +367,7 @@ def _(
     mo.output.replace(
         mo.md(
             f"Finished in **{bench['wall_s']:.1f} s** — {len(bench['records'])} measurements over "
-            f"{plural(len(plan['sizes']), 'size')}. {_waited}"
+            f"{count_of(len(plan['sizes']), 'size')}. {_waited}"
         )
     )
     return (bench,)

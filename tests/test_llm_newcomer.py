@@ -139,7 +139,7 @@ def test_step_one_speaks_of_the_gpu_only_when_there_is_one():
 
 def test_one_epoch_is_said_in_the_singular():
     """Steps 2 and 4 said "1 epochs" on the default CPU run."""
-    from gpu_notebooks.llm_finetuning.formatting import count_of
+    from gpu_notebooks.text import count_of
 
     assert count_of(1, "epoch") == "1 epoch"
     assert count_of(3, "epoch") == "3 epochs"

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from gpu_notebooks.llm_finetuning.formatting import code_list, count_of
+from gpu_notebooks.llm_finetuning.formatting import code_list
 from gpu_notebooks.llm_finetuning.loading import hub_status
 from gpu_notebooks.llm_finetuning.settings import DATA_CHOICES
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
+from gpu_notebooks.text import count_of
 
 UPLOAD_MAX_BYTES = 5_000_000
 UPLOAD_MAX_CHARS = 2_000

@@ -36,8 +36,3 @@ def fmt_count(n):
 def fmt_bytes(n):
     """Bytes as MiB/GiB."""
     return f"{n / 2**30:.2f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-def count_of(n, noun):
-    """3, 'epoch' → '3 epochs'; 1, 'epoch' → '1 epoch' (regular plurals only)."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"

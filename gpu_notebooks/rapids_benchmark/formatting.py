@@ -16,11 +16,6 @@ ENGINE_LABELS = {
 }
 
 
-def plural(n: int, noun: str) -> str:
-    """1 → '1 size', 3 → '3 sizes' (a regular plural: an s)."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
 def format_rows(n: float | None) -> str:
     """10_000_000 → '10M'."""
     if not n:

@@ -11,7 +11,7 @@ from gpu_notebooks.llm_finetuning.models import TINY_LLAMA_NAME, TINY_MODEL_NAME
 REPEATED_AT_LEAST = 3
 
 
-def count_of(rate, n):
+def items_at_rate(rate, n):
     """How many of n items a rate over them stands for (0.175 of 40 → 7)."""
     return round(rate * n)
 
@@ -32,18 +32,18 @@ def generations_note(before, after, before_generations, after_generations, model
     """What the before/after table shows, in this run's numbers: exact match and answer format out of n,
     why a model from random weights gets formats before answers, a repeated answer, and the [byte 0xNN] mark."""
     n = int(after["eval_items"])
-    exact = count_of(after["exact_match"], n)
+    exact = items_at_rate(after["exact_match"], n)
     lines = [
         f"**Reading the table.** After training **{exact} of {n}** held-out answers match exactly "
-        f"(**{after['exact_match']:.0%}**; before: {count_of(before['exact_match'], n)} of {n}). Exact match is "
+        f"(**{after['exact_match']:.0%}**; before: {items_at_rate(before['exact_match'], n)} of {n}). Exact match is "
         "strict: apart from spacing, one different character is a ✗."
     ]
     has_format = not math.isnan(after["format_match"])
     if has_format:
-        formatted = count_of(after["format_match"], n)
+        formatted = items_at_rate(after["format_match"], n)
         lines.append(
             f"**{formatted} of {n}** answers have their task's format ({after['format_match']:.0%}; before: "
-            f"{count_of(before['format_match'], n)} of {n})"
+            f"{items_at_rate(before['format_match'], n)} of {n})"
             + (f": {formatted - exact} are well-formed and wrong" if formatted > exact else "")
             + (
                 " — the model learnt what an answer looks like before what it is."

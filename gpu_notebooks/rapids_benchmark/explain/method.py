@@ -9,8 +9,8 @@ from gpu_notebooks.rapids_benchmark.formatting import (
     fmt_ratio,
     fmt_seconds,
     format_rows,
-    plural,
 )
+from gpu_notebooks.text import count_of
 
 NUMBER_WORDS = "no one two three four five six seven eight nine ten eleven twelve".split()
 
@@ -129,7 +129,7 @@ def explain_multi_gpu(gpus: list[dict], last: dict | None) -> str:
     p = max(len(gpus), 2)
     moved = f"{p - 1}/{p} with {p} GPUs" + (" (this machine)" if len(gpus) >= 2 else "")
     text = [
-        f"This machine has **{plural(len(gpus), 'GPU')}**"
+        f"This machine has **{count_of(len(gpus), 'GPU')}**"
         + (f" with {total:,.0f} GB of memory together." if gpus else "."),
         "",
         "**Dask-cuDF** splits one DataFrame into partitions — here one per generated chunk of at most 10M rows — "

@@ -9,9 +9,9 @@ from gpu_notebooks.rapids_benchmark.formatting import (
     fmt_ratio,
     fmt_seconds,
     format_rows,
-    plural,
 )
 from gpu_notebooks.rapids_benchmark.report import crossover_rows, speedup_column
+from gpu_notebooks.text import count_of
 
 
 def crossover_sentence(summary: pd.DataFrame) -> str | None:
@@ -57,7 +57,7 @@ def summary_text(summary: pd.DataFrame, bench: dict) -> str:
     top = summary[summary["rows"] == n]
     gen = next((g["seconds"] for g in bench["generation"] if g["rows"] == n), None)
     lines = [
-        f"**{format_rows(n)} rows**, {plural(bench['plan']['repeats'], 'timed repeat')} after a warm-up; "
+        f"**{format_rows(n)} rows**, {count_of(bench['plan']['repeats'], 'timed repeat')} after a warm-up; "
         f"data generated in {fmt_seconds(gen)}; whole run {bench['wall_s']:.1f} s."
     ]
     ran = {e for e in ENGINE_LABELS if f"{e}_median_s" in summary and summary[f"{e}_median_s"].notna().any()}

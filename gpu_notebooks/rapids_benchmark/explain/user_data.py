@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from gpu_notebooks.rapids_benchmark.data import N_FEW_KEYS, N_MANY_KEYS
 from gpu_notebooks.rapids_benchmark.explain.results import speed_range_text
-from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_seconds, format_rows, plural
+from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_seconds, format_rows
 from gpu_notebooks.rapids_benchmark.user_dataset import MAGNITUDE_TOLERANCE, PRICE_MAX
+from gpu_notebooks.text import count_of
 
 KIND_WORDS = {
     "number": "number",
@@ -95,7 +96,7 @@ def user_run_text(bench: dict, plan: dict, left_out: list[str]) -> str:
     """The run's one-line outcome, and the engines that did not take part."""
     text = (
         f"Finished in **{bench['wall_s']:.1f} s** — {len(bench['records'])} measurements of your table over "
-        f"{plural(len(plan['sizes']), 'size')} ({', '.join(format_rows(n) for n in plan['sizes'])} rows)."
+        f"{count_of(len(plan['sizes']), 'size')} ({', '.join(format_rows(n) for n in plan['sizes'])} rows)."
     )
     if left_out:
         names = ", ".join(ENGINE_LABELS.get(e.split(":")[0], e) for e in left_out)
