@@ -1,4 +1,5 @@
-"""Stand-ins shared by the CPU tests: NVML patched everywhere the package looks it up, and a wait."""
+"""Stand-ins shared by the CPU tests: NVML patched everywhere the package looks it up, a wait, and a tiny
+fine-tuning run ready to train."""
 
 import sys
 import time
@@ -24,3 +25,18 @@ def wait_until(predicate, seconds=60.0) -> bool:
     while not predicate() and time.time() < deadline:
         time.sleep(0.01)
     return bool(predicate())
+
+
+def tiny_cpu_run(data, **settings):
+    """The tiny offline GPT-2 through the app's steps 2-4 on the CPU in FP32 (loaded, LoRA injected, loaders and
+    optimizer prepared): a run ready for step 5. `settings` are TrainSettings fields."""
+    import torch
+
+    from gpu_notebooks.llm_finetuning.precision import resolve_precision
+    from gpu_notebooks.llm_finetuning.settings import TrainSettings
+    from gpu_notebooks.llm_finetuning.steps import inject_step, load_step, prepare_step
+
+    settings = TrainSettings(model_source="tiny", **settings)
+    run, facts = load_step(settings, data, torch.device("cpu"), resolve_precision("fp32", "cpu"))
+    assert not facts["out_of_memory"] and inject_step(run)[1] is None and prepare_step(run, data)[1] is None
+    return run

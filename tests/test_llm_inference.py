@@ -40,19 +40,14 @@ from gpu_notebooks.llm_finetuning.inference_cost import (
     weight_bytes_read_per_token,
 )
 from gpu_notebooks.llm_finetuning.models import build_offline_tokenizer, offline_gpt2, offline_llama
-from gpu_notebooks.llm_finetuning.precision import resolve_precision
-from gpu_notebooks.llm_finetuning.settings import TrainSettings
 from gpu_notebooks.llm_finetuning.steps import (
-    inject_step,
-    load_step,
-    prepare_step,
     save_step,
     train_step_body,
 )
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
 from gpu_notebooks.llm_finetuning.tokens import prompt_batch
 from gpu_notebooks.registry import process_gpu_lock, process_registry
-from tests.fakes import wait_until
+from tests.fakes import tiny_cpu_run, wait_until
 
 CPU = torch.device("cpu")
 
@@ -64,9 +59,7 @@ def trained(tmp_path_factory):
     torch.set_num_threads(2)
     folder = tmp_path_factory.mktemp("adapters") / "tiny-run"
     data = builtin_examples()
-    settings = TrainSettings(model_source="tiny", epochs=3, batch_size=32, max_length=64)
-    run, facts = load_step(settings, data, CPU, resolve_precision("fp32", "cpu"))
-    assert not facts["out_of_memory"] and inject_step(run)[1] is None and prepare_step(run, data)[1] is None
+    run = tiny_cpu_run(data, epochs=3, batch_size=32, max_length=64)
     assert train_step_body(run, data[data["split"] == "eval"], 8)["stop_reason"] is None
     prompts = data[data["split"] == "train"]["prompt"].head(4).tolist()
     run.model.eval()

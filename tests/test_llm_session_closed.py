@@ -1,33 +1,23 @@
 """A closed tab's training run: once marimo closes the viewer's session, step 5 stops after the group of steps
 under way, frees the model and gives the GPU lease back (the benchmark app's twin is test_rapids_session.py)."""
 
-import torch
 from marimo._session.managers.queue import QueueManagerImpl
 
 import gpu_notebooks.llm_finetuning.steps as steps
-from gpu_notebooks.llm_finetuning.precision import resolve_precision
-from gpu_notebooks.llm_finetuning.settings import TrainSettings
 from gpu_notebooks.llm_finetuning.steps import (
     evaluate_step,
-    inject_step,
-    load_step,
-    prepare_step,
     save_step,
     train_step_body,
 )
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
 from gpu_notebooks.registry import process_gpu_lock
+from tests.fakes import tiny_cpu_run
 from tests.test_rapids_session import run_in_session
-
-CPU = torch.device("cpu")
 
 
 def tiny_run(epochs):
     data = builtin_examples()
-    settings = TrainSettings(model_source="tiny", epochs=epochs, batch_size=16, max_length=64)
-    run, facts = load_step(settings, data, CPU, resolve_precision("fp32", "cpu"))
-    assert not facts["out_of_memory"] and inject_step(run)[1] is None and prepare_step(run, data)[1] is None
-    return run, data[data["split"] == "eval"]
+    return tiny_cpu_run(data, epochs=epochs, batch_size=16, max_length=64), data[data["split"] == "eval"]
 
 
 def test_training_whose_session_closes_stops_frees_the_model_and_gives_the_lease_back(monkeypatch):
