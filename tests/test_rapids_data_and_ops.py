@@ -184,3 +184,11 @@ def test_decimals_compare_as_floats_with_any_engine():
     assert results_match(expected, pd.DataFrame({"amount": [1.1, 2.25, np.nan]}), "rows")[0]
     assert not results_match(expected, pd.DataFrame({"amount": [1.1, 2.5, np.nan]}), "rows")[0]
     assert results_match(expected, expected.copy(), "unordered")[0]
+
+
+def test_comparison_counts_equal_infinities_as_equal_and_others_as_different():
+    expected = pd.DataFrame({"value": [1.0, np.inf, -np.inf, np.nan]})
+    assert results_match(expected, expected.copy(), "rows")[0]  # inf - inf is NaN: equality must decide
+    for wrong in ([1.0, -np.inf, -np.inf, np.nan], [1.0, np.inf, 5.0, np.nan], [1.0, np.inf, -np.inf, 0.0]):
+        ok, detail = results_match(expected, pd.DataFrame({"value": wrong}), "rows")
+        assert not ok and detail == "1 of 4 values differ in column 'value'"

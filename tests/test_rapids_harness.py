@@ -5,6 +5,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -362,3 +363,12 @@ def test_the_polars_gpu_engine_gets_no_categorical_columns_and_still_agrees_with
     for name, fn in polars_ops("cpu").items():  # the same expressions the GPU engine runs
         ok, detail = results_match_polars(get_op(name)(pd, df, lookup), fn(pl, gdf, glookup), OP_ORDER[name])
         assert ok, (name, detail)
+
+
+def test_polars_comparison_counts_equal_infinities_as_equal_and_others_as_different():
+    pl = pytest.importorskip("polars")
+    expected = pd.DataFrame({"value": [1.0, np.inf, -np.inf, np.nan]})
+    assert results_match_polars(expected, pl.from_pandas(expected), "rows")[0]
+    for wrong in ([1.0, -np.inf, -np.inf, np.nan], [1.0, np.inf, 5.0, np.nan], [1.0, np.inf, -np.inf, 0.0]):
+        ok, detail = results_match_polars(expected, pl.from_pandas(pd.DataFrame({"value": wrong})), "rows")
+        assert not ok and detail == "1 of 4 values differ in column 'value'"

@@ -231,6 +231,39 @@ def test_an_awkward_csv_runs_and_agrees(folder):
     assert dataset.frame["sort_by"].isin(["NA", "null"]).any()  # text, as Polars and DuckDB read it
 
 
+def test_infinite_values_in_the_file_are_left_out_of_the_frame_and_its_reads_still_agree(folder):
+    """inf - inf is NaN: a check by difference alone called every read of a file with infinities ✗."""
+    df = sales(3_000)
+    df.loc[::50, "amount"] = np.inf
+    df.loc[::77, "amount"] = -np.inf
+    table = save_upload(folder, "t.parquet", as_bytes(df, "parquet"))
+    dataset = prepare_dataset(table, {"value": "amount", "key": "store", "sort": "amount"}, 0.5, folder.path)
+    assert np.isfinite(dataset.frame["value"]).all() and dataset.dropped > 60
+    out, _ = run_on(dataset, [dataset.rows])
+    assert not out["errors"], out["errors"]
+    summary = summarize_records(out["records"])
+    assert (summary["match"] == "✓").all(), summary[["op", "detail"]].values.tolist()
+
+
+def test_blank_lines_in_a_csv_are_named_and_only_polars_read_disagrees(folder):
+    """Polars reads a blank line as a row of empty values; pandas, cuDF and DuckDB skip it: the page says so."""
+    text = sales(2_000).to_csv(index=False)
+    head, rest = text.split("\n", 1)
+    table = save_upload(folder, "t.csv", (f"{head}\n\n{rest}\n").encode())  # after the header, at the end
+    assert table.rows == 2_000
+    assert any("The file has 2 blank lines" in note for note in table.notes), table.notes
+    assert "2 blank lines" in user_table_text(table)
+    dataset = prepare_dataset(table, {"value": "amount", "key": "store", "sort": "units"}, 0.5, folder.path)
+    out, _ = run_on(dataset, [dataset.rows])
+    assert not out["errors"], out["errors"]
+    summary = summarize_records(out["records"]).set_index("op")
+    assert summary.loc["read_csv", "match"] == "✗"
+    assert summary.loc["read_csv", "detail"] == "polars: 2,002 rows, expected 2,000"
+    assert (summary.drop(index="read_csv")["match"] == "✓").all()
+    clean = save_upload(folder, "u.csv", text.encode())
+    assert not any("blank line" in note for note in clean.notes)
+
+
 def test_a_wrong_result_on_your_table_reads_as_a_disagreement(folder):
     table = save_upload(folder, "sales.parquet", as_bytes(sales(), "parquet"))
     dataset = prepare_dataset(table, default_roles(table), 0.5, folder.path)
@@ -313,6 +346,11 @@ BAD_FILES = {
     "an empty file": (b"", "The file is empty"),
     "a header only": ("a,b\n", "a header but no rows"),
     "two columns with one name": ("a,a\n1,2\n", "Two columns are named 'a'"),
+    "pandas' index saved": (
+        ",k,v\n0,a,1.5\n1,b,2\n",
+        "Column 1 has no name in the header: name every column (pandas",
+    ),
+    "a column without a name": ("k,,v\na,1,1.5\n", "Column 2 has no name in the header: name every column."),
     "semicolons": ("city;amount\nParis;1\n", "separated by ';'"),
 }
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from gpu_notebooks.text import count_of
+
 # The upload cap, set on marimo's file element (its `max_size`) and checked again on the server.
 UPLOAD_CAP_BYTES = 200_000_000
 # Reading a CSV into Arrow takes about its size again and more for text columns; with this margin.
@@ -274,7 +276,28 @@ def open_csv(path: str, label: str, size: int) -> UserTable:
             "The header reads as one column: the file seems separated by ';', tab or '|'. "
             "Save it comma-separated."
         )
-    return finish_table(UserTable(path, "csv", label, size, table.num_rows, columns, table, notes))
+    checked = finish_table(UserTable(path, "csv", label, size, table.num_rows, columns, table, notes))
+    blank = polars_extra_rows(path, table.num_rows)
+    if blank > 0:
+        checked.notes.append(
+            f"The file has {count_of(blank, 'blank line')}: pandas, cuDF and DuckDB skip them, Polars reads each "
+            f"as a row of empty values, so Polars' read of this file finds {count_of(blank, 'row')} more and "
+            "shows ✗. Every other operation runs on the same rows for every engine. Remove the blank lines to "
+            "compare the read too."
+        )
+    return checked
+
+
+def polars_extra_rows(path: str, rows: int) -> int:
+    """Rows Polars reads beyond Arrow's count: blank lines, which Polars reads as rows (0 without Polars)."""
+    try:
+        import polars as pl
+    except ImportError:
+        return 0
+    try:  # every column as text: a count needs no types, and no type guess can fail
+        return pl.scan_csv(path, infer_schema=False).select(pl.len()).collect().item() - rows
+    except pl.exceptions.PolarsError:
+        return 0
 
 
 def without_paths(text: str, path: str) -> str:
@@ -288,9 +311,12 @@ def without_paths(text: str, path: str) -> str:
 def check_names(names: list[str]) -> None:
     """Column names must be unique and not blank: engines disagree on how to rename them otherwise."""
     seen = set()
-    for name in names:
+    for i, name in enumerate(names):
         if not str(name).strip():
-            raise UserDataError("A column has no name in the header: name every column.")
+            index = " (pandas writes its index as a first column without a name: save with `index=False`)"
+            raise UserDataError(
+                f"Column {i + 1:,} has no name in the header: name every column{index if i == 0 else ''}."
+            )
         if name in seen:
             raise UserDataError(f"Two columns are named '{name}': column names must be unique.")
         seen.add(name)
