@@ -163,8 +163,9 @@ def _(environment):
     )
     # Shown under the data choice only when it is theirs (upload, hub dataset): the summary names what is used.
     upload_control = mo.ui.file(
-        filetypes=[".csv", ".jsonl"],
-        label=f"upload CSV/JSONL (prompt, response; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB)",
+        filetypes=[".csv", ".jsonl", ".json"],
+        max_size=UPLOAD_MAX_BYTES,  # marimo refuses a larger file in the browser; validate_upload checks again
+        label=f"upload CSV, JSONL or JSON (prompt and response columns; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB)",
     )
     hub_controls = mo.md("{hub_dataset} {prompt_column} {response_column} {hub_split} {max_rows}").batch(
         hub_dataset=mo.ui.text(placeholder="e.g. an instruction dataset id", label="hub dataset id"),

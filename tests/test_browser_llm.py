@@ -1,6 +1,7 @@
 """The fine-tuning dashboard as a user sees it under `marimo run` (and, once, `marimo edit`), in headless Chromium."""
 
 import contextlib
+import json
 import re
 import subprocess
 import sys
@@ -93,15 +94,13 @@ def test_a_bad_upload_gets_a_clear_message_and_the_app_keeps_working():
         page.get_by_text("at most 5 MB").first.wait_for(timeout=60_000)  # the limit is said before any upload
         file_input = page.locator("input[type=file]").first
         file_input.set_input_files(
-            files=[{"name": "data.csv", "mimeType": "text/csv", "buffer": b"question,answer\nhi,there\n"}]
+            files=[{"name": "data.csv", "mimeType": "text/csv", "buffer": b"query,reply\nhi,there\n"}]
         )
-        page.get_by_text("needs columns").first.wait_for(timeout=120_000)
+        page.get_by_text("needs a prompt column").first.wait_for(timeout=120_000)
         page.wait_for_timeout(1000)
         screenshot_all(page, "llm_bad_upload", parts=3)
         # The app names the missing columns in words (no Python list) and still renders the rest of the page.
-        page.get_by_text("missing: prompt and response; found: question and answer").first.wait_for(
-            state="attached", timeout=60_000
-        )
+        page.get_by_text("found: query and reply").first.wait_for(state="attached", timeout=60_000)
         assert page.get_by_text("['prompt', 'response']").count() == 0
         page.get_by_text("data: uploaded data.csv (not usable: see below)").first.wait_for(
             state="attached", timeout=60_000
@@ -112,7 +111,8 @@ def test_a_bad_upload_gets_a_clear_message_and_the_app_keeps_working():
 def test_the_data_choice_shows_its_own_fields_and_the_summary_names_what_trains():
     """Issue 24, item 13: a file chosen while "built-in" was selected was silently ignored; the prompt/response
     column boxes (hub only) sat beside the upload; the settings line never named the data."""
-    rows = "prompt,response\n" + "".join(f"Say {i}.,{i}\n" for i in range(30))
+    # Alpaca's layout: one JSON array of instruction/output objects
+    rows = json.dumps([{"instruction": f"Say {i}.", "output": i} for i in range(30)], indent=1)
     with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(url)
@@ -130,9 +130,12 @@ def test_the_data_choice_shows_its_own_fields_and_the_summary_names_what_trains(
         page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
         page.get_by_text("prompt column").first.wait_for(state="detached", timeout=60_000)
         page.locator("input[type=file]").first.set_input_files(
-            files=[{"name": "mine.csv", "mimeType": "text/csv", "buffer": rows.encode()}]
+            files=[{"name": "mine.json", "mimeType": "application/json", "buffer": rows.encode()}]
         )
-        page.get_by_text("data: uploaded mine.csv (30 rows)").first.wait_for(timeout=60_000)
+        page.get_by_text("data: uploaded mine.json (30 rows)").first.wait_for(timeout=60_000)
+        page.get_by_text("Used instruction as the prompt and output as the response").first.wait_for(
+            state="attached", timeout=60_000
+        )
         page.get_by_text("Data: 30 rows").first.wait_for(timeout=60_000)  # the preview is the file
         page.get_by_text("built-in (200 examples)", exact=True).first.click()  # back to the built-in set
         page.get_by_text("is uploaded but not used").first.wait_for(timeout=60_000)  # said plainly

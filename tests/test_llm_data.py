@@ -102,11 +102,14 @@ def test_valid_csv_and_jsonl_uploads_load():
 @pytest.mark.parametrize(
     ("name", "contents", "message"),
     [
-        ("data.txt", b"prompt,response\na,b", "expected a .csv or .jsonl"),
+        ("data.txt", b"prompt,response\na,b", "expected a .csv, .jsonl or .json file"),
         ("data.csv", b"", "is empty"),
         ("data.csv", b"   \n  ", "is empty"),
         ("data.csv", "prompt,response\nna\xefve,caf\xe9\n".encode("latin-1"), "not UTF-8"),
-        ("data.csv", b"question,answer\na,b\n", "needs columns `prompt` and `response`"),
+        ("data.csv", b"query,reply\na,b\n", "needs a prompt column (`prompt`, `instruction` or `question`)"),
+        ("data.csv", b"prompt,response\n", "has a header but no rows"),
+        ("data.json", b'[{"prompt": "a", "response": "b"}, 3]', "item 2 of the JSON array is not an object"),
+        ("data.json", b'[{"prompt": "a",\n "response": }]', "is not valid JSON: Expecting value (line 2)"),
         ("data.jsonl", b'{"prompt": "a", "response": "b"}\n{not json}\n', "line 2 is not valid JSON"),
         ("data.jsonl", b'["prompt", "response"]\n', "not a JSON object"),
         ("data.csv", csv_bytes(GOOD_ROWS[:4]), "at least 10 are needed"),
@@ -132,10 +135,11 @@ def test_empty_overlong_and_duplicate_rows_are_dropped_with_warnings():
 
 
 @pytest.mark.parametrize(
-    "junk", [b"\x00\x01\x02", b"\xff\xfe\x00a", b",,,,\n,,,", b'{"a":1}', b"prompt\n1\n"]
+    "junk",
+    [b"\x00\x01\x02", b"\xff\xfe\x00a", b",,,,\n,,,", b'{"a":1}', b"prompt\n1\n", b"[", b"[]", b"[[]]", b"5"],
 )
 def test_garbage_never_raises(junk):
-    for name in ("x.csv", "x.jsonl"):
+    for name in ("x.csv", "x.jsonl", "x.json"):
         frame, errors, _ = validate_upload(name, junk)
         assert frame is None and errors
 
@@ -149,13 +153,42 @@ def test_choose_dataset_reports_a_missing_upload():
 
 def test_missing_columns_are_named_in_words_not_as_a_python_list():
     """Issue 24, item 13: the message printed `['prompt', 'response']`."""
-    _, errors, _ = validate_upload("data.csv", b"question,answer\nhi,there\n")
+    _, errors, _ = validate_upload("data.csv", b"query,reply\nhi,there\n")
     assert errors == [
-        "`data.csv` needs columns `prompt` and `response`; missing: `prompt` and `response`; found: `question` "
-        "and `answer`."
+        "`data.csv` needs a prompt column (`prompt`, `instruction` or `question`) and a response column "
+        "(`response`, `output`, `answer` or `completion`); found: `query` and `reply`."
     ]
-    _, errors, _ = validate_upload("data.csv", b"prompt,answer,notes\nhi,there,x\n")
-    assert "missing: `response`; found: `prompt`, `answer` and `notes`." in errors[0] and "[" not in errors[0]
+    _, errors, _ = validate_upload("data.csv", b"prompt,reply,notes\nhi,there,x\n")
+    assert "needs a response column" in errors[0] and "found: `prompt`, `reply` and `notes`." in errors[0]
+    assert "[" not in errors[0]
+
+
+def test_alpaca_json_and_question_answer_files_load_with_the_columns_they_used_named():
+    """Alpaca's layout (a JSON array; instruction, input, output) is the commonest instruction-tuning file."""
+    rows = [
+        {"instruction": f"Add {i} and 1", "input": "" if i % 2 else f"Use base {i}", "output": i + 1}
+        for i in range(20)
+    ]
+    frame, errors, warnings = validate_upload("alpaca_data.json", json.dumps(rows, indent=2).encode())
+    assert errors == [] and len(frame) == 20
+    assert warnings == [
+        "Used `instruction` (with `input` below it where filled) as the prompt and `output` as the response."
+    ]
+    by_prompt = dict(zip(frame["prompt"], frame["response"], strict=True))
+    assert by_prompt["Add 0 and 1\n\nUse base 0"] == "1" and by_prompt["Add 1 and 1"] == "2"
+    qa = "\n".join(json.dumps({"Question": p, "Answer": r}) for p, r in GOOD_ROWS).encode()
+    frame, errors, warnings = validate_upload("qa.jsonl", qa)
+    assert errors == [] and len(frame) == 30
+    assert warnings == ["Used `Question` as the prompt and `Answer` as the response."]
+
+
+def test_a_response_of_zero_is_an_answer_not_an_empty_field():
+    rows = [{"prompt": f"What is {i} - {i}?", "response": 0} for i in range(12)] + [
+        {"prompt": "x", "response": None}
+    ]
+    frame, errors, warnings = validate_upload("zeros.jsonl", "\n".join(map(json.dumps, rows)).encode())
+    assert errors == [] and len(frame) == 12 and set(frame["response"]) == {"0"}
+    assert warnings == ["Skipped 1 row with an empty prompt or response."]
 
 
 def uploaded(name, contents):

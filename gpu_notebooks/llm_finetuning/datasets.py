@@ -28,12 +28,18 @@ def split_by_hash(prompts, eval_share=0.2):
     return ["eval" if i in held_out else "train" for i in range(len(prompts))]
 
 
+# The columns a row's prompt and response are read from, first match wins (case-insensitive): our own names,
+# then the common instruction-tuning layouts (Alpaca's instruction/input/output, question/answer, completion).
+PROMPT_NAMES = ("prompt", "instruction", "question")
+RESPONSE_NAMES = ("response", "output", "answer", "completion")
+
+
 def validate_upload(filename, contents, max_bytes=UPLOAD_MAX_BYTES, max_chars=UPLOAD_MAX_CHARS):
-    """Parse an uploaded CSV/JSONL of prompt/response rows → (frame or None, errors, warnings); never raises."""
+    """Parse an uploaded CSV, JSONL or JSON of prompt/response rows → (frame or None, errors, warnings); never raises."""
     warnings = []
     suffix = Path(filename or "").suffix.lower()
     if suffix not in (".csv", ".jsonl", ".json"):
-        return None, [f"`{filename}`: expected a .csv or .jsonl file."], warnings
+        return None, [f"`{filename}`: expected a .csv, .jsonl or .json file."], warnings
     if len(contents) > max_bytes:
         return (
             None,
@@ -50,46 +56,87 @@ def validate_upload(filename, contents, max_bytes=UPLOAD_MAX_BYTES, max_chars=UP
         )
     if not text.strip():
         return None, [f"`{filename}` is empty."], warnings
-    records = []
     if suffix == ".csv":
         try:
             raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             return None, [f"`{filename}` is not valid CSV: {str(err).splitlines()[0]}"], warnings
-        records = raw.to_dict("records")
+        records, columns = raw.to_dict("records"), list(raw.columns)
     else:
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                return None, [f"`{filename}` line {line_number} is not valid JSON: {err.msg}."], warnings
-            if not isinstance(record, dict):
-                return None, [f"`{filename}` line {line_number} is not a JSON object."], warnings
-            records.append(record)
-    return validate_records(f"`{filename}`", records, max_chars, warnings)
+        records, error = json_records(filename, text, whole=suffix == ".json")
+        if error:
+            return None, [error], warnings
+        columns = list(records[0]) if records else []
+    return validate_records(f"`{filename}`", records, max_chars, warnings, columns)
 
 
-def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None):
+def json_records(filename, text, whole=False):
+    """JSON lines (one object a line), or in a .json file one array of objects (Alpaca's) → (records, error)."""
+    if whole and text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            return [], f"`{filename}` is not valid JSON: {err.msg} (line {err.lineno})."
+        bad = next((i for i, item in enumerate(items, start=1) if not isinstance(item, dict)), None)
+        if bad is not None:
+            return [], f"`{filename}`: item {bad} of the JSON array is not an object with named fields."
+        return items, None
+    records = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            return [], f"`{filename}` line {line_number} is not valid JSON: {err.msg}."
+        if not isinstance(record, dict):
+            return [], f"`{filename}` line {line_number} is not a JSON object."
+        records.append(record)
+    return records, None
+
+
+def as_text(value):
+    """A field as text: missing is empty, a number (0 included) is its digits."""
+    return "" if value is None else str(value).strip()
+
+
+def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None, columns=None):
     """The rules every data source passes (upload or hub dataset): prompt/response columns, no empty or
     overlong rows, no duplicates, enough rows → (frame with a split column or None, errors, warnings)."""
     errors, warnings = [], list(warnings or [])
-    columns = {str(key).strip().lower(): key for key in (records[0] if records else {})}
-    missing = [name for name in ("prompt", "response") if name not in columns]
-    if missing:
+    found = {
+        str(key).strip().lower(): key
+        for key in (columns if columns is not None else (records[0] if records else {}))
+    }
+    prompt = next((found[n] for n in PROMPT_NAMES if n in found), None)
+    response = next((found[n] for n in RESPONSE_NAMES if n in found), None)
+    if prompt is None or response is None:
+        missing = [
+            f"a {role} column ({code_list(names, 'or')})"
+            for role, names, got in (("prompt", PROMPT_NAMES, prompt), ("response", RESPONSE_NAMES, response))
+            if got is None
+        ]
         return (
             None,
-            [
-                f"{source} needs columns `prompt` and `response`; missing: {code_list(missing)}; found: "
-                f"{code_list(columns.values())}."
-            ],
+            [f"{source} needs {' and '.join(missing)}; found: {code_list(found.values())}."],
             warnings,
         )
-    pairs = [
-        (str(r.get(columns["prompt"]) or "").strip(), str(r.get(columns["response"]) or "").strip())
-        for r in records
-    ]
+    extra = found.get("input") if str(prompt).strip().lower() == "instruction" else None
+    if (str(prompt).strip().lower(), str(response).strip().lower()) != ("prompt", "response"):
+        warnings.append(
+            f"Used `{prompt}`"
+            + (f" (with `{extra}` below it where filled)" if extra is not None else "")
+            + f" as the prompt and `{response}` as the response."
+        )
+    pairs = []
+    for r in records:
+        p, a = as_text(r.get(prompt)), as_text(r.get(response))
+        if extra is not None and as_text(r.get(extra)):
+            p = f"{p}\n\n{as_text(r.get(extra))}"
+        pairs.append((p, a))
+    if not pairs:
+        errors.append(f"{source} has a header but no rows.")
+        return None, errors, warnings
     empty = sum(1 for p, r in pairs if not p or not r)
     overlong = sum(1 for p, r in pairs if p and r and max(len(p), len(r)) > max_chars)
     kept = [(p, r) for p, r in pairs if p and r and max(len(p), len(r)) <= max_chars]
@@ -169,7 +216,7 @@ def choose_dataset(settings, form_value):
         return (
             None,
             [
-                "Data is set to **upload** but no file was chosen: upload a CSV/JSONL or pick the built-in set."
+                "Data is set to **upload** but no file was chosen: upload a CSV, JSONL or JSON file or pick the built-in set."
             ],
             [],
         )

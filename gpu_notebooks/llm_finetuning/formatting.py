@@ -12,12 +12,12 @@ def mark_byte(byte):
     return BYTE_MARK.format(byte)
 
 
-def code_list(names):
+def code_list(names, last="and"):
     """Names as a sentence lists them, each in backticks: `a`; `a` and `b`; `a`, `b` and `c` (never a Python list)."""
     quoted = [f"`{name}`" for name in names]
     if len(quoted) <= 1:
         return "".join(quoted) or "none"
-    return ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    return ", ".join(quoted[:-1]) + f" {last} " + quoted[-1]
 
 
 def mib_with_units(mib):
