@@ -372,3 +372,11 @@ def test_polars_comparison_counts_equal_infinities_as_equal_and_others_as_differ
     for wrong in ([1.0, -np.inf, -np.inf, np.nan], [1.0, np.inf, 5.0, np.nan], [1.0, np.inf, -np.inf, 0.0]):
         ok, detail = results_match_polars(expected, pl.from_pandas(pd.DataFrame({"value": wrong})), "rows")
         assert not ok and detail == "1 of 4 values differ in column 'value'"
+
+
+def test_polars_comparison_takes_nan_for_missing_as_pandas_does_but_not_for_a_number():
+    pl = pytest.importorskip("polars")
+    expected = pd.DataFrame({"value": [1.0, np.nan, np.nan]})  # pandas cannot tell NaN from missing
+    assert results_match_polars(expected, pl.DataFrame({"value": [1.0, float("nan"), None]}), "rows")[0]
+    ok, detail = results_match_polars(expected, pl.DataFrame({"value": [1.0, 0.0, None]}), "rows")
+    assert not ok and detail == "1 of 3 values differ in column 'value'"

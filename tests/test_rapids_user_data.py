@@ -245,6 +245,25 @@ def test_infinite_values_in_the_file_are_left_out_of_the_frame_and_its_reads_sti
     assert (summary["match"] == "✓").all(), summary[["op", "detail"]].values.tolist()
 
 
+def test_a_csv_with_nan_and_infinity_written_as_text_and_quoted_empty_keys_agrees(folder):
+    """numpy's savetxt writes nan and inf, R's write.csv writes an empty string as "": pandas, Arrow and DuckDB
+    read "" as missing and NaN as missing, Polars as an empty string and a NaN; the checks must not call that ✗."""
+    words = ["NaN", "inf", "-inf", "1.5", "nan", "Infinity", "-2.25", "7"]
+    keys = ['""', "", "north", "south", '"east"']
+    lines = [f"{keys[i % 5]},{words[i % 8]},{i}" for i in range(3_000)]
+    table = save_upload(folder, "t.csv", ("region,reading,n\n" + "\n".join(lines) + "\n").encode())
+    for roles in (
+        {"value": "reading", "key": "region", "sort": "n"},
+        {"value": "reading", "key": "n", "sort": "region"},
+    ):
+        dataset = prepare_dataset(table, roles, 0.5, folder.path)
+        assert np.isfinite(dataset.frame["value"]).all()
+        out, _ = run_on(dataset, [dataset.rows])
+        assert not out["errors"], out["errors"]
+        summary = summarize_records(out["records"])
+        assert (summary["match"] == "✓").all(), summary[["op", "detail"]].values.tolist()
+
+
 def test_blank_lines_in_a_csv_are_named_and_only_polars_read_disagrees(folder):
     """Polars reads a blank line as a row of empty values; pandas, cuDF and DuckDB skip it: the page says so."""
     text = sales(2_000).to_csv(index=False)

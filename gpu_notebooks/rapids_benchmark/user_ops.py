@@ -124,6 +124,12 @@ def polars_scan(pl, path: str, spec: dict, columns: list[str]):
         }
         # The header's names as Arrow, pandas and DuckDB read them (Polars keeps a quoted name's "" doubled).
         lf = pl.scan_csv(path, new_columns=spec["columns"], schema_overrides=schema)
+        # A quoted empty field ("") is missing for pandas, Arrow and DuckDB, an empty string for Polars
+        # (R's write.csv writes every empty string so): read as missing, as the others do.
+        text = [c for c in columns if spec["types"][c] == "str"]
+        return lf.select(
+            (pl.col(c).replace("", None) if c in text else pl.col(c)).alias(spec["names"][c]) for c in columns
+        )
     return lf.select(pl.col(c).alias(spec["names"][c]) for c in columns)
 
 
