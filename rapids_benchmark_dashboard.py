@@ -735,12 +735,13 @@ def _(cli, gpus, user_base, user_dataset, user_run, user_settings):
 
 
 @app.cell(hide_code=True)
-def _(user_bench):
+def _(user_bench, user_dataset):
     user_summary = summarize_records(user_bench["records"], user_bench["peak_bandwidth_gbs"])
+    _cause = explain_user_data.user_disagreement_causes(user_dataset)
     mo.vstack(
         [
             mo.callout(mo.md(_text), kind=_kind)
-            for _kind, _text in check_messages(user_summary, user_bench["errors"])
+            for _kind, _text in check_messages(user_summary, user_bench["errors"], _cause)
         ]
         + [
             mo.md(explain_user_data.user_summary_text(user_summary)),

@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpu_notebooks.rapids_benchmark.checks import check_messages
 from gpu_notebooks.rapids_benchmark.cudf_pandas import run_cudf_pandas_engine
 from gpu_notebooks.rapids_benchmark.engine import Engine
 from gpu_notebooks.rapids_benchmark.engines import make_engines
 from gpu_notebooks.rapids_benchmark.explain.user_data import (
     user_dataset_text,
+    user_disagreement_causes,
     user_ops_text,
     user_run_text,
     user_table_text,
@@ -279,6 +281,13 @@ def test_blank_lines_in_a_csv_are_named_and_only_polars_read_disagrees(folder):
     assert summary.loc["read_csv", "match"] == "✗"
     assert summary.loc["read_csv", "detail"] == "polars: 2,002 rows, expected 2,000"
     assert (summary.drop(index="read_csv")["match"] == "✓").all()
+    (kind, callout), *_ = check_messages(
+        summary.reset_index(), out["errors"], user_disagreement_causes(dataset)
+    )
+    assert kind == "danger" and "— the file's 2 blank lines, which Polars reads as rows" in callout
+    other = user_disagreement_causes(dataset)
+    assert other("read_csv", 1_000, "polars: 2,001 rows, expected 2,000") == ""  # not the blank lines' count
+    assert other("sort", 1_000, "polars: 2,002 rows, expected 2,000") == ""
     clean = save_upload(folder, "u.csv", text.encode())
     assert not any("blank line" in note for note in clean.notes)
 

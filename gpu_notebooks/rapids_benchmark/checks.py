@@ -249,8 +249,13 @@ def check_label(checks: list[tuple], unchecked: list[str]) -> str:
     return "; ".join(parts)
 
 
-def check_messages(summary: pd.DataFrame, errors: list[str]) -> list[tuple[str, str]]:
-    """The callouts above the results: (kind, markdown) for disagreements, failures, unchecked and passed checks."""
+def check_messages(
+    summary: pd.DataFrame, errors: list[str], cause: Callable | None = None
+) -> list[tuple[str, str]]:
+    """The callouts above the results: (kind, markdown) for disagreements, failures, unchecked and passed checks.
+
+    `cause(op, rows, detail)` names a known reason for a disagreement ("" when it knows none).
+    """
     out = []
     bad = summary[summary["match"] == "✗"] if len(summary) else summary
     if len(bad):  # never hidden behind anything else
@@ -259,7 +264,9 @@ def check_messages(summary: pd.DataFrame, errors: list[str]) -> list[tuple[str, 
                 "danger",
                 "## ✗ Results DISAGREE\n\n"
                 + "\n".join(
-                    f"- **{r.op}** at {format_rows(r.rows)} rows: {r.detail}" for r in bad.itertuples()
+                    f"- **{r.op}** at {format_rows(r.rows)} rows: {r.detail}"
+                    + (f" — {why}" if cause and (why := cause(r.op, r.rows, r.detail)) else "")
+                    for r in bad.itertuples()
                 )
                 + "\n\nThe speedups for these operations are meaningless until this is explained.",
             )

@@ -66,6 +66,7 @@ class UserTable:
     columns: list[Column]
     table: pa.Table | None = field(default=None, repr=False)  # CSV: every row parsed; Parquet: read on demand
     notes: list[str] = field(default_factory=list)
+    blank_lines: int = 0  # CSV: blank lines, which Polars reads as rows and the other engines skip
 
     def column(self, name: str) -> Column:
         """The column of that name."""
@@ -279,6 +280,7 @@ def open_csv(path: str, label: str, size: int) -> UserTable:
     checked = finish_table(UserTable(path, "csv", label, size, table.num_rows, columns, table, notes))
     blank = polars_extra_rows(path, table.num_rows)
     if blank > 0:
+        checked.blank_lines = blank
         checked.notes.append(
             f"The file has {count_of(blank, 'blank line')}: pandas, cuDF and DuckDB skip them, Polars reads each "
             f"as a row of empty values, so Polars' read of this file finds {count_of(blank, 'row')} more and "

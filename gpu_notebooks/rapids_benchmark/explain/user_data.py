@@ -126,6 +126,25 @@ def user_ops_text(spec: dict, roles: dict, key_count: int) -> dict:
     }
 
 
+def user_disagreement_causes(dataset):
+    """cause(op, rows, detail) for check_messages: why a check on your table disagrees, where the file explains
+    it (its blank lines in Polars' read); "" otherwise."""
+    blank, rows_in_file = dataset.table.blank_lines, dataset.table.rows
+    blank_read = (
+        f"polars: {rows_in_file + blank:,} rows, expected {rows_in_file:,}"  # the file itself, read whole
+    )
+
+    def cause(op: str, rows: int, detail: str) -> str:
+        if op == "read_csv" and blank and blank_read in detail:
+            return (
+                f"the file's {count_of(blank, 'blank line')}, which Polars reads as rows of empty values and "
+                "the other engines skip (see the note under your table)"
+            )
+        return ""
+
+    return cause
+
+
 def user_summary_text(summary) -> str:
     """The run on your table in a few sentences from its numbers: the whole job, then the GPU against the CPU."""
     if summary.empty:
