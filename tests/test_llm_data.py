@@ -108,6 +108,11 @@ def test_valid_csv_and_jsonl_uploads_load():
         ("data.csv", "prompt,response\nna\xefve,caf\xe9\n".encode("latin-1"), "not UTF-8"),
         ("data.csv", b"query,reply\na,b\n", "needs a prompt column (`prompt`, `instruction` or `question`)"),
         ("data.csv", b"prompt,response\n", "has a header but no rows"),
+        (
+            "data.csv",
+            b"prompt;response\nhi;there\n",
+            "seems separated by ';', tab or '|'; save it comma-separated.",
+        ),
         ("data.json", b'[{"prompt": "a", "response": "b"}, 3]', "item 2 of the JSON array is not an object"),
         ("data.json", b'[{"prompt": "a",\n "response": }]', "is not valid JSON: Expecting value (line 2)"),
         ("data.jsonl", b'{"prompt": "a", "response": "b"}\n{not json}\n', "line 2 is not valid JSON"),

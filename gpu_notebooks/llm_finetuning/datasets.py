@@ -116,9 +116,15 @@ def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None,
             for role, names, got in (("prompt", PROMPT_NAMES, prompt), ("response", RESPONSE_NAMES, response))
             if got is None
         ]
+        one = list(found.values())
+        separated = (
+            " The header reads as one column: the file seems separated by ';', tab or '|'; save it comma-separated."
+            if len(one) == 1 and any(sep in str(one[0]) for sep in (";", "\t", "|"))
+            else ""
+        )
         return (
             None,
-            [f"{source} needs {' and '.join(missing)}; found: {code_list(found.values())}."],
+            [f"{source} needs {' and '.join(missing)}; found: {code_list(one)}.{separated}"],
             warnings,
         )
     extra = found.get("input") if str(prompt).strip().lower() == "instruction" else None
