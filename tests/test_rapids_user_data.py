@@ -480,6 +480,22 @@ def test_the_servers_table_is_read_once_and_a_missing_one_is_said_without_its_pa
     assert "cannot be opened" in str(err.value) and "secret-name" not in str(err.value)
 
 
+def test_a_folder_or_an_unreadable_file_given_as_the_servers_table_gets_a_message(tmp_path, monkeypatch):
+    folder = tmp_path / "secret-parts.parquet"
+    folder.mkdir()
+    with pytest.raises(UserDataError, match="is a folder: give one CSV or Parquet file") as err:
+        read_server_table(str(folder))
+    assert "secret-parts" not in str(err.value)
+
+    def unreadable(path, *args):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr("gpu_notebooks.rapids_benchmark.user_data.open_table", unreadable)
+    with pytest.raises(UserDataError) as err:
+        read_server_table(write(tmp_path, "secret-table.csv", "k,v\na,1\n"))
+    assert str(err.value) == "The table given with `--data` cannot be read (Permission denied)."
+
+
 def test_column_names_from_a_file_cannot_inject_markdown(folder):
     table = save_upload(folder, "x.csv", b"[a](http://evil)|<b>,v\nk,1\n")
     text = user_table_text(table)

@@ -422,9 +422,21 @@ def read_server_table(path: str, free_host_bytes: int | None = None) -> UserTabl
     except OSError as err:
         # Said without the path: viewers never see server paths.
         raise UserDataError(f"The table given with `--data` cannot be opened ({err.strerror}).") from None
+    if os.path.isdir(path):
+        raise UserDataError(
+            "The table given with `--data` is a folder: give one CSV or Parquet file (write a Parquet dataset "
+            "kept in parts as one file first)."
+        )
     key = ("user_data_table", os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
     registry = process_registry()
     with registry.setdefault("user_data_lock", threading.Lock()):
         if key not in registry:
-            registry[key] = open_table(path, "the table this server was started with", None, free_host_bytes)
+            try:
+                registry[key] = open_table(
+                    path, "the table this server was started with", None, free_host_bytes
+                )
+            except OSError as err:  # e.g. not readable by the server's user
+                raise UserDataError(
+                    f"The table given with `--data` cannot be read ({err.strerror})."
+                ) from None
         return registry[key]
