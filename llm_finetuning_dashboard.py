@@ -216,7 +216,10 @@ def _(train_button, train_progress):
 @app.cell
 def _(hub_controls, settings_controls, upload_control):
     settings = choices.settings_from_form(
-        settings_controls.value, smoke=SMOKE, smoke_model=CLI_OPTIONS.get("model") or "tiny"
+        settings_controls.value,
+        smoke=SMOKE,
+        smoke_model=CLI_OPTIONS.get("model") or "tiny",
+        server_paths=choices.server_paths_allowed(mo.app_meta().mode, CLI_OPTIONS),  # never a viewer's path
     )
     data_form = {**hub_controls.value, "upload": upload_control.value}
     dataset, data_errors, data_warnings = choose_dataset(settings, data_form)

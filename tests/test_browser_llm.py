@@ -143,6 +143,29 @@ def test_the_data_choice_shows_its_own_fields_and_the_summary_names_what_trains(
         screenshot_all(page, "llm_data_choice", parts=2)
 
 
+def test_a_marimo_run_viewer_cannot_point_the_server_at_its_own_folders(tmp_path):
+    """A typed dataset folder would show the server's files in the preview; a model folder would be read too."""
+    secret = tmp_path / "viewer-secret"
+    secret.mkdir()
+    (secret / "train.jsonl").write_text(
+        "\n".join(json.dumps({"instruction": f"secret {i}", "output": "x"}) for i in range(30))
+    )
+    with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
+        page.get_by_text("hub dataset", exact=True).first.click()
+        box = page.get_by_role("textbox", name="hub dataset id")
+        box.fill(str(secret))
+        box.press("Enter")
+        page.get_by_text("Give a hub dataset id").first.wait_for(timeout=60_000)
+        page.get_by_text("Folders on the server are off").first.wait_for(state="attached", timeout=60_000)
+        assert page.get_by_text("secret 3").count() == 0  # nothing of the folder is shown
+        page.get_by_role("combobox", name="model source").select_option(label="local directory")
+        page.get_by_text("A local model folder cannot be used here").first.wait_for(timeout=60_000)
+        screenshot_all(page, "llm_server_paths_off", parts=2)
+
+
 def test_an_unreachable_model_hub_falls_back_to_the_offline_model_and_says_so(tmp_path):
     """The hub's gpt2 with the hub out of reach and nothing cached: the page says so before Train, and Train
     still works on the offline model."""

@@ -333,3 +333,29 @@ def test_hyperparameter_text_counts_the_examples_of_the_data_that_runs(data):
     # the alpha and learning-rate claims carry their sources, not a rule of thumb
     assert "heuristic" in text and "use_rslora" in text and "2e-4" in text and "10×" not in text
     assert train_example_count(None) == 0
+
+
+def test_a_marimo_run_viewer_cannot_read_a_server_folder_as_a_dataset(tmp_path, monkeypatch):
+    """A typed path would let any viewer read the server's files (the preview shows their rows)."""
+    folder = tmp_path / "private-data"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(
+        "\n".join(json.dumps({"instruction": f"s{i}", "output": "x"}) for i in range(30))
+    )
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    monkeypatch.setattr(llm_datasets, "hub_status", lambda timeout=3.0: asked.append(1) or False)
+    for typed in (str(folder), "private-data", "./private-data", "~/x", "../private-data", "/etc", "a/b/c"):
+        frame, errors, _ = load_hub_dataset(typed, "instruction", "output", allow_local=False)
+        assert frame is None and errors[0].startswith(
+            "Give a hub dataset id (`owner/name`). Folders on the server"
+        )
+        assert "--allow-server-paths" in errors[0]
+    assert asked == []  # refused before anything is looked up
+    frame, errors, _ = load_hub_dataset("someone/instructions", "instruction", "output", allow_local=False)
+    assert "cannot be reached" in errors[0]  # a hub id still goes to the hub
+    frame, errors, _ = load_hub_dataset("private-data", "instruction", "output")  # marimo edit: allowed
+    assert errors == [] and len(frame) == 30
+    settings = TrainSettings(data_source="hub", server_paths=False)
+    frame, errors, _ = choose_dataset(settings, {"hub_dataset": str(folder)})
+    assert frame is None and "Folders on the server are off" in errors[0]

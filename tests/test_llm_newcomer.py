@@ -103,26 +103,29 @@ def test_a_byte_that_is_not_text_is_marked_not_shown_as_a_python_escape():
     assert shown.startswith("ok[byte 0x") and shown.endswith("]")
 
 
+FORM = {
+    "model": "tiny",
+    "local_dir": " ",
+    "precision": "fp32",
+    "rank": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "targets": ["attn.c_attn"],
+    "learning_rate": "auto",
+    "warmup_pct": 0,
+    "epochs": "1",
+    "batch_size": "8",
+    "max_length": "64",
+    "seed": 3,
+    "speed": "plain (reference loop)",
+    "data_source": "builtin",
+    "upload": (),
+}
+
+
 def test_the_settings_on_screen_are_the_settings_train_uses():
     """No apply step: the live controls' value is what a run gets (the browser test drives the page)."""
-    value = {
-        "model": "tiny",
-        "local_dir": " ",
-        "precision": "fp32",
-        "rank": 4,
-        "alpha": 8,
-        "dropout": 0.0,
-        "targets": ["attn.c_attn"],
-        "learning_rate": "auto",
-        "warmup_pct": 0,
-        "epochs": "1",
-        "batch_size": "8",
-        "max_length": "64",
-        "seed": 3,
-        "speed": "plain (reference loop)",
-        "data_source": "builtin",
-        "upload": (),
-    }
+    value = dict(FORM)
     settings = settings_from_form(value)
     assert (settings.model_source, settings.epochs, settings.rank, settings.speed) == ("tiny", 1, 4, "plain")
 
@@ -146,3 +149,28 @@ def test_one_epoch_is_said_in_the_singular():
     assert count_of(1_200, "step") == "1,200 steps"
     source = (Path(__file__).resolve().parents[1] / "llm_finetuning_dashboard.py").read_text()
     assert "settings.epochs} epochs" not in source
+
+
+def test_a_typed_model_folder_is_for_marimo_edit_or_an_owner_who_allows_it(tmp_path):
+    import torch
+
+    from gpu_notebooks.llm_finetuning import settings as choices
+    from gpu_notebooks.llm_finetuning.loading import load_model_and_tokenizer
+    from gpu_notebooks.llm_finetuning.models import TINY_MODEL_NAME
+
+    assert choices.server_paths_allowed("edit", {}) and choices.server_paths_allowed(
+        None, {}
+    )  # export, script
+    assert not choices.server_paths_allowed("run", {})
+    assert choices.server_paths_allowed("run", {"allow-server-paths": ""})
+    form = {**FORM, "model": "local", "local_dir": str(tmp_path)}
+    viewer = choices.settings_from_form(form, server_paths=False)
+    assert viewer.local_dir == "" and not viewer.server_paths  # the typed path goes no further
+    assert viewer.model_source == "tiny" and viewer.local_refused  # the title, plan and estimates follow
+    assert "Train uses the tiny offline GPT-2 instead" in str(model_availability_note(viewer).text)
+    corpus = builtin_examples()["prompt"].tolist()
+    _, _, name, warning = load_model_and_tokenizer(viewer, torch.float32, corpus)
+    assert name == TINY_MODEL_NAME and warning.startswith("Folders on the server are off")
+    assert warning.endswith("The tiny offline GPT-2 runs instead.")
+    editor = choices.settings_from_form(form)
+    assert editor.local_dir == str(tmp_path) and model_availability_note(editor) is None

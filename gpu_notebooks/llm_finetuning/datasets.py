@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from gpu_notebooks.llm_finetuning.formatting import code_list
 from gpu_notebooks.llm_finetuning.loading import hub_status
-from gpu_notebooks.llm_finetuning.settings import DATA_CHOICES
+from gpu_notebooks.llm_finetuning.settings import DATA_CHOICES, SERVER_PATHS_OFF
 from gpu_notebooks.llm_finetuning.tasks import builtin_examples
 from gpu_notebooks.text import count_of
 
@@ -164,13 +165,24 @@ def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None,
     return frame, errors, warnings
 
 
-def load_hub_dataset(dataset_id, prompt_column, response_column, split="train", max_rows=2000):
+def looks_like_a_path(dataset_id):
+    """True for what `datasets` would read from the server's disk rather than the hub: a path, or a name that
+    exists here (a hub id is `name` or `owner/name`, letters, digits, '-', '_' and '.')."""
+    hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", dataset_id) and ".." not in dataset_id
+    return not hub_id or Path(dataset_id).exists()
+
+
+def load_hub_dataset(
+    dataset_id, prompt_column, response_column, split="train", max_rows=2000, allow_local=True
+):
     """Rows of a Hugging Face dataset (hub id or local folder) through `datasets`, columns mapped to
     prompt/response and checked by validate_records → (frame or None, errors, warnings); never raises for
-    a missing dataset, a bad split or column, or no network."""
+    a missing dataset, a bad split or column, or no network. Without `allow_local` only a hub id is read."""
     dataset_id = (dataset_id or "").strip()
     if not dataset_id:
         return None, ["Data is set to **hub dataset** but no dataset id was given."], []
+    if not allow_local and looks_like_a_path(dataset_id):
+        return None, [f"Give a hub dataset id (`owner/name`). {SERVER_PATHS_OFF}"], []
     local = Path(dataset_id).expanduser().is_dir()
     if not local and not hub_status():
         return None, [f"`{dataset_id}`: huggingface.co cannot be reached; the built-in set still works."], []
@@ -214,6 +226,7 @@ def choose_dataset(settings, form_value):
             (value.get("response_column") or "output").strip(),
             (value.get("hub_split") or "train").strip(),
             int(value.get("max_rows") or 2000),
+            allow_local=settings.server_paths,
         )
         return frame, errors, [*unused, *warnings]
     if settings.data_source != "upload":

@@ -19,7 +19,7 @@ from gpu_notebooks.llm_finetuning.models import (
     offline_gpt2,
     offline_llama,
 )
-from gpu_notebooks.llm_finetuning.settings import PRECISION_CHOICES
+from gpu_notebooks.llm_finetuning.settings import PRECISION_CHOICES, SERVER_PATHS_OFF
 from gpu_notebooks.registry import process_gpu_lock_guard, process_registry
 
 
@@ -76,6 +76,14 @@ def default_choices(cuda_available):
 
 def model_availability_note(settings):
     """Beside the model picker, before Train: will the chosen hub model load, or fall back to the tiny one?"""
+    if settings.local_refused:
+        return mo.callout(
+            mo.md(
+                "**A local model folder cannot be used here: Train uses the tiny offline GPT-2 instead.** "
+                + SERVER_PATHS_OFF
+            ),
+            kind="warn",
+        )
     if settings.model_source in ("tiny", "tiny-llama", "local"):
         return None  # nothing to download
     if model_cached(settings.model_source):
@@ -155,8 +163,10 @@ def load_model_and_tokenizer(settings, dtype, corpus):
             return model, tokenizer, settings.local_dir or settings.model_source, None
         except ModelUnavailable as err:
             warning = f"{err} Falling back to the tiny offline GPT-2 (random weights, built from a config)."
-    else:
-        warning = None
+    else:  # chosen, or put in place of a model folder a `marimo run` viewer may not use
+        warning = (
+            f"{SERVER_PATHS_OFF} The tiny offline GPT-2 runs instead." if settings.local_refused else None
+        )
     tokenizer = build_offline_tokenizer(corpus)
     model = offline_gpt2(tokenizer, seed=settings.seed).to(dtype)
     return model, tokenizer, TINY_MODEL_NAME, warning

@@ -68,17 +68,40 @@ class TrainSettings:
     seed: int = 42
     data_source: str = "builtin"
     speed: str = "auto"  # auto | fast | compile | plain (see choose_speed_plan)
+    server_paths: bool = True  # may a folder on the server be typed? (see server_paths_allowed)
+    local_refused: bool = False  # a model folder was chosen where folders are off: the tiny GPT-2 runs
 
 
-def settings_from_form(value, smoke=False, smoke_model="tiny"):
-    """TrainSettings from the form's value (None before the first submit; smoke → tiny model, two epochs)."""
+# Why a `marimo run` viewer cannot type a folder on the server, and how the person who starts it allows it.
+SERVER_PATHS_OFF = (
+    "Folders on the server are off for viewers of this read-only app (`marimo run`): a typed path would let "
+    "any viewer read that server's files. Open the app with `marimo edit`, or start it with "
+    "`marimo run llm_finetuning_dashboard.py -- --allow-server-paths` on a machine only you can reach."
+)
+
+
+def server_paths_allowed(mode, cli):
+    """Whether this session may load a model or dataset from a folder it types (never a `marimo run` viewer's
+    by default: a path is a way to read the server's files)."""
+    return mode != "run" or "allow-server-paths" in cli or "allow_server_paths" in cli
+
+
+def settings_from_form(value, smoke=False, smoke_model="tiny", server_paths=True):
+    """TrainSettings from the form's value (None before the first submit; smoke → tiny model, two epochs).
+
+    Without `server_paths` a typed folder is dropped here, so nothing downstream looks at that path, and a
+    model folder chosen anyway gives way to the tiny offline GPT-2 (the title, plan and estimates follow it).
+    """
     if smoke:  # a CI check that every step runs, not a demo of learning: the tiny model, two epochs
         return TrainSettings(model_source=smoke_model, epochs=2)
     if not value:
-        return TrainSettings()
+        return TrainSettings(server_paths=server_paths)
+    refused = value["model"] == "local" and not server_paths
     return TrainSettings(
-        model_source=value["model"],
-        local_dir=value["local_dir"].strip(),
+        server_paths=server_paths,
+        local_refused=refused,
+        model_source="tiny" if refused else value["model"],
+        local_dir=value["local_dir"].strip() if server_paths else "",
         precision=value["precision"],
         rank=int(value["rank"]),
         alpha=int(value["alpha"]),
