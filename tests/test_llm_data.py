@@ -306,6 +306,28 @@ def test_a_dataset_loads_through_datasets_with_its_columns_mapped_and_the_upload
     )
     frame, errors, _ = load_hub_dataset(str(folder), "instruction", "output", "train", 5)
     assert frame is None and "at least" in errors[0]  # the row cap applies before the minimum-rows rule
+    frame, errors, _ = load_hub_dataset(str(folder), "instruction", "output", "test", 100)
+    assert frame is None and "could not be loaded with `datasets`: Bad split: test" in errors[0]
+
+
+def test_a_hub_dataset_is_streamed_so_only_the_rows_asked_for_are_read(tmp_path, monkeypatch):
+    """Any viewer may type a hub id: a terabyte dataset must not be downloaded to take 2,000 of its rows."""
+    import datasets
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(
+        "\n".join(json.dumps({"instruction": f"s{i}", "output": "x"}) for i in range(5_000))
+    )
+    calls, real = [], datasets.load_dataset
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+    frame, errors, _ = load_hub_dataset(str(folder), "instruction", "output", "train", 40)
+    assert errors == [] and len(frame) == 40 and calls == [{"split": "train", "streaming": True}]
 
 
 def test_a_hub_dataset_without_network_gets_a_clear_message(monkeypatch):

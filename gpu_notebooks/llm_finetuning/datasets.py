@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import re
 from pathlib import Path
@@ -189,18 +190,20 @@ def load_hub_dataset(
     import datasets
 
     try:
-        rows = datasets.load_dataset(dataset_id, split=f"{split}[:{int(max_rows)}]")
+        # Streamed: only the first max_rows rows are read, never the whole dataset (a hub dataset can be
+        # terabytes, and any viewer may type its id).
+        stream = datasets.load_dataset(dataset_id, split=split, streaming=True)
+        rows = list(itertools.islice(stream, int(max_rows)))
     except (OSError, ValueError, ConnectionError) as error:  # not found, gated, bad split, offline
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         return None, [f"`{dataset_id}` could not be loaded with `datasets`: {first}"], []
-    missing = [c for c in (prompt_column, response_column) if c not in rows.column_names]
+    columns = stream.column_names or (list(rows[0]) if rows else [])
+    missing = [c for c in (prompt_column, response_column) if c not in columns]
     if missing:
         noun = "column" if len(missing) == 1 else "columns"
-        found = code_list(rows.column_names)
+        found = code_list(columns)
         return None, [f"`{dataset_id}` has no {noun} {code_list(missing)}; its columns are {found}."], []
-    records = [
-        {"prompt": p, "response": r} for p, r in zip(rows[prompt_column], rows[response_column], strict=True)
-    ]
+    records = [{"prompt": row.get(prompt_column), "response": row.get(response_column)} for row in rows]
     return validate_records(f"dataset `{dataset_id}` ({split}, first {len(records)} rows)", records)
 
 
