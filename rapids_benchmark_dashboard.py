@@ -49,7 +49,7 @@ with app.setup(hide_code=True):
             results as explain_results,
             user_data as explain_user_data,
         )
-        from gpu_notebooks.rapids_benchmark.files import clear_data_cache, data_cache_text
+        from gpu_notebooks.rapids_benchmark.files import clear_data_cache_when_idle, data_cache_text
         from gpu_notebooks.rapids_benchmark.formatting import format_rows
         from gpu_notebooks.rapids_benchmark.polars_engine import detect_polars
         from gpu_notebooks.rapids_benchmark.report import results_table, speedup_table, summarize_records
@@ -298,7 +298,7 @@ def _(clear_cache_button, get_last_run):
             mo.md("## 3 · Results"),
             mo.hstack(
                 [
-                    mo.md(data_cache_text(clear_data_cache() if clear_cache_button.value else None)),
+                    mo.md(clear_data_cache_when_idle() if clear_cache_button.value else data_cache_text()),
                     clear_cache_button,
                 ],
                 justify="start",

@@ -1,18 +1,25 @@
 """Reading is an operation: the Parquet/CSV cache, the read ops, the pipeline and DuckDB (CPU; cuDF's API via pandas)."""
 
 import os
+import threading
 from collections import namedtuple
 
 import pandas as pd
 import pytest
 
 import gpu_notebooks.rapids_benchmark.files as files
+from gpu_notebooks.gpu.lock import gpu_turn
 from gpu_notebooks.rapids_benchmark.data import generate_data
 from gpu_notebooks.rapids_benchmark.duckdb_engine import duckdb_file_sql
 from gpu_notebooks.rapids_benchmark.engine import Engine
 from gpu_notebooks.rapids_benchmark.engines import make_engines
 from gpu_notebooks.rapids_benchmark.explain.results import pipeline_text
-from gpu_notebooks.rapids_benchmark.files import clear_data_cache, data_cache_bytes, data_files
+from gpu_notebooks.rapids_benchmark.files import (
+    clear_data_cache,
+    clear_data_cache_when_idle,
+    data_cache_bytes,
+    data_files,
+)
 from gpu_notebooks.rapids_benchmark.ops import ALL_OPS, FILE_OPS, pandas_api_file_ops, pipeline_pandas_api
 from gpu_notebooks.rapids_benchmark.report import summarize_records
 from gpu_notebooks.rapids_benchmark.runner import run_benchmark
@@ -74,6 +81,28 @@ def test_the_files_are_written_once_per_size(private_cache):
     assert sorted(os.listdir(private_cache)) == ["data_5000_0.csv", "data_5000_0.parquet"]  # no temp left
     assert data_cache_bytes() == sum(os.path.getsize(p) for p in files.values())
     assert clear_data_cache() > 0 and os.listdir(private_cache) == []
+
+
+def test_delete_keeps_the_files_while_a_run_holds_the_lease_and_says_so(private_cache):
+    """Any viewer can press Delete: another viewer's run may be reading those files at that moment."""
+    df, _ = generate_data(2_000)
+    files, _ = data_files(2_000, 0, df)
+    held, done = threading.Event(), threading.Event()
+
+    def other_viewers_run():  # another session: another thread of the server
+        with gpu_turn():
+            held.set()
+            done.wait(60)
+
+    other = threading.Thread(target=other_viewers_run)
+    other.start()
+    assert held.wait(60)
+    text = clear_data_cache_when_idle()
+    done.set()
+    other.join(60)
+    assert "may be reading the cached data files now, so they were kept" in text
+    assert all(os.path.exists(p) for p in files.values())
+    assert clear_data_cache_when_idle().startswith("_Deleted ") and os.listdir(private_cache) == []
 
 
 def test_the_cache_is_capped_by_free_disk_with_a_message(monkeypatch):

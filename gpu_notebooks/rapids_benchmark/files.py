@@ -72,6 +72,20 @@ def clear_data_cache() -> int:
     return freed
 
 
+def clear_data_cache_when_idle() -> str:
+    """Delete the cached data files unless a run on this machine holds the lease now (it may be reading
+    them: any viewer can press Delete); what happened, in a line."""
+    from gpu_notebooks.gpu.lock import gpu_turn
+
+    with gpu_turn(wait=False) as lease:
+        if not lease:
+            return (
+                "_A run on this machine may be reading the cached data files now, so they were kept: press "
+                "Delete again once it ends._"
+            )
+        return data_cache_text(clear_data_cache())
+
+
 def data_cache_text(freed_bytes: int | None = None) -> str:
     """What the data-file cache holds now (read at the call), or what a click on Delete just freed."""
     if freed_bytes is not None:
