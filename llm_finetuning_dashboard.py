@@ -50,6 +50,7 @@ with app.setup(hide_code=True):
             steps as seven_steps,
         )
         from gpu_notebooks.llm_finetuning.datasets import (
+            HUB_MAX_ROWS,
             UPLOAD_MAX_BYTES,
             choose_dataset,
             data_source_summary,
@@ -172,7 +173,7 @@ def _(environment):
         prompt_column=mo.ui.text(value="instruction", label="prompt column"),
         response_column=mo.ui.text(value="output", label="response column"),
         hub_split=mo.ui.text(value="train", label="split"),
-        max_rows=mo.ui.number(10, 50_000, 10, value=2000, label="rows (first N)"),
+        max_rows=mo.ui.number(10, HUB_MAX_ROWS, 10, value=2000, label="rows (first N)"),
     )
     train_button = mo.ui.run_button(
         label="Train", kind="success", tooltip="Run the seven steps below with the settings on screen"

@@ -381,3 +381,75 @@ def test_a_marimo_run_viewer_cannot_read_a_server_folder_as_a_dataset(tmp_path, 
     settings = TrainSettings(data_source="hub", server_paths=False)
     frame, errors, _ = choose_dataset(settings, {"hub_dataset": str(folder)})
     assert frame is None and "Folders on the server are off" in errors[0]
+
+
+def test_a_viewer_cannot_reach_the_servers_files_through_datasets_own_loaders(tmp_path, monkeypatch):
+    """`datasets` reads `text`, `csv`, `json`… as its loaders over the working folder's files; a viewer's
+    request never carries the owner's token; a `.py` id is a script `datasets` refuses."""
+    import datasets
+
+    (tmp_path / "secret.txt").write_text("SECRET_TOKEN=abc123\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(llm_datasets, "hub_status", lambda timeout=3.0: True)
+    calls = []
+
+    def no_hub(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise ValueError("not found")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    for typed in (
+        "text",
+        "csv",
+        "json",
+        "parquet",
+        "imagefolder",
+        "hf://datasets/x/y",
+        "https://x.org/y",
+        "a/b/c",
+    ):
+        frame, errors, _ = load_hub_dataset(typed, "text", "text", allow_local=False)
+        assert frame is None and errors[0].startswith("Give a hub dataset id (`owner/name`)"), typed
+    assert calls == []
+    frame, errors, _ = load_hub_dataset("someone/instructions", "instruction", "output", allow_local=False)
+    assert calls == [(("someone/instructions",), {"split": "train", "streaming": True, "token": False})]
+    assert "could not be loaded with `datasets`: not found" in errors[0]
+    for typed in ("evil.py", "o/evil.py"):
+        frame, errors, _ = load_hub_dataset(typed, "instruction", "output")
+        assert frame is None and "dataset scripts are not supported" in errors[0]
+
+
+def test_a_hub_dataset_in_alpacas_layout_keeps_its_input_and_the_row_count_is_capped_on_the_server(
+    tmp_path, monkeypatch
+):
+    folder = tmp_path / "alpaca"
+    folder.mkdir()
+    rows = [
+        {"instruction": f"Add {i} and 1", "input": "" if i % 2 else f"in base {i}", "output": str(i + 1)}
+        for i in range(40)
+    ]
+    (folder / "train.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    frame, errors, warnings = load_hub_dataset(str(folder), "instruction", "output", "train", 100)
+    assert (
+        errors == [] and len(frame) == 40 and warnings[0] == "Added `input` below `instruction` where filled."
+    )
+    prompts = set(frame["prompt"])
+    assert "Add 0 and 1\n\nin base 0" in prompts and "Add 1 and 1" in prompts
+    monkeypatch.setattr(llm_datasets, "HUB_MAX_ROWS", 25)  # a hand-made request past the box's maximum
+    frame, errors, _ = load_hub_dataset(str(folder), "instruction", "output", "train", 10**9)
+    assert errors == [] and len(frame) == 25
+
+
+def test_deeply_nested_json_and_a_first_record_without_the_columns_are_handled():
+    for name, data in (
+        ("deep.json", b"[" * 100_000),
+        ("deep.jsonl", b"[" * 100_000),
+        ("deep2.jsonl", b'{"a":' * 100_000),
+    ):
+        frame, errors, _ = validate_upload(name, data)
+        assert frame is None and "nested too deeply" in errors[0], (name, errors)
+    rows = [{}] + [{"prompt": f"Say {i}", "response": str(i)} for i in range(12)]
+    frame, errors, warnings = validate_upload("late.json", json.dumps(rows).encode())
+    assert (
+        errors == [] and len(frame) == 12 and warnings == ["Skipped 1 row with an empty prompt or response."]
+    )

@@ -380,3 +380,16 @@ def test_polars_comparison_takes_nan_for_missing_as_pandas_does_but_not_for_a_nu
     assert results_match_polars(expected, pl.DataFrame({"value": [1.0, float("nan"), None]}), "rows")[0]
     ok, detail = results_match_polars(expected, pl.DataFrame({"value": [1.0, 0.0, None]}), "rows")
     assert not ok and detail == "1 of 3 values differ in column 'value'"
+
+
+def test_polars_comparison_catches_a_gap_out_of_place_in_a_sort_and_matches_nan_in_any_order():
+    pl = pytest.importorskip("polars")
+    expected = pd.DataFrame({"value": [1.0, 2.0, np.nan]})
+    for wrong in ([None, 2.0, 1.0], [1.0, None, 2.0]):
+        ok, detail = results_match_polars(expected, pl.DataFrame({"value": wrong}), "key:value")
+        assert not ok and detail == "not sorted like pandas by value"
+    assert results_match_polars(expected, pl.DataFrame({"value": [1.0, 2.0, None]}), "key:value")[0]
+    # unordered: NaN and missing sort to the same place on both sides
+    grouped = pd.DataFrame({"key": ["a", "a", "b"], "value": [np.nan, 1.0, 2.0]})
+    actual = pl.DataFrame({"key": ["b", "a", "a"], "value": [2.0, 1.0, float("nan")]})
+    assert results_match_polars(grouped, actual, "unordered")[0]

@@ -20,6 +20,7 @@ from gpu_notebooks.text import count_of
 UPLOAD_MAX_BYTES = 5_000_000
 UPLOAD_MAX_CHARS = 2_000
 UPLOAD_MIN_ROWS = 10
+HUB_MAX_ROWS = 50_000  # the most rows a hub dataset gives a run (the page's box says so; the server clamps)
 
 
 def split_by_hash(prompts, eval_share=0.2):
@@ -68,7 +69,7 @@ def validate_upload(filename, contents, max_bytes=UPLOAD_MAX_BYTES, max_chars=UP
         records, error = json_records(filename, text, whole=suffix == ".json")
         if error:
             return None, [error], warnings
-        columns = list(records[0]) if records else []
+        columns = list(dict.fromkeys(key for record in records for key in record))  # every record's keys
     return validate_records(f"`{filename}`", records, max_chars, warnings, columns)
 
 
@@ -79,6 +80,8 @@ def json_records(filename, text, whole=False):
             items = json.loads(text)
         except json.JSONDecodeError as err:
             return [], f"`{filename}` is not valid JSON: {err.msg} (line {err.lineno})."
+        except RecursionError:  # Python's parser recurses once per level of nesting
+            return [], f"`{filename}` is nested too deeply to be rows of prompts and responses."
         bad = next((i for i, item in enumerate(items, start=1) if not isinstance(item, dict)), None)
         if bad is not None:
             return [], f"`{filename}`: item {bad} of the JSON array is not an object with named fields."
@@ -91,6 +94,8 @@ def json_records(filename, text, whole=False):
             record = json.loads(line)
         except json.JSONDecodeError as err:
             return [], f"`{filename}` line {line_number} is not valid JSON: {err.msg}."
+        except RecursionError:
+            return [], f"`{filename}` line {line_number} is nested too deeply to be a row."
         if not isinstance(record, dict):
             return [], f"`{filename}` line {line_number} is not a JSON object."
         records.append(record)
@@ -100,6 +105,12 @@ def json_records(filename, text, whole=False):
 def as_text(value):
     """A field as text: missing is empty, a number (0 included) is its digits."""
     return "" if value is None else str(value).strip()
+
+
+def with_input(instruction, extra):
+    """An instruction as text, with its `input` below it when there is one (Alpaca's prompt layout)."""
+    prompt, below = as_text(instruction), as_text(extra)
+    return f"{prompt}\n\n{below}" if prompt and below else prompt
 
 
 def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None, columns=None):
@@ -136,12 +147,10 @@ def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None,
             + (f" (with `{extra}` below it where filled)" if extra is not None else "")
             + f" as the prompt and `{response}` as the response."
         )
-    pairs = []
-    for r in records:
-        p, a = as_text(r.get(prompt)), as_text(r.get(response))
-        if extra is not None and as_text(r.get(extra)):
-            p = f"{p}\n\n{as_text(r.get(extra))}"
-        pairs.append((p, a))
+    pairs = [
+        (with_input(r.get(prompt), r.get(extra) if extra is not None else None), as_text(r.get(response)))
+        for r in records
+    ]
     if not pairs:
         errors.append(f"{source} has a header but no rows.")
         return None, errors, warnings
@@ -167,9 +176,10 @@ def validate_records(source, records, max_chars=UPLOAD_MAX_CHARS, warnings=None,
 
 
 def looks_like_a_path(dataset_id):
-    """True for what `datasets` would read from the server's disk rather than the hub: a path, or a name that
-    exists here (a hub id is `name` or `owner/name`, letters, digits, '-', '_' and '.')."""
-    hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", dataset_id) and ".." not in dataset_id
+    """True for what `datasets` could read from the server's disk rather than the hub: anything but `owner/name`
+    (letters, digits, '-', '_' and '.'), and a name that exists here. One word is refused too: `datasets`
+    takes `text`, `csv`, `json`… as its own loaders, which read the files of the server's working folder."""
+    hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", dataset_id) and ".." not in dataset_id
     return not hub_id or Path(dataset_id).exists()
 
 
@@ -184,6 +194,8 @@ def load_hub_dataset(
         return None, ["Data is set to **hub dataset** but no dataset id was given."], []
     if not allow_local and looks_like_a_path(dataset_id):
         return None, [f"Give a hub dataset id (`owner/name`). {SERVER_PATHS_OFF}"], []
+    if dataset_id.endswith(".py"):
+        return None, [f"`{dataset_id}`: dataset scripts are not supported (`datasets` 4 and later)."], []
     local = Path(dataset_id).expanduser().is_dir()
     if not local and not hub_status():
         return None, [f"`{dataset_id}`: huggingface.co cannot be reached; the built-in set still works."], []
@@ -192,8 +204,10 @@ def load_hub_dataset(
     try:
         # Streamed: only the first max_rows rows are read, never the whole dataset (a hub dataset can be
         # terabytes, and any viewer may type its id).
-        stream = datasets.load_dataset(dataset_id, split=split, streaming=True)
-        rows = list(itertools.islice(stream, int(max_rows)))
+        # A viewer's request never carries the server owner's Hugging Face token (private or gated datasets).
+        token = {} if allow_local else {"token": False}
+        stream = datasets.load_dataset(dataset_id, split=split, streaming=True, **token)
+        rows = list(itertools.islice(stream, max(1, min(int(max_rows), HUB_MAX_ROWS))))
     except (OSError, ValueError, ConnectionError) as error:  # not found, gated, bad split, offline
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         return None, [f"`{dataset_id}` could not be loaded with `datasets`: {first}"], []
@@ -203,8 +217,20 @@ def load_hub_dataset(
         noun = "column" if len(missing) == 1 else "columns"
         found = code_list(columns)
         return None, [f"`{dataset_id}` has no {noun} {code_list(missing)}; its columns are {found}."], []
-    records = [{"prompt": row.get(prompt_column), "response": row.get(response_column)} for row in rows]
-    return validate_records(f"dataset `{dataset_id}` ({split}, first {len(records)} rows)", records)
+    # Alpaca's layout: the `input` beside an `instruction` belongs to the prompt, as in an upload
+    extra = "input" if prompt_column.lower() == "instruction" and "input" in columns else None
+    records = [
+        {
+            "prompt": with_input(row.get(prompt_column), row.get(extra) if extra else None),
+            "response": row.get(response_column),
+        }
+        for row in rows
+    ]
+    warnings = [f"Added `input` below `{prompt_column}` where filled."] if extra else []
+    frame, errors, more = validate_records(
+        f"dataset `{dataset_id}` ({split}, first {len(records)} rows)", records
+    )
+    return frame, errors, warnings + more
 
 
 def choose_dataset(settings, form_value):

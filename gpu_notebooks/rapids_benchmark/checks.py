@@ -124,12 +124,15 @@ def results_match_polars(
     cols = exp.columns
 
     def normal(frame):
-        # Categories compare as text, integers of any width as Int64.
+        # Categories compare as text, integers of any width as Int64, NaN as missing (pandas' answer cannot
+        # tell them apart, and Polars sorts nulls first but NaN last).
         return frame.select(
             pl.col(c).cast(pl.String)
             if isinstance(frame.schema[c], (pl.Categorical, pl.Enum))
             else pl.col(c).cast(pl.Int64)
             if frame.schema[c].is_integer()
+            else pl.col(c).fill_nan(None)
+            if frame.schema[c].is_float()
             else pl.col(c)
             for c in cols
         )
@@ -137,7 +140,8 @@ def results_match_polars(
     exp, act = normal(exp), normal(actual)
     if order.startswith("key:"):
         key = order.split(":", 1)[1]
-        if not (exp[key] == act[key]).all():
+        same = (exp[key] == act[key]).fill_null(False) | (exp[key].is_null() & act[key].is_null())
+        if not same.all():  # a gap counts where it lies: `==` alone skips it
             return False, f"not sorted like pandas by {key}"
     if order != "rows":
         exp, act = exp.sort(cols), act.sort(cols)
@@ -145,12 +149,7 @@ def results_match_polars(
         a, e = act[col], exp[col]
         if e.dtype.is_float():
             within = ((a - e).abs() <= atol + rtol * e.abs()) & e.is_finite()
-            close = within.fill_null(False) | (a == e).fill_null(False)
-            # pandas' answer cannot tell NaN from missing (a NaN read from "NaN" text becomes null in Polars):
-            # either one on both sides agrees.
-            close = close | (
-                (a.is_null() | a.is_nan().fill_null(False)) & (e.is_null() | e.is_nan().fill_null(False))
-            )
+            close = within.fill_null(False) | (a == e).fill_null(False) | (a.is_null() & e.is_null())
         else:
             close = (a == e).fill_null(False) | (a.is_null() & e.is_null())
         bad = int((~close).sum())
