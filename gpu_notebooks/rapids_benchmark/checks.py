@@ -258,16 +258,20 @@ def check_messages(
     out = []
     bad = summary[summary["match"] == "✗"] if len(summary) else summary
     if len(bad):  # never hidden behind anything else
+        whys = [cause(r.op, r.rows, r.detail) if cause else "" for r in bad.itertuples()]
         out.append(
             (
                 "danger",
                 "## ✗ Results DISAGREE\n\n"
                 + "\n".join(
-                    f"- **{r.op}** at {format_rows(r.rows)} rows: {r.detail}"
-                    + (f" — {why}" if cause and (why := cause(r.op, r.rows, r.detail)) else "")
-                    for r in bad.itertuples()
+                    f"- **{r.op}** at {format_rows(r.rows)} rows: {r.detail}" + (f" — {why}" if why else "")
+                    for r, why in zip(bad.itertuples(), whys, strict=True)
                 )
-                + "\n\nThe speedups for these operations are meaningless until this is explained.",
+                + (
+                    "\n\nThe engines did different work here, so these operations' speed-ups compare unlike things."
+                    if all(whys)
+                    else "\n\nThe speedups for these operations are meaningless until this is explained."
+                ),
             )
         )
     if errors:
