@@ -164,6 +164,20 @@ def test_a_marimo_run_viewer_cannot_point_the_server_at_its_own_folders(tmp_path
         page.get_by_role("combobox", name="model source").select_option(label="local directory")
         page.get_by_text("A local model folder cannot be used here").first.wait_for(timeout=60_000)
         screenshot_all(page, "llm_server_paths_off", parts=2)
+    # The owner's switch: started with `-- --allow-server-paths`, the same folder loads.
+    with (
+        marimo_server("llm_finetuning_dashboard.py", "--", "--allow-server-paths") as url,
+        chromium() as browser,
+    ):
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
+        page.get_by_text("hub dataset", exact=True).first.click()
+        box = page.get_by_role("textbox", name="hub dataset id")
+        box.fill(str(secret))
+        box.press("Enter")
+        page.get_by_text("secret 3").first.wait_for(state="attached", timeout=60_000)
+        assert page.get_by_text("Folders on the server are off").count() == 0
 
 
 def test_an_unreachable_model_hub_falls_back_to_the_offline_model_and_says_so(tmp_path):
