@@ -143,6 +143,18 @@ def test_the_data_choice_shows_its_own_fields_and_the_summary_names_what_trains(
         screenshot_all(page, "llm_data_choice", parts=2)
 
 
+def type_a_hub_dataset(browser, url, typed):
+    """A fresh page with the data choice on "hub dataset" and `typed` entered as its id."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
+    page.get_by_text("hub dataset", exact=True).first.click()
+    box = page.get_by_role("textbox", name="hub dataset id")
+    box.fill(typed)
+    box.press("Enter")
+    return page
+
+
 def test_a_marimo_run_viewer_cannot_point_the_server_at_its_own_folders(tmp_path):
     """A typed dataset folder would show the server's files in the preview; a model folder would be read too."""
     secret = tmp_path / "viewer-secret"
@@ -151,13 +163,7 @@ def test_a_marimo_run_viewer_cannot_point_the_server_at_its_own_folders(tmp_path
         "\n".join(json.dumps({"instruction": f"secret {i}", "output": "x"}) for i in range(30))
     )
     with marimo_server("llm_finetuning_dashboard.py") as url, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(url)
-        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
-        page.get_by_text("hub dataset", exact=True).first.click()
-        box = page.get_by_role("textbox", name="hub dataset id")
-        box.fill(str(secret))
-        box.press("Enter")
+        page = type_a_hub_dataset(browser, url, str(secret))
         page.get_by_text("Give a hub dataset id").first.wait_for(timeout=60_000)
         page.get_by_text("Folders on the server are off").first.wait_for(state="attached", timeout=60_000)
         assert page.get_by_text("secret 3").count() == 0  # nothing of the folder is shown
@@ -169,13 +175,7 @@ def test_a_marimo_run_viewer_cannot_point_the_server_at_its_own_folders(tmp_path
         marimo_server("llm_finetuning_dashboard.py", "--", "--allow-server-paths") as url,
         chromium() as browser,
     ):
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(url)
-        page.get_by_role("button", name="Train", exact=True).wait_for(timeout=180_000)
-        page.get_by_text("hub dataset", exact=True).first.click()
-        box = page.get_by_role("textbox", name="hub dataset id")
-        box.fill(str(secret))
-        box.press("Enter")
+        page = type_a_hub_dataset(browser, url, str(secret))
         page.get_by_text("secret 3").first.wait_for(state="attached", timeout=60_000)
         assert page.get_by_text("Folders on the server are off").count() == 0
 
