@@ -8,7 +8,7 @@ set -uo pipefail
 source bench/device_setup.sh
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 date -u
-timeout -s INT "${GPU_TESTS_TIMEOUT:-470}" python3 -m pytest -q -s -p no:cacheprovider -o faulthandler_timeout=240 --durations=15 \
+timeout -k 20 -s INT "${GPU_TESTS_TIMEOUT:-470}" python3 -m pytest -q -s -p no:cacheprovider -o faulthandler_timeout=240 --durations=15 \
   -m gpu ${GPU_TESTS:-tests/gpu} "$@" 2>&1 | tee "$OUT/gpu_tests.log"
 status=$?
 echo "device_gpu_tests.sh exit status $status"

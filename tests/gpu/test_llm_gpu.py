@@ -115,7 +115,7 @@ def test_fp16_gradscaler_trains_gpt2_124m_without_nan():
     assert after < before - 0.5, (before, after)
     assert steps[-1]["loss_scale"] > 1 and steps[-1]["memory_mib"] > 200
     samples = sampler.frame()
-    assert sampler.source == "NVML" and len(samples) >= 5 and samples["memory_mib"].max() > 0
+    assert sampler.source == "NVML" and len(samples) >= 5 and samples["memory_used_gb"].max() > 0
     run.release()
 
 
