@@ -63,7 +63,11 @@ with app.setup(hide_code=True):
             memory as explain_memory,
             speed as explain_speed,
         )
-        from gpu_notebooks.llm_finetuning.explain.inference import inference_cost_text
+        from gpu_notebooks.llm_finetuning.explain.inference import (
+            inference_cost_text,
+            try_it_intro,
+            try_it_note,
+        )
         from gpu_notebooks.llm_finetuning.explain.results import generations_note
         from gpu_notebooks.llm_finetuning.explain.workflow import how_it_works_text, steps_heading_text
         from gpu_notebooks.llm_finetuning.formatting import fmt_bytes, fmt_count
@@ -82,6 +86,8 @@ with app.setup(hide_code=True):
     CLI_OPTIONS = cli_options()
     CLI_FLAGS = set(CLI_OPTIONS)
     SMOKE = "smoke" in CLI_FLAGS
+    # Under `marimo run` each viewer picks only the adapters its own session trained (None: all, one person's).
+    ADAPTER_OWNER = inference.adapter_owner(mo.app_meta().mode)
 
 
 @app.cell(hide_code=True)
@@ -286,7 +292,7 @@ def _(dataset, planned, settings, why):
     mo.accordion(
         {
             "Why LoRA works — with this model's numbers": mo.md(explain_lora.why_lora_text(why, settings)),
-            "Why mixed precision (FP16), and why a GradScaler": mo.md(explain_speed.why_fp16_text()),
+            "Why mixed precision (FP16), and why a GradScaler": mo.md(explain_speed.why_fp16_text(_plan)),
             **(_conv1d if why["architecture"] == "gpt2" else {}),
             "Hyperparameter choices": mo.md(
                 explain_lora.hyperparameter_text(settings, why, explain_lora.train_example_count(dataset))
@@ -631,7 +637,7 @@ def _(after, before, clicked_at, comparison, dataset, run, train_progress):
     )
     click_to_result = time.perf_counter() - clicked_at
     adapter_zip = adapters.zip_folder(adapter_folder)
-    adapters.keep_recent_adapters(adapter_folder)  # this process keeps its last ADAPTERS_KEPT adapter folders
+    adapters.keep_recent_adapters(adapter_folder, owner=ADAPTER_OWNER)  # the process keeps its last few
     train_progress.finish()
     mo.vstack(
         [
@@ -693,23 +699,14 @@ def _(adapter_folder, set_kept):
 @app.cell(hide_code=True)
 def _(get_kept):
     get_kept()  # re-runs when step 7 keeps a new adapter
-    _choices = inference.adapter_choices()  # label → folder name: a viewer never sees a path, nor sends one
-    try_controls = mo.md(r"""
-    ## Try it: your adapter beside the base model
-
-    **Generate** loads the adapter from the folder step 7 wrote, through PEFT itself
-    (`PeftModel.from_pretrained` over the same base), and sends your prompt, in the training template, to the base
-    (the same weights inside `with model.disable_adapter():`, no second copy) and to the fine-tuned model; tokens
-    appear as they are generated. Then it times decoding with the adapter beside the weights and merged into them.
-    It takes the GPU like a training run, and frees its memory when done.
-
-    {prompt}
-    {max_new_tokens} {decoding} {temperature} {top_p} {seed}
-    {adapter}
-    """).batch(
+    # label → folder name (a viewer never sees a path, nor sends one); a viewer's list holds only its own
+    _choices = inference.adapter_choices(ADAPTER_OWNER)
+    try_controls = mo.md(
+        try_it_intro(precision.choose_device().type, ADAPTER_OWNER is not None, adapters.ADAPTERS_KEPT)
+        + "\n\n{prompt}\n\n{max_new_tokens} {decoding} {temperature} {top_p} {seed}\n\n{adapter}"
+    ).batch(
         prompt=mo.ui.text_area(
             placeholder="e.g. Spell 'lemon' backwards.",
-            max_length=inference.PROMPT_MAX_CHARS,
             full_width=True,
             label=f"prompt (at most {inference.PROMPT_MAX_CHARS:,} characters; the training template is applied)",
         ),
@@ -721,7 +718,9 @@ def _(get_kept):
         top_p=mo.ui.slider(0.05, 1.0, 0.05, value=0.95, show_value=True, label="top-p"),
         seed=mo.ui.number(0, 2**31 - 1, 1, value=0, label="seed (sampling)"),
         adapter=mo.ui.dropdown(
-            _choices, next(iter(_choices), None), label=f"adapter (kept: {adapters.ADAPTERS_KEPT})"
+            _choices,
+            next(iter(_choices), None),
+            label="adapter" if _choices else "adapter (none yet: press Train)",
         ),
     )
     generate_button = mo.ui.run_button(label="Generate", kind="success")
@@ -740,12 +739,14 @@ def _(generate_button, get_kept, try_controls):
         precision.choose_device(),
         on_text=lambda texts, role: mo.output.replace(inference.generation_panes(texts, role)),
         on_wait=lambda message: mo.output.append(mo.callout(mo.md(message), kind="warn")),
+        owner=ADAPTER_OWNER,
     )
     mo.stop(tried["problem"] is not None, mo.callout(mo.md(str(tried["problem"])), kind="warn"))
     _costs = tried["costs"]
     mo.vstack(
         [
             inference.generation_panes(tried["texts"], adapter=tried["adapter"], tokens=tried["tokens"]),
+            mo.md(try_it_note(tried["model_name"])),
             mo.md(f"### What inference costs on {_costs['device_name']}: batch 1, KV cache, measured"),
             mo.ui.table(cost_table(_costs), selection=None, pagination=False),
             mo.md(f"_{tried['note']}_"),

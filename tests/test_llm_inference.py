@@ -16,14 +16,17 @@ from transformers import GPT2Config, LlamaConfig
 
 import gpu_notebooks.llm_finetuning.inference as inference
 from gpu_notebooks.gpu.lock import GpuLease
-from gpu_notebooks.llm_finetuning.explain.inference import inference_cost_text
+from gpu_notebooks.llm_finetuning.adapter import ADAPTERS_KEPT, keep_recent_adapters
+from gpu_notebooks.llm_finetuning.explain.inference import inference_cost_text, try_it_intro, try_it_note
 from gpu_notebooks.llm_finetuning.inference import (
     MAX_NEW_TOKENS,
     PROMPT_MAX_CHARS,
     GenerationRequest,
     adapter_choices,
+    adapter_owner,
     generation_panes,
     generation_request,
+    kept_adapters,
     load_adapted,
     load_base,
     pick_token,
@@ -39,7 +42,13 @@ from gpu_notebooks.llm_finetuning.inference_cost import (
     kv_bytes_per_position,
     weight_bytes_read_per_token,
 )
-from gpu_notebooks.llm_finetuning.models import build_offline_tokenizer, offline_gpt2, offline_llama
+from gpu_notebooks.llm_finetuning.models import (
+    TINY_LLAMA_NAME,
+    TINY_MODEL_NAME,
+    build_offline_tokenizer,
+    offline_gpt2,
+    offline_llama,
+)
 from gpu_notebooks.llm_finetuning.steps import (
     save_step,
     train_step_body,
@@ -320,7 +329,8 @@ def test_a_name_the_server_no_longer_keeps_is_refused(kept):
 def test_a_prompt_past_the_models_context_gets_a_clear_message(kept):
     prompt = "~!@#$%^&*" * 111  # 999 characters the tokenizer never merged: one token each, past 512
     out = try_adapter(GenerationRequest(prompt, MAX_NEW_TOKENS), CPU)
-    assert "passes this model's context of 512 tokens" in out["problem"]
+    assert "is more than this model's context of 512 tokens" in out["problem"]
+    assert "Shorten the prompt by at least" in out["problem"]
 
 
 def test_out_of_memory_while_generating_is_caught_freed_and_the_next_click_works(kept, monkeypatch):
@@ -492,3 +502,45 @@ def test_a_bug_while_generating_raises_and_its_traceback_does_not_keep_the_model
     with pytest.raises(KeyError, match="a bug in the cost table"):  # a bug is never a "problem" line
         try_adapter(greedy(kept["prompts"][0], 4), CPU)
     assert seen_at_free == [True] and not process_gpu_lock().locked()
+
+
+def test_a_marimo_run_viewer_picks_and_uses_only_the_adapters_its_own_session_trained(
+    kept, tmp_path, monkeypatch
+):
+    """An adapter trained on one viewer's uploaded data is not another viewer's to query (marimo edit: all)."""
+    monkeypatch.setitem(process_registry(), "adapter_folders", [])
+    monkeypatch.setitem(process_registry(), "adapter_owners", {})
+    alice, bob = adapter_owner("run"), adapter_owner("run")
+    assert alice != bob and alice is not None and adapter_owner("edit") is None
+    alices = tmp_path / "alices"
+    shutil.copytree(kept["folder"], alices)
+    keep_recent_adapters(alices, owner=alice)
+    assert kept_adapters(alice) == [alices] and kept_adapters(bob) == [] and kept_adapters(None) == [alices]
+    assert adapter_choices(bob) == {} and list(adapter_choices(alice).values()) == ["alices"]
+    # Bob cannot use it, not even by sending its name: it reads as not his.
+    assert "No adapter yet" in try_adapter(greedy(kept["prompts"][0], 2), CPU, owner=bob)["problem"]
+    keep_recent_adapters(tmp_path / "bobs", owner=bob)
+    refused = try_adapter(GenerationRequest("hi", 2, adapter="alices"), CPU, owner=bob)
+    assert "no longer kept" in refused["problem"]
+    assert try_adapter(GenerationRequest("hi", 2, adapter="alices"), CPU, owner=alice)["problem"] is None
+    # A folder the process no longer keeps forgets its owner too.
+    for i in range(ADAPTERS_KEPT):
+        keep_recent_adapters(tmp_path / f"later-{i}", owner=bob)
+    assert "alices" not in process_registry()["adapter_owners"] and kept_adapters(alice) == []
+
+
+def test_try_it_says_whose_adapters_it_lists_and_what_it_holds_on_this_machine():
+    viewer_cpu = try_it_intro("cpu", per_viewer=True, kept=5)
+    assert "**you** trained in this session" in viewer_cpu and "There is no GPU here" in viewer_cpu
+    assert "GPU like" not in viewer_cpu and "keeps its last 5" in viewer_cpu
+    owner_gpu = try_it_intro("cuda", per_viewer=False, kept=3)
+    assert (
+        "this server kept" in owner_gpu and "turn on the GPU" in owner_gpu and "keeps its last 3" in owner_gpu
+    )
+
+
+def test_a_generation_from_a_random_weight_base_says_why_its_answer_may_be_wrong():
+    assert "random weights" in try_it_note(TINY_MODEL_NAME) and "random weights" in try_it_note(
+        TINY_LLAMA_NAME
+    )
+    assert try_it_note("gpt2") == "" and try_it_note(None) == ""

@@ -156,8 +156,9 @@ def adapter_folder_for(run):
     return OUTPUT_ROOT / sanitize_name(name)
 
 
-def keep_recent_adapters(folder, keep=ADAPTERS_KEPT):
-    """Remember `folder` as written by this process and delete the oldest beyond the last `keep` it wrote.
+def keep_recent_adapters(folder, keep=ADAPTERS_KEPT, owner=None):
+    """Remember `folder` as written by this process (by `owner`: the session that trained it, or None) and
+    delete the oldest beyond the last `keep` it wrote.
 
     Only folders this server process created are ever deleted; returns the ones removed.
     """
@@ -165,8 +166,12 @@ def keep_recent_adapters(folder, keep=ADAPTERS_KEPT):
 
     with process_gpu_lock_guard():
         written = process_registry().setdefault("adapter_folders", [])
+        owners = process_registry().setdefault("adapter_owners", {})
         written.append(Path(folder))
+        owners[Path(folder).name] = owner
         removed, written[:] = written[:-keep], written[-keep:]
+        for old in removed:
+            owners.pop(old.name, None)
     for old in removed:
         shutil.rmtree(old, ignore_errors=True)
     return removed

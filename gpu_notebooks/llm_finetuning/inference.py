@@ -8,6 +8,7 @@ import html
 import json
 import time
 import traceback
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,12 @@ class PromptTooLong(ValueError):
     """The templated prompt plus the new tokens do not fit the model's context."""
 
 
+def adapter_owner(mode):
+    """Whose adapters a session may pick: a `marimo run` viewer gets a key of its own (its session's adapters
+    only); `marimo edit`, an export or a script gets None (all this server kept: one person's)."""
+    return uuid.uuid4().hex if mode == "run" else None
+
+
 def generation_request(value, smoke=False):
     """(GenerationRequest, None) from the form's value, or (None, message) for a bad input.
 
@@ -103,10 +110,16 @@ def request_problem(request):
 # ---------------------------------------------------------------- the adapters this server kept
 
 
-def kept_adapters():
-    """The adapter folders step 7 kept in this server process, newest first (deleted ones included)."""
+def kept_adapters(owner=None):
+    """The adapter folders step 7 kept in this server process, newest first (deleted ones included).
+
+    With an `owner` (a `marimo run` viewer's session), only the ones that session trained: an adapter trained
+    on one viewer's data is not another viewer's to query. None (`marimo edit`, an export): all of them.
+    """
     with process_gpu_lock_guard():
-        return list(reversed(process_registry().get("adapter_folders", [])))
+        folders = process_registry().get("adapter_folders", [])
+        owners = process_registry().get("adapter_owners", {})
+        return [folder for folder in reversed(folders) if owner is None or owners.get(folder.name) == owner]
 
 
 def read_recipe(folder):
@@ -147,10 +160,10 @@ def model_label(recipe):
     return f"local folder `{Path(name).name}`" if recipe.get("local") else name
 
 
-def adapter_choices():
+def adapter_choices(owner=None):
     """The picker's options, newest first: a label a viewer may see → the folder's name (never its path)."""
     choices = {}
-    for number, folder in enumerate(kept_adapters(), start=1):
+    for number, folder in enumerate(kept_adapters(owner), start=1):
         try:
             recipe = read_recipe(folder)
             label = f"{number}. {model_label(recipe)} · r={recipe.get('rank', '?')} · saved {recipe.get('saved_at', '?')}"
@@ -160,9 +173,10 @@ def adapter_choices():
     return choices
 
 
-def resolve_adapter(name):
-    """The kept folder called `name` (the newest for None); AdapterUnusable when there is none or it is not kept."""
-    kept = kept_adapters()
+def resolve_adapter(name, owner=None):
+    """The kept folder called `name` (the newest for None) among `owner`'s; AdapterUnusable when there is none
+    or it is not kept (another viewer's folder name reads as not kept)."""
+    kept = kept_adapters(owner)
     if not kept:
         raise AdapterUnusable(
             "**No adapter yet.** Press **Train** above: step 7 saves the adapter and it appears in the picker."
@@ -251,9 +265,16 @@ def prompt_ids(tokenizer, prompt, device, max_new_tokens, context):
     """The templated prompt (as in training) as a [1, n] id tensor; PromptTooLong past the model's context."""
     ids = tokenizer(format_prompt(prompt, tokenizer), add_special_tokens=False)["input_ids"]
     if context is not None and len(ids) + max_new_tokens > context:
+        over = len(ids) + max_new_tokens - context
+        remedy = (
+            f"Shorten the prompt by at least {over:,} tokens, or ask for at most {context - len(ids):,} new tokens."
+            if len(ids) < context
+            else f"Shorten the prompt by at least {over:,} tokens (about {over * len(prompt) // max(len(ids), 1):,} "
+            "characters)."
+        )
         raise PromptTooLong(
             f"**The prompt is {len(ids):,} tokens after the template;** with {max_new_tokens} new tokens that "
-            f"passes this model's context of {context:,} tokens. Shorten the prompt or ask for fewer tokens."
+            f"is more than this model's context of {context:,} tokens. {remedy}"
         )
     return torch.tensor([ids], device=device)
 
@@ -334,22 +355,25 @@ def free_device_memory(device):
     return device_memory(device)["allocated"]
 
 
-def try_adapter(request, device, on_text=None, on_wait=None):
+def try_adapter(request, device, on_text=None, on_wait=None, owner=None):
     """One Generate click under the GPU lease: load the kept adapter through PEFT, stream base and fine-tuned,
     time decoding unmerged and merged, free the memory.
 
     `on_text(texts, role)` redraws the streamed texts; `on_wait(message)` tells a viewer who has to wait for the
-    lease. Returns texts, tokens, costs, adapter (its label), waited_s, memory, note (a line on waiting and
-    memory) and `problem` (a sentence for the viewer, or None). Caught: no or unusable adapter, a prompt past
+    lease. Returns texts, tokens, costs, adapter (its label), model_name (its base), waited_s, memory, note (a line on waiting and
+    memory) and `problem` (a sentence for the viewer, or None). `owner`: the viewer's session (its own adapters
+    only), None for all this server kept. Caught: no or unusable adapter, a prompt past
     the context, logits that are not numbers, out of memory; anything else is a bug and raises (the lease and
     the memory still go back: its traceback's frames are cleared first, so they do not hold the model).
     """
     out = {"texts": {}, "tokens": {}, "costs": None, "problem": None, "waited_s": 0.0, "adapter": None}
+    out["model_name"] = None
     try:
-        folder = resolve_adapter(request.adapter)
+        folder = resolve_adapter(request.adapter, owner)
+        out["model_name"] = read_recipe(folder)["model_name"]
     except AdapterUnusable as error:
         return out | {"problem": str(error), "note": ""}
-    out["adapter"] = next((k for k, v in adapter_choices().items() if v == folder.name), folder.name)
+    out["adapter"] = next((k for k, v in adapter_choices(owner).items() if v == folder.name), folder.name)
     with gpu_turn(
         on_wait=None if on_wait is None else lambda: on_wait(generation_wait_text(device))
     ) as lease:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gpu_notebooks.llm_finetuning.formatting import fmt_bytes, fmt_count
+from gpu_notebooks.llm_finetuning.models import TINY_LLAMA_NAME, TINY_MODEL_NAME
 
 LAUNCH_BOUND_BELOW = 0.5  # measured ÷ bound under this: most of each token's time is not spent reading memory
 
@@ -86,4 +87,39 @@ def merge_paragraph(costs, unmerged, merged):
         f"{1e3 * unmerged['prefill_s']:.2f} → {1e3 * merged['prefill_s']:.2f} ms (one timed run each, after a "
         "warm-up: on a busy machine a difference of a few percent can be noise). What merging costs: the adapter can no longer be "
         "switched off (as for the base column above) or swapped for another without reloading the base."
+    )
+
+
+def try_it_intro(device_type, per_viewer, kept):
+    """The Try-it section's heading and paragraph: what Generate does, whose adapters the picker lists, and
+    what it holds while it runs (the GPU on a GPU machine; on a CPU, the server's one-run-at-a-time turn)."""
+    whose = (
+        "The picker lists the adapters **you** trained in this session (another viewer's are not yours to query)"
+        if per_viewer
+        else "The picker lists the adapters this server kept"
+    )
+    holds = (
+        "It takes its turn on the GPU like a training run (one at a time), and frees the GPU memory it used when done."
+        if device_type == "cuda"
+        else "There is no GPU here: it runs on the CPU, one run at a time on this server like training, and frees "
+        "its memory when done."
+    )
+    return (
+        "## Try it: your adapter beside the base model\n\n"
+        "**Generate** loads the adapter from the folder step 7 wrote, through PEFT itself "
+        "(`PeftModel.from_pretrained` over the same base), and sends your prompt, in the training template, to the "
+        "base (the same weights inside `with model.disable_adapter():`, no second copy) and to the fine-tuned model; "
+        "tokens appear as they are generated. Then it times decoding with the adapter beside the weights and merged "
+        f"into them. {whose}, newest first; the server keeps its last {kept}. {holds}"
+    )
+
+
+def try_it_note(model_name):
+    """A line beside the generations when the adapter's base started from random weights, else ''."""
+    if model_name not in (TINY_MODEL_NAME, TINY_LLAMA_NAME):
+        return ""
+    return (
+        f"`{model_name}` started from **random weights** (step 6 says what its short run learnt): expect the "
+        'answer\'s format ("Answer: ", a number) before the right answer, even for a prompt from the training '
+        "data. A pretrained base (GPT-2, SmolLM2) shows what fine-tuning adds to a model that knows language."
     )

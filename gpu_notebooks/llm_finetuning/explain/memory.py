@@ -183,9 +183,14 @@ def training_memory_text(facts, settings, plan, speed, tokens, loss_rows, measur
     else:
         scope = "the largest batch this run built"
         compared = "Not measured: torch's allocator statistics exist on CUDA only; this run was on a CPU."
+    carrying = (
+        "every one counted as carrying loss (the most there can be: step 4 counts the share that really does)"
+        if measured is None and loss_rows >= tokens
+        else f"{loss_rows:,} of them carrying loss"
+    )
     return f"""
-_Estimated from the model's config for **{tokens:,} token positions per batch** ({scope}), {loss_rows:,} of them
-carrying loss, in {plan.name}, on the **{speed.name}** path. Estimates, not measurements._
+_Estimated from the model's config for **{tokens:,} token positions per batch** ({scope}), {carrying}, in
+{plan.name}, on the **{speed.name}** path. Estimates, not measurements._
 
 | part | bytes | share |
 |---|---|---|

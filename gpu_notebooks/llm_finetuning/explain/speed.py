@@ -145,8 +145,9 @@ lever keeps the maths of a step: the fast and plain paths give the same loss cur
 {fast_path_measured_text()}"""
 
 
-def why_fp16_text():
-    """'Why mixed precision (FP16)' with numbers computed by torch on this machine."""
+def why_fp16_text(plan=None):
+    """'Why mixed precision (FP16)' with numbers computed by torch on this machine; its last line says what
+    this run's `plan` stores in which dtype (None: a mixed-precision GPU run, as the docs show it)."""
     fp16, bf16 = torch.finfo(torch.float16), torch.finfo(torch.bfloat16)
     tiny_gradient = 1e-8
     in_fp16 = torch.tensor(tiny_gradient, dtype=torch.float16).item()
@@ -171,9 +172,32 @@ def why_fp16_text():
   "native BF16" by compute capability, not by `torch.cuda.is_bf16_supported()`, whose default also says
   yes on Volta/Turing. *auto* keeps FP16 + GradScaler for GPT-2, because the scaler is what this section
   teaches, and picks BF16 for the Llama family where the GPU has it natively.
-- **Here:** the frozen base weights are stored in the compute dtype (half the memory); the adapter weights, their
-  gradients and AdamW's moments stay in FP32, the "master copy" that small updates need.
+- {here_text(plan)}
 """
+
+
+def here_text(plan):
+    """The mixed-precision section's last line: what this run stores in which dtype."""
+    master = 'the adapter weights, their gradients and AdamW\'s moments stay in FP32, the "master copy" that small updates need'
+    if plan is None:
+        return (
+            f"**Here:** the frozen base weights are stored in the compute dtype (half the memory); {master}."
+        )
+    if plan.autocast_dtype is None:
+        return (
+            f"**This run is {plan.name}:** every weight, activation and gradient is FP32 (no autocast, no "
+            "scaler). In an FP16 or BF16 run on a CUDA GPU the frozen base weights are stored in the compute dtype "
+            f"(half the memory) and {master}."
+        )
+    if plan.param_dtype == torch.float32:
+        return (
+            f"**This run is {plan.name}:** the weights are stored in FP32 (no memory saved on them) and autocast "
+            f"runs the matmuls in {dtype_name(plan.autocast_dtype)}."
+        )
+    return (
+        f"**This run is {plan.name}:** the frozen base weights are stored in {dtype_name(plan.param_dtype)} (half "
+        f"the memory); {master}."
+    )
 
 
 def tf32_text(plan, device_type, compute_capability=(0, 0), current=None):
