@@ -647,7 +647,8 @@ def _(after, before, clicked_at, comparison, dataset, run, train_progress):
                 time.perf_counter() - _started,
                 f"`{adapters.project_path(adapter_folder)}` "
                 f"({', '.join(f'{k} {fmt_bytes(v)}' for k, v in saved['saved_files'].items())}; this server "
-                f"keeps its last {adapters.ADAPTERS_KEPT} adapter folders) · merged into the weights for inference, the "
+                f"keeps its last {adapters.ADAPTERS_KEPT} adapter folders, and `outputs/adapters` its newest "
+                f"{adapters.ADAPTERS_ON_DISK} across restarts) · merged into the weights for inference, the "
                 f"model gives the same logits: max |Δ| = **{saved['merge_max_diff']:.2e}** "
                 f"{cards.check_mark(saved['merge_max_diff'], run.plan)} · `PeftModel.from_pretrained(base, folder)` "
                 f"reproduces this app's logits: max |Δ| = **{saved['peft_max_diff']:.2e}** "

@@ -190,8 +190,8 @@ def _(cli, cudf_module, dask_ok, gpus):
         start=1, stop=20, value=cli["repeats"] or (1 if cli["smoke"] else 3), label="Timed repeats"
     )
     mode_radio = mo.ui.radio(
-        options=["Single size", "Size sweep (1K → rows)"],
-        value="Size sweep (1K → rows)" if cli["sweep"] else "Single size",
+        options=["Single size", "Size sweep (1K, 10K, … up to the rows chosen)"],
+        value="Size sweep (1K, 10K, … up to the rows chosen)" if cli["sweep"] else "Single size",
         label="Mode",
     )
     run_button = mo.ui.run_button(label="Run benchmark", kind="success")
@@ -673,7 +673,9 @@ def _(user_dataset):
         value=f"all {user_dataset.rows:,} rows",
         label="Rows",
     )
-    user_sweep = mo.ui.radio(["One size", "Size sweep (1K → rows)"], value="One size", label="Mode")
+    user_sweep = mo.ui.radio(
+        ["One size", "Size sweep (1K, 10K, … up to the rows chosen)"], value="One size", label="Mode"
+    )
     user_repeats = mo.ui.number(start=1, stop=20, value=3, label="Timed repeats")
     user_run = mo.ui.run_button(label="Run on my table", kind="success")
     mo.hstack([user_rows, user_repeats, user_sweep, user_run], justify="start", gap=2)

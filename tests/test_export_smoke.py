@@ -31,10 +31,13 @@ def test_rapids_dashboard_smoke_export(tmp_path, flags):
     assert "Understand what you measured" in html
     # Only written when Polars' results were compared with pandas' in this run: the page embeds the app's
     # source too, which holds "checks of {names}" but never the filled-in sentence.
-    # 2 sizes × every op (the five, the two reads and the pipeline) checked for Polars and DuckDB; --cpu too.
+    # 2 engines (Polars, DuckDB) × 2 sizes × every op (the five, the two reads and the pipeline); --cpu too.
     from gpu_notebooks.rapids_benchmark.ops import ALL_OPS
 
-    assert f"{2 * len(ALL_OPS)} checks of DuckDB, Polars" in html
+    assert (
+        f"{2 * 2 * len(ALL_OPS)} checks of DuckDB, Polars over {2 * len(ALL_OPS)} (size, operation) pairs"
+        in html
+    )
     # The intro counts the operations the app runs (it once said five while the table showed eight).
     from gpu_notebooks.rapids_benchmark.explain.method import count_words
 

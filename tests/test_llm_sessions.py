@@ -13,7 +13,12 @@ import torch
 import gpu_notebooks.llm_finetuning.adapter as adapter
 import gpu_notebooks.llm_finetuning.steps as steps
 from gpu_notebooks.gpu.lock import DEFAULT_GPU_LOCK_PATH, GpuLease, gpu_lock_path
-from gpu_notebooks.llm_finetuning.adapter import keep_recent_adapters, project_path
+from gpu_notebooks.llm_finetuning.adapter import (
+    ADAPTERS_ON_DISK,
+    BASE_RECIPE_FILE,
+    keep_recent_adapters,
+    project_path,
+)
 from gpu_notebooks.llm_finetuning.explain.speed import why_fp16_text
 from gpu_notebooks.llm_finetuning.lora import LoRADropout, inject_lora, lora_layers
 from gpu_notebooks.llm_finetuning.models import build_offline_tokenizer, offline_gpt2, tokenizer_corpus
@@ -265,6 +270,24 @@ def test_the_process_keeps_its_last_adapter_folders_and_deletes_only_its_own(tmp
         keep_recent_adapters(folder, keep=5)
     assert [f.exists() for f in folders] == [False, False, True, True, True, True, True]
     assert foreign.exists()
+
+
+def test_the_output_folder_keeps_its_newest_adapters_across_restarts_and_only_ours(tmp_path, monkeypatch):
+    monkeypatch.setitem(process_registry(), "adapter_folders", [])
+    other_file = tmp_path / "notes"  # a folder the app did not write: never touched
+    other_file.mkdir()
+    (other_file / "adapter_config.json").write_text("{}")
+    folders = []
+    for i in range(ADAPTERS_ON_DISK + 3):  # as if written by earlier server processes, oldest first
+        folder = tmp_path / f"adapter-{i}"
+        folder.mkdir()
+        for name in ("adapter_config.json", BASE_RECIPE_FILE):
+            (folder / name).write_text("{}")
+        os.utime(folder, (1_000_000 + i, 1_000_000 + i))
+        folders.append(folder)
+    keep_recent_adapters(folders[-1], keep=5)
+    assert [f.exists() for f in folders] == [False] * 3 + [True] * ADAPTERS_ON_DISK
+    assert other_file.exists()
 
 
 def test_step_7_shows_the_adapter_relative_to_the_project_never_the_servers_absolute_path():

@@ -21,6 +21,7 @@ from gpu_notebooks.rapids_benchmark.explain.user_data import (
     user_disagreement_causes,
     user_ops_text,
     user_run_text,
+    user_summary_text,
     user_table_text,
 )
 from gpu_notebooks.rapids_benchmark.report import summarize_records
@@ -133,6 +134,8 @@ def test_a_small_upload_runs_every_op_on_pandas_polars_duckdb_and_the_cudf_path_
     checked = {(r["op"], r["engine"]) for r in out["records"] if r["checked_by"] == "pandas"}
     engines = ("polars", "duckdb", "cudf")
     assert checked == {(op, e) for op in dataset.ops for e in engines}
+    said = user_summary_text(summary)  # every engine that ran is put against pandas the same way
+    assert "Polars on all cores was" in said and "DuckDB was" in said and "cuDF was" in said
     reads = {r["rows"]: r["rows_out"] for r in out["records"] if r["op"] == f"read_{kind}"}
     # At full size the read takes the uploaded file itself (its rows with gaps too); below, a sample of it.
     assert reads == {1_000: 1_000, dataset.rows: len(df)}
@@ -151,6 +154,30 @@ def test_an_integer_key_with_many_values_and_a_text_sort_column_agree(folder):
     assert (summary["match"] == "✓").all(), summary["detail"].tolist()
     filtered = next(r for r in out["records"] if r["op"] == "filter" and r["engine"] == "pandas")
     assert filtered["rows_out"] == (dataset.frame["value"] > dataset.frame["value"].quantile(0.9)).sum()
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet-date", "parquet-timestamp"])
+def test_a_date_column_can_be_the_sort_column_and_every_engine_agrees(kind, folder):
+    """A user's dates sort as their stored number (days, µs…): the same order on every engine."""
+    df = sales(3_000)
+    if kind == "csv":
+        data = as_bytes(df, "csv")  # "2024-01-01" text: Arrow's CSV reader takes it for a date or timestamp
+    else:
+        day = pd.to_datetime(df["day"]) + pd.to_timedelta(np.arange(len(df)) % 24, unit="min")
+        df["day"] = day.dt.date if kind == "parquet-date" else day
+        data = as_bytes(df, "parquet")
+    table = save_upload(folder, f"sales.{kind.split('-')[0]}", data)
+    assert table.column("day").kind == "date" and "day" in table.choices("sort")
+    dataset = prepare_dataset(table, {"value": "amount", "key": "store", "sort": "day"}, 0.5, folder.path)
+    assert dataset.sort_column == "sort_by" and dataset.frame["sort_by"].dtype == "float64"
+    assert dataset.frame[
+        "sort_by"
+    ].is_monotonic_increasing  # the file's days were in order: so are the numbers
+    out, _ = run_on(dataset, [dataset.rows])
+    assert not out["errors"]
+    summary = summarize_records(out["records"])
+    assert (summary["match"] == "✓").all(), summary["detail"].tolist()
+    assert {"sort"} <= set(summary["op"])
 
 
 def parquet_of(kind: str) -> bytes:
@@ -352,6 +379,10 @@ BAD_FILES = {
     ),
     "a picture": (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "it looks like a PNG image"),
     "binary data": (b"abc\x00\x01\x02" * 20, "holds binary data"),
+    "random bytes without a zero byte": (
+        bytes(b for b in np.random.default_rng(3).integers(1, 256, 5_000, dtype=np.uint8).tobytes()),
+        "holds binary data (",
+    ),
     "a truncated Parquet": (
         parquet_bytes()[:900],
         "truncated or corrupt: it starts like Parquet but its footer",

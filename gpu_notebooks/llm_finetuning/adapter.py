@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import secrets
 import time
 import warnings
 import zipfile
@@ -24,6 +25,7 @@ from gpu_notebooks.registry import process_gpu_lock_guard, process_registry
 # Beside the adapter: how to rebuild its base (the Try-it section reads it).
 BASE_RECIPE_FILE = "base_model.json"
 ADAPTERS_KEPT = 5  # adapter folders one server process keeps; older ones it wrote are deleted
+ADAPTERS_ON_DISK = 20  # adapter folders the output folder keeps across restarts (older ones are deleted)
 OUTPUT_ROOT = Path(
     os.environ.get("LLM_DASHBOARD_OUTPUT_DIR") or (mo.notebook_dir() or Path.cwd()) / "outputs" / "adapters"
 )
@@ -150,9 +152,9 @@ def merge_check(run, prompts):
 
 
 def adapter_folder_for(run):
-    """A new folder name under OUTPUT_ROOT for this run's adapter (model, rank, time, process, run)."""
+    """A new folder name under OUTPUT_ROOT for this run's adapter (model, rank, time, a random tag)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = f"{run.model_name}-r{run.settings.rank}-{stamp}-{os.getpid()}-{id(run) % 10000}"
+    name = f"{run.model_name}-r{run.settings.rank}-{stamp}-{secrets.token_hex(3)}"  # unique across processes
     return OUTPUT_ROOT / sanitize_name(name)
 
 
@@ -174,7 +176,24 @@ def keep_recent_adapters(folder, keep=ADAPTERS_KEPT, owner=None):
             owners.pop(old.name, None)
     for old in removed:
         shutil.rmtree(old, ignore_errors=True)
-    return removed
+    return removed + prune_adapter_folders(Path(folder).parent, keep=ADAPTERS_ON_DISK)
+
+
+def prune_adapter_folders(root, keep=ADAPTERS_ON_DISK):
+    """Delete the oldest adapter folders under `root` beyond the newest `keep` (by time written), so runs over
+    many server restarts do not fill the disk. Only folders this app writes (PEFT's config beside our base
+    recipe) are touched; returns the ones removed."""
+    import shutil
+
+    ours = [
+        path
+        for path in Path(root).iterdir()
+        if path.is_dir() and (path / BASE_RECIPE_FILE).is_file() and (path / "adapter_config.json").is_file()
+    ]
+    ours.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in ours[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return ours[keep:]
 
 
 def project_path(path):

@@ -299,10 +299,11 @@ def check_messages(
         by = {b for r in checked.itertuples() for b in r.checked_by.split(",") if b}
         engines = sorted({d.split(":")[0] for r in checked.itertuples() for d in r.detail.split("; ")})
         names = ", ".join(ENGINE_LABELS.get(e, e) for e in engines)
+        compared = sum(len(r.detail.split("; ")) for r in checked.itertuples())  # one per engine and pair
         if by == {"pandas"}:
             text = (
-                f"**✓ Every result matches pandas** — {len(checked)} checks of {names}: "
-                "same rows, floats within 1e-7 relative."
+                f"**✓ Every result matches pandas** — {compared} checks of {names} over {len(checked)} "
+                "(size, operation) pairs: same rows, floats within 1e-7 relative."
             )
         else:
             text = (

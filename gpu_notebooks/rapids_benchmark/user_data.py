@@ -35,7 +35,12 @@ CSV_NULLS = {"null_values": [""], "strings_can_be_null": True}
 ROLE_KINDS = {
     "value": ("number", "integer"),
     "key": ("integer", "text"),
-    "sort": ("number", "integer", "text"),
+    "sort": (
+        "number",
+        "integer",
+        "text",
+        "date",
+    ),  # a date sorts as its number (user_dataset.dates_as_numbers)
 }
 
 
@@ -150,6 +155,11 @@ def save_upload(
         raise
 
 
+# Bytes below 0x20 other than tab, newline, form feed and carriage return (and DEL): in text, rare in any encoding.
+NOT_CONTROL_BYTES = bytes(b for b in range(256) if b >= 0x20 and b != 0x7F or b in b"\t\n\x0c\r")
+CONTROL_SHARE_MAX = 0.01  # random bytes hold about 13%
+
+
 def sniff_kind(head: bytes, tail: bytes) -> str:
     """'parquet' or 'csv' from a file's first and last bytes, or UserDataError naming what it is instead."""
     if not head:
@@ -166,6 +176,12 @@ def sniff_kind(head: bytes, tail: bytes) -> str:
             raise UserDataError(f"This is not a CSV or Parquet file: it looks like {what}.")
     if b"\x00" in head:
         raise UserDataError("This is not a CSV or Parquet file: it holds binary data (zero bytes).")
+    controls = len(head.translate(None, NOT_CONTROL_BYTES))  # text in any encoding has almost none
+    if controls > CONTROL_SHARE_MAX * len(head) and controls >= 4:
+        raise UserDataError(
+            f"This is not a CSV or Parquet file: it holds binary data ({controls:,} control bytes in its first "
+            f"{len(head):,} bytes, where text has almost none)."
+        )
     return "csv"
 
 

@@ -112,16 +112,19 @@ class UserDataset:
 
     def spec(self) -> dict:
         """What the ops need to know, as plain values (the cudf.pandas worker gets it as JSON)."""
+        # The reads take the role columns as the frame has them; a date sort column (a number in the frame,
+        # stored as text or as a date in the file) is left to the sort, so the engines' date types never meet.
+        read = {user: col for user, col in self.names.items() if self.table.column(user).kind != "date"}
         return {
             "threshold": self.threshold,
             "group_op": self.group_op,
             "sort_column": self.sort_column,
             "kind": self.table.kind,
             "read_op": self.read_op,
-            "names": self.names,
-            "types": {user: frame_type(self.frame[col]) for user, col in self.names.items()},
+            "names": read,
+            "types": {user: frame_type(self.frame[col]) for user, col in read.items()},
             # the file's other columns: the CSV readers take them as text, so nothing in them stops a read
-            "other_columns": [c.name for c in self.table.columns if c.name not in self.names],
+            "other_columns": [c.name for c in self.table.columns if c.name not in read],
             "columns": [c.name for c in self.table.columns],  # in the file's order
         }
 
@@ -248,6 +251,20 @@ def read_role_columns(table: UserTable, columns: list[str], max_rows: int | None
         ) from None
 
 
+def dates_as_numbers(raw, table: UserTable):
+    """Date and time columns as int64 in their stored unit (days, ms, µs…): the same order, a type every engine
+    sorts the same way (a sort column may be a date; value and key never are)."""
+    import pyarrow as pa
+
+    for i, name in enumerate(raw.column_names):
+        if table.column(name).kind == "date":
+            column = raw.column(i)
+            if pa.types.is_date32(column.type):
+                column = column.cast(pa.int32())
+            raw = raw.set_column(i, name, column.cast(pa.int64()))
+    return raw
+
+
 def prepare_dataset(
     table: UserTable, roles: dict, quantile: float, folder: str, max_rows: int | None = None
 ) -> UserDataset:
@@ -255,7 +272,7 @@ def prepare_dataset(
     check_roles(table, roles)
     names = {roles["key"]: "key", roles["value"]: "value"}
     names.setdefault(roles["sort"], "sort_by")
-    raw = read_role_columns(table, list(names), max_rows)
+    raw = dates_as_numbers(read_role_columns(table, list(names), max_rows), table)
     source_rows = raw.num_rows if max_rows is not None and max_rows < table.rows else table.rows
     frame = raw.to_pandas().rename(columns=names)[list(names.values())]
     keep = frame.notna().all(axis=1)

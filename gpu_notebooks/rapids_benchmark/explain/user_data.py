@@ -8,6 +8,8 @@ from gpu_notebooks.rapids_benchmark.formatting import ENGINE_LABELS, fmt_seconds
 from gpu_notebooks.rapids_benchmark.user_dataset import MAGNITUDE_TOLERANCE, PRICE_MAX
 from gpu_notebooks.text import count_of
 
+# The CPU engines the summary puts against pandas, in this order (cuDF has its own sentence).
+CPU_ENGINES_AGAINST_PANDAS = ("polars", "duckdb", "dask")
 KIND_WORDS = {
     "number": "number",
     "integer": "integer",
@@ -74,7 +76,9 @@ def user_dataset_text(dataset, ops_text: dict) -> str:
     if dataset.dropped:
         parts.append(
             f"**Left out:** {dataset.dropped:,} rows with a missing (or infinite) value in a role column — the "
-            "engines disagree on what such a value means. The read and the pipeline read the file as it is."
+            "engines disagree on what such a value means. The read and the pipeline read the file as it is "
+            f"({dataset.table.rows:,} rows); the results label every operation with the {dataset.rows:,} rows the "
+            "others work on."
         )
     parts.append(
         "**The operations** (the join's lookup holds every other distinct key, "
@@ -165,8 +169,10 @@ def user_summary_text(summary) -> str:
             + ", ".join(f"**{k}** {fmt_seconds(v)}" for k, v in sorted(times.items(), key=lambda kv: kv[1]))
             + "."
         )
-    if "polars_speedup" in top:
-        lines.append(f"Polars on all cores was {speed_range_text(top['polars_speedup'], 'pandas')}.")
+    for engine in CPU_ENGINES_AGAINST_PANDAS:  # every CPU engine that ran, said the same way
+        if f"{engine}_speedup" in top and top[f"{engine}_speedup"].notna().any():
+            label = "Polars on all cores" if engine == "polars" else ENGINE_LABELS[engine]
+            lines.append(f"{label} was {speed_range_text(top[f'{engine}_speedup'], 'pandas')}.")
     if "speedup_vs_cpu" in top:
         lines.append(
             f"cuDF was {speed_range_text(top['speedup_vs_cpu'], 'the fastest CPU engine')} "
