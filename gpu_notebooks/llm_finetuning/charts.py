@@ -89,7 +89,7 @@ def device_timeline_chart(samples, source):
         alt.Chart(frame)
         .mark_line()
         .encode(
-            x=alt.X("t:Q", title="seconds since training started"),
+            x=alt.X("t:Q", title="seconds since training started", axis=alt.Axis(labelFlush=True)),
             y=alt.Y("value:Q", title=None),
             tooltip=["metric", alt.Tooltip("t:Q", format=".1f"), alt.Tooltip("value:Q", format=",.1f")],
         )
