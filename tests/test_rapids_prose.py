@@ -315,3 +315,12 @@ def test_the_intro_counts_and_lists_the_operations_from_the_ops_the_app_runs():
     assert "same two DataFrame operations — **filter and sort**" in intro_text(["filter", "sort"], 10)
     assert "ten times a second" in text and "four times a second" in intro_text(names, 4)
     assert count_words(13) == "13"
+
+
+def test_a_ratio_far_below_one_keeps_its_digits_instead_of_reading_zero():
+    from gpu_notebooks.rapids_benchmark.explain.results import speed_range_text
+    from gpu_notebooks.rapids_benchmark.formatting import fmt_ratio
+
+    assert [fmt_ratio(x) for x in (0.021, 0.25, 2.04, 145.3)] == ["0.021×", "0.2×", "2.0×", "145×"]
+    said = speed_range_text(pd.Series([0.021, 0.5]), "pandas")
+    assert said == "0.021×–0.5× as fast as pandas (slower)" and "0.0×" not in said
