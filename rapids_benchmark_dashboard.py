@@ -190,8 +190,8 @@ def _(cli, cudf_module, dask_ok, gpus):
         start=1, stop=20, value=cli["repeats"] or (1 if cli["smoke"] else 3), label="Timed repeats"
     )
     mode_radio = mo.ui.radio(
-        options=["Single size", "Size sweep (1K, 10K, … up to the rows chosen)"],
-        value="Size sweep (1K, 10K, … up to the rows chosen)" if cli["sweep"] else "Single size",
+        options=["Single size", sizing.SWEEP_OPTION],
+        value=sizing.SWEEP_OPTION if cli["sweep"] else "Single size",
         label="Mode",
     )
     run_button = mo.ui.run_button(label="Run benchmark", kind="success")
@@ -270,7 +270,7 @@ def _(
         else rows_slider.value,
         "ops": (cli["ops"] or list(ops.ALL_OPS)) if _auto else (ops_select.value or []),
         "repeats": (cli["repeats"] or (1 if cli["smoke"] else 3)) if _auto else int(repeats_input.value or 1),
-        "sweep": (cli["smoke"] or cli["sweep"]) if _auto else mode_radio.value.startswith("Size sweep"),
+        "sweep": (cli["smoke"] or cli["sweep"]) if _auto else mode_radio.value == sizing.SWEEP_OPTION,
         "dask": bool(dask_switch.value),
         "cudf_pandas": bool(cudf_pandas_switch.value) and cudf_module is not None,
     }
@@ -673,9 +673,7 @@ def _(user_dataset):
         value=f"all {user_dataset.rows:,} rows",
         label="Rows",
     )
-    user_sweep = mo.ui.radio(
-        ["One size", "Size sweep (1K, 10K, … up to the rows chosen)"], value="One size", label="Mode"
-    )
+    user_sweep = mo.ui.radio(["One size", sizing.SWEEP_OPTION], value="One size", label="Mode")
     user_repeats = mo.ui.number(start=1, stop=20, value=3, label="Timed repeats")
     user_run = mo.ui.run_button(label="Run on my table", kind="success")
     mo.hstack([user_rows, user_repeats, user_sweep, user_run], justify="start", gap=2)
@@ -690,7 +688,7 @@ def _(cli, cudf_module, cudf_pandas_switch, user_base, user_dataset, user_repeat
         "requested_rows": min(cli["rows"] or _all, _all) if _auto else user_rows.value,
         "ops": user_dataset.ops,
         "repeats": (cli["repeats"] or (1 if cli["smoke"] else 3)) if _auto else int(user_repeats.value or 1),
-        "sweep": (cli["smoke"] or cli["sweep"]) if _auto else user_sweep.value.startswith("Size"),
+        "sweep": (cli["smoke"] or cli["sweep"]) if _auto else user_sweep.value == sizing.SWEEP_OPTION,
         "dask": False,
         "cudf_pandas": bool(cudf_pandas_switch.value) and cudf_module is not None,
     }

@@ -366,8 +366,15 @@ def try_adapter(request, device, on_text=None, on_wait=None, owner=None):
     the context, logits that are not numbers, out of memory; anything else is a bug and raises (the lease and
     the memory still go back: its traceback's frames are cleared first, so they do not hold the model).
     """
-    out = {"texts": {}, "tokens": {}, "costs": None, "problem": None, "waited_s": 0.0, "adapter": None}
-    out["model_name"] = None
+    out = {
+        "texts": {},
+        "tokens": {},
+        "costs": None,
+        "problem": None,
+        "waited_s": 0.0,
+        "adapter": None,
+        "model_name": None,
+    }
     try:
         folder = resolve_adapter(request.adapter, owner)
         out["model_name"] = read_recipe(folder)["model_name"]

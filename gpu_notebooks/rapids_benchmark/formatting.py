@@ -47,7 +47,7 @@ def fmt_spread(median: float, low: float, high: float) -> str:
 
 
 def fmt_ratio(x: float) -> str:
-    """2.04 → '2.0×', 145.3 → '145×', 0.021 → '0.02×' (two significant digits below 0.1: never '0.0×')."""
+    """2.04 → '2.0×', 145.3 → '145×', 0.021 → '0.021×' (two significant digits below 0.1: never '0.0×')."""
     if x < 0.1:
         return f"{x:.2g}×"
     return f"{x:,.1f}×" if x < 10 else f"{x:,.0f}×"

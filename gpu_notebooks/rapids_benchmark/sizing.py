@@ -119,6 +119,9 @@ def run_cap_notice(preview: dict, plan: dict) -> str | None:
     return f"With the memory free at the click: {plan['cap_message']}"
 
 
+SWEEP_OPTION = "Size sweep (1K, 10K, … up to the rows chosen)"  # the Mode radios' label for sweep_sizes
+
+
 def sweep_sizes(max_rows: int) -> list[int]:
     """Sizes for a sweep: powers of ten from 1K up to max_rows, ending at max_rows."""
     sizes = [10**k for k in range(3, 10) if 10**k < max_rows]

@@ -35,12 +35,8 @@ CSV_NULLS = {"null_values": [""], "strings_can_be_null": True}
 ROLE_KINDS = {
     "value": ("number", "integer"),
     "key": ("integer", "text"),
-    "sort": (
-        "number",
-        "integer",
-        "text",
-        "date",
-    ),  # a date sorts as its number (user_dataset.dates_as_numbers)
+    # a date sorts as its stored number (user_dataset.dates_as_numbers)
+    "sort": ("number", "integer", "text", "date"),
 }
 
 
